@@ -1,0 +1,79 @@
+"""Defaults and the environment: the only module that reads ``SENTICTL_*`` variables.
+
+Precedence everywhere: command-line option > ``SENTICTL_*`` environment variable > default.
+Click options name their variable with ``envvar=`` (see :func:`env`), so ``--help`` shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HUB_MODEL = "ProsusAI/finbert"
+DEFAULT_MODELS_ROOT = Path("models")
+# Where `sentictl export` writes FinBERT when --out is not given; score/serve/bridge look here next.
+DEFAULT_MODEL_DIR = DEFAULT_MODELS_ROOT / "finbert"
+BUNDLED_MODEL_NAME = "finsent-mini"
+
+# A token budget per inference batch: padded batch_size x seq_len. Texts are sorted by length
+# first, so short headlines travel in large batches and long articles in small ones.
+DEFAULT_MAX_BATCH_TOKENS = 8192
+DEFAULT_MAX_BATCH_SIZE = 64
+# Texts longer than this (characters) are rejected as bad records: tokenizing a multi-megabyte
+# line just to truncate it would stall a stream.
+DEFAULT_MAX_CHARS = 100_000
+LONG_MODES = ("truncate", "chunk")
+PROVIDERS = ("auto", "cpu", "cuda", "coreml")
+
+
+def env(name: str) -> str:
+    """The environment variable name for a setting, e.g. env("CACHE") -> "SENTICTL_CACHE"."""
+    return f"SENTICTL_{name}"
+
+
+def getenv(name: str, default: str | None = None) -> str | None:
+    """Read one SENTICTL_* variable (empty counts as unset)."""
+    value = os.environ.get(env(name))
+    return value if value else default
+
+
+def default_cache_path() -> Path:
+    """The shared result cache: SENTICTL_CACHE or a file in the user cache directory."""
+    configured = getenv("CACHE")
+    if configured:
+        return Path(configured).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("sentictl")) / "results.sqlite"
+
+
+def bundled_model_dir() -> Path:
+    """The small model that ships inside the package (used when nothing else is configured)."""
+    return Path(__file__).resolve().parent / "models" / BUNDLED_MODEL_NAME
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Which model directory a command will use, and why."""
+
+    path: Path
+    reason: str
+    bundled: bool = False
+
+
+def resolve_model_dir(option: str | os.PathLike | None = None) -> ResolvedModel:
+    """--model-dir > SENTICTL_MODEL_DIR > the default export location > the bundled model."""
+    if option:
+        return ResolvedModel(Path(option).expanduser(), "given with --model-dir")
+    configured = getenv("MODEL_DIR")
+    if configured:
+        return ResolvedModel(Path(configured).expanduser(), "from SENTICTL_MODEL_DIR")
+    if (DEFAULT_MODEL_DIR / "manifest.json").is_file():
+        return ResolvedModel(DEFAULT_MODEL_DIR, f"the default export location ({DEFAULT_MODEL_DIR})")
+    bundled = bundled_model_dir()
+    return ResolvedModel(
+        bundled,
+        f"no exported model in {DEFAULT_MODEL_DIR} and no --model-dir/SENTICTL_MODEL_DIR",
+        bundled=True,
+    )

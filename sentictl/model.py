@@ -1,0 +1,379 @@
+"""The engine: a model directory loaded with ``tokenizers`` and ``onnxruntime`` only.
+
+This module is on the hot path of score/serve/bridge: it must never import torch,
+transformers or optimum (a test checks ``sys.modules``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import orjson
+
+from . import config
+from .errors import ManifestError, ModelNotFound, SentictlError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+# ORT's provider names, and the variant each one prefers when the provider is picked.
+_ORT_PROVIDER = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+}
+_PREFERRED_VARIANTS = {
+    "cpu": ("int8", "fp32"),
+    "cuda": ("fp16", "fp32"),
+    "coreml": ("coreml", "fp32"),
+}
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def warn(message: str) -> None:
+    """One line on stderr, never on stdout (stdout carries data)."""
+    print(f"sentictl: {message}", file=sys.stderr, flush=True)
+
+
+def read_manifest(model_dir: Path) -> dict[str, Any]:
+    """Read and sanity-check ``manifest.json`` of a model directory."""
+    path = Path(model_dir) / MANIFEST
+    if not path.is_file():
+        if not Path(model_dir).exists():
+            raise ModelNotFound(
+                f"no model in {model_dir}: run `sentictl export` first "
+                f"(or pass --model-dir / set SENTICTL_MODEL_DIR to an exported model)"
+            )
+        raise ModelNotFound(f"{model_dir} has no {MANIFEST}: is it a directory written by `sentictl export`?")
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc}); re-run `sentictl export`") from None
+    for key in ("labels", "max_length", "variants", "tokenizer"):
+        if key not in manifest:
+            raise ManifestError(f"{path} lacks '{key}'; re-run `sentictl export`")
+    if manifest.get("format", 0) > MANIFEST_FORMAT:
+        raise ManifestError(f"{path} was written by a newer sentictl (format {manifest['format']}); upgrade sentictl")
+    return manifest
+
+
+def fingerprint(manifest: dict[str, Any], variant: str) -> str:
+    """A stable id for (model, variant): changes whenever weights, tokenizer or labels change."""
+    v = manifest["variants"][variant]
+    identity = {
+        "source": manifest.get("source"),
+        "labels": manifest["labels"],
+        "max_length": manifest["max_length"],
+        "tokenizer": manifest["tokenizer"].get("sha256"),
+        "variant": variant,
+        "sha256": v.get("sha256"),
+    }
+    return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(model_dir: Path) -> list[str]:
+    """Check every file the manifest names against its sha256; returns the problems found."""
+    manifest = read_manifest(model_dir)
+    problems = []
+    entries = [("tokenizer", manifest["tokenizer"])] + list(manifest["variants"].items())
+    for name, entry in entries:
+        path = Path(model_dir) / entry["file"]
+        if not path.is_file():
+            problems.append(f"{name}: {entry['file']} is missing")
+        elif entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+            problems.append(f"{name}: {entry['file']} does not match its sha256")
+    return problems
+
+
+def available_providers() -> list[str]:
+    """ORT execution providers usable in this process (short names)."""
+    import onnxruntime as ort
+
+    names = set(ort.get_available_providers())
+    return [short for short, long in _ORT_PROVIDER.items() if long in names]
+
+
+def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None = None) -> tuple[str, str]:
+    """Pick (provider, variant) for a manifest: auto takes the best available provider."""
+    if provider not in config.PROVIDERS:
+        raise SentictlError(f"unknown provider {provider!r}: use one of {', '.join(config.PROVIDERS)}")
+    variants = manifest["variants"]
+    usable = [name for name, v in variants.items() if v.get("usable", True)]
+    have = available_providers()
+    if variant is not None:
+        if variant not in variants:
+            raise SentictlError(f"this model has no {variant!r} variant (it has: {', '.join(variants)})")
+        target = variants[variant].get("provider", "cpu") if provider == "auto" else provider
+        if target not in have:
+            warn(f"provider {target} is not available here; running the {variant} variant on cpu")
+            target = "cpu"
+        return target, variant
+    if provider == "auto":
+        # An accelerator is only worth it with a variant built for it; fp32 is the cpu fallback.
+        for candidate in (p for p in ("cuda", "coreml") if p in have):
+            for name in _PREFERRED_VARIANTS[candidate]:
+                if name != "fp32" and name in usable:
+                    return candidate, name
+        for name in _PREFERRED_VARIANTS["cpu"]:
+            if name in usable:
+                return "cpu", name
+        raise SentictlError("no usable variant in this model: re-run `sentictl export`")
+    if provider not in have:
+        warn(f"provider {provider} is not available here (have: {', '.join(have)}); falling back to cpu")
+        provider = "cpu"
+    for name in _PREFERRED_VARIANTS[provider]:
+        if name in usable:
+            return provider, name
+    raise SentictlError(f"no usable variant for provider {provider}: re-run `sentictl export`")
+
+
+@dataclass
+class _Item:
+    """One unit of inference: a text, or one chunk of a long text."""
+
+    owner: int
+    ids: list[int]
+    type_ids: list[int]
+    weight: float
+
+
+class Model:
+    """A loaded model directory: tokenizer + one ONNX variant on one execution provider."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        provider: str = "auto",
+        variant: str | None = None,
+        threads: int | None = None,
+        long: str = "truncate",
+        max_batch_tokens: int = config.DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_size: int = config.DEFAULT_MAX_BATCH_SIZE,
+    ):
+        if long not in config.LONG_MODES:
+            raise SentictlError(f"unknown --long mode {long!r}: use truncate or chunk")
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir)
+        self.provider, self.variant = choose(self.manifest, provider, variant)
+        self.long = long
+        self.max_batch_tokens = max(1, int(max_batch_tokens))
+        self.max_batch_size = max(1, int(max_batch_size))
+        entry = self.manifest["variants"][self.variant]
+        self.fingerprint = fingerprint(self.manifest, self.variant)
+        # Results of the two long-text modes differ, so they must never share cache entries.
+        self.cache_namespace = f"{self.fingerprint}:{long}"
+        self.name = f"{self.manifest.get('name', self.model_dir.name)}:{self.variant}"
+        self.labels = [self.manifest["labels"][str(i)] for i in range(len(self.manifest["labels"]))]
+        self.max_length = int(self.manifest["max_length"])
+        self.static_shape = entry.get("static_shape")
+        self._load_tokenizer()
+        self._load_session(entry, threads)
+
+    def _load_tokenizer(self) -> None:
+        from tokenizers import Tokenizer
+
+        path = self.model_dir / self.manifest["tokenizer"]["file"]
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises plain Exception on a bad file
+            raise ManifestError(f"cannot load tokenizer {path}: {exc}") from None
+        tok.no_padding()
+        tok.no_truncation()
+        self.tokenizer = tok
+        self._cls = tok.token_to_id(self.manifest["tokenizer"].get("cls_token", "[CLS]"))
+        self._sep = tok.token_to_id(self.manifest["tokenizer"].get("sep_token", "[SEP]"))
+        self._pad = self.manifest["tokenizer"].get("pad_id", 0)
+        if self._cls is None or self._sep is None:
+            raise ManifestError(f"tokenizer {path} lacks [CLS]/[SEP] tokens")
+
+    def _load_session(self, entry: dict[str, Any], threads: int | None) -> None:
+        import onnxruntime as ort
+
+        path = self.model_dir / entry["file"]
+        if not path.is_file():
+            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        providers = [_ORT_PROVIDER[self.provider]]
+        if self.provider != "cpu":
+            providers.append("CPUExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        except Exception as exc:
+            raise ManifestError(f"onnxruntime cannot load {path}: {exc}") from None
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.threads = threads
+
+    # ----------------------------------------------------------------- tokenization
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids without special tokens, for every text."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+
+    def _items(self, texts: Sequence[str]) -> tuple[list[_Item], list[bool]]:
+        """Turn texts into inference items, truncating or chunking the long ones."""
+        budget = self.max_length - 2
+        items: list[_Item] = []
+        truncated = [False] * len(texts)
+        encoded = self._encode(texts)
+        for i, ids in enumerate(encoded):
+            if len(ids) <= budget:
+                items.append(_Item(i, ids, [], 1.0))
+            elif self.long == "truncate":
+                truncated[i] = True
+                items.append(_Item(i, ids[:budget], [], 1.0))
+            else:
+                for chunk in self._chunks(texts[i], budget):
+                    items.append(_Item(i, chunk, [], float(len(chunk))))
+        return items, truncated
+
+    def _chunks(self, text: str, budget: int) -> list[list[int]]:
+        """Split a long text into pieces under the limit: whole sentences where possible."""
+        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+        pieces: list[list[int]] = []
+        for ids in self._encode(sentences):
+            # A sentence longer than the limit is cut into fixed windows.
+            for start in range(0, len(ids), budget):
+                pieces.append(ids[start : start + budget])
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        for piece in pieces:
+            if current and len(current) + len(piece) > budget:
+                chunks.append(current)
+                current = []
+            current = current + piece
+        if current:
+            chunks.append(current)
+        return chunks or [[]]
+
+    def _batches(self, items: list[_Item]) -> Iterable[list[int]]:
+        """Indices of items, sorted by length and grouped under the token budget."""
+        order = sorted(range(len(items)), key=lambda k: len(items[k].ids))
+        if self.static_shape:
+            size = int(self.static_shape[0])
+            for start in range(0, len(order), size):
+                yield order[start : start + size]
+            return
+        batch: list[int] = []
+        for k in order:
+            length = len(items[k].ids) + 2
+            # Sorted ascending, so the newest item is the longest: it sets the padded width.
+            if batch and (
+                (len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size
+            ):
+                yield batch
+                batch = []
+            batch.append(k)
+        if batch:
+            yield batch
+
+    def _run(self, items: list[_Item], batch: list[int]) -> np.ndarray:
+        rows = [items[k].ids for k in batch]
+        width = max(len(r) for r in rows) + 2
+        n = len(rows)
+        if self.static_shape:
+            n, width = int(self.static_shape[0]), int(self.static_shape[1])
+        ids = np.full((n, width), self._pad, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            ids[r, 0] = self._cls
+            ids[r, 1 : len(row) + 1] = row
+            ids[r, len(row) + 1] = self._sep
+            mask[r, : len(row) + 2] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.zeros((n, width), dtype=np.int64)
+        logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
+        logits = np.asarray(logits, dtype=np.float64)[: len(rows)]
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs
+
+    # ----------------------------------------------------------------- public API
+    def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Class probabilities (n x labels, in label-id order) and a truncated flag per text."""
+        if not texts:
+            return np.zeros((0, len(self.labels))), []
+        items, truncated = self._items(texts)
+        probs = np.zeros((len(items), len(self.labels)))
+        for batch in self._batches(items):
+            probs[batch] = self._run(items, batch)
+        if len(items) == len(texts):
+            return probs, truncated
+        # Chunked texts: average the chunks' probabilities weighted by their token counts.
+        out = np.zeros((len(texts), len(self.labels)))
+        weight = np.zeros(len(texts))
+        for k, item in enumerate(items):
+            out[item.owner] += probs[k] * item.weight
+            weight[item.owner] += item.weight
+        return out / weight[:, None], truncated
+
+    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
+        """Results for texts, in input order (see the Result contract in DESIGN.md)."""
+        probs, truncated = self.predict_proba(texts)
+        return [self.result(text, row, cut) for text, row, cut in zip(texts, probs, truncated)]
+
+    def result(self, text: str, row: np.ndarray, truncated: bool = False) -> dict[str, Any]:
+        """Build one result record from a probability row."""
+        best = int(row.argmax())
+        out: dict[str, Any] = {
+            "text": text,
+            "label": self.labels[best],
+            "score": round(float(row[best]), 6),
+            "scores": {label: round(float(p), 6) for label, p in zip(self.labels, row)},
+            "model": self.name,
+            "cache_hit": False,
+        }
+        if truncated:
+            out["truncated"] = True
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """What /info and `sentictl info` show."""
+        return {
+            "model_dir": str(self.model_dir),
+            "name": self.manifest.get("name"),
+            "source": self.manifest.get("source"),
+            "variant": self.variant,
+            "provider": self.provider,
+            "fingerprint": self.fingerprint,
+            "max_length": self.max_length,
+            "labels": self.labels,
+            "long": self.long,
+        }
+
+
+def load(model_dir: str | Path | None = None, *, quiet: bool = False, **kwargs: Any) -> Model:
+    """Resolve the model directory (see config.resolve_model_dir), say which one, and load it."""
+    resolved = config.resolve_model_dir(model_dir)
+    if resolved.bundled:
+        if not (resolved.path / MANIFEST).is_file():
+            raise ModelNotFound(
+                f"no model to use: {resolved.reason}, and this install has no bundled model. "
+                f"Run `sentictl export` (FinBERT from the hub) or pass --model-dir"
+            )
+        if not quiet:
+            warn(
+                f"using the bundled {config.BUNDLED_MODEL_NAME} model ({resolved.reason}); "
+                f"for FinBERT run `sentictl export` (or `sentictl export --model DIR` offline)"
+            )
+    return Model(resolved.path, **kwargs)

@@ -1,0 +1,120 @@
+"""`sentictl score`: read texts from files or stdin, classify them in batches, write results."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import IO, Any, Sequence
+
+import orjson
+
+from .cache import ResultCache
+from .io import BadRecord, Blank, CsvWriter, JsonlWriter, Record, detect_format, open_input, read_source
+from .model import Model
+from .pipeline import classify_cached
+
+# Records per classify_cached call: big enough for full batches and one cache round-trip,
+# small enough that output starts flowing early on a long stream.
+CHUNK = 512
+
+
+@dataclass
+class ScoreSummary:
+    """What a score run did, for the closing line on stderr and the exit code."""
+
+    texts: int = 0
+    cache_hits: int = 0
+    blank: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    sources: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        rate = self.texts / self.seconds if self.seconds > 0 else 0.0
+        parts = [f"{self.texts} texts scored", f"{self.cache_hits} cache hits"]
+        if self.blank:
+            parts.append(f"{self.blank} blank skipped")
+        if self.errors:
+            parts.append(f"{self.errors} bad records")
+        return f"sentictl: {', '.join(parts)} in {self.seconds:.2f} s ({rate:,.0f} texts/s)"
+
+
+def run_score(
+    model: Model,
+    cache: ResultCache | None,
+    inputs: Sequence[str],
+    *,
+    fmt: str | None = None,
+    field_name: str = "text",
+    column: str = "text",
+    output: str = "jsonl",
+    out: IO[bytes] | None = None,
+    errors: IO[bytes] | None = None,
+    max_chars: int = 100_000,
+    progress: bool | None = None,
+) -> ScoreSummary:
+    """Classify every record of every input, writing results as they are ready."""
+    out = out or sys.stdout.buffer
+    errors = errors or sys.stderr.buffer
+    writer = CsvWriter(out) if output == "csv" else JsonlWriter(out)
+    summary = ScoreSummary(sources=list(inputs))
+    started = time.perf_counter()
+    for name in inputs or ["-"]:
+        stream = open_input(name)
+        try:
+            bar = _progress_bar(name, stream, progress)
+            pending: list[Record] = []
+            for rec in read_source(stream, name, detect_format(name, fmt), field_name, column, max_chars):
+                if isinstance(rec, Record):
+                    pending.append(rec)
+                    if len(pending) >= CHUNK:
+                        _flush(model, cache, pending, writer, summary, bar, stream)
+                        pending = []
+                elif isinstance(rec, Blank):
+                    summary.blank += 1
+                else:
+                    _report(errors, rec)
+                    summary.errors += 1
+            _flush(model, cache, pending, writer, summary, bar, stream)
+            if bar is not None:
+                bar.close()
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _flush(model: Model, cache: ResultCache | None, pending: list[Record], writer: Any, summary: ScoreSummary, bar: Any, stream: IO[bytes]) -> None:
+    if not pending:
+        return
+    results = classify_cached(model, cache, [r.text for r in pending])
+    writer.write(results)
+    summary.texts += len(results)
+    summary.cache_hits += sum(1 for r in results if r["cache_hit"])
+    if bar is not None:
+        try:
+            bar.update(stream.tell() - bar.n)
+        except (OSError, ValueError):
+            pass
+
+
+def _report(errors: IO[bytes], rec: BadRecord) -> None:
+    errors.write(orjson.dumps(rec.as_dict()) + b"\n")
+    errors.flush()
+
+
+def _progress_bar(name: str, stream: IO[bytes], progress: bool | None) -> Any:
+    """A byte-based bar for file inputs, only when a person is watching stderr."""
+    if name == "-" or progress is False or (progress is None and not sys.stderr.isatty()):
+        return None
+    try:
+        import os
+
+        total = os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError, AttributeError):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, leave=False)
