@@ -290,3 +290,27 @@ def info(**opts: Any) -> None:
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="sentictl")
+
+
+def _register() -> None:
+    """Attach the commands that live in their own modules (each keeps heavy imports inside)."""
+    import importlib
+
+    for module, names in (
+        ("cli_serve", ("serve",)),
+        ("cli_bridge", ("bridge",)),
+        ("cli_bench", ("bench", "eval")),
+    ):
+        try:
+            mod = importlib.import_module(f"sentictl.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"sentictl.{module}":
+                raise
+            continue
+        for name in names:
+            command = getattr(mod, name.replace("-", "_") + "_command", None)
+            if command is not None:
+                cli.add_command(command, name)
+
+
+_register()
