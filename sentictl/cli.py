@@ -155,7 +155,7 @@ def export(**opts: Any) -> None:
 
 
 @cli.command(context_settings=CONTEXT)
-@click.argument("inputs", nargs=-1, type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @model_options
 @cache_options
 @_opt("--format", "fmt", type=click.Choice(["txt", "jsonl", "csv"]), default=None,

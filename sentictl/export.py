@@ -462,16 +462,21 @@ def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str,
             variants[name]["eval"] = {"error": f"not run on the cpu provider: {exc}"[:300]}
             continue
         preds[name] = probs.argmax(1)
-    base = float((preds["fp32"] == gold_arr).mean())
+    accuracy = {name: float((pred == gold_arr).mean()) for name, pred in preds.items()}
     for name, pred in preds.items():
-        accuracy = float((pred == gold_arr).mean())
-        drop = (base - accuracy) * 100
         variants[name]["eval"] = {
-            "accuracy": accuracy,
-            "drop_points": round(drop, 3),
+            "accuracy": accuracy[name],
+            "drop_points": round((accuracy["fp32"] - accuracy[name]) * 100, 3),
             "label_agreement_vs_fp32": float((pred == preds["fp32"]).mean()),
         }
+    mark_unusable(variants, accuracy, max_drop)
+    return {"texts": len(texts), "max_drop_points": max_drop}
+
+
+def mark_unusable(variants: dict[str, dict[str, Any]], accuracy: dict[str, float], max_drop: float) -> None:
+    """Flag variants that lose more than max_drop accuracy points against fp32 (auto skips them)."""
+    for name, acc in accuracy.items():
+        drop = (accuracy["fp32"] - acc) * 100
         if name != "fp32" and drop > max_drop:
             variants[name]["usable"] = False
             variants[name]["unusable_reason"] = f"loses {drop:.2f} accuracy points vs fp32 (limit {max_drop})"
-    return {"texts": len(texts), "max_drop_points": max_drop}

@@ -1,0 +1,130 @@
+"""`sentictl export`: the model directory, manifest, parity, the hub path (offline) and its errors."""
+
+from __future__ import annotations
+
+import csv
+
+import orjson
+import pytest
+
+from conftest import sentictl_env
+from sentictl import model as engine
+from sentictl.export import mark_unusable, parse_variants, read_eval_csv
+from sentictl.errors import SentictlError
+
+
+def test_manifest_contents(tiny_model_dir):
+    manifest = orjson.loads((tiny_model_dir / "manifest.json").read_bytes())
+    assert manifest["labels"] == {"0": "positive", "1": "negative", "2": "neutral"}
+    assert manifest["max_length"] == 128
+    assert manifest["source"]["kind"] == "local"
+    assert set(manifest["variants"]) == {"fp32", "int8", "fp16", "coreml"}
+    for name, v in manifest["variants"].items():
+        assert (tiny_model_dir / v["file"]).is_file(), name
+        assert v["sha256"] == engine.sha256_file(tiny_model_dir / v["file"])
+        assert v["usable"] is True
+        assert "parity" in v
+    assert manifest["variants"]["int8"]["quantization"]["per_channel"] is True
+    assert manifest["variants"]["int8"]["quantization"]["mode"] == "dynamic"
+    assert manifest["variants"]["int8"]["quantization"]["isa"] in ("avx512_vnni", "avx512", "avx2", "arm64")
+    assert manifest["variants"]["fp16"]["provider"] == "cuda"
+    assert manifest["variants"]["coreml"]["static_shape"] == [1, 128]
+    assert manifest["parity"]["sentences"] == 50
+    assert manifest["parity"]["fp32_vs_pytorch_max_abs_diff"] < 1e-4
+    assert 0.0 <= manifest["variants"]["int8"]["parity"]["label_agreement"] <= 1.0
+    assert {"onnxruntime", "optimum", "transformers", "torch"} <= set(manifest["tools"])
+    assert engine.verify(tiny_model_dir) == []
+
+
+def test_verify_detects_a_modified_file(tiny_model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    with open(copy / "model_int8.onnx", "ab") as fh:
+        fh.write(b"\0")
+    assert engine.verify(copy) == ["int8: model_int8.onnx does not match its sha256"]
+
+
+def test_parse_variants():
+    assert parse_variants("auto") == ["fp32", "int8"]
+    assert parse_variants("int8") == ["fp32", "int8"]
+    assert parse_variants("coreml,fp16") == ["fp32", "fp16", "coreml"]
+    with pytest.raises(SentictlError, match="bf16"):
+        parse_variants("int8,bf16")
+
+
+def test_mark_unusable_uses_max_drop():
+    variants = {"fp32": {"usable": True}, "int8": {"usable": True}, "fp16": {"usable": True}}
+    mark_unusable(variants, {"fp32": 0.90, "int8": 0.895, "fp16": 0.8}, max_drop=1.0)
+    assert variants["int8"]["usable"] is True
+    assert variants["fp16"]["usable"] is False and "10.00 accuracy points" in variants["fp16"]["unusable_reason"]
+    assert variants["fp32"]["usable"] is True
+
+
+def test_eval_csv_unknown_labels_listed(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("label,text\npositive,a\nbullish,b\nbearish,c\n")
+    with pytest.raises(SentictlError, match="bearish, bullish"):
+        read_eval_csv(path, ["positive", "negative", "neutral"])
+
+
+def test_export_with_eval_data_records_accuracy(tiny_checkpoint, tmp_path, sentictl):
+    data = tmp_path / "labelled.csv"
+    with open(data, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["label", "text"])
+        for i, label in enumerate(["positive", "negative", "neutral"] * 5):
+            w.writerow([label, f"profit rose {i} percent" if label == "positive" else f"shares fell {i}"])
+    out = tmp_path / "m"
+    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
+                   "--eval-data", str(data), "--max-length", "64")
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["max_length"] == 64
+    assert manifest["eval"]["texts"] == 15
+    for name in ("fp32", "int8"):
+        assert 0.0 <= manifest["variants"][name]["eval"]["accuracy"] <= 1.0
+    assert manifest["variants"]["fp32"]["eval"]["label_agreement_vs_fp32"] == 1.0
+    assert b"[1/" in run.stderr  # progress on stderr
+    # A second export to the same place needs --force.
+    again = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out))
+    assert again.returncode == 1 and b"--force" in again.stderr
+
+
+def test_default_model_from_an_offline_hub_cache(tiny_checkpoint, tmp_path, sentictl):
+    """The default --model (ProsusAI/finbert) resolved through HF_HOME, as on a real machine."""
+    from sentictl.testing import install_in_hf_cache
+
+    hf_home = tmp_path / "hf"
+    revision = "a" * 40
+    install_in_hf_cache(tiny_checkpoint, hf_home, "ProsusAI/finbert", revision)
+    work = tmp_path / "project"
+    work.mkdir()
+    env = sentictl_env(HF_HOME=str(hf_home), HF_HUB_OFFLINE="1")
+    run = sentictl("export", env=env, cwd=work)
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    manifest = orjson.loads((work / "models" / "finbert" / "manifest.json").read_bytes())
+    assert manifest["source"] == {"id": "ProsusAI/finbert", "revision": revision, "kind": "hub"}
+    assert set(manifest["variants"]) == {"fp32", "int8"}
+    # The default export location is then what score uses, with no --model-dir.
+    scored = sentictl("score", "--no-cache", env=env, cwd=work, input="Profit fell.\n")
+    assert scored.returncode == 0, scored.stderr
+    assert orjson.loads(scored.stdout)["model"] == "finbert:int8"
+    assert b"bundled" not in scored.stderr
+
+
+def test_unreachable_hub_is_a_clear_error(tmp_path, sentictl):
+    env = sentictl_env(HF_HOME=str(tmp_path / "empty-hf"), HF_HUB_OFFLINE="1")
+    run = sentictl("export", "--out", str(tmp_path / "m"), env=env, cwd=tmp_path)
+    assert run.returncode == 1
+    err = run.stderr.decode()
+    assert "Traceback" not in err
+    assert "cannot get ProsusAI/finbert" in err and "--model /path/to/finbert" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_not_a_checkpoint_dir(tmp_path, sentictl):
+    (tmp_path / "empty").mkdir()
+    run = sentictl("export", "--model", str(tmp_path / "empty"), "--out", str(tmp_path / "m"))
+    assert run.returncode == 1 and b"no config.json" in run.stderr
