@@ -126,6 +126,12 @@ def cli() -> None:
       help="Labelled CSV (label,text) to measure each variant's accuracy.")
 @_opt("--max-drop", type=click.FloatRange(min=0), default=1.0,
       help="With --eval-data: mark a variant unusable if it loses more accuracy points than this vs fp32.")
+@_opt("--keep", default=None,
+      help="Comma list of variants whose files stay in the directory (default: all built); "
+           "the others keep only their figures in the manifest. E.g. --keep int8 for a small bundle.")
+@_opt("--quantize-ops", default="MatMul",
+      help="int8: ONNX operator types to quantize, comma separated (MatMul keeps accuracy; "
+           "MatMul,Gather also shrinks the embedding table 4x).")
 @_opt("--force", is_flag=True, help="Replace an existing model directory.")
 def export(**opts: Any) -> None:
     """Export a checkpoint to an ONNX model directory (needs the export extra).
@@ -146,7 +152,8 @@ def export(**opts: Any) -> None:
     manifest = run_export(
         model=opts["model"], revision=opts["revision"], out=opts["out"], variants=opts["variants"],
         max_length=opts["max_length"], opset=opts["opset"], eval_data=opts["eval_data"],
-        max_drop=opts["max_drop"], force=opts["force"],
+        max_drop=opts["max_drop"], force=opts["force"], keep=opts["keep"],
+        quantize_ops=[op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
     )
     from .export import default_out
 

@@ -167,10 +167,12 @@ def run_export(
     force: bool = False,
     per_channel: bool = True,
     quantize_ops: Sequence[str] = ("MatMul",),
+    keep: str | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Export a checkpoint to a model directory; returns the manifest written."""
     wanted = parse_variants(variants)
+    kept = _parse_keep(keep, wanted)
     out = Path(out) if out else default_out(model)
     if (out / MANIFEST).exists() and not force:
         raise ExportError(f"{out} already holds an exported model: pass --force to replace it, or --out elsewhere")
@@ -206,6 +208,7 @@ def run_export(
             work, checkpoint, source, hf_config, tokenizer, id2label, length, wanted, opset,
             eval_data, max_drop, per_channel, quantize_ops, steps, out.name,
         )
+        _drop_unkept(work, manifest, kept)
         work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
         if out.exists():
             shutil.rmtree(out)
@@ -306,6 +309,26 @@ def _build(
         steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants if "accuracy" in variants[v].get("eval", {})))
     _write_manifest(work, manifest)
     return manifest
+
+
+def _parse_keep(keep: str | None, wanted: list[str]) -> list[str]:
+    """Which variants' files stay in the directory (default: every one built)."""
+    if not keep:
+        return list(wanted)
+    kept = [v.strip() for v in keep.split(",") if v.strip()]
+    missing = [v for v in kept if v not in wanted]
+    if missing or not kept:
+        raise SentictlError(f"--keep {keep}: only built variants can be kept ({', '.join(wanted)})")
+    return kept
+
+
+def _drop_unkept(work: Path, manifest: dict[str, Any], kept: list[str]) -> None:
+    """Delete the files of variants not kept; their figures stay in the manifest for reference."""
+    for name, entry in manifest["variants"].items():
+        if name not in kept:
+            (work / entry["file"]).unlink(missing_ok=True)
+            entry["shipped"] = False
+    _write_manifest(work, manifest)
 
 
 def _write_manifest(work: Path, manifest: dict[str, Any]) -> None:

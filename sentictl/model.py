@@ -92,6 +92,8 @@ def verify(model_dir: Path) -> list[str]:
     problems = []
     entries = [("tokenizer", manifest["tokenizer"])] + list(manifest["variants"].items())
     for name, entry in entries:
+        if not entry.get("shipped", True):
+            continue
         path = Path(model_dir) / entry["file"]
         if not path.is_file():
             problems.append(f"{name}: {entry['file']} is missing")
@@ -113,11 +115,13 @@ def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None
     if provider not in config.PROVIDERS:
         raise SentictlError(f"unknown provider {provider!r}: use one of {', '.join(config.PROVIDERS)}")
     variants = manifest["variants"]
-    usable = [name for name, v in variants.items() if v.get("usable", True)]
+    # A variant may be listed only for its figures (its file not shipped), or judged too inaccurate.
+    usable = [name for name, v in variants.items() if v.get("usable", True) and v.get("shipped", True)]
     have = available_providers()
     if variant is not None:
-        if variant not in variants:
-            raise SentictlError(f"this model has no {variant!r} variant (it has: {', '.join(variants)})")
+        if variant not in variants or not variants[variant].get("shipped", True):
+            have_files = [n for n, v in variants.items() if v.get("shipped", True)]
+            raise SentictlError(f"this model has no {variant!r} variant (it has: {', '.join(have_files)})")
         target = variants[variant].get("provider", "cpu") if provider == "auto" else provider
         if target not in have:
             warn(f"provider {target} is not available here; running the {variant} variant on cpu")

@@ -128,3 +128,19 @@ def test_not_a_checkpoint_dir(tmp_path, sentictl):
     (tmp_path / "empty").mkdir()
     run = sentictl("export", "--model", str(tmp_path / "empty"), "--out", str(tmp_path / "m"))
     assert run.returncode == 1 and b"no config.json" in run.stderr
+
+
+def test_keep_only_int8_for_a_small_bundle(tiny_checkpoint, tmp_path, sentictl):
+    out = tmp_path / "bundle"
+    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
+                   "--keep", "int8", "--quantize-ops", "MatMul,Gather")
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert not (out / "model.onnx").exists()
+    assert manifest["variants"]["fp32"]["shipped"] is False
+    assert "parity" in manifest["variants"]["fp32"]  # figures kept for reference
+    assert manifest["variants"]["int8"]["quantization"]["operators"] == ["MatMul", "Gather"]
+    assert engine.verify(out) == []
+    assert engine.Model(out).variant == "int8"
+    with pytest.raises(SentictlError, match="no 'fp32' variant"):
+        engine.Model(out, variant="fp32")
