@@ -304,7 +304,7 @@ def _build(
         steps.start(f"evaluating every variant on {eval_data}")
         labels = [id2label[i] for i in range(len(id2label))]
         texts, gold = read_eval_csv(eval_data, labels)
-        manifest["eval"] = _evaluate(work, texts, gold, variants, max_drop)
+        manifest["eval"] = _evaluate(work, texts, gold, variants, max_drop, len(labels))
         manifest["eval"]["data"] = str(eval_data)
         steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants if "accuracy" in variants[v].get("eval", {})))
     _write_manifest(work, manifest)
@@ -475,7 +475,7 @@ def _parity(work: Path, checkpoint: Path, tokenizer: Any, length: int, variants:
     return {"sentences": len(texts), "fp32_vs_pytorch_max_abs_diff": diff, "limit": PARITY_LIMIT}
 
 
-def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str, dict[str, Any]], max_drop: float) -> dict[str, Any]:
+def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str, dict[str, Any]], max_drop: float, n_classes: int) -> dict[str, Any]:
     gold_arr = np.asarray(gold)
     preds: dict[str, np.ndarray] = {}
     for name in variants:
@@ -489,11 +489,24 @@ def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str,
     for name, pred in preds.items():
         variants[name]["eval"] = {
             "accuracy": accuracy[name],
+            "macro_f1": macro_f1(gold_arr, pred, n_classes),
             "drop_points": round((accuracy["fp32"] - accuracy[name]) * 100, 3),
             "label_agreement_vs_fp32": float((pred == preds["fp32"]).mean()),
         }
     mark_unusable(variants, accuracy, max_drop)
     return {"texts": len(texts), "max_drop_points": max_drop}
+
+
+def macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
+    """Unweighted mean of per-class F1 (a class absent from both gold and pred is skipped)."""
+    scores = []
+    for c in range(n_classes):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp = int(((pred == c) & (gold != c)).sum())
+        fn = int(((pred != c) & (gold == c)).sum())
+        if tp + fp + fn:
+            scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def mark_unusable(variants: dict[str, dict[str, Any]], accuracy: dict[str, float], max_drop: float) -> None:
@@ -503,3 +516,4 @@ def mark_unusable(variants: dict[str, dict[str, Any]], accuracy: dict[str, float
         if name != "fp32" and drop > max_drop:
             variants[name]["usable"] = False
             variants[name]["unusable_reason"] = f"loses {drop:.2f} accuracy points vs fp32 (limit {max_drop})"
+

@@ -144,3 +144,14 @@ def test_keep_only_int8_for_a_small_bundle(tiny_checkpoint, tmp_path, sentictl):
     assert engine.Model(out).variant == "int8"
     with pytest.raises(SentictlError, match="no 'fp32' variant"):
         engine.Model(out, variant="fp32")
+
+
+def test_macro_f1_by_hand():
+    import numpy as np
+
+    from sentictl.export import macro_f1
+
+    gold = np.array([0, 0, 1, 1, 2, 2])
+    pred = np.array([0, 1, 1, 1, 2, 0])
+    # class 0: tp1 fp1 fn1 → 0.5; class 1: tp2 fp1 fn0 → 0.8; class 2: tp1 fp0 fn1 → 2/3
+    assert macro_f1(gold, pred, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
