@@ -1,0 +1,494 @@
+"""`sentictl serve` as a user runs it: a real server subprocess on loopback, driven over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port, run_sentictl, sentictl_env
+
+DEMO_TEXT = "Apple adjusted their targets downward."
+DEMO_KEYS = {"label", "score", "text", "metadata", "scores"}
+
+
+class Server:
+    """A `sentictl serve` subprocess; stopped with SIGTERM like a process manager would."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sentictl", "serve", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or sentictl_env(),
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def wait_healthy(self, timeout: float = 60.0) -> "Server":
+        """Bounded readiness poll on /health (200 = model loaded)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"/health did not answer 200 within {timeout} s")
+
+    def stop(self, timeout: float = 30.0) -> tuple[int, str]:
+        """SIGTERM, wait, and return (exit status, stderr)."""
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return self.proc.returncode, err.decode(errors="replace")
+
+    def metrics(self, headers: dict[str, str] | None = None) -> dict[str, float]:
+        """The /metrics samples as {name{labels}: value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = self.client.get("/metrics", headers=headers).text
+        out = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+
+@pytest.fixture(scope="module")
+def cache_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve-cache") / "cache.sqlite"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, cache_file):
+    """One shared server: a generous --max-wait-ms makes batch formation under concurrency certain."""
+    s = Server(["--model-dir", str(tiny_model_dir), "--cache", str(cache_file), "--max-wait-ms", "50",
+                "--max-client-batch-size", "8"]).wait_healthy()
+    yield s
+    code, err = s.stop()
+    assert code == 0, err
+
+
+def _post_text(server: Server, text: str | bytes, **kwargs) -> httpx.Response:
+    return server.client.post("/sentiment", content=text if isinstance(text, bytes) else text.encode(), **kwargs)
+
+
+# ------------------------------------------------------------------------------ the demo contract
+def test_demo_curl_call(server):
+    """The original demo's exact call keeps working, with its response shape."""
+    if shutil.which("curl"):
+        out = subprocess.run(
+            ["curl", "-sS", "-X", "POST", "-d", DEMO_TEXT, f"localhost:{server.port}/sentiment"],
+            capture_output=True, timeout=30, check=True,
+        ).stdout
+        doc = json.loads(out)
+    else:  # the same raw, form-encoded body curl -d sends
+        doc = server.client.post("/sentiment", content=DEMO_TEXT,
+                                 headers={"content-type": "application/x-www-form-urlencoded"}).json()
+    assert set(doc) == DEMO_KEYS
+    assert doc["text"] == DEMO_TEXT
+    assert doc["label"] in {"positive", "negative", "neutral"}
+    assert set(doc["metadata"]) == {"cache_hit"} and isinstance(doc["metadata"]["cache_hit"], bool)
+    assert doc["score"] == max(doc["scores"].values())
+    assert set(doc["scores"]) == {"positive", "negative", "neutral"}
+    assert math.isclose(sum(doc["scores"].values()), 1.0, abs_tol=1e-4)
+
+
+def test_second_identical_request_is_a_cache_hit(server):
+    text = "Quarterly profit rose sharply after record sales."
+    first = _post_text(server, text)
+    second = _post_text(server, text)
+    assert first.status_code == second.status_code == 200
+    assert first.json()["metadata"]["cache_hit"] is False
+    assert second.json()["metadata"]["cache_hit"] is True
+    assert second.json()["scores"] == first.json()["scores"]
+    # A hit never waits in the queue nor runs the model.
+    assert float(second.headers["x-queue-time"]) == 0 and float(second.headers["x-inference-time"]) == 0
+    for name in ("x-total-time", "x-queue-time", "x-inference-time"):
+        assert float(first.headers[name]) >= 0
+    assert float(first.headers["x-inference-time"]) > 0
+
+
+def test_json_text_and_texts(server):
+    one = server.client.post("/sentiment", json={"text": "shares fell"})
+    assert one.status_code == 200 and set(one.json()) == DEMO_KEYS and one.json()["text"] == "shares fell"
+    texts = ["net loss widened", "dividend raised", "net loss widened", "outlook cut"]
+    many = server.client.post("/sentiment", json={"texts": texts})
+    assert many.status_code == 200
+    body = many.json()
+    assert [r["text"] for r in body] == texts
+    assert body[0]["scores"] == body[2]["scores"]
+    assert all(set(r) == DEMO_KEYS for r in body)
+
+
+def test_raw_body_trailing_newline_matches_the_line(server):
+    a = _post_text(server, "revenue grew in the quarter\n").json()
+    assert a["text"] == "revenue grew in the quarter"
+
+
+# ------------------------------------------------------------------------------ /predict (TEI)
+def test_predict_tei_shapes(server):
+    single = server.client.post("/predict", json={"inputs": "profit beat estimates"})
+    assert single.status_code == 200
+    preds = single.json()
+    assert [p["label"] for p in preds] and {p["label"] for p in preds} == {"positive", "negative", "neutral"}
+    assert [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
+    assert math.isclose(sum(p["score"] for p in preds), 1.0, abs_tol=1e-4)
+
+    batch = server.client.post("/predict", json={"inputs": ["a deal", "a loss"], "raw_scores": True})
+    assert batch.status_code == 200
+    lists = batch.json()
+    assert len(lists) == 2 and all(len(p) == 3 for p in lists)
+    # raw scores are log-probabilities: they exponentiate back to a distribution.
+    assert all(p["score"] <= 0 for p in lists[0])
+    assert math.isclose(sum(math.exp(p["score"]) for p in lists[0]), 1.0, abs_tol=1e-3)
+
+
+def test_predict_long_input_needs_truncate(server):
+    long_text = " ".join(["profit"] * 400)  # the tiny model's limit is 128 tokens
+    refused = server.client.post("/predict", json={"inputs": long_text})
+    assert refused.status_code == 413
+    assert refused.json()["error_type"] == "validation" and "128" in refused.json()["error"]
+    cut = server.client.post("/predict", json={"inputs": long_text, "truncate": True})
+    assert cut.status_code == 200 and len(cut.json()) == 3
+    raw = _post_text(server, long_text).json()
+    assert raw["metadata"]["truncated"] is True
+
+
+# ------------------------------------------------------------------------------ other routes
+def test_health_info_metrics_openapi(server, tiny_model_dir):
+    assert server.client.get("/health").json() == {"status": "ok"}
+    info = server.client.get("/info").json()
+    for key in ("model_id", "variant", "provider", "fingerprint", "max_length", "version"):
+        assert info[key] not in (None, "")
+    assert info["max_length"] == 128 and info["model_dir"] == str(tiny_model_dir)
+    metrics = server.client.get("/metrics")
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    for name in ("sentictl_requests_total", "sentictl_request_duration_seconds_bucket", "sentictl_batch_size_bucket",
+                 "sentictl_queue_depth", "sentictl_cache_hits_total", "sentictl_cache_misses_total"):
+        assert name in metrics.text
+    schema = server.client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.") and {"/sentiment", "/predict", "/health", "/info", "/metrics"} <= set(schema["paths"])
+
+
+def test_concurrent_requests_form_batches_and_each_caller_gets_its_own(server):
+    before = server.metrics()
+    n = 48
+    texts = [f"company {i} reported quarterly profit of {i} million euros" for i in range(n)]
+
+    async def fire():
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+            return await asyncio.gather(*(client.post("/sentiment", content=t.encode()) for t in texts))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * n
+    assert [r.json()["text"] for r in responses] == texts
+    assert all(r.json()["metadata"]["cache_hit"] is False for r in responses)
+    after = server.metrics()
+    batches = after["sentictl_batch_size_count"] - before["sentictl_batch_size_count"]
+    texts_run = after["sentictl_batch_size_sum"] - before["sentictl_batch_size_sum"]
+    singles = after['sentictl_batch_size_bucket{le="1.0"}'] - before['sentictl_batch_size_bucket{le="1.0"}']
+    assert texts_run == n
+    assert batches < n and singles < batches  # at least one batch held more than one request
+    assert after["sentictl_queue_depth"] == 0
+
+
+def test_cache_is_shared_with_score(server, tiny_model_dir, cache_file):
+    # score first, then the server answers from the same file...
+    scored = run_sentictl("score", "--model-dir", str(tiny_model_dir), "--cache", str(cache_file), "-q",
+                          input="analysts expect weak guidance\n")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["cache_hit"] is False
+    hit = _post_text(server, "analysts expect weak guidance").json()
+    assert hit["metadata"]["cache_hit"] is True
+    assert hit["scores"] == json.loads(scored.stdout)["scores"]
+    # ...and the other way round.
+    fresh = _post_text(server, "the bank cut interest rates").json()
+    assert fresh["metadata"]["cache_hit"] is False
+    again = run_sentictl("score", "--model-dir", str(tiny_model_dir), "--cache", str(cache_file), "-q",
+                         input="the bank cut interest rates\n")
+    assert json.loads(again.stdout)["cache_hit"] is True
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_bad_input_is_4xx_with_json_errors(server):
+    cases = [
+        (dict(content=b""), 422, "validation"),
+        (dict(content=b"  \n"), 422, "validation"),
+        (dict(content=b"\xff\xfe bad bytes"), 400, "bad_request"),
+        (dict(content=b'{"text": ', headers={"content-type": "application/json"}), 400, "bad_request"),
+        (dict(json={"text": ""}), 422, "validation"),
+        (dict(json={"texts": []}), 422, "validation"),
+        (dict(json={"texts": ["ok", ""]}), 422, "validation"),
+        (dict(json={"texts": "not a list"}), 422, "validation"),
+        (dict(json={"text": 5}), 422, "validation"),
+        (dict(json={"other": "x"}), 422, "validation"),
+        (dict(json=["x"]), 422, "validation"),
+        (dict(json={"text": "a", "texts": ["b"]}), 422, "validation"),
+    ]
+    for kwargs, status, kind in cases:
+        r = server.client.post("/sentiment", **kwargs)
+        assert (r.status_code, r.json()["error_type"]) == (status, kind), (kwargs, r.text)
+        assert r.json()["error"]
+    for body in ({"inputs": []}, {"inputs": ""}, {"inputs": 3}, {"x": 1}, {"inputs": "a", "truncate": "yes"}):
+        r = server.client.post("/predict", json=body)
+        assert r.status_code == 422 and r.json()["error_type"] == "validation", body
+    assert server.client.post("/predict", content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
+
+
+def test_too_many_texts_names_the_limit(server):
+    r = server.client.post("/sentiment", json={"texts": [f"t{i}" for i in range(9)]})
+    assert r.status_code == 413 and "8" in r.json()["error"] and "--max-client-batch-size" in r.json()["error"]
+    r = server.client.post("/predict", json={"inputs": [f"t{i}" for i in range(9)]})
+    assert r.status_code == 413 and "8" in r.json()["error"]
+
+
+def test_body_over_limit_is_413(server):
+    big = b"x" * ((1 << 20) + 1)
+    r = server.client.post("/sentiment", content=big)
+    assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: the limit must hold while streaming too
+        for _ in range(20):
+            yield b"y" * 65536
+
+    r = server.client.post("/sentiment", content=chunks())
+    assert r.status_code == 413
+
+
+def test_wrong_method_and_unknown_route(server):
+    r = server.client.get("/sentiment")
+    assert r.status_code == 405 and r.json()["error_type"] == "method_not_allowed"
+    assert server.client.put("/predict", json={}).status_code == 405
+    assert server.client.post("/health").status_code == 405
+    r = server.client.get("/nope")
+    assert r.status_code == 404 and r.json()["error_type"] == "not_found"
+    counts = server.metrics()
+    assert counts['sentictl_requests_total{route="/sentiment",status="405"}'] >= 1
+    assert counts['sentictl_requests_total{route="other",status="404"}'] >= 1
+
+
+# ------------------------------------------------------------------------------ property-based
+def test_openapi_property_based_no_5xx(server):
+    """schemathesis drives every operation of /openapi.json with valid and invalid data: never a 5xx."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
+                                                   status_code_conformance)
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.label for op in operations} >= {"POST /sentiment", "POST /predict", "GET /health", "GET /info", "GET /metrics"}
+    conformance = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    statuses: list[int] = []
+    for op in operations:
+        # An operation without a body or parameters has no invalid form to generate.
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if op.body else (GenerationMode.POSITIVE,):
+
+            @given(case=op.as_strategy(generation_mode=mode))
+            @settings(max_examples=8, deadline=None, derandomize=True, database=None,
+                      suppress_health_check=list(HealthCheck))
+            def check(case):
+                response = case.call(base_url=server.url)
+                statuses.append(response.status_code)
+                assert response.status_code < 500, (case.method, case.path, case.body, response.text)
+                if mode == GenerationMode.POSITIVE:
+                    case.validate_response(response, checks=conformance)
+
+            check()
+    assert statuses and max(statuses) < 500
+
+
+# ------------------------------------------------------------------------------ dedicated servers
+def test_token_required_when_set(tiny_model_dir, tmp_path):
+    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache"], env=sentictl_env(SENTICTL_TOKEN="s3cret")).wait_healthy()
+    try:
+        good = {"authorization": "Bearer s3cret"}
+        for method, path, kwargs in (("POST", "/sentiment", {"content": b"shares rose"}),
+                                     ("POST", "/predict", {"json": {"inputs": "shares rose"}}),
+                                     ("GET", "/info", {}), ("GET", "/metrics", {})):
+            assert s.client.request(method, path, **kwargs).status_code == 401, path
+            bad = s.client.request(method, path, headers={"authorization": "Bearer wrong"}, **kwargs)
+            assert bad.status_code == 401 and bad.json()["error_type"] == "unauthorized"
+            assert s.client.request(method, path, headers=good, **kwargs).status_code == 200, path
+        assert s.client.get("/health").status_code == 200  # probes need no token
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_full_queue_answers_429_at_once(tiny_model_dir):
+    # A long --max-wait-ms keeps the first request queued while the others arrive.
+    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-queue", "2", "--max-wait-ms", "1500"]).wait_healthy()
+    try:
+        async def fire():
+            async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
+                async def post(i):
+                    r = await client.post("/sentiment", json={"texts": [f"text {i} a", f"text {i} b"]})
+                    return r, time.monotonic()
+                start = time.monotonic()
+                return start, await asyncio.gather(*(post(i) for i in range(4)))
+
+        start, answers = asyncio.run(fire())
+        codes = sorted(r.status_code for r, _ in answers)
+        assert codes == [200, 429, 429, 429]
+        for r, _ in answers:
+            if r.status_code == 429:
+                assert r.json()["error_type"] == "overloaded" and "--max-queue" in r.json()["error"]
+        # More texts than the whole queue can never fit: refused without waiting.
+        r = s.client.post("/sentiment", json={"texts": ["x", "y", "z"]})
+        assert r.status_code == 429
+        assert s.metrics()['sentictl_requests_total{route="/sentiment",status="429"}'] == 4
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_model_dir):
+    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-wait-ms", "1500"]).wait_healthy()
+    result = {}
+
+    def request():
+        with httpx.Client(timeout=30) as c:
+            result["response"] = c.post(f"{s.url}/sentiment", content=b"merger talks collapsed")
+
+    t = threading.Thread(target=request)
+    t.start()
+    deadline = time.monotonic() + 20
+    while s.metrics().get("sentictl_queue_depth", 0) < 1:  # the request is waiting for its batch
+        assert time.monotonic() < deadline, "the request never reached the queue"
+        time.sleep(0.02)
+    s.proc.send_signal(signal.SIGTERM)
+    t.join(30)
+    code, err = s.stop()
+    assert result["response"].status_code == 200
+    assert result["response"].json()["text"] == "merger talks collapsed"
+    assert code == 0, err
+    assert "Traceback" not in err
+
+
+def test_health_is_503_until_the_model_is_loaded(tiny_model_dir):
+    """In-process uvicorn with a loader we hold back: /health and /sentiment answer 503, then 200."""
+    import uvicorn
+
+    from sentictl.model import load
+    from sentictl.server import ServeSettings, create_app
+
+    gate = threading.Event()
+
+    def slow_load():
+        gate.wait(30)
+        return load(str(tiny_model_dir), quiet=True)
+
+    port = free_port()
+    app = create_app(ServeSettings(port=port), slow_load, None)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            while True:
+                try:
+                    health = client.get("/health")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+            assert health.status_code == 503
+            early = client.post("/sentiment", content=b"shares rose")
+            assert early.status_code == 503 and early.json()["error_type"] == "unhealthy"
+            gate.set()
+            while client.get("/health").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert client.post("/sentiment", content=b"shares rose").status_code == 200
+    finally:
+        gate.set()
+        server.should_exit = True
+        thread.join(15)
+
+
+def test_bad_model_dir_fails_before_listening(tmp_path):
+    r = run_sentictl("serve", "--model-dir", str(tmp_path / "missing"), "--port", str(free_port()))
+    assert r.returncode == 1
+    assert b"Error: no model in" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_port_in_use_is_a_clean_error(tiny_model_dir):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--no-cache", "--port", str(port))
+    assert r.returncode == 1 and b"Traceback" not in r.stderr
+    assert b"address already in use" in r.stderr.lower() or b"could not listen" in r.stderr
+
+
+def test_help_shows_env_fallbacks():
+    r = run_sentictl("serve", "--help")
+    assert r.returncode == 0
+    out = r.stdout.decode()
+    for env in ("SENTICTL_PORT", "SENTICTL_HOST", "SENTICTL_MAX_WAIT_MS", "SENTICTL_MAX_BATCH_TOKENS",
+                "SENTICTL_MAX_BODY_BYTES", "SENTICTL_TOKEN", "SENTICTL_PUBLISH", "SENTICTL_BOOTSTRAP",
+                "SENTICTL_THREADS", "SENTICTL_PROVIDER", "SENTICTL_MODEL_DIR"):
+        assert env in out, env
+    assert "curl -X POST" in out
+
+
+def test_publish_needs_bootstrap(tiny_model_dir):
+    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news")
+    assert r.returncode == 2 and b"--bootstrap" in r.stderr
+    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{sentiment}-news", "--bootstrap", "127.0.0.1:1")
+    assert r.returncode == 1 and b"{label}" in r.stderr
+
+
+def test_length_groups_keep_every_index_and_cut_padding():
+    from sentictl.server import LengthGrouped, length_groups
+
+    lengths = [40, 12, 63, 15, 33, 34, 20, 50, 18, 36, 28, 61, 16, 35, 44, 22, 30, 17, 58, 25, 12, 12]
+
+    def cost(groups, overhead):
+        return sum(overhead + len(g) * max(lengths[i] for i in g) for g in groups)
+
+    groups = length_groups(lengths, overhead=64)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    assert 1 < len(groups) < len(lengths)
+    assert cost(groups, 64) < cost([list(range(len(lengths)))], 64)  # better than one padded batch
+    assert cost(groups, 64) <= cost([[i] for i in range(len(lengths))], 64)  # and than no batching
+    assert len(length_groups(lengths, overhead=10**6)) == 1  # runs so dear that one batch wins
+    # Runs free: no padding at all, every group holds a single length.
+    assert all(len({lengths[i] for i in g}) == 1 for g in length_groups(lengths, overhead=0))
+
+    class Echo:
+        cache_namespace = "ns"
+
+        def classify(self, texts):
+            return [{"text": t} for t in texts]
+
+    texts = [f"t{i}" for i in range(len(lengths))]
+    out = LengthGrouped(Echo(), dict(zip(texts, lengths))).classify(texts)
+    assert [r["text"] for r in out] == texts
