@@ -1,0 +1,116 @@
+"""`sentictl bench` and `sentictl eval`: click only at import time (score imports this module)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .cli import CONTEXT, _opt, model_options
+
+
+@click.command(context_settings=CONTEXT)
+@model_options
+@_opt("--texts", "texts_path", env="BENCH_TEXTS", type=click.Path(exists=True, dir_okay=False), default=None,
+      help="One text per line. Default: ../shared/data/headlines.txt next to the checkout, else built-in sentences.")
+@_opt("--limit", env="BENCH_LIMIT", type=click.IntRange(min=1), default=400, help="Use the first N texts.")
+@_opt("--variants", env="BENCH_VARIANTS", default=None,
+      help="auto (the variants built for the provider), all, or a comma list such as fp32,int8. "
+           "Default: --variant if given, else auto.")
+@_opt("--batch-sizes", env="BENCH_BATCH_SIZES", default="1,8,32,64",
+      help="Texts per call; every inference contender also runs 'budget' (all texts in one call, length-sorted).")
+@_opt("--baseline", env="BENCH_BASELINE", type=click.Choice(["pipeline", "none"]), default="pipeline",
+      help="pipeline: the transformers text-classification pipeline on the source checkpoint (needs the export extra).")
+@_opt("--repeats", env="BENCH_REPEATS", type=click.IntRange(min=1), default=3, help="Timed passes over the texts per measurement.")
+@_opt("--warmup", env="BENCH_WARMUP", type=click.IntRange(min=0), default=1, help="Untimed warm-up rounds before each measurement.")
+@_opt("--cold-starts", env="BENCH_COLD_STARTS", type=click.IntRange(min=1), default=3,
+      help="How many one-line `sentictl score` processes to time for the cold start.")
+@_opt("--out", env="BENCH_OUT", type=click.Path(file_okay=False), default="bench-out",
+      help="Directory for bench.json, bench.md and bench.png.")
+@_opt("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
+@_opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def bench_command(**opts: Any) -> None:
+    """Measure throughput and latency of every variant against the transformers pipeline.
+
+    Each contender runs in its own process with the same thread budget (--threads, default: all
+    usable CPUs): tokenization alone, ONNX Runtime inference per variant and batch size, the
+    cache-hit path, whole `sentictl score` processes, the cold start of a one-line `score`, and
+    the Hugging Face pipeline on the checkpoint named in the manifest. Reports median and p99
+    latency, texts/s, padding efficiency and peak RSS; writes bench.json, bench.md and bench.png.
+
+    \b
+    Examples:
+      sentictl bench --model-dir models/finbert --texts headlines.txt --out bench-out
+      sentictl bench --variants fp32,int8 --batch-sizes 1,32 --threads 2 --baseline none
+    """
+    import orjson
+
+    from .bench import format_markdown, run_bench
+
+    variants = opts["variants"] or opts["variant"] or "auto"
+    report = run_bench(
+        model_dir=opts["model_dir"], texts_path=opts["texts_path"], variants=variants,
+        batch_sizes=opts["batch_sizes"], threads=opts["threads"], baseline=opts["baseline"], out=opts["out"],
+        repeats=opts["repeats"], warmup=opts["warmup"], limit=opts["limit"], provider=opts["provider"],
+        long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], cold_starts=opts["cold_starts"],
+        quiet=opts["quiet"],
+    )
+    if opts["as_json"]:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+    else:
+        click.echo(format_markdown(report))
+    if not opts["quiet"] and report.get("files"):
+        click.echo(f"sentictl: wrote {', '.join(report['files'])}", err=True)
+
+
+@click.command(context_settings=CONTEXT)
+@model_options
+@_opt("--data", env="EVAL_DATA", type=click.Path(exists=True, dir_okay=False), required=True,
+      help="Labelled CSV with a text column and a label column (label names as in the model, any case).")
+@_opt("--text-column", default="text", help="CSV column holding the text.")
+@_opt("--label-column", default="label", help="CSV column holding the gold label.")
+@_opt("--variants", env="EVAL_VARIANTS", default="all",
+      help="all (every variant this machine can run) or a comma list such as fp32,int8 (named ones run on cpu if need be).")
+@_opt("--min-accuracy", env="EVAL_MIN_ACCURACY", type=click.FloatRange(0, 1), default=None,
+      help="Exit 1 if any evaluated variant's accuracy (0–1) is below this.")
+@_opt("--max-drop", env="EVAL_MAX_DROP", type=click.FloatRange(min=0), default=None,
+      help="Exit 1 if any variant is more than this many accuracy points below fp32.")
+@_opt("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@_opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def eval_command(**opts: Any) -> None:
+    """Accuracy, macro-F1, per-class precision/recall, confusion and agreement with fp32, per variant.
+
+    Labels in the data are matched by name (ignoring case) to the model's labels; unknown ones are
+    an error that lists them. fp32 is always run: it is the reference for agreement and --max-drop.
+
+    \b
+    Exit status: 0 all gates passed, 1 a gate was missed or the run could not start.
+
+    \b
+    Examples:
+      sentictl eval --data labelled.csv
+      sentictl eval --data tweets.csv --variants fp32,int8 --max-drop 0.5 --min-accuracy 0.85
+      sentictl eval --data news.csv --text-column headline --label-column sentiment --json
+    """
+    import orjson
+
+    from .evaluate import check_gates, format_report, run_eval
+
+    variants = opts["variant"] if opts["variant"] and opts["variants"] == "all" else opts["variants"]
+    report = run_eval(
+        opts["model_dir"], opts["data"], variants=variants, text_column=opts["text_column"],
+        label_column=opts["label_column"], provider=opts["provider"], threads=opts["threads"],
+        long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], quiet=opts["quiet"],
+    )
+    failures = check_gates(report, opts["min_accuracy"], opts["max_drop"])
+    report["gates"] = {"min_accuracy": opts["min_accuracy"], "max_drop": opts["max_drop"], "failures": failures,
+                       "passed": not failures}
+    if opts["as_json"]:
+        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_report(report))
+    if failures:
+        for failure in failures:
+            click.echo(f"sentictl: gate missed: {failure}", err=True)
+        sys.exit(1)

@@ -1,0 +1,250 @@
+"""`sentictl eval`: accuracy, macro-F1, per-class precision/recall, confusion matrix and label
+agreement with fp32, for every variant of a model, on a labelled CSV.
+
+The metrics are plain numpy so that they can be checked by hand (tests/test_eval.py does).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError, SentictlError
+
+
+# ----------------------------------------------------------------------------- metrics
+def confusion_matrix(gold: Sequence[int], pred: Sequence[int], n_labels: int) -> np.ndarray:
+    """Counts with rows = gold label id, columns = predicted label id."""
+    gold_arr = np.asarray(gold, dtype=np.int64)
+    pred_arr = np.asarray(pred, dtype=np.int64)
+    if gold_arr.shape != pred_arr.shape:
+        raise ValueError(f"gold has {gold_arr.size} labels, pred {pred_arr.size}")
+    matrix = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(matrix, (gold_arr, pred_arr), 1)
+    return matrix
+
+
+def _ratio(num: float, den: float) -> float:
+    # sklearn's zero_division=0: a class never predicted has precision 0, not NaN.
+    return float(num / den) if den else 0.0
+
+
+def metrics(
+    gold: Sequence[int],
+    pred: Sequence[int],
+    labels: Sequence[str],
+    reference: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, agreement.
+
+    Macro-F1 averages over the labels that occur in gold or in pred (sklearn's default set),
+    so a label absent from both does not drag the mean down with a meaningless 0.
+    """
+    n = len(labels)
+    matrix = confusion_matrix(gold, pred, n)
+    total = int(matrix.sum())
+    tp = np.diag(matrix)
+    predicted = matrix.sum(axis=0)
+    support = matrix.sum(axis=1)
+    per_class: dict[str, dict[str, float]] = {}
+    f1s = []
+    for i, label in enumerate(labels):
+        precision = _ratio(tp[i], predicted[i])
+        recall = _ratio(tp[i], support[i])
+        f1 = _ratio(2 * precision * recall, precision + recall)
+        per_class[label] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+            "support": int(support[i]),
+            "predicted": int(predicted[i]),
+        }
+        if support[i] or predicted[i]:
+            f1s.append(f1)
+    out: dict[str, Any] = {
+        "n": total,
+        "accuracy": _ratio(tp.sum(), total),
+        "macro_f1": float(np.mean(f1s)) if f1s else 0.0,
+        "per_class": per_class,
+        "confusion": {"labels": list(labels), "rows": "gold", "columns": "predicted", "matrix": matrix.tolist()},
+    }
+    if reference is not None:
+        ref = np.asarray(reference)
+        out["agreement_vs_fp32"] = _ratio(int((ref == np.asarray(pred)).sum()), ref.size)
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+def read_labelled(
+    path: str | Path, labels: Sequence[str], text_column: str = "text", label_column: str = "label",
+) -> tuple[list[str], list[int]]:
+    """A labelled CSV → texts and label ids, matching label names (case-insensitively) to the model's."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            missing = [c for c in (text_column, label_column) if c not in header]
+            if missing:
+                raise InputError(
+                    f"{path} has no column {', '.join(repr(c) for c in missing)} "
+                    f"(columns: {', '.join(header) or 'none'}); use --text-column / --label-column"
+                )
+            rows = [(r[label_column], r[text_column]) for r in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    rows = [(lab, text) for lab, text in rows if text is not None and text.strip()]
+    if not rows:
+        raise InputError(f"{path} has no labelled rows")
+    index = {name.strip().lower(): i for i, name in enumerate(labels)}
+    unknown: dict[str, int] = {}
+    for lab, _ in rows:
+        key = (lab or "").strip().lower()
+        if key not in index:
+            unknown[lab or ""] = unknown.get(lab or "", 0) + 1
+    if unknown:
+        listed = ", ".join(f"{name!r} ({count}×)" for name, count in sorted(unknown.items(), key=lambda kv: -kv[1]))
+        raise InputError(
+            f"{path} has labels the model does not know: {listed}. "
+            f"The model's labels are: {', '.join(labels)}; rename them in the data (matching ignores case)"
+        )
+    return [text for _, text in rows], [index[(lab or "").strip().lower()] for lab, _ in rows]
+
+
+def parse_variant_list(spec: str | None, manifest: dict[str, Any]) -> list[str]:
+    """'all' (or empty) → every variant of the manifest; else a comma list checked against it."""
+    have = list(manifest["variants"])
+    if not spec or spec.strip().lower() == "all":
+        return have
+    wanted = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in wanted if v not in have]
+    if unknown:
+        raise SentictlError(f"this model has no variant {', '.join(unknown)} (it has: {', '.join(have)})")
+    return wanted
+
+
+# ----------------------------------------------------------------------------- run
+def run_eval(
+    model_dir: str | Path | None,
+    data: str | Path,
+    variants: str | None = "all",
+    text_column: str = "text",
+    label_column: str = "label",
+    provider: str = "auto",
+    threads: int | None = None,
+    long: str = "truncate",
+    max_batch_tokens: int | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Evaluate each requested variant (and fp32, the reference) on a labelled CSV."""
+    from . import config
+    from .model import available_providers, load
+
+    resolved = config.resolve_model_dir(model_dir)
+    kwargs: dict[str, Any] = {"threads": threads, "long": long}
+    if max_batch_tokens:
+        kwargs["max_batch_tokens"] = max_batch_tokens
+    # Loading fp32 first resolves the directory (and says so when it is the bundled one).
+    reference_model = load(model_dir, quiet=quiet, provider="cpu", variant="fp32", **kwargs)
+    manifest = reference_model.manifest
+    labels = reference_model.labels
+    texts, gold = read_labelled(data, labels, text_column, label_column)
+    explicit = bool(variants) and variants.strip().lower() != "all"
+    wanted = parse_variant_list(variants, manifest)
+    have = set(available_providers())
+    report: dict[str, Any] = {
+        "data": str(data),
+        "texts": len(texts),
+        "model_dir": str(resolved.path),
+        "labels": labels,
+        "gold_distribution": {labels[i]: int(c) for i, c in enumerate(np.bincount(gold, minlength=len(labels)))},
+        "variants": {},
+        "skipped": {},
+    }
+    order = ["fp32"] + [v for v in wanted if v != "fp32"]
+    reference: np.ndarray | None = None
+    for name in order:
+        target = manifest["variants"][name].get("provider", "cpu")
+        run_on = provider if provider != "auto" else target
+        if run_on not in have:
+            if not explicit:
+                report["skipped"][name] = f"built for the {target} provider, which is not available here (name it in --variants to run it on cpu)"
+                continue
+            run_on = "cpu"
+        _progress(quiet, f"eval: {name} on {len(texts)} texts ({run_on})")
+        try:
+            model = reference_model if name == "fp32" and run_on == "cpu" else load(
+                resolved.path, quiet=True, provider=run_on, variant=name, **kwargs
+            )
+            probs, _ = model.predict_proba(texts)
+        except SentictlError as exc:
+            report["skipped"][name] = str(exc)
+            continue
+        except Exception as exc:  # ORT kernels missing for a variant on this provider
+            report["skipped"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            continue
+        pred = probs.argmax(axis=1)
+        if name == "fp32":
+            reference = pred
+        result = metrics(gold, pred, labels, reference=reference)
+        result["provider"] = run_on
+        report["variants"][name] = result
+    if "fp32" in report["variants"]:
+        base = report["variants"]["fp32"]["accuracy"]
+        for result in report["variants"].values():
+            result["drop_points"] = round((base - result["accuracy"]) * 100, 4)
+    if "fp32" not in wanted:
+        report["variants"].get("fp32", {})["reference_only"] = True
+    return report
+
+
+def check_gates(report: dict[str, Any], min_accuracy: float | None = None, max_drop: float | None = None) -> list[str]:
+    """The gates a report misses (empty list: all passed)."""
+    failures = []
+    for name, result in report["variants"].items():
+        if result.get("reference_only"):
+            continue
+        if min_accuracy is not None and result["accuracy"] < min_accuracy:
+            failures.append(f"{name}: accuracy {result['accuracy']:.4f} < --min-accuracy {min_accuracy}")
+        if max_drop is not None and name != "fp32" and result.get("drop_points", 0.0) > max_drop:
+            failures.append(f"{name}: {result['drop_points']:.2f} points below fp32 > --max-drop {max_drop}")
+    return failures
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown tables: one summary row per variant, then per-class figures and confusion matrices."""
+    labels = report["labels"]
+    lines = [
+        f"{report['texts']} texts from {report['data']} ("
+        + ", ".join(f"{k} {v}" for k, v in report["gold_distribution"].items()) + ")",
+        "",
+        "| variant | accuracy | macro-F1 | Δ vs fp32 (pts) | agreement vs fp32 | "
+        + " | ".join(f"{label} P/R" for label in labels) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(labels),
+    ]
+    for name, r in report["variants"].items():
+        pr = " | ".join(f"{r['per_class'][lab]['precision']:.3f}/{r['per_class'][lab]['recall']:.3f}" for lab in labels)
+        lines.append(
+            f"| {name}{' (reference)' if r.get('reference_only') else ''} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+            f"{r.get('drop_points', 0.0):+.2f} | {r.get('agreement_vs_fp32', 1.0):.2%} | {pr} |"
+        )
+    if report["skipped"]:
+        lines.append("")
+    for name, reason in report["skipped"].items():
+        lines.append(f"- {name}: skipped, {reason}")
+    width = max(len(lab) for lab in labels) + 2
+    for name, r in report["variants"].items():
+        lines += ["", f"confusion ({name}; rows gold, columns predicted):", "",
+                  "| gold \\ pred | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+        for lab, row in zip(labels, r["confusion"]["matrix"]):
+            lines.append(f"| {lab:<{width}} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _progress(quiet: bool, message: str) -> None:
+    if not quiet:
+        print(f"sentictl: {message}", file=sys.stderr, flush=True)
