@@ -196,10 +196,10 @@ def main() -> None:
     # how much randomness model init or dropout consumed.
     shuffler = torch.Generator().manual_seed(SEED)
     step = 0
+    running, since_log = 0.0, 0
     for epoch in range(1, HPARAMS["epochs"] + 1):
         model.train()
         order = torch.randperm(len(train_ids), generator=shuffler).tolist()
-        running = 0.0
         for batch in batches(train_enc, train_ids, order, HPARAMS["batch_size"], tokenizer):
             loss = model(**batch).loss
             loss.backward()
@@ -209,11 +209,11 @@ def main() -> None:
             optimizer.zero_grad()
             step += 1
             running += loss.item()
+            since_log += 1
             if step % LOG_EVERY == 0 or step == total_steps:
-                n = LOG_EVERY if step % LOG_EVERY == 0 else step % LOG_EVERY
-                log(f"epoch {epoch} step {step}/{total_steps} loss {running / n:.4f} "
+                log(f"epoch {epoch} step {step}/{total_steps} loss {running / since_log:.4f} "
                     f"lr {scheduler.get_last_lr()[0]:.2e} elapsed {time.monotonic() - started:.0f}s")
-                running = 0.0
+                running, since_log = 0.0, 0
         preds = predict(model, tokenizer, heldout_enc, len(heldout_ids), HPARAMS["eval_batch_size"])
         log(f"epoch {epoch} held-out accuracy {accuracy_score(heldout_ids, preds):.4f}")
 

@@ -41,6 +41,14 @@ def test_bundled_model_labels_unambiguous_sentences(text, label):
     assert engine.Model(BUNDLED).classify([text])[0]["label"] == label
 
 
+def _copy_as(src, dest, name):
+    """Copy a model directory under another name (the result's "model" field comes from the manifest)."""
+    shutil.copytree(src, dest)
+    manifest = orjson.loads((dest / "manifest.json").read_bytes())
+    manifest["name"] = name
+    (dest / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+
 def _score(sentictl, cwd, env=None, *args):
     run = sentictl("score", "--no-cache", *args, input="Profit fell.\n", cwd=cwd, env=env or sentictl_env())
     assert run.returncode == 0, run.stderr.decode()[-2000:]
@@ -56,12 +64,12 @@ def test_resolution_order(sentictl, tiny_model_dir, tmp_path):
     assert model == "finsent-mini:int8"
     assert "finsent-mini" in err and "sentictl export" in err
     # 3. The default export location wins over the bundle.
-    shutil.copytree(tiny_model_dir, cwd / "models" / "finbert")
+    _copy_as(tiny_model_dir, cwd / "models" / "finbert", "finbert")
     model, err = _score(sentictl, cwd)
     assert model == "finbert:int8" and "bundled" not in err
     # 2. SENTICTL_MODEL_DIR wins over the default location.
     other = tmp_path / "other"
-    shutil.copytree(tiny_model_dir, other)
+    _copy_as(tiny_model_dir, other, "other")
     model, _ = _score(sentictl, cwd, sentictl_env(SENTICTL_MODEL_DIR=str(other)))
     assert model == "other:int8"
     # 1. --model-dir wins over everything.
