@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from . import config
 from .cli import CONTEXT, _opt, cache_options, load_model, model_options, open_cache
 
 _SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -17,6 +18,9 @@ _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 @cache_options
 @_opt("--host", env="HOST", default="127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network.")
 @_opt("--port", env="PORT", type=click.IntRange(0, 65535), default=8080, help="TCP port to listen on.")
+@_opt("--coalesce-tokens", env="COALESCE_TOKENS", type=click.IntRange(min=1), default=config.DEFAULT_COALESCE_TOKENS,
+      help="Token budget of the concurrent requests gathered into one batch; the engine then runs "
+           "it in length-sorted runs of --max-batch-tokens.")
 @_opt("--max-wait-ms", env="MAX_WAIT_MS", type=click.FloatRange(min=0), default=5.0,
       help="How long a request may wait for others to share its inference batch.")
 @_opt("--max-body-bytes", env="MAX_BODY_BYTES", type=click.IntRange(min=1), default=1 << 20,
@@ -51,7 +55,7 @@ def serve_command(**opts: Any) -> None:
       GET  /health        200 once the model is loaded, 503 before
       GET  /info, /metrics (Prometheus), /openapi.json
 
-    Concurrent requests are coalesced into batches (--max-batch-tokens, --max-wait-ms); cached
+    Concurrent requests are coalesced into batches (--coalesce-tokens, --max-wait-ms); cached
     texts are answered without queueing. SIGTERM lets in-flight requests finish, then exits 0.
 
     \b
@@ -82,7 +86,7 @@ def serve_command(**opts: Any) -> None:
     _check_model(opts)
     settings = ServeSettings(
         host=opts["host"], port=opts["port"], max_wait_ms=opts["max_wait_ms"],
-        max_batch_tokens=opts["max_batch_tokens"], max_body_bytes=opts["max_body_bytes"],
+        max_batch_tokens=opts["coalesce_tokens"], max_body_bytes=opts["max_body_bytes"],
         max_client_batch_size=opts["max_client_batch_size"], max_queue=opts["max_queue"],
         token=opts["token"] or None, publish=opts["publish"], bootstrap=opts["bootstrap"], kafka=kafka,
         access_log=opts["access_log"], graceful_timeout=opts["graceful_timeout"],
