@@ -72,7 +72,8 @@ def card(m: dict) -> str:
 
 A small financial-sentiment classifier bundled with sentictl so every command works offline.
 Labels in FinBERT's order: 0 positive, 1 negative, 2 neutral. Shipped as one int8 ONNX file
-({size:.1f} MB; dynamic quantization of {", ".join(m["variants"]["int8"]["quantization"]["operators"])}).
+({size:.1f} MB; dynamic per-channel quantization of {", ".join(m["variants"]["int8"]["quantization"]["operators"])},
+encoder layers {m["variants"]["int8"]["quantization"].get("fp32_layers")} kept in fp32).
 
 - Base model: {c["base_model"]}
 - Data: {c["data"]}

@@ -132,6 +132,9 @@ def cli() -> None:
 @_opt("--quantize-ops", default="MatMul",
       help="int8: ONNX operator types to quantize, comma separated (MatMul keeps accuracy; "
            "MatMul,Gather also shrinks the embedding table 4x).")
+@_opt("--fp32-layers", default="0",
+      help="int8: encoder layers (comma list of indices, or 'none') left in fp32. The first layer is "
+           "the most sensitive to quantization; keeping it lifts agreement with fp32 for ~8% speed.")
 @_opt("--force", is_flag=True, help="Replace an existing model directory.")
 def export(**opts: Any) -> None:
     """Export a checkpoint to an ONNX model directory (needs the export extra).
@@ -154,11 +157,22 @@ def export(**opts: Any) -> None:
         max_length=opts["max_length"], opset=opts["opset"], eval_data=opts["eval_data"],
         max_drop=opts["max_drop"], force=opts["force"], keep=opts["keep"],
         quantize_ops=[op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
+        fp32_layers=_layers(opts["fp32_layers"]),
     )
     from .export import default_out
 
     out = opts["out"] or default_out(opts["model"])
     click.echo(f"sentictl: wrote {out} ({', '.join(manifest['variants'])})", err=True)
+
+
+def _layers(spec: str) -> list[int]:
+    """'0,11' → [0, 11]; 'none' or '' → []."""
+    if not spec or spec.strip().lower() == "none":
+        return []
+    try:
+        return sorted({int(part) for part in spec.split(",") if part.strip()})
+    except ValueError:
+        raise click.BadParameter(f"{spec!r}: use layer indices like 0 or 0,11, or 'none'", param_hint="--fp32-layers") from None
 
 
 @cli.command(context_settings=CONTEXT)

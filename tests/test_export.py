@@ -26,6 +26,9 @@ def test_manifest_contents(tiny_model_dir):
         assert "parity" in v
     assert manifest["variants"]["int8"]["quantization"]["per_channel"] is True
     assert manifest["variants"]["int8"]["quantization"]["mode"] == "dynamic"
+    # The first encoder layer stays fp32 by default (q, k, v, attention, output, FFN MatMuls).
+    assert manifest["variants"]["int8"]["quantization"]["fp32_layers"] == [0]
+    assert manifest["variants"]["int8"]["quantization"]["fp32_nodes"] >= 6
     assert manifest["variants"]["int8"]["quantization"]["isa"] in ("avx512_vnni", "avx512", "avx2", "arm64")
     assert manifest["variants"]["fp16"]["provider"] == "cuda"
     assert manifest["variants"]["coreml"]["static_shape"] == [1, 128]
@@ -133,13 +136,14 @@ def test_not_a_checkpoint_dir(tmp_path, sentictl):
 def test_keep_only_int8_for_a_small_bundle(tiny_checkpoint, tmp_path, sentictl):
     out = tmp_path / "bundle"
     run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
-                   "--keep", "int8", "--quantize-ops", "MatMul,Gather")
+                   "--keep", "int8", "--quantize-ops", "MatMul,Gather", "--fp32-layers", "none")
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert not (out / "model.onnx").exists()
     assert manifest["variants"]["fp32"]["shipped"] is False
     assert "parity" in manifest["variants"]["fp32"]  # figures kept for reference
     assert manifest["variants"]["int8"]["quantization"]["operators"] == ["MatMul", "Gather"]
+    assert manifest["variants"]["int8"]["quantization"]["fp32_nodes"] == 0
     assert engine.verify(out) == []
     assert engine.Model(out).variant == "int8"
     with pytest.raises(SentictlError, match="no 'fp32' variant"):
