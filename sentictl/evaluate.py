@@ -148,10 +148,17 @@ def run_eval(
     kwargs: dict[str, Any] = {"threads": threads, "long": long}
     if max_batch_tokens:
         kwargs["max_batch_tokens"] = max_batch_tokens
-    # Loading fp32 first resolves the directory (and says so when it is the bundled one).
-    reference_model = load(model_dir, quiet=quiet, provider="cpu", variant="fp32", **kwargs)
-    manifest = reference_model.manifest
-    labels = reference_model.labels
+    # The first load resolves the directory (and says so when it is the bundled one).
+    first = load(model_dir, quiet=quiet, provider="cpu", **kwargs)
+    manifest = first.manifest
+    labels = first.labels
+
+    def shipped(name: str) -> bool:
+        return manifest["variants"][name].get("shipped", True)
+
+    reference_model = first if first.variant == "fp32" else (
+        load(resolved.path, quiet=True, provider="cpu", variant="fp32", **kwargs) if shipped("fp32") else None
+    )
     texts, gold = read_labelled(data, labels, text_column, label_column)
     explicit = bool(variants) and variants.strip().lower() != "all"
     wanted = parse_variant_list(variants, manifest)
@@ -168,6 +175,10 @@ def run_eval(
     order = ["fp32"] + [v for v in wanted if v != "fp32"]
     reference: np.ndarray | None = None
     for name in order:
+        if not shipped(name):
+            # e.g. the bundled model: its fp32 figures are in the manifest, its fp32 file is not.
+            report["skipped"][name] = "its file is not shipped with this model (only its export figures are in the manifest)"
+            continue
         target = manifest["variants"][name].get("provider", "cpu")
         run_on = provider if provider != "auto" else target
         if run_on not in have:
@@ -177,7 +188,7 @@ def run_eval(
             run_on = "cpu"
         _progress(quiet, f"eval: {name} on {len(texts)} texts ({run_on})")
         try:
-            model = reference_model if name == "fp32" and run_on == "cpu" else load(
+            model = reference_model if name == "fp32" and run_on == "cpu" and reference_model is not None else load(
                 resolved.path, quiet=True, provider=run_on, variant=name, **kwargs
             )
             probs, _ = model.predict_proba(texts)
@@ -215,6 +226,10 @@ def check_gates(report: dict[str, Any], min_accuracy: float | None = None, max_d
     return failures
 
 
+def _fmt(value: float | None, pattern: str) -> str:
+    return "n/a" if value is None else pattern.format(value)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """Markdown tables: one summary row per variant, then per-class figures and confusion matrices."""
     labels = report["labels"]
@@ -230,7 +245,7 @@ def format_report(report: dict[str, Any]) -> str:
         pr = " | ".join(f"{r['per_class'][lab]['precision']:.3f}/{r['per_class'][lab]['recall']:.3f}" for lab in labels)
         lines.append(
             f"| {name}{' (reference)' if r.get('reference_only') else ''} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-            f"{r.get('drop_points', 0.0):+.2f} | {r.get('agreement_vs_fp32', 1.0):.2%} | {pr} |"
+            f"{_fmt(r.get('drop_points'), '{:+.2f}')} | {_fmt(r.get('agreement_vs_fp32', 1.0 if name == 'fp32' else None), '{:.2%}')} | {pr} |"
         )
     if report["skipped"]:
         lines.append("")

@@ -164,3 +164,18 @@ def test_eval_cli_unknown_variant(sentictl, tiny_model_dir, tmp_path):
     proc = sentictl("eval", "--model-dir", str(tiny_model_dir), "--data", str(path), "--variants", "fp32,int4")
     assert proc.returncode == 1
     assert "no variant int4" in proc.stderr.decode()
+
+
+def test_eval_on_a_model_without_its_fp32_file(sentictl, tiny_checkpoint, tweets_slice, tmp_path):
+    """A bundle that ships only int8 (like finsent-mini) still evaluates; fp32 is reported as skipped."""
+    out = tmp_path / "bundle"
+    made = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8", "--keep", "int8")
+    assert made.returncode == 0, made.stderr.decode()[-2000:]
+    cols = ["--text-column", "body", "--label-column", "sentiment"]
+    run = sentictl("eval", "--model-dir", str(out), "--data", str(tweets_slice), *cols, "--json")
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    report = json.loads(run.stdout)
+    assert list(report["variants"]) == ["int8"]
+    assert "not shipped" in report["skipped"]["fp32"]
+    table = sentictl("eval", "--model-dir", str(out), "--data", str(tweets_slice), *cols)
+    assert table.returncode == 0 and b"n/a" in table.stdout
