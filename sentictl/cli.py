@@ -78,13 +78,13 @@ def cache_options(f: Callable) -> Callable:
     return f
 
 
-def load_model(opts: dict[str, Any], quiet: bool = False):
-    """Build the engine from model_options values."""
+def load_model(opts: dict[str, Any], quiet: bool = False, **extra: Any):
+    """Build the engine from model_options values (extra: Model keyword arguments)."""
     from .model import load
 
     return load(
         opts["model_dir"], quiet=quiet, provider=opts["provider"], variant=opts["variant"],
-        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"],
+        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], **extra,
     )
 
 

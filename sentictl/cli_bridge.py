@@ -125,7 +125,8 @@ def bridge_command(**opts: Any) -> None:
         metrics_port=opts["metrics_port"], metrics_host=opts["metrics_host"], client_id=opts["client_id"],
         security=security,
     )
-    model = load_model(opts)
+    # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
+    model = load_model(opts, spin=False)
     cache = open_cache(opts)
     try:
         run_bridge(model, cache, settings, progress=not opts["quiet"])

@@ -168,6 +168,7 @@ class Model:
         long: str = "truncate",
         max_batch_tokens: int = config.DEFAULT_MAX_BATCH_TOKENS,
         max_batch_size: int = config.DEFAULT_MAX_BATCH_SIZE,
+        spin: bool = True,
     ):
         if long not in config.LONG_MODES:
             raise SentictlError(f"unknown --long mode {long!r}: use truncate or chunk")
@@ -185,6 +186,7 @@ class Model:
         self.labels = [self.manifest["labels"][str(i)] for i in range(len(self.manifest["labels"]))]
         self.max_length = int(self.manifest["max_length"])
         self.static_shape = entry.get("static_shape")
+        self.spin = spin
         self._load_tokenizer()
         self._load_session(entry, threads)
 
@@ -217,6 +219,10 @@ class Model:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        if not self.spin:
+            # Idle ORT threads otherwise spin for a while after each run, taking the CPU that a
+            # server's event loop needs to answer and gather the next batch.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = [_ORT_PROVIDER[self.provider]]
         if self.provider != "cpu":
             providers.append("CPUExecutionProvider")
