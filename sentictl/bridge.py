@@ -28,6 +28,10 @@ MODEL_HEADER = "sentictl-model"
 LABEL_HEADER = "sentictl-label"
 # How long one poll blocks: short enough that a signal or a stop condition is noticed quickly.
 POLL_MS = 500
+# Once a batch has its first records, keep polling this long to fill it: brokers (tansu among
+# them) may hand out one small record batch per fetch, and classifying a few records at a time
+# wastes the engine's length-sorted batching.
+LINGER_MS = 100
 
 
 class BridgeError(SentictlError):
@@ -395,8 +399,7 @@ class Bridge:
                 self.log(f"no records for {self.s.idle_timeout:g} s: stopping")
                 break
             limit = self.s.batch_size if count is None else min(self.s.batch_size, count - self.stats.consumed)
-            polled = self.consumer.poll(timeout_ms=POLL_MS, max_records=limit)
-            messages = [m for batch in polled.values() for m in batch]
+            messages = self._collect(limit)
             if messages:
                 self._process(messages)
                 last_record = time.monotonic()
@@ -406,6 +409,22 @@ class Bridge:
                 self.log(self.stats.line((self.stats.consumed - progress_count) / elapsed))
                 last_progress, progress_count = time.monotonic(), self.stats.consumed
         return self.stats
+
+    def _collect(self, limit: int) -> list[Any]:
+        """Up to ``limit`` records: wait up to POLL_MS for the first, then LINGER_MS for more."""
+        polled = self.consumer.poll(timeout_ms=POLL_MS, max_records=limit)
+        messages = [m for batch in polled.values() for m in batch]
+        deadline = time.monotonic() + LINGER_MS / 1000
+        while messages and len(messages) < limit and not self._stop:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            polled = self.consumer.poll(timeout_ms=int(left * 1000) + 1, max_records=limit - len(messages))
+            more = [m for batch in polled.values() for m in batch]
+            if not more:
+                break
+            messages += more
+        return messages
 
     def _update_lag(self) -> None:
         lag, known = 0, False
