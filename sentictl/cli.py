@@ -6,7 +6,6 @@ Library errors (SentictlError) become a one-line message on stderr and exit stat
 
 from __future__ import annotations
 
-import functools
 import sys
 from typing import Any, Callable
 

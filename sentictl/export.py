@@ -6,7 +6,6 @@ that ``import sentictl.export`` stays cheap and the score/serve/bridge path neve
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import platform
@@ -134,25 +133,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def read_eval_csv(path: str | Path, labels: Sequence[str]) -> tuple[list[str], list[int]]:
-    """A labelled CSV (columns label,text) → texts and label ids; unknown labels are an error."""
-    path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise SentictlError(f"cannot read {path}: {exc}") from None
-    if not rows or "label" not in rows[0] or "text" not in rows[0]:
-        raise SentictlError(f"{path} needs a header with 'label' and 'text' columns")
-    index = {name.lower(): i for i, name in enumerate(labels)}
-    unknown = sorted({r["label"] for r in rows if (r["label"] or "").strip().lower() not in index})
-    if unknown:
-        raise SentictlError(f"{path} has labels the model does not know: {', '.join(unknown)} (model labels: {', '.join(labels)})")
-    texts = [r["text"] for r in rows]
-    gold = [index[r["label"].strip().lower()] for r in rows]
-    return texts, gold
 
 
 def run_export(
@@ -305,8 +285,10 @@ def _build(
     if eval_data:
         steps.start(f"evaluating every variant on {eval_data}")
         labels = [id2label[i] for i in range(len(id2label))]
-        texts, gold = read_eval_csv(eval_data, labels)
-        manifest["eval"] = _evaluate(work, texts, gold, variants, max_drop, len(labels))
+        from .evaluate import read_labelled
+
+        texts, gold = read_labelled(eval_data, labels)
+        manifest["eval"] = _evaluate(work, texts, gold, variants, max_drop, labels)
         manifest["eval"]["data"] = str(eval_data)
         steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants if "accuracy" in variants[v].get("eval", {})))
     _write_manifest(work, manifest)
@@ -502,7 +484,9 @@ def _parity(work: Path, checkpoint: Path, tokenizer: Any, length: int, variants:
     return {"sentences": len(texts), "fp32_vs_pytorch_max_abs_diff": diff, "limit": PARITY_LIMIT}
 
 
-def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str, dict[str, Any]], max_drop: float, n_classes: int) -> dict[str, Any]:
+def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str, dict[str, Any]], max_drop: float, labels: list[str]) -> dict[str, Any]:
+    from .evaluate import metrics
+
     gold_arr = np.asarray(gold)
     preds: dict[str, np.ndarray] = {}
     for name in variants:
@@ -516,24 +500,12 @@ def _evaluate(work: Path, texts: list[str], gold: list[int], variants: dict[str,
     for name, pred in preds.items():
         variants[name]["eval"] = {
             "accuracy": accuracy[name],
-            "macro_f1": macro_f1(gold_arr, pred, n_classes),
+            "macro_f1": metrics(gold, pred, labels)["macro_f1"],
             "drop_points": round((accuracy["fp32"] - accuracy[name]) * 100, 3),
             "label_agreement_vs_fp32": float((pred == preds["fp32"]).mean()),
         }
     mark_unusable(variants, accuracy, max_drop)
     return {"texts": len(texts), "max_drop_points": max_drop}
-
-
-def macro_f1(gold: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    """Unweighted mean of per-class F1 (a class absent from both gold and pred is skipped)."""
-    scores = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp = int(((pred == c) & (gold != c)).sum())
-        fn = int(((pred != c) & (gold == c)).sum())
-        if tp + fp + fn:
-            scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
 
 
 def mark_unusable(variants: dict[str, dict[str, Any]], accuracy: dict[str, float], max_drop: float) -> None:

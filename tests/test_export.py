@@ -9,7 +9,7 @@ import pytest
 
 from conftest import sentictl_env
 from sentictl import model as engine
-from sentictl.export import mark_unusable, parse_variants, read_eval_csv
+from sentictl.export import mark_unusable, parse_variants
 from sentictl.errors import SentictlError
 
 
@@ -63,13 +63,6 @@ def test_mark_unusable_uses_max_drop():
     assert variants["int8"]["usable"] is True
     assert variants["fp16"]["usable"] is False and "10.00 accuracy points" in variants["fp16"]["unusable_reason"]
     assert variants["fp32"]["usable"] is True
-
-
-def test_eval_csv_unknown_labels_listed(tmp_path):
-    path = tmp_path / "data.csv"
-    path.write_text("label,text\npositive,a\nbullish,b\nbearish,c\n")
-    with pytest.raises(SentictlError, match="bearish, bullish"):
-        read_eval_csv(path, ["positive", "negative", "neutral"])
 
 
 def test_export_with_eval_data_records_accuracy(tiny_checkpoint, tmp_path, sentictl):
@@ -148,14 +141,3 @@ def test_keep_only_int8_for_a_small_bundle(tiny_checkpoint, tmp_path, sentictl):
     assert engine.Model(out).variant == "int8"
     with pytest.raises(SentictlError, match="no 'fp32' variant"):
         engine.Model(out, variant="fp32")
-
-
-def test_macro_f1_by_hand():
-    import numpy as np
-
-    from sentictl.export import macro_f1
-
-    gold = np.array([0, 0, 1, 1, 2, 2])
-    pred = np.array([0, 1, 1, 1, 2, 0])
-    # class 0: tp1 fp1 fn1 → 0.5; class 1: tp2 fp1 fn0 → 0.8; class 2: tp1 fp0 fn1 → 2/3
-    assert macro_f1(gold, pred, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
