@@ -152,7 +152,6 @@ class _Item:
 
     owner: int
     ids: list[int]
-    type_ids: list[int]
     weight: float
 
 
@@ -246,13 +245,13 @@ class Model:
         encoded = self._encode(texts)
         for i, ids in enumerate(encoded):
             if len(ids) <= budget:
-                items.append(_Item(i, ids, [], 1.0))
+                items.append(_Item(i, ids, 1.0))
             elif self.long == "truncate":
                 truncated[i] = True
-                items.append(_Item(i, ids[:budget], [], 1.0))
+                items.append(_Item(i, ids[:budget], 1.0))
             else:
                 for chunk in self._chunks(texts[i], budget):
-                    items.append(_Item(i, chunk, [], float(len(chunk))))
+                    items.append(_Item(i, chunk, float(len(chunk))))
         return items, truncated
 
     def _chunks(self, text: str, budget: int) -> list[list[int]]:
