@@ -187,6 +187,11 @@ class _Metrics:
         self.commits = Counter("sentictl_bridge_commits", "Offset commits (or committed transactions)", registry=r)
         self.lag = Gauge("sentictl_bridge_lag", "Records behind the end of the assigned partitions", registry=r)
         self.batch_seconds = Histogram("sentictl_bridge_batch_seconds", "Poll-to-commit time of one batch", registry=r)
+        self.cache_failures = Counter("sentictl_bridge_cache_failures",
+                                      "Result-cache operations that failed (the records were classified uncached)",
+                                      ["op"], registry=r)
+        for op in ("read", "write", "damaged"):
+            self.cache_failures.labels(op)
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=r)
         except OSError as exc:
@@ -279,6 +284,9 @@ class Bridge:
         self.consumer.subscribe(self.s.inputs, listener=self._listener())
         if self.s.metrics_port:
             self.metrics = _Metrics(self.s.metrics_host, self.s.metrics_port)
+            if self.cache is not None:
+                metrics = self.metrics
+                self.cache.on_failure = lambda op: metrics.cache_failures.labels(op).inc()
             self.log(f"metrics on http://{self.s.metrics_host}:{self.s.metrics_port}/metrics")
         mode = "exactly-once" if self.s.exactly_once else "at-least-once"
         self.log(f"{', '.join(self.s.inputs)} → {self.s.out} via {self.s.bootstrap}, group {self.s.group}, "

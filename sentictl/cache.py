@@ -1,27 +1,47 @@
 """The shared result cache: one SQLite file (WAL) used by score, serve and bridge at once.
 
-Values are orjson documents, never pickles, so a planted or corrupted cache file can at worst
-cause a cache miss, never run code. Keys are ``hash(model namespace, text)``: a new model,
-variant or long-text mode never sees another's results.
+Values are orjson documents, never pickles, so a planted or corrupted entry can at worst cause a
+cache miss, never run code. Keys are ``hash(model namespace, text)``: a new model, variant or
+long-text mode never sees another's results.
+
+The cache can fail; the work cannot. Every operation waits a bounded time (SQLite's busy
+timeout); a failed read or write is announced once on stderr, the run goes on uncached, and the
+cache is tried again after a back-off. A file SQLite calls damaged is checked (``PRAGMA
+quick_check``) and, under a lock file, moved aside as ``<name>.corrupt-<time>`` so a fresh cache
+can start. Nothing here raises to a door unless it asked for ``strict`` (the ``cache`` command).
+
+Why not sqlitedict's own connection: its worker thread runs ``commit()`` unguarded, so one failed
+commit (disk full, I/O error) kills the thread and every later call waits forever, SIGTERM
+included. This module drives SQLite through connections it owns instead, and keeps sqlitedict's
+table layout (``key TEXT PRIMARY KEY, value BLOB`` in table ``results``), so
+``SqliteDict(path, tablename="results", decode=orjson.loads)`` still reads the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
+from .console import notice
 from .errors import CacheError
 
 TABLE = "results"
 # SQLite's bound-variable limit is 32766 on modern builds; stay well under it.
 _CHUNK = 500
-_BUSY_TIMEOUT_MS = 30_000
+# The longest any cache call waits for another process's lock before it gives up (as a miss).
+BUSY_TIMEOUT_S = 10.0
+# After a failure, how long the cache is left alone before it is tried again.
+RETRY_AFTER_S = 30.0
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+_DAMAGED_CODES = (11, 26)
 
 
 def _encode(value: Any) -> bytes:
@@ -42,85 +62,271 @@ def cache_key(namespace: str, text: str) -> str:
     return digest.hexdigest()
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def valid_result(result: Any) -> bool:
+    """Whether a stored value has the Result shape; anything else is a miss, never an answer."""
+    if not isinstance(result, dict):
+        return False
+    label, scores = result.get("label"), result.get("scores")
+    return (
+        isinstance(label, str)
+        and _number(result.get("score"))
+        and isinstance(result.get("model"), str)
+        and isinstance(scores, dict)
+        and label in scores
+        and all(isinstance(k, str) and _number(v) for k, v in scores.items())
+    )
+
+
+def is_damaged_error(exc: BaseException) -> bool:
+    """Whether SQLite says the file is not a database or is malformed."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _DAMAGED_CODES
+    message = str(exc).lower()
+    return "not a database" in message or "malformed" in message
+
+
+@dataclass
+class _Slot:
+    """One connection for one kind of operation, so a write waiting for a lock never delays reads."""
+
+    lock: threading.Lock
+    conn: sqlite3.Connection | None = None
+    inode: int | None = None
+    generation: int = 0
+    down_until: float = 0.0
+    down: bool = False
+
+
 class ResultCache:
-    """A SQLite result cache shared across processes; thread-safe through sqlitedict."""
+    """A SQLite result cache shared across processes and threads; failures cost misses, not runs."""
 
-    def __init__(self, path: str | Path, ttl: float | None = None):
-        from sqlitedict import SqliteDict
-
+    def __init__(self, path: str | Path, ttl: float | None = None, *, strict: bool = False,
+                 busy_timeout: float = BUSY_TIMEOUT_S, retry_after: float = RETRY_AFTER_S,
+                 on_failure: Callable[[str], None] | None = None):
         self.path = Path(path).expanduser()
         self.ttl = ttl if ttl and ttl > 0 else None
+        self.strict = strict
+        self.busy_timeout = busy_timeout
+        self.retry_after = retry_after
+        # Called with "read", "write" or "damaged" on every failure (serve and bridge count them).
+        self.on_failure = on_failure
         self.hits = 0
         self.misses = 0
         self.corrupt = 0
-        self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = SqliteDict(
-                str(self.path),
-                tablename=TABLE,
-                journal_mode="WAL",
-                autocommit=False,
-                encode=_encode,
-                decode=_decode,
-                outer_stack=False,
-            )
-            # sqlitedict turns syncing off; NORMAL is the WAL setting that survives an app crash
-            # and the busy timeout lets several processes write without "database is locked".
-            self._db.conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            self._db.conn.execute("PRAGMA synchronous = NORMAL")
-            self._db.conn.commit()
-        except (OSError, RuntimeError, sqlite3.Error) as exc:
-            raise CacheError(f"cannot open the result cache {self.path}: {exc} (use --cache PATH or --no-cache)") from None
+        self.failures = 0
+        self._counter_lock = threading.Lock()
+        self._generation = 0
+        self._announced = False
+        self._closed = False
+        self._slots = {"read": _Slot(threading.Lock()), "write": _Slot(threading.Lock())}
+        # Open now so that a bad location is said at start, not at the first batch.
+        self._run("read", lambda conn: None)
 
+    # ------------------------------------------------------------------ connections
+    def _connect(self) -> tuple[sqlite3.Connection, int]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is the WAL setting that survives an application crash without an fsync per commit.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)')
+            inode = os.stat(self.path).st_ino
+        except BaseException:
+            conn.close()
+            raise
+        return conn, inode
+
+    def _ensure(self, slot: _Slot) -> sqlite3.Connection:
+        if slot.conn is not None and slot.generation != self._generation:
+            self._drop(slot)  # another operation moved a damaged file aside: reopen the fresh one
+        if slot.conn is None:
+            try:  # known before connecting, so a file found damaged is not confused with its successor
+                slot.inode = os.stat(self.path).st_ino
+            except OSError:
+                slot.inode = None
+            slot.conn, slot.inode = self._connect()
+            slot.generation = self._generation
+        return slot.conn
+
+    @staticmethod
+    def _drop(slot: _Slot) -> None:
+        if slot.conn is not None:
+            try:
+                slot.conn.close()
+            except sqlite3.Error:
+                pass
+        slot.conn = None
+
+    def _run(self, op: str, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run fn on the op's connection; None when the cache is unusable (strict: CacheError)."""
+        slot = self._slots[op]
+        if self._closed:
+            return None
+        if not slot.lock.acquire(timeout=self.busy_timeout):
+            return self._failed(op, slot, TimeoutError("another thread held the cache too long"), locked=False)
+        try:
+            if not self.strict and time.monotonic() < slot.down_until:
+                return None
+            for attempt in (1, 2):
+                try:
+                    out = fn(self._ensure(slot))
+                except (sqlite3.Error, OSError) as exc:
+                    self._rollback(slot)
+                    if attempt == 1 and isinstance(exc, sqlite3.DatabaseError) and is_damaged_error(exc):
+                        self._set_aside(slot, exc)
+                        continue
+                    return self._failed(op, slot, exc)
+                if slot.down:
+                    slot.down = False
+                    if self._announced and not any(s.down for s in self._slots.values()):
+                        self._announced = False
+                        notice(f"the result cache {self.path} works again")
+                return out
+            return None
+        finally:
+            slot.lock.release()
+
+    def _rollback(self, slot: _Slot) -> None:
+        conn = slot.conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._drop(slot)
+
+    def _failed(self, op: str, slot: _Slot, exc: BaseException, locked: bool = True) -> None:
+        with self._counter_lock:
+            self.failures += 1
+        if self.on_failure is not None:
+            self.on_failure(op)
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if self.strict:
+            raise CacheError(f"the result cache {self.path} cannot be used: {reason}") from None
+        if locked:
+            self._drop(slot)
+            slot.down, slot.down_until = True, time.monotonic() + self.retry_after
+        if not self._announced:
+            self._announced = True
+            verb = "read" if op == "read" else "written"
+            notice(f"the result cache {self.path} cannot be {verb} ({reason}); going on without it "
+                   f"and trying again every {self.retry_after:g} s (--no-cache turns it off)")
+        return None
+
+    def _set_aside(self, slot: _Slot, exc: BaseException) -> None:
+        """Move a damaged file (and its -wal/-shm) aside, once, whichever process notices first."""
+        import fcntl
+
+        bad_inode = slot.inode
+        self._drop(slot)
+        if self.on_failure is not None:
+            self.on_failure("damaged")
+        try:
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                inode = os.stat(self.path).st_ino
+            except OSError:
+                return
+            # Another process already rotated it: the file at this path is a fresh cache.
+            if bad_inode is not None and inode != bad_inode:
+                return
+            if not self._damaged():
+                return
+            target = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            for suffix in ("", "-wal", "-shm"):
+                try:
+                    os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
+                except FileNotFoundError:
+                    continue
+            self._generation += 1
+            notice(f"the result cache {self.path} is damaged ({exc}); moved it to {target} and started a fresh one")
+        except OSError:
+            return
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _damaged(self) -> bool:
+        """PRAGMA quick_check on a connection of its own: only asked after SQLite reported damage."""
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout)
+            try:
+                rows = conn.execute("PRAGMA quick_check").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return is_damaged_error(exc)
+        except sqlite3.Error:
+            return False
+        return rows != [("ok",)]
+
+    # ------------------------------------------------------------------ the API
     def get_many(self, namespace: str, texts: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Cached results for those texts that have one (one query per few hundred texts)."""
         keys = {cache_key(namespace, t): t for t in texts}
-        found: dict[str, dict[str, Any]] = {}
-        now = time.time()
         key_list = list(keys)
-        try:
+
+        def select(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows: list[tuple[str, bytes]] = []
             for start in range(0, len(key_list), _CHUNK):
                 part = key_list[start : start + _CHUNK]
                 marks = ",".join("?" * len(part))
-                rows = self._db.conn.select(f'SELECT key, value FROM "{TABLE}" WHERE key IN ({marks})', part)
-                for key, blob in rows:
-                    try:
-                        doc = _decode(blob)
-                        result, stored = doc["r"], doc["t"]
-                    except (orjson.JSONDecodeError, TypeError, KeyError):
-                        self.corrupt += 1  # not ours (or a planted pickle): treat as a miss
-                        continue
-                    if self.ttl is not None and now - stored > self.ttl:
-                        continue
-                    found[keys[key]] = result
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise CacheError(f"reading the result cache {self.path} failed: {exc}") from None
-        with self._lock:
+                rows += conn.execute(f'SELECT key, value FROM "{TABLE}" WHERE key IN ({marks})', part).fetchall()
+            return rows
+
+        rows = (self._run("read", select) if key_list else None) or []
+        found: dict[str, dict[str, Any]] = {}
+        now = time.time()
+        bad = 0
+        for key, blob in rows:
+            try:
+                doc = _decode(blob)
+                result, stored = doc["r"], doc["t"]
+            except (orjson.JSONDecodeError, TypeError, KeyError):
+                bad += 1  # not ours (or a planted pickle): a miss, overwritten by the fresh result
+                continue
+            if not valid_result(result) or not _number(stored):
+                bad += 1
+                continue
+            if self.ttl is not None and now - stored > self.ttl:
+                continue
+            found[keys[key]] = result
+        with self._counter_lock:
+            self.corrupt += bad
             self.hits += len(found)
             self.misses += len(keys) - len(found)
         return found
 
     def put_many(self, namespace: str, results: Iterable[tuple[str, dict[str, Any]]]) -> int:
-        """Store (text, result) pairs in one transaction; returns how many were written."""
+        """Store (text, result) pairs in one transaction; returns how many were written (0 on failure)."""
         now = time.time()
         rows = [(cache_key(namespace, text), _encode({"r": result, "t": now})) for text, result in results]
         if not rows:
             return 0
-        try:
-            self._db.conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', rows)
-            self._db.conn.commit(blocking=True)
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise CacheError(f"writing the result cache {self.path} failed: {exc}") from None
-        return len(rows)
+
+        def write(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', rows)
+            conn.execute("COMMIT")
+            return len(rows)
+
+        return self._run("write", write) or 0
 
     def stats(self) -> dict[str, Any]:
         """Entries, size on disk, and this process's hit/miss counters."""
-        try:
-            entries = self._db.conn.select_one(f'SELECT COUNT(*) FROM "{TABLE}"')[0]
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise CacheError(f"reading the result cache {self.path} failed: {exc}") from None
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        entries = self._run("read", lambda conn: conn.execute(f'SELECT COUNT(*) FROM "{TABLE}"').fetchone()[0])
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")
+                   if p.is_file() and p.name.startswith(self.path.name) and ".corrupt-" not in p.name)
         return {
             "path": str(self.path),
             "entries": entries,
@@ -132,30 +338,34 @@ class ResultCache:
 
     def clear(self, expired_only: bool = False) -> int:
         """Remove every entry (or only those past the TTL); returns how many were removed."""
-        try:
-            before = self._db.conn.select_one(f'SELECT COUNT(*) FROM "{TABLE}"')[0]
+        if expired_only and self.ttl is None:
+            return 0
+        cutoff = time.time() - (self.ttl or 0)
+
+        def delete(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
             if expired_only:
-                if self.ttl is None:
-                    return 0
-                cutoff = time.time() - self.ttl
-                stale = [key for key, blob in self._db.conn.select(f'SELECT key, value FROM "{TABLE}"') if _expired(blob, cutoff)]
+                stale = [key for key, blob in conn.execute(f'SELECT key, value FROM "{TABLE}"') if _expired(blob, cutoff)]
                 for start in range(0, len(stale), _CHUNK):
                     part = stale[start : start + _CHUNK]
-                    self._db.conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({",".join("?" * len(part))})', part)
+                    conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({",".join("?" * len(part))})', part)
+                removed = len(stale)
             else:
-                self._db.conn.execute(f'DELETE FROM "{TABLE}"')
-            self._db.conn.commit(blocking=True)
-            after = self._db.conn.select_one(f'SELECT COUNT(*) FROM "{TABLE}"')[0]
-        except (sqlite3.Error, RuntimeError) as exc:
-            raise CacheError(f"clearing the result cache {self.path} failed: {exc}") from None
-        return before - after
+                removed = conn.execute(f'DELETE FROM "{TABLE}"').rowcount
+            conn.execute("COMMIT")
+            return removed
+
+        return self._run("write", delete) or 0
 
     def close(self) -> None:
-        """Commit and close the connection thread."""
-        try:
-            self._db.close()
-        except Exception:  # closing twice or at interpreter exit must not raise
-            pass
+        """Close the connections (SQLite checkpoints the WAL when the last one closes)."""
+        self._closed = True
+        for slot in self._slots.values():
+            if slot.lock.acquire(timeout=self.busy_timeout):
+                try:
+                    self._drop(slot)
+                finally:
+                    slot.lock.release()
 
     def __enter__(self) -> "ResultCache":
         return self

@@ -113,6 +113,12 @@ class Metrics:
         self.publish_retries = Counter("sentictl_publish_retries", "Fan-out sends retried after a failure.", registry=r)
         self.publish_pending = Gauge("sentictl_publish_pending", "Results waiting for the broker's acknowledgement.", registry=r)
         self.ready = Gauge("sentictl_model_ready", "1 once the model is loaded.", registry=r)
+        self.cache_failures = Counter(
+            "sentictl_cache_failures", "Result-cache operations that failed (the texts were answered uncached).",
+            ["op"], registry=r,
+        )
+        for op in ("read", "write", "damaged"):
+            self.cache_failures.labels(op)
 
 
 class MetricsMiddleware:
@@ -555,6 +561,8 @@ class Service:
         self.reader = CacheReader(cache) if cache is not None else None
         self.on_fatal = on_fatal or (lambda message: None)
         self.metrics = Metrics()
+        if cache is not None:
+            cache.on_failure = lambda op: self.metrics.cache_failures.labels(op).inc()
         self.model: Any = None
         self.batcher: Batcher | None = None
         self.publisher: Publisher | None = None

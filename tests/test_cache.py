@@ -17,6 +17,11 @@ from sentictl.model import Model
 from sentictl.pipeline import classify_cached
 
 
+def result(label: str = "neutral", **extra) -> dict:
+    """A stored value of the Result shape (the cache treats any other shape as a miss)."""
+    return {"label": label, "score": 1.0, "scores": {label: 1.0}, "model": "fake", **extra}
+
+
 class CountingModel:
     """A fake model that records what it was asked to infer."""
 
@@ -65,11 +70,11 @@ def test_new_model_or_variant_never_sees_old_results(tiny_model_dir, cache_path)
 
 def test_ttl_expires_entries(cache_path):
     with ResultCache(cache_path) as cache:
-        cache.put_many("ns", [("x", {"label": "neutral"})])
+        cache.put_many("ns", [("x", result())])
     # Age the entry by rewriting its timestamp rather than sleeping.
     conn = sqlite3.connect(cache_path)
     key = cache_key("ns", "x")
-    conn.execute(f'UPDATE "{TABLE}" SET value = ? WHERE key = ?', (orjson.dumps({"r": {"label": "neutral"}, "t": time.time() - 100}), key))
+    conn.execute(f'UPDATE "{TABLE}" SET value = ? WHERE key = ?', (orjson.dumps({"r": result(), "t": time.time() - 100}), key))
     conn.commit()
     conn.close()
     with ResultCache(cache_path, ttl=50) as cache:
@@ -87,7 +92,7 @@ def test_planted_pickle_is_refused_not_executed(cache_path, tmp_path):
             return (os.system, (f"touch {marker}",))
 
     with ResultCache(cache_path) as cache:
-        cache.put_many("ns", [("safe", {"label": "neutral"})])
+        cache.put_many("ns", [("safe", result())])
     conn = sqlite3.connect(cache_path)
     conn.execute(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', (cache_key("ns", "evil"), pickle.dumps(Exploit())))
     conn.commit()
@@ -102,10 +107,12 @@ def test_planted_pickle_is_refused_not_executed(cache_path, tmp_path):
 _WRITER = """
 import sys
 from sentictl.cache import ResultCache
+def result(i):
+    return {"label": "neutral", "score": 1.0, "scores": {"neutral": 1.0}, "model": "fake", "i": i}
 path, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with ResultCache(path) as cache:
     for batch in range(0, n, 25):
-        cache.put_many("ns", [(f"w{worker}-{i}", {"label": "neutral", "i": i}) for i in range(batch, min(n, batch + 25))])
+        cache.put_many("ns", [(f"w{worker}-{i}", result(i)) for i in range(batch, min(n, batch + 25))])
         got = cache.get_many("ns", [f"w{worker}-{batch}"])
         assert got, "own write not visible"
 print("ok")
@@ -134,8 +141,14 @@ def test_unwritable_cache_location_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     from sentictl.errors import CacheError
 
-    with pytest.raises(CacheError, match="--no-cache"):
-        ResultCache(blocker / "sub" / "cache.sqlite")
+    # Asked for the cache itself (`sentictl cache ...`), an unusable location is an error;
+    with pytest.raises(CacheError, match="cannot be used"):
+        ResultCache(blocker / "sub" / "cache.sqlite", strict=True)
+    # a door goes on without it, and says so (see test_cache_faults.py).
+    cache = ResultCache(blocker / "sub" / "cache.sqlite")
+    assert cache.put_many("ns", [("x", result())]) == 0
+    assert cache.get_many("ns", ["x"]) == {}
+    assert cache.failures >= 1
 
 
 def test_cache_cli_stats_and_clear(sentictl, tiny_model_dir, cache_path):
