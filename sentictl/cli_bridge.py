@@ -126,7 +126,7 @@ def bridge_command(**opts: Any) -> None:
         security=security,
     )
     # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
-    model = load_model(opts, spin=False)
+    model = load_model(opts, spin=False, verify="always")
     cache = open_cache(opts)
     try:
         run_bridge(model, cache, settings, progress=not opts["quiet"])

@@ -93,7 +93,7 @@ def serve_command(**opts: Any) -> None:
     )
     cache = open_cache(opts)
     try:
-        serve(settings, lambda: load_model(opts, spin=False), cache)
+        serve(settings, lambda: load_model(opts, spin=False, verify="always"), cache)
     except SentictlError:
         if cache is not None:
             cache.close()

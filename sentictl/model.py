@@ -16,8 +16,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import orjson
 
-from . import config
+from . import config, integrity
 from .errors import ManifestError, ModelNotFound, SentictlError
+from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -34,6 +35,8 @@ _PREFERRED_VARIANTS = {
     "coreml": ("coreml", "fp32"),
 }
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+# How click reads a boolean flag from its environment variable (SENTICTL_NO_VERIFY).
+_TRUE = ("1", "true", "t", "yes", "y", "on")
 
 
 def warn(message: str) -> None:
@@ -77,17 +80,11 @@ def fingerprint(manifest: dict[str, Any], variant: str) -> str:
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def verify(model_dir: Path, mode: str = "always") -> list[str]:
+    """Check every file the manifest names against its sha256; returns the problems found.
 
-
-def verify(model_dir: Path) -> list[str]:
-    """Check every file the manifest names against its sha256; returns the problems found."""
+    Files that match are stamped (see sentictl.integrity), so the next load need not hash them.
+    """
     manifest = read_manifest(model_dir)
     problems = []
     entries = [("tokenizer", manifest["tokenizer"])] + list(manifest["variants"].items())
@@ -97,9 +94,15 @@ def verify(model_dir: Path) -> list[str]:
         path = Path(model_dir) / entry["file"]
         if not path.is_file():
             problems.append(f"{name}: {entry['file']} is missing")
-        elif entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        elif entry.get("sha256") and not integrity.matches(path, entry["sha256"], mode):
             problems.append(f"{name}: {entry['file']} does not match its sha256")
     return problems
+
+
+def default_verify_mode() -> str:
+    """'off' when SENTICTL_NO_VERIFY is set to a true value (as --no-verify), else 'stamp'."""
+    value = (config.getenv("NO_VERIFY") or "").strip().lower()
+    return "off" if value in _TRUE else "stamp"
 
 
 def available_providers() -> list[str]:
@@ -168,9 +171,19 @@ class Model:
         max_batch_tokens: int = config.DEFAULT_MAX_BATCH_TOKENS,
         max_batch_size: int = config.DEFAULT_MAX_BATCH_SIZE,
         spin: bool = True,
+        verify: str | None = None,
     ):
+        """``verify``: how the variant and tokenizer files are checked against the manifest's
+        sha256 before they run (see sentictl.integrity): "always" hashes them, "stamp" trusts a
+        valid verified stamp and hashes otherwise, "off" checks nothing and runs the model under
+        an *unverified* fingerprint that never equals the genuine one. None: "stamp", or "off"
+        when SENTICTL_NO_VERIFY is set. A mismatch raises IntegrityError."""
         if long not in config.LONG_MODES:
             raise SentictlError(f"unknown --long mode {long!r}: use truncate or chunk")
+        if verify is None:
+            verify = default_verify_mode()
+        if verify not in integrity.MODES:
+            raise SentictlError(f"unknown verify mode {verify!r}: use one of {', '.join(integrity.MODES)}")
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.provider, self.variant = choose(self.manifest, provider, variant)
@@ -178,7 +191,8 @@ class Model:
         self.max_batch_tokens = max(1, int(max_batch_tokens))
         self.max_batch_size = max(1, int(max_batch_size))
         entry = self.manifest["variants"][self.variant]
-        self.fingerprint = fingerprint(self.manifest, self.variant)
+        self.verify_mode = verify
+        self.fingerprint = self._verify(entry, verify)
         # Results of the two long-text modes differ, so they must never share cache entries.
         self.cache_namespace = f"{self.fingerprint}:{long}"
         self.name = f"{self.manifest.get('name', self.model_dir.name)}:{self.variant}"
@@ -188,6 +202,18 @@ class Model:
         self.spin = spin
         self._load_tokenizer()
         self._load_session(entry, threads)
+
+    def _verify(self, entry: dict[str, Any], mode: str) -> str:
+        """Check the files this model runs (variant, tokenizer); return the fingerprint to use."""
+        genuine = fingerprint(self.manifest, self.variant)
+        checked = [(self.model_dir / entry["file"], entry.get("sha256"))]
+        tok = self.manifest["tokenizer"]
+        checked.append((self.model_dir / tok["file"], tok.get("sha256")))
+        if mode == "off":
+            return integrity.unverified_fingerprint(genuine, [path for path, _ in checked])
+        for path, expected in checked:
+            integrity.check_file(path, expected, mode, MANIFEST)
+        return genuine
 
     def _load_tokenizer(self) -> None:
         from tokenizers import Tokenizer
@@ -365,6 +391,7 @@ class Model:
             "variant": self.variant,
             "provider": self.provider,
             "fingerprint": self.fingerprint,
+            "verify": self.verify_mode,
             "max_length": self.max_length,
             "labels": self.labels,
             "long": self.long,

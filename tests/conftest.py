@@ -7,10 +7,13 @@ or the Kafka/Redpanda named by SENTICTL_TEST_BOOTSTRAP.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +25,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tests must never read or write the user's real cache or pick up their exported model.
 for _name in ("SENTICTL_MODEL_DIR", "SENTICTL_CACHE", "SENTICTL_PROVIDER", "SENTICTL_VARIANT"):
     os.environ.pop(_name, None)
+# ... nor write verified stamps (or anything else) into the real user cache directory: a fresh one
+# per test session, which platformdirs honours on Linux and every subprocess inherits.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sentictl-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
+os.environ.pop("SENTICTL_NO_VERIFY", None)  # every test verifies model files unless it asks otherwise
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
