@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -95,9 +96,132 @@ def cpu_isa() -> str:
 
 
 def default_out(model: str) -> Path:
-    """models/<last path component, lower-cased>: ProsusAI/finbert → models/finbert."""
-    name = Path(model.rstrip("/")).name.lower() or "model"
+    """models/<checkpoint name, lower-cased>: ProsusAI/finbert → models/finbert.
+
+    A local checkpoint is named after its resolved folder (``--model ..`` names the parent
+    folder, never ``models/..``); a name that is empty, ``.`` or ``..`` becomes ``model``.
+    """
+    local = _local_checkpoint(model)
+    name = local.name if local is not None else Path(model.strip().rstrip("/\\")).name
+    name = name.strip().lower()
+    if name in ("", ".", "..") or os.sep in name or (os.altsep and os.altsep in name):
+        name = "model"
     return config.DEFAULT_MODELS_ROOT / name
+
+
+def resolve_out(model: str, out: str | Path | None) -> Path:
+    """The absolute model directory an export writes: --out, or default_out(model), resolved."""
+    chosen = Path(out) if out not in (None, "") else default_out(model)
+    return chosen.expanduser().resolve()
+
+
+def _local_checkpoint(model: str) -> Path | None:
+    """The resolved directory of a local checkpoint, or None when ``model`` is not a directory (a hub id)."""
+    local = Path(model).expanduser()
+    return local.resolve() if local.is_dir() else None
+
+
+def _is_within(path: Path, other: Path) -> bool:
+    """True when ``path`` is ``other`` or lies below it (both absolute and resolved)."""
+    return path == other or other in path.parents
+
+
+def _check_out_location(out: Path, checkpoint: Path | None) -> None:
+    """Refuse an output folder whose replacement could destroy something the export did not create.
+
+    ``out`` must be absolute and resolved. Refused: the current directory, the home directory, a
+    file-system root, the checkpoint directory, or any folder that contains one of them; and any
+    folder inside the checkpoint. Folders below the current directory (models/finbert) are fine.
+    """
+    hint = "choose an --out folder of its own, e.g. models/NAME"
+
+    def refuse(why: str) -> None:
+        raise ExportError(f"refusing to export to {out}: {why}; {hint}")
+
+    if out == Path(out.anchor):
+        refuse("it is a file-system root")
+    guarded: list[tuple[Path, str]] = [(Path.cwd().resolve(), "the current directory")]
+    try:
+        guarded.append((Path.home().resolve(), "your home directory"))
+    except (RuntimeError, KeyError, OSError):  # no HOME and no password entry: nothing to guard
+        pass
+    if checkpoint is not None:
+        guarded.append((checkpoint, "the checkpoint directory"))
+    for place, what in guarded:
+        if out == place:
+            refuse(f"it is {what}")
+    for place, what in guarded:
+        if _is_within(place, out):
+            refuse(f"it contains {what} ({place})")
+    if checkpoint is not None and _is_within(out, checkpoint):
+        refuse(f"it lies inside the checkpoint directory {checkpoint}")
+
+
+def _sentictl_model_problem(folder: Path) -> str | None:
+    """None when ``folder`` holds a model directory written by sentictl export, else why not."""
+    manifest_path = folder / MANIFEST
+    if manifest_path.is_symlink() or not manifest_path.is_file():
+        return f"it has no {MANIFEST}"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its {MANIFEST} is not readable JSON ({type(exc).__name__})"
+    if not isinstance(manifest, dict):
+        return f"its {MANIFEST} is not a sentictl manifest"
+    expected = {"format": int, "labels": dict, "variants": dict, "tokenizer": dict}
+    wrong = [key for key, kind in expected.items() if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool)]
+    if wrong:
+        return f"its {MANIFEST} is not a sentictl manifest (no valid {', '.join(wrong)})"
+    return None
+
+
+def _check_existing_out(out: Path, force: bool) -> None:
+    """An existing --out: missing or empty is fine; otherwise only a sentictl model folder, with --force."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory: choose another --out")
+    if not any(out.iterdir()):
+        return  # an empty folder holds nothing to lose
+    problem = _sentictl_model_problem(out)
+    if not force:
+        if problem is None:
+            raise ExportError(f"{out} already holds an exported model: pass --force to replace it, or --out elsewhere")
+        raise ExportError(
+            f"{out} exists, is not empty and is not a sentictl model folder ({problem}): choose another --out"
+        )
+    if problem is not None:
+        raise ExportError(
+            f"refusing to replace {out} even with --force: it is not empty and not a sentictl model folder "
+            f"({problem}); choose another --out or empty it yourself"
+        )
+
+
+def _install(work: Path, out: Path, force: bool) -> None:
+    """Move the finished ``work`` folder to ``out``, replacing only an empty folder or a previous sentictl model.
+
+    A previous model is first renamed aside (.NAME.old-XXXX), then the new one is renamed in, then
+    the old one is deleted; if the rename in fails, the old one is moved back.
+    """
+    _check_existing_out(out, force)  # again: the folder may have changed during the build
+    if not out.exists() and not out.is_symlink():
+        work.rename(out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        work.rename(out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    out.rename(old)
+    try:
+        work.rename(out)
+    except BaseException:
+        try:
+            old.rename(out)
+        except OSError as exc:
+            raise ExportError(f"could not put the previous model back at {out} ({exc}): it is in {old}") from None
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def resolve_checkpoint(model: str, revision: str | None) -> tuple[Path, dict[str, Any]]:
@@ -154,15 +278,19 @@ def run_export(
     """Export a checkpoint to a model directory; returns the manifest written."""
     wanted = parse_variants(variants)
     kept = _parse_keep(keep, wanted)
-    out = Path(out) if out else default_out(model)
-    if (out / MANIFEST).exists() and not force:
-        raise ExportError(f"{out} already holds an exported model: pass --force to replace it, or --out elsewhere")
-    if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists() and not force:
-        raise ExportError(f"{out} exists and is not empty: choose another --out or pass --force")
+    # Every check on the output folder comes before anything heavy is loaded or anything written.
+    local = _local_checkpoint(model)
+    if local is not None:
+        resolve_checkpoint(model, revision)  # cheap for a folder: is it a checkpoint at all?
+    out = resolve_out(model, out)
+    _check_out_location(out, local)
+    _check_existing_out(out, force)
     steps = _Progress(3 + len(wanted) + (1 if eval_data else 0), quiet)
 
     steps.start(f"loading checkpoint {model}")
     checkpoint, source = resolve_checkpoint(model, revision)
+    if local is None:  # a hub snapshot: the output must not be inside the cache folder either
+        _check_out_location(out, checkpoint.resolve())
     try:
         import torch  # noqa: F401  (fail early with a clear message)
         from transformers import AutoConfig, AutoTokenizer
@@ -191,9 +319,7 @@ def run_export(
         )
         _drop_unkept(work, manifest, kept)
         work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        _install(work, out, force)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -220,6 +346,8 @@ def _build(
 ) -> dict[str, Any]:
     from optimum.exporters.onnx import main_export
 
+    from .integrity import hash_and_stamp
+
     raw = work / "_onnx"
     steps.start("exporting to ONNX with optimum (dynamic batch and sequence axes)")
     try:
@@ -238,7 +366,9 @@ def _build(
         steps.start(f"building the {variant} variant")
         builder = {"fp32": _fp32, "int8": _int8, "fp16": _fp16, "coreml": _coreml}[variant]
         entry = builder(raw, work, checkpoint=checkpoint, length=length, opset=opset, per_channel=per_channel, quantize_ops=quantize_ops, fp32_layers=fp32_layers)
-        entry["sha256"] = sha256_file(work / entry["file"])
+        # Stamped as verified (in the user cache dir, keyed by inode: the rename of `work` keeps
+        # it valid), so the first score after an export need not hash the file again.
+        entry["sha256"] = hash_and_stamp(work / entry["file"])
         entry["bytes"] = (work / entry["file"]).stat().st_size
         entry["usable"] = True
         variants[variant] = entry
@@ -247,7 +377,7 @@ def _build(
 
     tok_entry = {
         "file": "tokenizer.json",
-        "sha256": sha256_file(work / "tokenizer.json"),
+        "sha256": hash_and_stamp(work / "tokenizer.json"),
         "cls_token": tokenizer.cls_token or "[CLS]",
         "sep_token": tokenizer.sep_token or "[SEP]",
         "pad_id": int(tokenizer.pad_token_id or 0),
