@@ -278,7 +278,7 @@ def run_bench(
 
     out_dir = Path(out) if out else None
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        prepare_out_dir(out_dir, [texts_path])
     base_job = {
         "model_dir": model_path, "texts": texts, "batch_sizes": sizes, "threads": threads,
         "repeats": repeats, "warmup": warmup, "provider": provider, "long": long,
@@ -336,14 +336,60 @@ def run_bench(
     }
     report["speedup"] = speedups(rows)
     if out_dir:
-        (out_dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out_dir / "bench.md").write_text(format_markdown(report) + "\n")
-        try:
-            plot(report, out_dir / "bench.png")
-        except ImportError:
-            notes.append("no plot: matplotlib is not installed")
-        report["files"] = [str(out_dir / n) for n in ("bench.json", "bench.md", "bench.png") if (out_dir / n).exists()]
+        write_outputs(report, out_dir)
     return report
+
+
+OUT_FILES = ("bench.json", "bench.md", "bench.png")
+
+
+def prepare_out_dir(out_dir: Path, inputs: Sequence[str | Path]) -> None:
+    """Before the (long) measurements: create --out, prove it writable, and refuse it if one of
+    its files is an input (e.g. --texts bench-out/bench.md). Raises OutputError, one line."""
+    from .errors import OutputError
+    from .io import input_identities
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir, prefix=".sentictl-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write --out to {out_dir}: {exc.strerror or exc}") from None
+    ids = input_identities([str(p) for p in inputs])
+    for name in OUT_FILES:
+        try:
+            st = (out_dir / name).stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in ids:
+            raise OutputError(f"--out {out_dir} would overwrite the input {ids[(st.st_dev, st.st_ino)]} "
+                              f"({name}): choose another --out directory")
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
+    """Write bench.json, bench.md and bench.png; list them in report["files"].
+
+    A file that cannot be written (full disk, directory gone) does not lose the measurements: the
+    files already written stay, and report["out_error"] holds the one-line reason, which
+    `sentictl bench` prints after the report before exiting 1.
+    """
+    written: list[str] = []
+    target = out_dir / "bench.json"
+    try:
+        target.write_text(json.dumps(report, indent=2) + "\n")
+        written.append(str(target))
+        target = out_dir / "bench.md"
+        target.write_text(format_markdown(report) + "\n")
+        written.append(str(target))
+        target = out_dir / "bench.png"
+        try:
+            plot(report, target)
+            written.append(str(target))
+        except ImportError:
+            report["notes"].append("no plot: matplotlib is not installed")
+    except OSError as exc:
+        report["out_error"] = f"cannot write --out to {target}: {exc.strerror or exc}"
+    report["files"] = written
 
 
 def config_preference(provider: str) -> tuple[str, ...]:

@@ -57,10 +57,23 @@ def model_options(f: Callable) -> Callable:
                   "(split at sentences, probabilities averaged by length)."),
         _opt("--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1),
              default=config.DEFAULT_MAX_BATCH_TOKENS, help="Token budget of one inference batch (batch x padded length)."),
+        _opt("--no-verify", env="NO_VERIFY", is_flag=True, default=False, callback=_no_verify,
+             help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
+                  "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
+                  "files' size, mtime and inode, never under the genuine model's, so the two never share entries."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def _no_verify(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--no-verify also reaches models that library code loads itself (eval, bench) via the environment."""
+    if value:
+        import os
+
+        os.environ[config.env("NO_VERIFY")] = "1"
+    return value
 
 
 def cache_options(f: Callable) -> Callable:
@@ -77,13 +90,20 @@ def cache_options(f: Callable) -> Callable:
     return f
 
 
-def load_model(opts: dict[str, Any], quiet: bool = False, **extra: Any):
-    """Build the engine from model_options values (extra: Model keyword arguments)."""
+def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp", **extra: Any):
+    """Build the engine from model_options values (extra: Model keyword arguments).
+
+    verify: how the model files are checked against manifest.json ("always" for long-running
+    serve and bridge, "stamp" otherwise; see sentictl.integrity); --no-verify makes it "off".
+    """
     from .model import load
 
+    if opts.get("no_verify"):
+        verify = "off"
     return load(
         opts["model_dir"], quiet=quiet, provider=opts["provider"], variant=opts["variant"],
-        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], **extra,
+        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"],
+        verify=verify, **extra,
     )
 
 
@@ -158,9 +178,9 @@ def export(**opts: Any) -> None:
         quantize_ops=[op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
         fp32_layers=_layers(opts["fp32_layers"]),
     )
-    from .export import default_out
+    from .export import resolve_out
 
-    out = opts["out"] or default_out(opts["model"])
+    out = resolve_out(opts["model"], opts["out"])  # the folder run_export wrote, absolute
     click.echo(f"sentictl: wrote {out} ({', '.join(manifest['variants'])})", err=True)
 
 
@@ -184,7 +204,7 @@ def _layers(spec: str) -> list[int]:
 @_opt("--column", default="text", help="CSV: the column holding the text.")
 @_opt("--output", type=click.Choice(["jsonl", "csv"]), default="jsonl", help="Output format on stdout.")
 @_opt("--errors", "errors_path", type=click.Path(dir_okay=False), default=None,
-      help="Write bad-record reports (JSON lines) to this file instead of stderr.")
+      help="Write bad-record reports (JSON lines) to this file instead of stderr (never one of the inputs).")
 @_opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
       help="Texts longer than this many characters are reported as bad records.")
 @_opt("--progress/--no-progress", default=None, help="Progress bar for file inputs (default: when stderr is a terminal).")
@@ -200,7 +220,8 @@ def score(**opts: Any) -> None:
     run goes on. Blank lines are skipped and counted.
 
     \b
-    Exit status: 0 all records scored, 2 some records were bad, 1 the run could not start.
+    Exit status: 0 all records scored, 2 some records were bad, 1 the run could not start or an
+    output could not be written (stdout or --errors is an input file, a missing directory, a full disk).
 
     \b
     Examples:
@@ -208,20 +229,34 @@ def score(**opts: Any) -> None:
       sentictl score headlines.txt news.jsonl --field title > results.jsonl
       sentictl score tweets.csv --column text --output csv > scored.csv
     """
+    from .io import check_output_path, check_stdout, close_output, flush_stdout, open_output
     from .score import run_score
 
+    inputs = opts["inputs"] or ["-"]
+    errors_path = opts["errors_path"]
+    # Outputs never clobber inputs: refuse before loading anything (and before --errors is emptied).
+    check_stdout(inputs)
+    if errors_path:
+        check_output_path(errors_path, inputs, "--errors")
     model = load_model(opts, quiet=opts["quiet"])
     cache = open_cache(opts)
-    errors = open(opts["errors_path"], "wb") if opts["errors_path"] else None
+    errors = None
     try:
+        errors = open_output(errors_path, inputs, "--errors") if errors_path else None
         summary = run_score(
-            model, cache, opts["inputs"] or ["-"], fmt=opts["fmt"], field_name=opts["field"],
+            model, cache, inputs, fmt=opts["fmt"], field_name=opts["field"],
             column=opts["column"], output=opts["output"], errors=errors, max_chars=opts["max_chars"],
-            progress=opts["progress"],
+            progress=opts["progress"], errors_name=errors_path,
         )
-    finally:
+        flush_stdout()
         if errors:
-            errors.close()
+            close_output(errors, f"--errors to {errors_path}")
+    finally:
+        if errors and not errors.closed:
+            try:
+                errors.close()
+            except OSError:
+                pass  # already failing: the first error is the one reported
         if cache:
             cache.close()
     if not opts["quiet"]:
@@ -248,7 +283,7 @@ def cache_stats(cache_path: str | None) -> None:
 
     from .cache import ResultCache
 
-    with ResultCache(cache_path or config.default_cache_path()) as c:
+    with ResultCache(cache_path or config.default_cache_path(), strict=True) as c:
         stats = c.stats()
     stats.pop("hits"), stats.pop("misses")
     click.echo(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
@@ -270,7 +305,9 @@ def cache_clear(cache_path: str | None, expired: bool, ttl: float | None) -> Non
 
     if expired and not ttl:
         raise click.UsageError("--expired needs --ttl SECONDS")
-    with ResultCache(cache_path or config.default_cache_path(), ttl=ttl) as c:
+    # strict: asked about the cache itself, a cache that cannot be used is an error (exit 1); a
+    # damaged file is moved aside and a fresh one started, which is how `clear` repairs it.
+    with ResultCache(cache_path or config.default_cache_path(), ttl=ttl, strict=True) as c:
         removed = c.clear(expired_only=expired)
     click.echo(f"sentictl: removed {removed} cached results", err=True)
 
@@ -288,10 +325,15 @@ def info(**opts: Any) -> None:
     """
     import orjson
 
-    from .model import verify
+    from .model import MANIFEST, verify
 
     resolved = config.resolve_model_dir(opts["model_dir"])
-    model = load_model(opts, quiet=True)
+    problems: list[str] | None = None
+    if opts["verify"] and (resolved.path / MANIFEST).is_file():
+        # Hash every file first (matching ones get stamped, so loading does not hash them again);
+        # a directory with problems is still described, loaded without verification.
+        problems = verify(resolved.path)
+    model = load_model(opts, quiet=True, verify="off" if problems else "stamp")
     out = {"sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled, **model.info()}
     out["variants"] = {
         name: {k: v.get(k) for k in ("file", "precision", "provider", "usable") if k in v}
@@ -299,7 +341,8 @@ def info(**opts: Any) -> None:
     }
     out["cache"] = str(config.default_cache_path())
     if opts["verify"]:
-        problems = verify(model.model_dir)
+        if problems is None:
+            problems = verify(model.model_dir)
         out["verified"] = not problems
         out["problems"] = problems
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())

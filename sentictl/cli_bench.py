@@ -46,8 +46,11 @@ def bench_command(**opts: Any) -> None:
     """
     import orjson
 
-    from .bench import format_markdown, run_bench
+    from .bench import default_texts, format_markdown, run_bench
+    from .errors import OutputError
+    from .io import check_stdout, writing_stdout
 
+    check_stdout([opts["texts_path"] or default_texts()])  # `bench --texts t.txt >> t.txt`
     variants = opts["variants"] or opts["variant"] or "auto"
     report = run_bench(
         model_dir=opts["model_dir"], texts_path=opts["texts_path"], variants=variants,
@@ -56,12 +59,15 @@ def bench_command(**opts: Any) -> None:
         long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], cold_starts=opts["cold_starts"],
         quiet=opts["quiet"],
     )
-    if opts["as_json"]:
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
-    else:
-        click.echo(format_markdown(report))
+    with writing_stdout("the report"):
+        if opts["as_json"]:
+            click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
+        else:
+            click.echo(format_markdown(report))
     if not opts["quiet"] and report.get("files"):
         click.echo(f"sentictl: wrote {', '.join(report['files'])}", err=True)
+    if report.get("out_error"):
+        raise OutputError(report["out_error"])  # the report is on stdout; the files that were written stay
 
 
 @click.command(context_settings=CONTEXT)
@@ -96,7 +102,9 @@ def eval_command(**opts: Any) -> None:
     import orjson
 
     from .evaluate import check_gates, format_report, run_eval
+    from .io import check_stdout, writing_stdout
 
+    check_stdout([opts["data"]])  # `eval --data d.csv >> d.csv` would append the report to the data
     variants = opts["variant"] if opts["variant"] and opts["variants"] == "all" else opts["variants"]
     report = run_eval(
         opts["model_dir"], opts["data"], variants=variants, text_column=opts["text_column"],
@@ -106,10 +114,11 @@ def eval_command(**opts: Any) -> None:
     failures = check_gates(report, opts["min_accuracy"], opts["max_drop"])
     report["gates"] = {"min_accuracy": opts["min_accuracy"], "max_drop": opts["max_drop"], "failures": failures,
                        "passed": not failures}
-    if opts["as_json"]:
-        click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-    else:
-        click.echo(format_report(report))
+    with writing_stdout("the report"):
+        if opts["as_json"]:
+            click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        else:
+            click.echo(format_report(report))
     if failures:
         for failure in failures:
             click.echo(f"sentictl: gate missed: {failure}", err=True)

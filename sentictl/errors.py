@@ -23,3 +23,11 @@ class CacheError(SentictlError):
 
 class InputError(SentictlError):
     """Input that cannot be read at all (as opposed to one bad record in a stream)."""
+
+
+class OutputError(SentictlError):
+    """An output that cannot be written: the same file as an input, a missing directory, a full disk."""
+
+
+class IntegrityError(ManifestError):
+    """A model file whose bytes do not match the sha256 its manifest records (edited or corrupt)."""

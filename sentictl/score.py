@@ -10,7 +10,9 @@ from typing import IO, Any, Sequence
 import orjson
 
 from .cache import ResultCache
-from .io import BadRecord, Blank, CsvWriter, JsonlWriter, Record, detect_format, open_input, read_source
+from .errors import OutputError
+from .io import (BadRecord, Blank, CsvWriter, JsonlWriter, OutputStream, Record, detect_format, open_input,
+                 read_source)
 from .model import Model
 from .pipeline import classify_cached
 
@@ -53,11 +55,22 @@ def run_score(
     errors: IO[bytes] | None = None,
     max_chars: int = 100_000,
     progress: bool | None = None,
+    errors_name: str | None = None,
 ) -> ScoreSummary:
-    """Classify every record of every input, writing results as they are ready."""
+    """Classify every record of every input, writing results as they are ready.
+
+    A write that fails (full disk, I/O error) raises OutputError naming the output, e.g.
+    "cannot write results to stdout: No space left on device"; what was written stays written.
+    ``errors_name``: the --errors path, for that message.
+    """
+    if out is None and sys.stdout is None:  # started with `>&-`
+        raise OutputError("cannot write results to stdout: Bad file descriptor (stdout is closed)")
     out = out or sys.stdout.buffer
-    errors = errors or sys.stderr.buffer
-    writer = CsvWriter(out) if output == "csv" else JsonlWriter(out)
+    writer = CsvWriter(out) if output == "csv" else JsonlWriter(out)  # names stdout "results to stdout"
+    if errors is None:
+        report_to = OutputStream(sys.stderr.buffer, "bad-record reports to stderr")
+    else:
+        report_to = OutputStream(errors, f"--errors to {errors_name or getattr(errors, 'name', 'its file')}")
     summary = ScoreSummary(sources=list(inputs))
     started = time.perf_counter()
     for name in inputs or ["-"]:
@@ -74,7 +87,7 @@ def run_score(
                 elif isinstance(rec, Blank):
                     summary.blank += 1
                 else:
-                    _report(errors, rec)
+                    _report(report_to, rec)
                     summary.errors += 1
             _flush(model, cache, pending, writer, summary, bar, stream)
             if bar is not None:
@@ -100,9 +113,8 @@ def _flush(model: Model, cache: ResultCache | None, pending: list[Record], write
             pass
 
 
-def _report(errors: IO[bytes], rec: BadRecord) -> None:
+def _report(errors: OutputStream, rec: BadRecord) -> None:
     errors.write(orjson.dumps(rec.as_dict()) + b"\n")
-    errors.flush()
 
 
 def _progress_bar(name: str, stream: IO[bytes], progress: bool | None) -> Any:
