@@ -415,27 +415,55 @@ def test_two_bridges_in_one_group_split_the_partitions(kafka_bootstrap, tiny_mod
 
 
 def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap, tiny_model_dir, topic_name, tmp_path):
+    """SIGTERM lands mid-stream by construction, not by the machine being slow.
+
+    The bridge drains a first slice and goes idle; it is then frozen (SIGSTOP) while the rest is
+    produced and SIGTERM is queued, and only then resumed: it wakes with a backlog and a pending
+    SIGTERM, so it finishes at most the one batch in hand and stops.
+    """
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topic(kafka_bootstrap, src, 2)
     create_topic(kafka_bootstrap, out, 2)
-    n = 1500
-    produce(kafka_bootstrap, src, [f"term {i} dividend cut".encode() for i in range(n)])
+    n, first, batch = 1500, 200, 20
+    values = [f"term {i} dividend cut".encode() for i in range(n)]
+    produce(kafka_bootstrap, src, values[:first])
     port = free_port()
-    args = bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--batch-size", "20", "--no-cache")
+    args = bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--batch-size", str(batch), "--no-cache")
     log = tmp_path / "bridge.log"
-    proc = start_bridge([*args, "--metrics-port", str(port)], log)
+    # A generous session timeout (overriding FAST's; click keeps an option's last value), so the
+    # group cannot evict the member while it is frozen, even behind a slow producer.
+    proc = start_bridge([*args, "--session-timeout-ms", "10000", "--metrics-port", str(port)], log)
     reader = Reader(kafka_bootstrap)
-    wait_until(lambda: reader.count([out]) >= 200, 60, "200 results", proc, log)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    consumed_metric = next(l for l in metrics.splitlines() if l.startswith("sentictl_bridge_consumed_total"))
-    assert float(consumed_metric.split()[-1]) >= 200
 
-    proc.send_signal(signal.SIGTERM)
-    stderr = finish(proc, log, timeout=20)
+    def consumed_metric() -> float:
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        line = next(l for l in metrics.splitlines() if l.startswith("sentictl_bridge_consumed_total"))
+        return float(line.split()[-1])
+
+    try:
+        wait_until(lambda: reader.count([out]) >= first, 60, f"{first} results", proc, log)
+        # The metrics are updated after the last batch's commit: once they show every record,
+        # the bridge has nothing in hand and is idle, polling for more.
+        wait_until(lambda: consumed_metric() >= first, 20, f"the metrics to count {first} records", proc, log)
+        assert consumed_metric() == first
+
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            produce(kafka_bootstrap, src, values[first:])
+            proc.send_signal(signal.SIGTERM)  # pending until the bridge runs again
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        stderr = finish(proc, log, timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, stderr
     assert "SIGTERM" in stderr and " done: " in stderr
     produced = done_counts(stderr)["produced"]
-    assert produced < n, "SIGTERM must land mid-stream for this test to mean anything"
+    # By construction: the first 200 were produced before the freeze, and on resuming the
+    # handler sets the stop flag before or during the next _collect/_process, so at most one
+    # batch (<= 20) of the 1,300-record backlog is taken: 200 <= produced <= 220 < 1500.
+    assert first <= produced <= first + batch < n, "SIGTERM must land mid-stream for this test to mean anything"
     # What was produced is exactly what was committed: nothing in flight was dropped or left uncommitted.
     # (None: a partition the bridge had not reached yet.)
     assert sum(v or 0 for v in committed(kafka_bootstrap, group, src).values()) == produced
