@@ -35,7 +35,10 @@ def ensure(force: bool = False, variants: str = "fp32,int8") -> Path:
     """Build (or reuse) the FinBERT-shaped checkpoint and its exported model directory."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sentictl.export import run_export
-    from sentictl.testing import build_checkpoint
+
+    # The checkpoint builder is a test helper (tests/support), not part of the installed package.
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from support.checkpoints import build_checkpoint
 
     if force or not (CKPT / "config.json").is_file():
         print(f"building {CKPT}", file=sys.stderr)

@@ -272,7 +272,7 @@ def model_dir(work: Path, raw: Path, paths: dict[str, Path]) -> Path:
     import onnx  # noqa: F401
     from transformers import AutoConfig
 
-    from sentictl.model import sha256_file
+    from sentictl.engine.model import sha256_file
 
     cfg = AutoConfig.from_pretrained(raw)
     if not (raw / "tokenizer.json").is_file():
@@ -307,7 +307,7 @@ def session(path: Path, threads: int, spinning: bool | None = None, arena: bool 
 
 def engine(mdir: Path, variant: str, threads: int, **session_kw: Any) -> Any:
     """A sentictl Model for a recipe, optionally with a session built with other options."""
-    from sentictl.model import Model
+    from sentictl.engine.model import Model
 
     budget = session_kw.pop("max_batch_tokens", 8192)
     size = session_kw.pop("max_batch_size", 64)

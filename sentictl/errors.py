@@ -25,9 +25,140 @@ class InputError(SentictlError):
     """Input that cannot be read at all (as opposed to one bad record in a stream)."""
 
 
+class KafkaConfigError(SentictlError):
+    """Kafka connection settings that can never work (protocol/mechanism mismatch, missing file, ...)."""
+
+
+class TopicError(SentictlError):
+    """A topic name or topic template that Kafka would refuse or that uses unknown fields."""
+
+
+class BrokerUnavailable(SentictlError):
+    """No Kafka broker answered at the bootstrap servers within the connect timeout."""
+
+
+class BridgeError(SentictlError):
+    """The bridge cannot start or cannot go on (broker, settings, a failed delivery)."""
+
+
 class OutputError(SentictlError):
     """An output that cannot be written: the same file as an input, a missing directory, a full disk."""
 
 
 class IntegrityError(ManifestError):
     """A model file whose bytes do not match the sha256 its manifest records (edited or corrupt)."""
+
+
+# ------------------------------------------------------------------------------------- HTTP
+class HttpError(SentictlError):
+    """An error the HTTP door answers as JSON {"error", "error_type"[, "reason"]}; HTTP_STATUS gives its status."""
+
+    error_type = "backend"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        self.message = message
+        # A record reason code (sentictl.engine.REASONS) when the error is about one text.
+        self.reason = reason
+
+    @property
+    def status(self) -> int:
+        """The HTTP status this error answers with."""
+        return http_status(type(self))
+
+    def body(self) -> dict[str, str]:
+        """The JSON error body."""
+        body = {"error": self.message, "error_type": self.error_type}
+        if self.reason is not None:
+            body["reason"] = self.reason
+        return body
+
+
+class BadRequest(HttpError):
+    """A body that cannot be read: not UTF-8, not JSON, or cut off."""
+
+    error_type = "bad_request"
+
+
+class Unauthorized(HttpError):
+    """Missing or wrong bearer token."""
+
+    error_type = "unauthorized"
+    headers = (("www-authenticate", "Bearer"),)
+
+
+class NotFound(HttpError):
+    """No such route."""
+
+    error_type = "not_found"
+
+
+class MethodNotAllowed(HttpError):
+    """The route exists, not with this method."""
+
+    error_type = "method_not_allowed"
+
+
+class PayloadTooLarge(HttpError):
+    """A request body over --max-body-bytes."""
+
+    error_type = "payload_too_large"
+
+
+class ValidationFailed(HttpError):
+    """Readable input that is not acceptable: wrong shape, not a string, nothing to classify."""
+
+    error_type = "validation"
+
+
+class InputTooLarge(ValidationFailed):
+    """Input over a limit: a text over --max-chars, more texts than --max-client-batch-size, or more
+    tokens than the model takes."""
+
+
+class Overloaded(HttpError):
+    """The inference queue is full (--max-queue)."""
+
+    error_type = "overloaded"
+
+
+class BackendError(HttpError):
+    """Inference or the server itself failed."""
+
+    error_type = "backend"
+
+
+class Unhealthy(HttpError):
+    """The model is not loaded yet."""
+
+    error_type = "unhealthy"
+
+
+# The one place an error type becomes an HTTP status (the most specific class listed wins).
+HTTP_STATUS: dict[type[HttpError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    PayloadTooLarge: 413,
+    InputTooLarge: 413,
+    ValidationFailed: 422,
+    Overloaded: 429,
+    BackendError: 500,
+    Unhealthy: 503,
+    HttpError: 500,
+}
+
+
+def http_status(cls: type[HttpError]) -> int:
+    """The HTTP status of an error type (its nearest listed ancestor's)."""
+    return next(HTTP_STATUS[c] for c in cls.__mro__ if c in HTTP_STATUS)
+
+
+def error_for_status(status: int) -> type[HttpError]:
+    """The error type to report a status raised by the web framework itself (404, 405, ...)."""
+    for cls, code in HTTP_STATUS.items():
+        if code == status:
+            return cls
+    return BadRequest if status < 500 else BackendError

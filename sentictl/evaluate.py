@@ -7,12 +7,12 @@ The metrics are plain numpy so that they can be checked by hand (tests/test_eval
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from .console import notice
 from .errors import InputError, SentictlError
 
 
@@ -142,7 +142,7 @@ def run_eval(
 ) -> dict[str, Any]:
     """Evaluate each requested variant (and fp32, the reference) on a labelled CSV."""
     from . import config
-    from .model import available_providers, load
+    from .engine.model import available_providers, load
 
     resolved = config.resolve_model_dir(model_dir)
     kwargs: dict[str, Any] = {"threads": threads, "long": long}
@@ -262,4 +262,4 @@ def format_report(report: dict[str, Any]) -> str:
 
 def _progress(quiet: bool, message: str) -> None:
     if not quiet:
-        print(f"sentictl: {message}", file=sys.stderr, flush=True)
+        notice(message)

@@ -1,56 +1,39 @@
-"""Readers (plain lines, a JSONL field, a CSV column) and writers (JSON lines, CSV).
+"""score's readers: plain lines, a JSONL field, a CSV column (writers live in ``outputs``).
 
-Readers never raise on a bad record: they yield a :class:`BadRecord` with its line number and
-go on, so one broken line cannot stop (or lose) the rest of a stream.
+Readers never raise on a bad record: they yield the engine's verdict (a Record, or a BadRecord
+with its reason code and line number) and go on, so one broken line cannot stop (or lose) the
+rest of a stream.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import stat
 import sys
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Iterator
 
-import orjson
+from .engine.records import BadRecord, Verdict, check_text, from_bytes
+from .errors import InputError
 
-from .errors import InputError, OutputError
+# Writers and output safety lived here before outputs.py; kept importable from here.
+from .outputs import (  # noqa: F401
+    CsvWriter,
+    JsonlWriter,
+    OutputStream,
+    check_output_path,
+    check_stdout,
+    close_output,
+    flush_stdout,
+    input_identities,
+    open_output,
+    output_failed,
+    silence_stdout,
+    writing_stdout,
+)
 
 FORMATS = ("txt", "jsonl", "csv")
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv"}
-
-
-@dataclass(frozen=True)
-class Record:
-    """One text to classify, with where it came from."""
-
-    source: str
-    line: int
-    text: str
-
-
-@dataclass(frozen=True)
-class BadRecord:
-    """A record that could not be read; reported, never fatal."""
-
-    source: str
-    line: int
-    error: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "line": self.line, "error": self.error}
-
-
-@dataclass(frozen=True)
-class Blank:
-    """A blank line or empty text: skipped and counted."""
-
-    source: str
-    line: int
 
 
 def detect_format(name: str, given: str | None) -> str:
@@ -60,60 +43,19 @@ def detect_format(name: str, given: str | None) -> str:
     return _EXTENSIONS.get(Path(name).suffix.lower(), "txt")
 
 
-def _check(source: str, line: int, text: str, max_chars: int) -> Record | BadRecord | Blank:
-    if not text.strip():
-        return Blank(source, line)
-    if len(text) > max_chars:
-        return BadRecord(source, line, f"text is {len(text):,} characters, over the limit of {max_chars:,} (--max-chars)")
-    return Record(source, line, text)
-
-
-def _decode_line(raw: bytes) -> str | None:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def read_lines(stream: IO[bytes], source: str, max_chars: int) -> Iterator[Record | BadRecord | Blank]:
+def read_lines(stream: IO[bytes], source: str, max_chars: int) -> Iterator[Verdict]:
     """One text per line."""
     for n, raw in enumerate(stream, 1):
-        text = _decode_line(raw)
-        if text is None:
-            yield BadRecord(source, n, "invalid UTF-8")
-            continue
-        yield _check(source, n, text.rstrip("\r\n"), max_chars)
+        yield from_bytes(raw, max_chars, source=source, position=n)
 
 
-def read_jsonl(stream: IO[bytes], source: str, field: str, max_chars: int) -> Iterator[Record | BadRecord | Blank]:
+def read_jsonl(stream: IO[bytes], source: str, field: str, max_chars: int) -> Iterator[Verdict]:
     """One JSON object per line; the text is in ``field`` (dots reach into nested objects)."""
-    path = field.split(".")
     for n, raw in enumerate(stream, 1):
-        if not raw.strip():
-            yield Blank(source, n)
-            continue
-        if _decode_line(raw) is None:
-            yield BadRecord(source, n, "invalid UTF-8")
-            continue
-        try:
-            value: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            yield BadRecord(source, n, f"bad JSON: {exc}")
-            continue
-        for part in path:
-            if not isinstance(value, dict) or part not in value:
-                value = None
-                break
-            value = value[part]
-        if value is None:
-            yield BadRecord(source, n, f"missing field {field!r}")
-        elif not isinstance(value, str):
-            yield BadRecord(source, n, f"field {field!r} is not a string")
-        else:
-            yield _check(source, n, value, max_chars)
+        yield from_bytes(raw, max_chars, json_field=field, source=source, position=n)
 
 
-def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int) -> Iterator[Record | BadRecord | Blank]:
+def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int) -> Iterator[Verdict]:
     """A CSV file with a header row; the text is in ``column``."""
     # surrogateescape keeps the file readable past a bad byte; the row that holds it is reported.
     text_stream = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
@@ -123,7 +65,7 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int) -> Ite
     except StopIteration:
         return
     except csv.Error as exc:
-        yield BadRecord(source, 1, f"bad CSV header: {exc}")
+        yield BadRecord("bad_csv", f"bad CSV header: {exc}", source, 1)
         return
     if column not in header:
         raise InputError(f"{source}: no column {column!r} in the CSV header (columns: {', '.join(header)}); use --column")
@@ -135,274 +77,30 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int) -> Ite
         except StopIteration:
             return
         except csv.Error as exc:
-            yield BadRecord(source, start, f"bad CSV: {exc}")
+            yield BadRecord("bad_csv", f"bad CSV: {exc}", source, start)
             continue
         if not row:
-            yield Blank(source, start)
+            yield BadRecord("empty", "empty row: nothing to classify", source, start)
             continue
         if index >= len(row):
-            yield BadRecord(source, start, f"row has no {column!r} column")
+            yield BadRecord("missing_field", f"row has no {column!r} column", source, start)
             continue
         value = row[index]
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            yield BadRecord(source, start, "invalid UTF-8")
+            yield BadRecord("invalid_utf8", "invalid UTF-8", source, start)
             continue
-        yield _check(source, start, value, max_chars)
+        yield check_text(value, max_chars, source, start)
 
 
-def read_source(
-    stream: IO[bytes], source: str, fmt: str, field: str, column: str, max_chars: int
-) -> Iterator[Record | BadRecord | Blank]:
-    """Dispatch on format."""
+def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: str, max_chars: int) -> Iterator[Verdict]:
+    """Dispatch on format: every reader gives the engine's verdicts (records.py decides them)."""
     if fmt == "jsonl":
         return read_jsonl(stream, source, field, max_chars)
     if fmt == "csv":
         return read_csv(stream, source, column, max_chars)
     return read_lines(stream, source, max_chars)
-
-
-class OutputStream:
-    """A binary output whose write failures (full disk, I/O error) become one OutputError line.
-
-    ``what`` completes "cannot write ...", e.g. "results to stdout" or "--errors to bad.jsonl".
-    BrokenPipeError passes through untouched: `sentictl score | head` stays quiet.
-    """
-
-    def __init__(self, stream: IO[bytes], what: str):
-        self.stream = stream
-        self.what = what
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.stream.write(data)
-            self.stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            raise output_failed(self.what, exc, self.stream) from None
-
-
-def _as_output(stream: IO[bytes] | OutputStream, what: str | None) -> OutputStream:
-    if isinstance(stream, OutputStream):
-        return stream
-    if what is None:
-        what = "results to stdout" if _fileno(stream) == 1 else f"results to {getattr(stream, 'name', 'the output')}"
-    return OutputStream(stream, what)
-
-
-class JsonlWriter:
-    """JSON lines on a binary stream."""
-
-    def __init__(self, stream: IO[bytes] | OutputStream, what: str | None = None):
-        self.out = _as_output(stream, what)
-
-    def write(self, results: Sequence[dict[str, Any]]) -> None:
-        self.out.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
-
-
-class CsvWriter:
-    """CSV with one probability column per label; the header comes from the first result.
-
-    Rows are formatted in memory and written as bytes, so the stream is never wrapped (a
-    TextIOWrapper would close stdout when collected) and write errors are reported like JSONL's.
-    """
-
-    def __init__(self, stream: IO[bytes] | OutputStream, what: str | None = None):
-        self.out = _as_output(stream, what)
-        self.labels: list[str] | None = None
-
-    def write(self, results: Sequence[dict[str, Any]]) -> None:
-        buf = io.StringIO(newline="")
-        writer = csv.writer(buf)
-        for r in results:
-            if self.labels is None:
-                self.labels = list(r["scores"])
-                writer.writerow(["text", "label", "score", *self.labels, "model", "cache_hit", "truncated"])
-            writer.writerow(
-                [r["text"], r["label"], r["score"], *(r["scores"][k] for k in self.labels), r["model"],
-                 str(r["cache_hit"]).lower(), str(r.get("truncated", False)).lower()]
-            )
-        self.out.write(buf.getvalue().encode("utf-8"))
-
-
-# ----------------------------------------------------------------------------- outputs never clobber inputs
-def _fileno(stream: Any) -> int | None:
-    try:
-        return stream.fileno()
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc)
-
-
-def _identity(st: os.stat_result) -> tuple[int, int] | None:
-    """(st_dev, st_ino) of a regular file; None for pipes, ttys, devices (they cannot be clobbered)."""
-    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
-
-
-def _fd_identity(fd: int) -> tuple[int, int] | None:
-    try:
-        return _identity(os.fstat(fd))
-    except (OSError, ValueError):
-        return None
-
-
-def input_identities(inputs: Sequence[str | os.PathLike]) -> dict[tuple[int, int], str]:
-    """The regular files among the inputs, by (st_dev, st_ino); '-' (stdin) is what fd 0 is."""
-    found: dict[tuple[int, int], str] = {}
-    for name in inputs or ["-"]:
-        name = os.fspath(name)
-        if name == "-":
-            ident, label = _fd_identity(0), "stdin"
-        else:
-            try:
-                ident, label = _identity(os.stat(name)), name
-            except OSError:
-                continue
-        if ident is not None:
-            found.setdefault(ident, label)
-    return found
-
-
-def _clobbers(option: str, target: str, ident: tuple[int, int] | None, inputs: dict[tuple[int, int], str]) -> OutputError | None:
-    if ident is None or ident not in inputs:
-        return None
-    source = inputs[ident]
-    what = "stdin, an input" if source == "stdin" else f"the input {source}"
-    if option == "stdout":
-        return OutputError(f"stdout is the same file as {what}: refusing to overwrite an input "
-                           "(redirect the output to another file)")
-    return OutputError(f"{option} {target} is the same file as {what}: refusing to overwrite an input "
-                       f"(choose another {option} file)")
-
-
-def check_stdout(inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse a stdout that is one of the input files (`score f.txt >> f.txt`); pipes and ttys are fine."""
-    err = _clobbers("stdout", "", _fd_identity(1), input_identities(inputs))
-    if err:
-        raise err
-
-
-def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors") -> None:
-    """Before any work: refuse an output path that is an input, or that cannot be created.
-
-    Only looks (stat, access); :func:`open_output` does the authoritative check on what it opens.
-    """
-    path = os.fspath(path)
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        parent = os.path.dirname(os.path.abspath(path))
-        try:
-            pst = os.stat(parent)
-        except OSError as exc:
-            raise OutputError(f"cannot write {option} to {path}: {_reason(exc)}") from None
-        if not stat.S_ISDIR(pst.st_mode):
-            raise OutputError(f"cannot write {option} to {path}: Not a directory") from None
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise OutputError(f"cannot write {option} to {path}: Permission denied") from None
-        return
-    except OSError as exc:
-        raise OutputError(f"cannot write {option} to {path}: {_reason(exc)}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"cannot write {option} to {path}: Is a directory")
-    err = _clobbers(option, path, _identity(st), input_identities(inputs))
-    if err:
-        raise err
-    if _identity(st) is not None and _identity(st) == _fd_identity(1):
-        raise OutputError(f"{option} {path} is the same file as stdout: choose another {option} file")
-    if not os.access(path, os.W_OK):
-        raise OutputError(f"cannot write {option} to {path}: Permission denied")
-
-
-def open_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors") -> IO[bytes]:
-    """Open ``path`` for writing; it is truncated only after checking it is no input (nor stdout).
-
-    Opening with "wb" would empty an input before any check could run; here the file is opened
-    without O_TRUNC, compared by (st_dev, st_ino) with every input, and only then truncated.
-    """
-    path = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise OutputError(f"cannot write {option} to {path}: {_reason(exc)}") from None
-    try:
-        ident = _fd_identity(fd)
-        err = _clobbers(option, path, ident, input_identities(inputs))
-        if err:
-            raise err
-        if ident is not None and ident == _fd_identity(1):
-            raise OutputError(f"{option} {path} is the same file as stdout: choose another {option} file")
-        if ident is not None:
-            os.ftruncate(fd, 0)
-        return open(fd, "wb")
-    except OSError as exc:
-        os.close(fd)
-        raise OutputError(f"cannot write {option} to {path}: {_reason(exc)}") from None
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def close_output(stream: IO[bytes], what: str) -> None:
-    """Close an output file, reporting a failed final flush (NFS, full disk) as one line."""
-    try:
-        stream.close()
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise OutputError(f"cannot write {what}: {_reason(exc)}") from None
-
-
-def silence_stdout() -> None:
-    """Point fd 1 at /dev/null, so the interpreter's own flush at exit cannot fail a second time
-    (and print "Exception ignored ... OSError" after our one-line message)."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 1)
-        finally:
-            os.close(devnull)
-    except OSError:
-        pass
-
-
-def output_failed(what: str, exc: OSError, stream: Any = None) -> OutputError:
-    """The one-line error for a failed write; when the failed stream is stdout, silence it."""
-    if stream is None or _fileno(stream) == 1:
-        silence_stdout()
-    return OutputError(f"cannot write {what}: {_reason(exc)}")
-
-
-def flush_stdout(what: str = "results") -> None:
-    """Flush stdout inside the command, so a full disk is one line here, not a failure at exit."""
-    if sys.stdout is None:  # started with fd 1 closed
-        return
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except ValueError:  # stdout already closed
-        pass
-    except OSError as exc:
-        raise output_failed(f"{what} to stdout", exc) from None
-
-
-@contextmanager
-def writing_stdout(what: str = "results") -> Iterator[None]:
-    """Around code that prints to stdout (click.echo): a full disk or I/O error → one OutputError line."""
-    try:
-        yield
-        if sys.stdout is not None:
-            sys.stdout.flush()
-    except BrokenPipeError:
-        raise
-    except OSError as exc:
-        raise output_failed(f"{what} to stdout", exc) from None
 
 
 def open_input(name: str) -> IO[bytes]:

@@ -9,14 +9,13 @@ from typing import IO, Any, Sequence
 
 import orjson
 
-from .cache import ResultCache
+from .console import progress_bar
+from .engine import BadRecord, Engine, Record
 from .errors import OutputError
-from .io import (BadRecord, Blank, CsvWriter, JsonlWriter, OutputStream, Record, detect_format, open_input,
-                 read_source)
-from .model import Model
-from .pipeline import classify_cached
+from .io import detect_format, open_input, read_source
+from .outputs import CsvWriter, JsonlWriter, OutputStream
 
-# Records per classify_cached call: big enough for full batches and one cache round-trip,
+# Records per engine call: big enough for full batches and one cache round-trip,
 # small enough that output starts flowing early on a long stream.
 CHUNK = 512
 
@@ -27,7 +26,7 @@ class ScoreSummary:
 
     texts: int = 0
     cache_hits: int = 0
-    blank: int = 0
+    empty: int = 0
     errors: int = 0
     seconds: float = 0.0
     sources: list[str] = field(default_factory=list)
@@ -35,16 +34,15 @@ class ScoreSummary:
     def line(self) -> str:
         rate = self.texts / self.seconds if self.seconds > 0 else 0.0
         parts = [f"{self.texts} texts scored", f"{self.cache_hits} cache hits"]
-        if self.blank:
-            parts.append(f"{self.blank} blank skipped")
+        if self.empty:
+            parts.append(f"{self.empty} empty skipped")
         if self.errors:
             parts.append(f"{self.errors} bad records")
         return f"sentictl: {', '.join(parts)} in {self.seconds:.2f} s ({rate:,.0f} texts/s)"
 
 
 def run_score(
-    model: Model,
-    cache: ResultCache | None,
+    engine: Engine,
     inputs: Sequence[str],
     *,
     fmt: str | None = None,
@@ -53,7 +51,6 @@ def run_score(
     output: str = "jsonl",
     out: IO[bytes] | None = None,
     errors: IO[bytes] | None = None,
-    max_chars: int = 100_000,
     progress: bool | None = None,
     errors_name: str | None = None,
 ) -> ScoreSummary:
@@ -76,20 +73,21 @@ def run_score(
     for name in inputs or ["-"]:
         stream = open_input(name)
         try:
-            bar = _progress_bar(name, stream, progress)
+            bar = progress_bar(name, stream, progress)
             pending: list[Record] = []
-            for rec in read_source(stream, name, detect_format(name, fmt), field_name, column, max_chars):
+            for rec in read_source(stream, name, detect_format(name, fmt), field_name, column, engine.max_chars):
                 if isinstance(rec, Record):
                     pending.append(rec)
                     if len(pending) >= CHUNK:
-                        _flush(model, cache, pending, writer, summary, bar, stream)
+                        _flush(engine, pending, writer, summary, bar, stream)
                         pending = []
-                elif isinstance(rec, Blank):
-                    summary.blank += 1
+                elif rec.reason == "empty":
+                    # Blank lines are part of ordinary text files: counted, not reported one by one.
+                    summary.empty += 1
                 else:
                     _report(report_to, rec)
                     summary.errors += 1
-            _flush(model, cache, pending, writer, summary, bar, stream)
+            _flush(engine, pending, writer, summary, bar, stream)
             if bar is not None:
                 bar.close()
         finally:
@@ -99,10 +97,10 @@ def run_score(
     return summary
 
 
-def _flush(model: Model, cache: ResultCache | None, pending: list[Record], writer: Any, summary: ScoreSummary, bar: Any, stream: IO[bytes]) -> None:
+def _flush(engine: Engine, pending: list[Record], writer: Any, summary: ScoreSummary, bar: Any, stream: IO[bytes]) -> None:
     if not pending:
         return
-    results = classify_cached(model, cache, [r.text for r in pending])
+    results = engine.classify([r.text for r in pending])
     writer.write(results)
     summary.texts += len(results)
     summary.cache_hits += sum(1 for r in results if r["cache_hit"])
@@ -115,18 +113,3 @@ def _flush(model: Model, cache: ResultCache | None, pending: list[Record], write
 
 def _report(errors: OutputStream, rec: BadRecord) -> None:
     errors.write(orjson.dumps(rec.as_dict()) + b"\n")
-
-
-def _progress_bar(name: str, stream: IO[bytes], progress: bool | None) -> Any:
-    """A byte-based bar for file inputs, only when a person is watching stderr."""
-    if name == "-" or progress is False or (progress is None and not sys.stderr.isatty()):
-        return None
-    try:
-        import os
-
-        total = os.fstat(stream.fileno()).st_size
-    except (OSError, ValueError, AttributeError):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="B", unit_scale=True, desc=name, file=sys.stderr, leave=False)

@@ -38,7 +38,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-weight BertForSequenceClassification with FinBERT's labels (HF format)."""
-    from sentictl.testing import build_checkpoint
+    from support.checkpoints import build_checkpoint
 
     return build_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-finbert")
 

@@ -43,11 +43,11 @@ def test_speedups_against_the_best_pipeline_batch():
 
 
 def test_padding_efficiency_counts_real_over_padded_tokens(tiny_model_dir):
-    from sentictl.model import Model
+    from sentictl.engine.model import Model
 
     model = Model(tiny_model_dir, provider="cpu", variant="fp32")
     texts = ["profit", "profit rose sharply after record quarterly earnings"]
-    short, long = (len(ids) + 2 for ids in model._encode(texts))
+    short, long = (len(ids) + 2 for ids in model.encode(texts))
     # batch 2: one batch padded to the long text; batch 1: no padding at all.
     assert bench._padding_engine(model, texts, 2) == pytest.approx((short + long) / (2 * long))
     assert bench._padding_engine(model, texts, 1) == 1.0

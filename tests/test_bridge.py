@@ -184,7 +184,7 @@ def texts(records) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fingerprint(tiny_model_dir) -> str:
-    from sentictl.model import load
+    from sentictl.engine.model import load
 
     return load(tiny_model_dir, quiet=True, variant="fp32").fingerprint
 
@@ -315,10 +315,15 @@ def test_poison_without_dlq_is_logged_and_counted(kafka_bootstrap, tiny_model_di
     create_topic(kafka_bootstrap, src, 1)
     values = [b"fine text one", b"\xff\xfe broken bytes", b"fine text two"]
     produce(kafka_bootstrap, src, values)
-    result = run_sentictl(*bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group,
-                                       "--max-messages", "3", "--no-cache"), timeout=60)
+    # The connection comes from the shared SENTICTL_KAFKA_* variables this time (any case).
+    args = bridge_args("unused", tiny_model_dir, src, out, group, "--max-messages", "3", "--no-cache")
+    args = args[:args.index("--bootstrap")] + args[args.index("--bootstrap") + 2:]
+    env = sentictl_env(SENTICTL_KAFKA_BOOTSTRAP=kafka_bootstrap, SENTICTL_KAFKA_SECURITY_PROTOCOL="plaintext",
+                       SENTICTL_KAFKA_CLIENT_ID="sentictl-test-bridge")
+    result = run_sentictl(*args, env=env, timeout=60)
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
+    assert f"via {kafka_bootstrap} (PLAINTEXT)" in stderr
     assert f"bad record {src}[0]@1: invalid UTF-8" in stderr
     assert done_counts(stderr)["bad"] == 1
     reader = Reader(kafka_bootstrap)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import sentictl_env
 from sentictl import config
-from sentictl import model as engine
+from sentictl.engine import model as engine
 
 BUNDLED = config.bundled_model_dir()
 needs_bundle = pytest.mark.skipif(not (BUNDLED / "manifest.json").is_file(), reason="bundled model not built")

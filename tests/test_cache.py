@@ -12,9 +12,9 @@ import time
 import orjson
 import pytest
 
-from sentictl.cache import TABLE, ResultCache, cache_key
-from sentictl.model import Model
-from sentictl.pipeline import classify_cached
+from sentictl.engine.cache import TABLE, ResultCache, cache_key
+from sentictl.engine.model import Model
+from sentictl.engine import Engine
 
 
 def result(label: str = "neutral", **extra) -> dict:
@@ -38,11 +38,11 @@ class CountingModel:
 def test_batch_dedup_and_one_inference_for_misses(cache_path):
     model = CountingModel()
     with ResultCache(cache_path) as cache:
-        first = classify_cached(model, cache, ["a", "b", "a", "c"])
+        first = Engine(model, cache).classify(["a", "b", "a", "c"])
         assert model.calls == [["a", "b", "c"]]
         assert [r["text"] for r in first] == ["a", "b", "a", "c"]
         assert not any(r["cache_hit"] for r in first)
-        second = classify_cached(model, cache, ["c", "d", "a"])
+        second = Engine(model, cache).classify(["c", "d", "a"])
         assert model.calls[-1] == ["d"]
         assert [r["cache_hit"] for r in second] == [True, False, True]
         assert [r["text"] for r in second] == ["c", "d", "a"]
@@ -52,8 +52,8 @@ def test_real_model_results_round_trip(tiny_model_dir, cache_path):
     model = Model(tiny_model_dir)
     texts = ["Profit fell sharply.", "Shares surged."]
     with ResultCache(cache_path) as cache:
-        fresh = classify_cached(model, cache, texts)
-        cached = classify_cached(model, cache, texts)
+        fresh = Engine(model, cache).classify(texts)
+        cached = Engine(model, cache).classify(texts)
     for a, b in zip(fresh, cached):
         assert b["cache_hit"] is True
         assert {**a, "cache_hit": True} == b
@@ -61,9 +61,9 @@ def test_real_model_results_round_trip(tiny_model_dir, cache_path):
 
 def test_new_model_or_variant_never_sees_old_results(tiny_model_dir, cache_path):
     with ResultCache(cache_path) as cache:
-        classify_cached(Model(tiny_model_dir, variant="int8"), cache, ["Profit fell."])
-        other = classify_cached(Model(tiny_model_dir, variant="fp32"), cache, ["Profit fell."])
-        chunked = classify_cached(Model(tiny_model_dir, variant="int8", long="chunk"), cache, ["Profit fell."])
+        Engine(Model(tiny_model_dir, variant="int8"), cache).classify(["Profit fell."])
+        other = Engine(Model(tiny_model_dir, variant="fp32"), cache).classify(["Profit fell."])
+        chunked = Engine(Model(tiny_model_dir, variant="int8", long="chunk"), cache).classify(["Profit fell."])
     assert other[0]["cache_hit"] is False and other[0]["model"].endswith(":fp32")
     assert chunked[0]["cache_hit"] is False
 
@@ -106,7 +106,7 @@ def test_planted_pickle_is_refused_not_executed(cache_path, tmp_path):
 
 _WRITER = """
 import sys
-from sentictl.cache import ResultCache
+from sentictl.engine.cache import ResultCache
 def result(i):
     return {"label": "neutral", "score": 1.0, "scores": {"neutral": 1.0}, "model": "fake", "i": i}
 path, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from conftest import free_port, run_sentictl, sentictl_env
-from sentictl.cache import TABLE, ResultCache, cache_key
+from sentictl.engine.cache import TABLE, ResultCache, cache_key
 from test_serve import Server
 
 # Big enough for the file's first pages and its 32 KiB -shm index, too small for a batch of results.
@@ -134,7 +134,7 @@ def test_cache_clear_rebuilds_a_damaged_file(tmp_path):
 def test_two_processes_rotate_a_damaged_file_once(tmp_path):
     cache = tmp_path / "cache.sqlite"
     cache.write_bytes(b"garbage " * 4096)
-    code = ("import sys; from sentictl.cache import ResultCache; c = ResultCache(sys.argv[1]); "
+    code = ("import sys; from sentictl.engine.cache import ResultCache; c = ResultCache(sys.argv[1]); "
             "r = {'label': 'neutral', 'score': 1.0, 'scores': {'neutral': 1.0}, 'model': 'm'}; "
             "assert c.put_many('ns', [(sys.argv[2], r)]) == 1; c.close()")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(cache), f"t{i}"], stderr=subprocess.PIPE) for i in range(2)]

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from sentictl import model as engine
+from sentictl.engine import model as engine
 from sentictl.errors import SentictlError
-from sentictl.model import Model
+from sentictl.engine.model import Model
 
 TEXTS = [
     "Shares surged after record quarterly earnings beat estimates.",
@@ -99,7 +99,7 @@ def test_truncate_flags_long_texts(tiny_model_dir):
     assert "truncated" not in short
     assert long_["truncated"] is True
     # Truncation keeps exactly the first max_length-2 word pieces.
-    ids = m._encode([long_text])[0][: m.max_length - 2]
+    ids = m.encode([long_text])[0][: m.max_length - 2]
     cut = m.tokenizer.decode(ids)
     np.testing.assert_allclose(m.predict_proba([long_text])[0], m.predict_proba([cut])[0], atol=1e-5)
 
@@ -109,7 +109,7 @@ def test_chunk_mode_averages_sentences_by_length(tiny_model_dir):
     first = "profit rose sharply after record earnings beat estimates. " * 10
     second = "the bank cut rates and shares fell. " * 12
     text = (first + second).strip()
-    assert len(m._encode([text])[0]) > m.max_length - 2
+    assert len(m.encode([text])[0]) > m.max_length - 2
     chunks = m._chunks(text, m.max_length - 2)
     assert len(chunks) >= 2 and all(len(c) <= m.max_length - 2 for c in chunks)
     # The aggregate is the token-weighted mean of the chunks' probabilities.
@@ -126,7 +126,7 @@ def test_chunk_mode_splits_a_single_overlong_sentence(tiny_model_dir):
     m = Model(tiny_model_dir, variant="fp32", long="chunk")
     text = " ".join(["revenue"] * 400)  # no sentence boundary at all
     chunks = m._chunks(text, m.max_length - 2)
-    assert sum(len(c) for c in chunks) == len(m._encode([text])[0])
+    assert sum(len(c) for c in chunks) == len(m.encode([text])[0])
     assert all(len(c) <= m.max_length - 2 for c in chunks)
 
 

@@ -121,7 +121,7 @@ def test_eval_cli_on_tweets_matches_the_engine(sentictl, tiny_model_dir, tweets_
     assert set(report["variants"]) == {"fp32", "int8"}
     assert set(report["skipped"]) == {"fp16", "coreml"}
 
-    from sentictl.model import Model
+    from sentictl.engine.model import Model
 
     fp32_pred = Model(tiny_model_dir, provider="cpu", variant="fp32").predict_proba(texts)[0].argmax(1)
     int8_pred = Model(tiny_model_dir, provider="cpu", variant="int8").predict_proba(texts)[0].argmax(1)

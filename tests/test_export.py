@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from conftest import sentictl_env
-from sentictl import model as engine
+from sentictl.engine import model as engine
 from sentictl.export import mark_unusable, parse_variants
 from sentictl.errors import SentictlError
 
@@ -90,7 +90,7 @@ def test_export_with_eval_data_records_accuracy(tiny_checkpoint, tmp_path, senti
 
 def test_default_model_from_an_offline_hub_cache(tiny_checkpoint, tmp_path, sentictl):
     """The default --model (ProsusAI/finbert) resolved through HF_HOME, as on a real machine."""
-    from sentictl.testing import install_in_hf_cache
+    from support.checkpoints import install_in_hf_cache
 
     hf_home = tmp_path / "hf"
     revision = "a" * 40

@@ -97,7 +97,7 @@ def test_a_fresh_errors_file_still_works_and_is_truncated(tiny_model_dir, tmp_pa
     assert run.returncode == 2, run.stderr
     assert [orjson.loads(line)["text"] for line in run.stdout.splitlines()] == ["good one"]
     assert [orjson.loads(line) for line in errors.read_bytes().splitlines()] == [
-        {"source": "in.txt", "line": 2, "error": "invalid UTF-8"}]
+        {"source": "in.txt", "line": 2, "reason": "invalid_utf8", "error": "invalid UTF-8"}]
 
 
 # ----------------------------------------------------------------------------- stdout is an input
@@ -158,7 +158,7 @@ def test_errors_under_a_regular_file(tiny_model_dir, src, tmp_path):
 
 def test_errors_permission_denied_is_one_line(monkeypatch, tmp_path):
     # Tests may run as root, where chmod cannot deny anything: fake the open() failure instead.
-    from sentictl import io
+    from sentictl import outputs as io
     from sentictl.errors import OutputError
 
     def denied(*args, **kwargs):

@@ -84,8 +84,8 @@ def test_bad_records_reported_with_line_numbers_and_the_rest_scored(score):
     assert run.returncode == 2
     assert [r["text"] for r in lines(run.stdout)] == ["good one", "good two"]
     errors = [orjson.loads(line) for line in run.stderr.splitlines() if line.startswith(b"{")]
-    assert errors == [{"source": "-", "line": 3, "error": "invalid UTF-8"}]
-    assert b"1 blank skipped" in run.stderr and b"1 bad records" in run.stderr
+    assert errors == [{"source": "-", "line": 3, "reason": "invalid_utf8", "error": "invalid UTF-8"}]
+    assert b"1 empty skipped" in run.stderr and b"1 bad records" in run.stderr
 
 
 def test_jsonl_bad_json_and_missing_field(score, tmp_path):

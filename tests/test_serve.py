@@ -287,6 +287,103 @@ def test_wrong_method_and_unknown_route(server):
     assert counts['sentictl_requests_total{route="other",status="404"}'] >= 1
 
 
+
+def test_refused_records_carry_their_reason_code(server):
+    """The engine's record rules over HTTP: each refusal names its reason beside error and error_type."""
+    json_ct = {"content-type": "application/json"}
+    cases = [
+        ("/sentiment", dict(content=b"   \n"), 422, "validation", "empty"),
+        ("/sentiment", dict(content=b"\x00"), 422, "validation", "empty"),
+        ("/sentiment", dict(json={"text": " \t "}), 422, "validation", "empty"),
+        ("/sentiment", dict(json={"text": "\x00\x00"}), 422, "validation", "empty"),
+        ("/sentiment", dict(json={"texts": ["fine", "\ufeff\n"]}), 422, "validation", "empty"),
+        ("/predict", dict(json={"inputs": ["fine", ""]}), 422, "validation", "empty"),
+        ("/sentiment", dict(content=b"\xff\xfe bad bytes"), 400, "bad_request", "invalid_utf8"),
+        ("/sentiment", dict(content=b'{"text": "\xff"}', headers=json_ct), 400, "bad_request", "invalid_utf8"),
+        ("/sentiment", dict(content=b'{"text": ', headers=json_ct), 400, "bad_request", "bad_json"),
+        ("/predict", dict(content=b"{nope", headers=json_ct), 400, "bad_request", "bad_json"),
+        ("/sentiment", dict(json={"texts": ["ok", 5]}), 422, "validation", "not_string"),
+        ("/sentiment", dict(json={"text": None}), 422, "validation", "not_string"),
+        ("/predict", dict(json={"inputs": ["ok", {"a": 1}]}), 422, "validation", "not_string"),
+        ("/predict", dict(json={"inputs": 3}), 422, "validation", "not_string"),
+    ]
+    for path, kwargs, status, error_type, reason in cases:
+        r = server.client.post(path, **kwargs)
+        body = r.json()
+        assert (r.status_code, body.get("error_type"), body.get("reason")) == (status, error_type, reason), (path, kwargs, r.text)
+        assert body["error"]
+    where = server.client.post("/sentiment", json={"texts": ["fine", "fine too", " "]}).json()["error"]
+    assert where.startswith("texts[2]: ")
+
+
+def test_one_cache_entry_whatever_the_door_adds(server):
+    """A trailing CRLF and a leading BOM are the same text: the one cache entry answers all of them."""
+    text = "the board approved a special dividend"
+    first = _post_text(server, text).json()
+    assert first["metadata"]["cache_hit"] is False
+    crlf = _post_text(server, text + "\r\n").json()
+    bom = server.client.post("/sentiment", json={"text": "\ufeff" + text}).json()
+    listed = server.client.post("/sentiment", json={"texts": [text + "\n", "\ufeff" + text + "\r"]}).json()
+    for r in (crlf, bom, *listed):
+        assert r["text"] == text and r["metadata"]["cache_hit"] is True and r["scores"] == first["scores"]
+
+
+def test_openapi_is_generated_from_the_request_models(server):
+    """The request bodies in /openapi.json are the pydantic models that validate them, limits included."""
+    schema = server.client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+
+    def resolve(node):
+        return components[node["$ref"].rsplit("/", 1)[1]] if "$ref" in node else node
+
+    sentiment = schema["paths"]["/sentiment"]["post"]["requestBody"]["content"]
+    assert sentiment["text/plain"]["schema"]["type"] == "string"
+    shapes = [resolve(s) for s in sentiment["application/json"]["schema"]["anyOf"]]
+    assert {s["title"] for s in shapes} == {"SentimentText", "SentimentTexts"}
+    texts = next(s for s in shapes if "texts" in s["properties"])["properties"]["texts"]
+    assert texts["type"] == "array" and texts["items"] == {"type": "string"}
+    assert (texts["minItems"], texts["maxItems"]) == (1, 8)  # --max-client-batch-size 8
+    assert all(s["additionalProperties"] is False for s in shapes)
+
+    predict = resolve(schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"])
+    assert predict["required"] == ["inputs"]
+    array = next(s for s in predict["properties"]["inputs"]["oneOf"] if s["type"] == "array")
+    assert array["maxItems"] == 8 and array["items"] == {"type": "string"}
+    assert predict["properties"]["truncate"]["type"] == predict["properties"]["raw_scores"]["type"] == "boolean"
+
+    error = components["ErrorBody"]
+    assert set(error["required"]) == {"error", "error_type"} and "reason" in error["properties"]
+    responses = schema["paths"]["/sentiment"]["post"]["responses"]
+    for status in ("400", "413", "422", "429", "503"):
+        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    assert "security" not in schema["paths"]["/sentiment"]["post"]  # no --token: no auth documented
+    # The docs UIs stay off; the document itself is the contract.
+    assert server.client.get("/docs").status_code == 404 and server.client.get("/redoc").status_code == 404
+
+
+def test_http_errors_have_one_status_each():
+    """Every HTTP error type gets its status from the one table; the framework's own errors keep the shape."""
+    from fastapi.exceptions import RequestValidationError
+
+    from sentictl import errors
+    from sentictl.serve.responses import invalid
+
+    kinds = {cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.HttpError)}
+    assert {errors.http_status(cls) for cls in kinds} == {400, 401, 404, 405, 413, 422, 429, 500, 503}
+    assert errors.InputTooLarge("x").status == 413 and errors.InputTooLarge("x").error_type == "validation"
+    assert errors.error_for_status(404) is errors.NotFound and errors.error_for_status(418) is errors.BadRequest
+
+    # FastAPI's own validation errors (body locations, union tags) become the same errors.
+    fastapi_errors = RequestValidationError([
+        {"type": "string_type", "loc": ("body", "inputs", "texts", 2), "msg": "Input should be a valid string", "input": 1},
+    ]).errors()
+    error = invalid(fastapi_errors)
+    assert (error.status, error.body()) == (422, {"error": "inputs[2]: Input should be a valid string",
+                                                  "error_type": "validation", "reason": "not_string"})
+    bad_json = invalid([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error", "input": {},
+                         "ctx": {"error": "Expecting value"}}])
+    assert (bad_json.status, bad_json.reason) == (400, "bad_json")
+
 # ------------------------------------------------------------------------------ property-based
 def test_openapi_property_based_no_5xx(server):
     """schemathesis drives every operation of /openapi.json with valid and invalid data: never a 5xx."""
@@ -332,7 +429,33 @@ def test_token_required_when_set(tiny_model_dir, tmp_path):
             bad = s.client.request(method, path, headers={"authorization": "Bearer wrong"}, **kwargs)
             assert bad.status_code == 401 and bad.json()["error_type"] == "unauthorized"
             assert s.client.request(method, path, headers=good, **kwargs).status_code == 200, path
+            assert bad.headers["www-authenticate"] == "Bearer"
         assert s.client.get("/health").status_code == 200  # probes need no token
+        doc = s.client.get("/openapi.json").json()  # nor does the API's description, which documents the token
+        assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+        assert doc["paths"]["/sentiment"]["post"]["security"] == [{"HTTPBearer": []}]
+        assert "security" not in doc["paths"]["/health"]["get"]
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+
+
+def test_text_over_max_chars_is_413_too_long(tiny_model_dir):
+    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-chars", "12"]).wait_healthy()
+    try:
+        long_text = "shares rose sharply"  # 19 characters
+        for path, kwargs in (("/sentiment", {"content": long_text.encode()}),
+                             ("/sentiment", {"json": {"text": long_text}}),
+                             ("/sentiment", {"json": {"texts": ["fine", long_text]}}),
+                             ("/predict", {"json": {"inputs": long_text}}),
+                             ("/predict", {"json": {"inputs": ["fine", long_text], "truncate": True}})):
+            r = s.client.post(path, **kwargs)
+            body = r.json()
+            assert (r.status_code, body["error_type"], body["reason"]) == (413, "validation", "too_long"), (path, kwargs)
+            assert "12" in body["error"] and "--max-chars" in body["error"]
+        # The limit counts the normalised text: a line ending or BOM does not push it over.
+        assert s.client.post("/sentiment", content="\ufeffshares rose\r\n".encode()).status_code == 200
+        assert s.client.get("/info").json()["max_chars"] == 12
     finally:
         code, err = s.stop()
     assert code == 0, err
@@ -392,8 +515,8 @@ def test_health_is_503_until_the_model_is_loaded(tiny_model_dir):
     """In-process uvicorn with a loader we hold back: /health and /sentiment answer 503, then 200."""
     import uvicorn
 
-    from sentictl.model import load
-    from sentictl.server import ServeSettings, create_app
+    from sentictl.engine.model import load
+    from sentictl.serve import ServeSettings, create_app
 
     gate = threading.Event()
 
@@ -452,11 +575,14 @@ def test_help_shows_env_fallbacks():
     r = run_sentictl("serve", "--help")
     assert r.returncode == 0
     out = r.stdout.decode()
-    for env in ("SENTICTL_PORT", "SENTICTL_HOST", "SENTICTL_MAX_WAIT_MS", "SENTICTL_MAX_BATCH_TOKENS",
-                "SENTICTL_MAX_BODY_BYTES", "SENTICTL_TOKEN", "SENTICTL_PUBLISH", "SENTICTL_BOOTSTRAP",
+    for env in ("SENTICTL_PORT", "SENTICTL_HOST", "SENTICTL_MAX_WAIT_MS", "SENTICTL_MAX_BATCH_TOKENS", "SENTICTL_MAX_CHARS",
+                "SENTICTL_MAX_BODY_BYTES", "SENTICTL_TOKEN", "SENTICTL_PUBLISH", "SENTICTL_KAFKA_BOOTSTRAP",
+                "SENTICTL_KAFKA_SASL_PASSWORD", "SENTICTL_KAFKA_SSL_CAFILE",
                 "SENTICTL_THREADS", "SENTICTL_PROVIDER", "SENTICTL_MODEL_DIR"):
         assert env in out, env
     assert "curl -X POST" in out
+    for route in ("POST /sentiment", "POST /predict", "GET  /health", "/openapi.json"):
+        assert route in out, route
 
 
 def test_publish_needs_bootstrap(tiny_model_dir):
@@ -466,8 +592,23 @@ def test_publish_needs_bootstrap(tiny_model_dir):
     assert r.returncode == 1 and b"{label}" in r.stderr
 
 
+def test_publish_takes_the_shared_kafka_settings_and_the_old_names_for_one_release(tiny_model_dir):
+    # The shared validation (the same as bridge's) runs before the port opens.
+    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news",
+                     env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP="127.0.0.1:1", SENTICTL_KAFKA_SASL_MECHANISM="PLAIN"))
+    assert r.returncode == 1 and b"SASL" in r.stderr and b"Traceback" not in r.stderr
+    # serve's pre-unification name still reaches the same setting, with a notice to rename it.
+    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news",
+                     env=sentictl_env(SENTICTL_BOOTSTRAP="127.0.0.1:1", SENTICTL_SECURITY_PROTOCOL="sasl_ssl"))
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "Traceback" not in err
+    assert "SENTICTL_BOOTSTRAP is deprecated" in err and "SENTICTL_KAFKA_BOOTSTRAP" in err
+    assert "SASL_SSL" in err and "--sasl-mechanism" in err  # the old protocol variable was read, then validated
+
+
 def test_length_groups_keep_every_index_and_cut_padding():
-    from sentictl.server import LengthGrouped, length_groups
+    from sentictl.engine import Engine
+    from sentictl.engine.batching import length_groups
 
     lengths = [40, 12, 63, 15, 33, 34, 20, 50, 18, 36, 28, 61, 16, 35, 44, 22, 30, 17, 58, 25, 12, 12]
 
@@ -485,10 +626,17 @@ def test_length_groups_keep_every_index_and_cut_padding():
 
     class Echo:
         cache_namespace = "ns"
+        provider = "cpu"
+        static_shape = None
+        calls: list = []
 
         def classify(self, texts):
+            self.calls.append(list(texts))
             return [{"text": t} for t in texts]
 
+    # The engine runs an arrival-order batch in those groups and answers in input order.
     texts = [f"t{i}" for i in range(len(lengths))]
-    out = LengthGrouped(Echo(), dict(zip(texts, lengths))).classify(texts)
+    echo = Echo()
+    out = Engine(echo).infer(texts, dict(zip(texts, lengths)))
     assert [r["text"] for r in out] == texts
+    assert len(echo.calls) == len(length_groups(lengths))

@@ -39,8 +39,9 @@ def test_results_fan_out_to_label_topics_keyed_by_text_hash(tiny_model_dir, kafk
     prefix = topic_name("serve")
     template = prefix + "-{label}"
     s = Server(["--model-dir", str(tiny_model_dir), "--cache", str(tmp_path / "c.sqlite"),
-                "--publish", template, "--bootstrap", kafka_bootstrap, "--max-body-bytes", "2000000"],
-               env=sentictl_env()).wait_healthy()
+                "--publish", template, "--max-body-bytes", "2000000", "--max-chars", "2000000"],
+               # Only the shared variable names the broker: the same SENTICTL_KAFKA_* as bridge.
+               env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP=kafka_bootstrap)).wait_healthy()
     try:
         texts = [f"company {i} said net profit {w} in the quarter" for i, w in enumerate(["rose", "fell", "was flat"] * 3)]
         answers = [s.client.post("/sentiment", content=t.encode()).json() for t in texts[:4]]
@@ -79,10 +80,12 @@ def test_publisher_retries_retriable_errors_and_counts_final_failures():
     """The retry policy without a broker: retriable errors are re-sent, the rest counted once."""
     from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-    from sentictl.server import Metrics, Publisher
+    from sentictl.kafka import KafkaConfig
+    from sentictl.serve.metrics import Metrics
+    from sentictl.serve.publisher import Publisher
 
     metrics = Metrics()
-    p = Publisher("{label}-news", "127.0.0.1:1", metrics, attempts=3)
+    p = Publisher("{label}-news", KafkaConfig("127.0.0.1:1"), metrics, attempts=3)
     p.publish([{"text": "shares fell", "label": "negative", "score": 0.9, "scores": {}, "model": "m", "cache_hit": False}])
     item = p._queue.get_nowait()
     assert item[0] == "negative-news" and item[1] == hashlib.sha256(b"shares fell").hexdigest().encode()

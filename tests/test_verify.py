@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from conftest import free_port, run_sentictl, sentictl_env
-from sentictl import config, integrity
-from sentictl import model as engine
+from sentictl import config
+from sentictl.engine import integrity
+from sentictl.engine import model as engine
 from sentictl.errors import IntegrityError, SentictlError
 
 TEXTS = "Profit fell sharply after the merger.\nShares surged on record earnings.\n"

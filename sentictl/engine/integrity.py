@@ -27,7 +27,7 @@ from typing import Iterable
 
 import orjson
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 
 MODES = ("always", "stamp", "off")
 _BLOCK = 1 << 20

@@ -30,8 +30,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
-from .console import notice
-from .errors import CacheError
+from ..console import notice
+from ..errors import CacheError
+from .results import is_number, valid_result
 
 TABLE = "results"
 # SQLite's bound-variable limit is 32766 on modern builds; stay well under it.
@@ -60,25 +61,6 @@ def cache_key(namespace: str, text: str) -> str:
     digest.update(b"\x00")
     digest.update(text.encode("utf-8", "surrogatepass"))
     return digest.hexdigest()
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def valid_result(result: Any) -> bool:
-    """Whether a stored value has the Result shape; anything else is a miss, never an answer."""
-    if not isinstance(result, dict):
-        return False
-    label, scores = result.get("label"), result.get("scores")
-    return (
-        isinstance(label, str)
-        and _number(result.get("score"))
-        and isinstance(result.get("model"), str)
-        and isinstance(scores, dict)
-        and label in scores
-        and all(isinstance(k, str) and _number(v) for k, v in scores.items())
-    )
 
 
 def is_damaged_error(exc: BaseException) -> bool:
@@ -295,7 +277,7 @@ class ResultCache:
             except (orjson.JSONDecodeError, TypeError, KeyError):
                 bad += 1  # not ours (or a planted pickle): a miss, overwritten by the fresh result
                 continue
-            if not valid_result(result) or not _number(stored):
+            if not valid_result(result) or not is_number(stored):
                 bad += 1
                 continue
             if self.ttl is not None and now - stored > self.ttl:

@@ -7,74 +7,58 @@ from typing import Any
 
 import click
 
-from . import config
-from .cli import CONTEXT, _opt, cache_options, load_model, model_options, open_cache
+from .. import config
+from ..kafka.options import kafka_options
+from .options import CONTEXT, cache_options, load_model, model_options, open_cache, opt
 
 
-@click.command(context_settings=CONTEXT)
-@_opt("--in", "inputs", env="BRIDGE_IN", required=True, metavar="TOPIC[,TOPIC...]",
+@click.command("bridge", context_settings=CONTEXT)
+@opt("--in", "inputs", env="BRIDGE_IN", required=True, metavar="TOPIC[,TOPIC...]",
       help="Topic(s) to consume, comma-separated, e.g. --in news,press.")
-@_opt("--out", env="BRIDGE_OUT", required=True, metavar="TOPIC|TEMPLATE",
+@opt("--out", env="BRIDGE_OUT", required=True, metavar="TOPIC|TEMPLATE",
       help="Topic for results, or a template with {label} and {topic}, e.g. '{label}-news'.")
-@_opt("--bootstrap", env="KAFKA_BOOTSTRAP", default="localhost:9092", metavar="HOST:PORT[,...]",
-      help="Kafka/Redpanda bootstrap servers.")
-@_opt("--group", env="BRIDGE_GROUP", default="sentictl",
+@opt("--group", env="BRIDGE_GROUP", default="sentictl",
       help="Consumer group; bridges in one group share the input partitions.")
-@_opt("--dlq", env="BRIDGE_DLQ", default=None, metavar="TOPIC",
+@opt("--dlq", env="BRIDGE_DLQ", default=None, metavar="TOPIC",
       help="Dead-letter topic for records that cannot be classified (default: log and count them).")
-@_opt("--input", "input_format", env="BRIDGE_INPUT", type=click.Choice(["raw", "json"]), default="raw",
+@opt("--input", "input_format", env="BRIDGE_INPUT", type=click.Choice(["raw", "json"]), default="raw",
       help="raw: the value is the text; json: the value is an object holding the text in --field.")
-@_opt("--field", env="BRIDGE_FIELD", default="text", help="JSON input: the field holding the text (dots reach nested fields).")
-@_opt("--batch-size", env="BRIDGE_BATCH_SIZE", type=click.IntRange(min=1), default=256,
+@opt("--field", env="BRIDGE_FIELD", default="text", help="JSON input: the field holding the text (dots reach nested fields).")
+@opt("--batch-size", env="BRIDGE_BATCH_SIZE", type=click.IntRange(min=1), default=256,
       help="Records per poll; one classify call, one flush and one commit per batch.")
-@_opt("--exactly-once", env="BRIDGE_EXACTLY_ONCE", is_flag=True, default=False,
+@opt("--exactly-once", env="BRIDGE_EXACTLY_ONCE", is_flag=True, default=False,
       help="Transactional output with the consumed offsets in the transaction (read it with isolation.level=read_committed).")
-@_opt("--transactional-id", env="BRIDGE_TRANSACTIONAL_ID", default=None,
+@opt("--transactional-id", env="BRIDGE_TRANSACTIONAL_ID", default=None,
       help="With --exactly-once: a stable id per bridge instance (e.g. the pod name) so a restart fences its "
            "predecessor. Default: sentictl-GROUP-HOST-PID.")
-@_opt("--skip-eos-check", env="BRIDGE_SKIP_EOS_CHECK", is_flag=True, default=False,
+@opt("--skip-eos-check", env="BRIDGE_SKIP_EOS_CHECK", is_flag=True, default=False,
       help="With --exactly-once: skip the start-up check that the broker aborts a crashed producer's transaction.")
-@_opt("--eos-check-topic", env="BRIDGE_EOS_CHECK_TOPIC", default="__sentictl_eos_check",
+@opt("--eos-check-topic", env="BRIDGE_EOS_CHECK_TOPIC", default="__sentictl_eos_check",
       help="Topic the --exactly-once start-up check writes one invisible record to.")
-@_opt("--max-messages", env="BRIDGE_MAX_MESSAGES", type=click.IntRange(min=1), default=None,
+@opt("--max-messages", env="BRIDGE_MAX_MESSAGES", type=click.IntRange(min=1), default=None,
       help="Stop after consuming this many records (default: run until stopped).")
-@_opt("--idle-timeout", env="BRIDGE_IDLE_TIMEOUT", type=click.FloatRange(min=0), default=None,
+@opt("--idle-timeout", env="BRIDGE_IDLE_TIMEOUT", type=click.FloatRange(min=0), default=None,
       help="Stop after this many seconds without records, counted from the first partition assignment.")
-@_opt("--connect-timeout", env="KAFKA_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
+@opt("--connect-timeout", env="KAFKA_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
       help="Keep retrying an unreachable broker this long (with backoff) before giving up with exit 1.")
-@_opt("--session-timeout-ms", env="KAFKA_SESSION_TIMEOUT_MS", type=click.IntRange(min=1000), default=10_000,
+@opt("--session-timeout-ms", env="KAFKA_SESSION_TIMEOUT_MS", type=click.IntRange(min=1000), default=10_000,
       help="Consumer-group session timeout: a dead bridge's partitions move after this; joining takes about half.")
-@_opt("--max-poll-interval-ms", env="KAFKA_MAX_POLL_INTERVAL_MS", type=click.IntRange(min=1000), default=300_000,
+@opt("--max-poll-interval-ms", env="KAFKA_MAX_POLL_INTERVAL_MS", type=click.IntRange(min=1000), default=300_000,
       help="Longest time one batch may take before the group considers this bridge stuck.")
-@_opt("--from", "offset_reset", env="BRIDGE_FROM", type=click.Choice(["earliest", "latest"]), default="earliest",
+@opt("--from", "offset_reset", env="BRIDGE_FROM", type=click.Choice(["earliest", "latest"]), default="earliest",
       help="Where a new group starts reading (auto.offset.reset).")
-@_opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
+@opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
       help="Texts longer than this many characters are bad records (DLQ or log).")
-@_opt("--metrics-port", env="BRIDGE_METRICS_PORT", type=click.IntRange(min=1, max=65535), default=None,
+@opt("--metrics-port", env="BRIDGE_METRICS_PORT", type=click.IntRange(min=1, max=65535), default=None,
       help="Serve Prometheus metrics on this port (default: off).")
-@_opt("--metrics-host", env="BRIDGE_METRICS_HOST", default="127.0.0.1", help="Address for --metrics-port.")
-@_opt("--progress-interval", env="BRIDGE_PROGRESS_INTERVAL", type=click.FloatRange(min=0.1), default=5.0,
+@opt("--metrics-host", env="BRIDGE_METRICS_HOST", default="127.0.0.1", help="Address for --metrics-port.")
+@opt("--progress-interval", env="BRIDGE_PROGRESS_INTERVAL", type=click.FloatRange(min=0.1), default=5.0,
       help="Seconds between progress lines on stderr.")
-@_opt("--client-id", env="KAFKA_CLIENT_ID", default="sentictl-bridge", help="Kafka client id.")
-@_opt("--security-protocol", env="KAFKA_SECURITY_PROTOCOL",
-      type=click.Choice(["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]), default="PLAINTEXT",
-      help="Transport security.")
-@_opt("--sasl-mechanism", env="KAFKA_SASL_MECHANISM",
-      type=click.Choice(["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]), default=None,
-      help="SASL mechanism (with SASL_PLAINTEXT or SASL_SSL).")
-@_opt("--sasl-username", env="KAFKA_SASL_USERNAME", default=None, help="SASL user name.")
-@_opt("--sasl-password", env="KAFKA_SASL_PASSWORD", default=None, help="SASL password (prefer the environment variable).")
-@_opt("--ssl-cafile", env="KAFKA_SSL_CAFILE", type=click.Path(exists=True, dir_okay=False), default=None,
-      help="CA bundle to verify the broker.")
-@_opt("--ssl-certfile", env="KAFKA_SSL_CERTFILE", type=click.Path(exists=True, dir_okay=False), default=None,
-      help="Client certificate (mutual TLS).")
-@_opt("--ssl-keyfile", env="KAFKA_SSL_KEYFILE", type=click.Path(exists=True, dir_okay=False), default=None,
-      help="Client private key (mutual TLS).")
-@_opt("--no-check-hostname", is_flag=True, default=False, help="Do not check the broker's TLS host name.")
+@kafka_options(bootstrap_default="localhost:9092", client_id_default="sentictl-bridge")
 @model_options
 @cache_options
-@_opt("-q", "--quiet", is_flag=True, help="No progress lines (start, assignment and summary lines stay).")
-@_opt("-v", "--verbose", is_flag=True, help="Also show kafka-python's warnings.")
+@opt("-q", "--quiet", is_flag=True, help="No progress lines (start, assignment and summary lines stay).")
+@opt("-v", "--verbose", is_flag=True, help="Also show kafka-python's warnings.")
 def bridge_command(**opts: Any) -> None:
     """Classify a Kafka/Redpanda stream: consume, score, produce enriched records.
 
@@ -92,7 +76,8 @@ def bridge_command(**opts: Any) -> None:
       sentictl bridge --in news --input json --field title --out news-scored --dlq news-dlq
       SENTICTL_KAFKA_BOOTSTRAP=broker:9092 sentictl bridge --in news --out scored --exactly-once
     """
-    from .bridge import BridgeSettings, run_bridge
+    from ..bridge import BridgeSettings, run_bridge
+    from ..kafka.options import config_from_options
 
     if not opts["verbose"]:
         # kafka-python logs every reconnect attempt; the bridge reports what matters itself.
@@ -102,19 +87,9 @@ def bridge_command(**opts: Any) -> None:
         raise click.UsageError("--in needs at least one topic")
     if opts["transactional_id"] and not opts["exactly_once"]:
         raise click.UsageError("--transactional-id only applies with --exactly-once")
-    security = {
-        "security_protocol": opts["security_protocol"],
-        "sasl_mechanism": opts["sasl_mechanism"],
-        "sasl_plain_username": opts["sasl_username"],
-        "sasl_plain_password": opts["sasl_password"],
-        "ssl_cafile": opts["ssl_cafile"],
-        "ssl_certfile": opts["ssl_certfile"],
-        "ssl_keyfile": opts["ssl_keyfile"],
-    }
-    if opts["no_check_hostname"]:
-        security["ssl_check_hostname"] = False
+    kafka = config_from_options(opts)
     settings = BridgeSettings(
-        inputs=inputs, out=opts["out"], bootstrap=opts["bootstrap"], group=opts["group"], dlq=opts["dlq"],
+        inputs=inputs, out=opts["out"], kafka=kafka, group=opts["group"], dlq=opts["dlq"],
         input_format=opts["input_format"], text_field=opts["field"], batch_size=opts["batch_size"],
         exactly_once=opts["exactly_once"], transactional_id=opts["transactional_id"],
         eos_check=not opts["skip_eos_check"], eos_check_topic=opts["eos_check_topic"],
@@ -122,8 +97,7 @@ def bridge_command(**opts: Any) -> None:
         connect_timeout=opts["connect_timeout"], session_timeout_ms=opts["session_timeout_ms"],
         max_poll_interval_ms=opts["max_poll_interval_ms"], offset_reset=opts["offset_reset"],
         max_chars=opts["max_chars"], progress_interval=opts["progress_interval"],
-        metrics_port=opts["metrics_port"], metrics_host=opts["metrics_host"], client_id=opts["client_id"],
-        security=security,
+        metrics_port=opts["metrics_port"], metrics_host=opts["metrics_host"],
     )
     # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
     model = load_model(opts, spin=False, verify="always")

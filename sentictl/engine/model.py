@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -16,9 +15,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import orjson
 
-from . import config, integrity
-from .errors import ManifestError, ModelNotFound, SentictlError
+from .. import config
+from ..console import notice
+from ..errors import ManifestError, ModelNotFound, SentictlError
+from . import integrity
 from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
+from .results import Result
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -29,7 +31,7 @@ _ORT_PROVIDER = {
     "cuda": "CUDAExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
 }
-_PREFERRED_VARIANTS = {
+PREFERRED_VARIANTS = {
     "cpu": ("int8", "fp32"),
     "cuda": ("fp16", "fp32"),
     "coreml": ("coreml", "fp32"),
@@ -39,9 +41,6 @@ _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 _TRUE = ("1", "true", "t", "yes", "y", "on")
 
 
-def warn(message: str) -> None:
-    """One line on stderr, never on stdout (stdout carries data)."""
-    print(f"sentictl: {message}", file=sys.stderr, flush=True)
 
 
 def read_manifest(model_dir: Path) -> dict[str, Any]:
@@ -127,30 +126,30 @@ def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None
             raise SentictlError(f"this model has no {variant!r} variant (it has: {', '.join(have_files)})")
         target = variants[variant].get("provider", "cpu") if provider == "auto" else provider
         if target not in have:
-            warn(f"provider {target} is not available here; running the {variant} variant on cpu")
+            notice(f"provider {target} is not available here; running the {variant} variant on cpu")
             target = "cpu"
         return target, variant
     if provider == "auto":
         # An accelerator is only worth it with a variant built for it; fp32 is the cpu fallback.
         for candidate in (p for p in ("cuda", "coreml") if p in have):
-            for name in _PREFERRED_VARIANTS[candidate]:
+            for name in PREFERRED_VARIANTS[candidate]:
                 if name != "fp32" and name in usable:
                     return candidate, name
-        for name in _PREFERRED_VARIANTS["cpu"]:
+        for name in PREFERRED_VARIANTS["cpu"]:
             if name in usable:
                 return "cpu", name
         raise SentictlError("no usable variant in this model: re-run `sentictl export`")
     if provider not in have:
-        warn(f"provider {provider} is not available here (have: {', '.join(have)}); falling back to cpu")
+        notice(f"provider {provider} is not available here (have: {', '.join(have)}); falling back to cpu")
         provider = "cpu"
-    for name in _PREFERRED_VARIANTS[provider]:
+    for name in PREFERRED_VARIANTS[provider]:
         if name in usable:
             return provider, name
     raise SentictlError(f"no usable variant for provider {provider}: re-run `sentictl export`")
 
 
 @dataclass
-class _Item:
+class Item:
     """One unit of inference: a text, or one chunk of a long text."""
 
     owner: int
@@ -259,32 +258,37 @@ class Model:
         self.threads = threads
 
     # ----------------------------------------------------------------- tokenization
-    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Word-piece ids without special tokens, for every text."""
         return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
-    def _items(self, texts: Sequence[str]) -> tuple[list[_Item], list[bool]]:
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text will occupy in a batch ([CLS] + ids + [SEP]; capped when truncating)."""
+        cap = self.max_length if self.long == "truncate" else 1 << 30
+        return [min(len(ids) + 2, cap) for ids in self.encode(texts)]
+
+    def inference_items(self, texts: Sequence[str]) -> tuple[list[Item], list[bool]]:
         """Turn texts into inference items, truncating or chunking the long ones."""
         budget = self.max_length - 2
-        items: list[_Item] = []
+        items: list[Item] = []
         truncated = [False] * len(texts)
-        encoded = self._encode(texts)
+        encoded = self.encode(texts)
         for i, ids in enumerate(encoded):
             if len(ids) <= budget:
-                items.append(_Item(i, ids, 1.0))
+                items.append(Item(i, ids, 1.0))
             elif self.long == "truncate":
                 truncated[i] = True
-                items.append(_Item(i, ids[:budget], 1.0))
+                items.append(Item(i, ids[:budget], 1.0))
             else:
                 for chunk in self._chunks(texts[i], budget):
-                    items.append(_Item(i, chunk, float(len(chunk))))
+                    items.append(Item(i, chunk, float(len(chunk))))
         return items, truncated
 
     def _chunks(self, text: str, budget: int) -> list[list[int]]:
         """Split a long text into pieces under the limit: whole sentences where possible."""
         sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
         pieces: list[list[int]] = []
-        for ids in self._encode(sentences):
+        for ids in self.encode(sentences):
             # A sentence longer than the limit is cut into fixed windows.
             for start in range(0, len(ids), budget):
                 pieces.append(ids[start : start + budget])
@@ -299,7 +303,7 @@ class Model:
             chunks.append(current)
         return chunks or [[]]
 
-    def _batches(self, items: list[_Item]) -> Iterable[list[int]]:
+    def batches(self, items: list[Item]) -> Iterable[list[int]]:
         """Indices of items, sorted by length and grouped under the token budget."""
         order = sorted(range(len(items)), key=lambda k: len(items[k].ids))
         if self.static_shape:
@@ -320,7 +324,7 @@ class Model:
         if batch:
             yield batch
 
-    def _run(self, items: list[_Item], batch: list[int]) -> np.ndarray:
+    def _run(self, items: list[Item], batch: list[int]) -> np.ndarray:
         rows = [items[k].ids for k in batch]
         width = max(len(r) for r in rows) + 2
         n = len(rows)
@@ -348,9 +352,9 @@ class Model:
         """Class probabilities (n x labels, in label-id order) and a truncated flag per text."""
         if not texts:
             return np.zeros((0, len(self.labels))), []
-        items, truncated = self._items(texts)
+        items, truncated = self.inference_items(texts)
         probs = np.zeros((len(items), len(self.labels)))
-        for batch in self._batches(items):
+        for batch in self.batches(items):
             probs[batch] = self._run(items, batch)
         if len(items) == len(texts):
             return probs, truncated
@@ -362,15 +366,15 @@ class Model:
             weight[item.owner] += item.weight
         return out / weight[:, None], truncated
 
-    def classify(self, texts: Sequence[str]) -> list[dict[str, Any]]:
-        """Results for texts, in input order (see the Result contract in DESIGN.md)."""
+    def classify(self, texts: Sequence[str]) -> list[Result]:
+        """Results for texts, in input order (see the Result contract in docs/ARCHITECTURE.md)."""
         probs, truncated = self.predict_proba(texts)
         return [self.result(text, row, cut) for text, row, cut in zip(texts, probs, truncated)]
 
-    def result(self, text: str, row: np.ndarray, truncated: bool = False) -> dict[str, Any]:
+    def result(self, text: str, row: np.ndarray, truncated: bool = False) -> Result:
         """Build one result record from a probability row."""
         best = int(row.argmax())
-        out: dict[str, Any] = {
+        out: Result = {
             "text": text,
             "label": self.labels[best],
             "score": round(float(row[best]), 6),
@@ -408,7 +412,7 @@ def load(model_dir: str | Path | None = None, *, quiet: bool = False, **kwargs: 
                 f"Run `sentictl export` (FinBERT from the hub) or pass --model-dir"
             )
         if not quiet:
-            warn(
+            notice(
                 f"using the bundled {config.BUNDLED_MODEL_NAME} model ({resolved.reason}); "
                 f"for FinBERT run `sentictl export` (or `sentictl export --model DIR` offline)"
             )

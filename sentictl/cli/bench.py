@@ -7,29 +7,30 @@ from typing import Any
 
 import click
 
-from .cli import CONTEXT, _opt, model_options
+from ..console import notice
+from .options import CONTEXT, model_options, opt
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("bench", context_settings=CONTEXT)
 @model_options
-@_opt("--texts", "texts_path", env="BENCH_TEXTS", type=click.Path(exists=True, dir_okay=False), default=None,
-      help="One text per line. Default: ../shared/data/headlines.txt next to the checkout, else built-in sentences.")
-@_opt("--limit", env="BENCH_LIMIT", type=click.IntRange(min=1), default=400, help="Use the first N texts.")
-@_opt("--variants", env="BENCH_VARIANTS", default=None,
+@opt("--texts", "texts_path", env="BENCH_TEXTS", type=click.Path(exists=True, dir_okay=False), default=None,
+      help="One text per line. Default: 50 financial sentences that ship with sentictl (pass your own for real figures).")
+@opt("--limit", env="BENCH_LIMIT", type=click.IntRange(min=1), default=400, help="Use the first N texts.")
+@opt("--variants", env="BENCH_VARIANTS", default=None,
       help="auto (the variants built for the provider), all, or a comma list such as fp32,int8. "
            "Default: --variant if given, else auto.")
-@_opt("--batch-sizes", env="BENCH_BATCH_SIZES", default="1,8,32,64",
+@opt("--batch-sizes", env="BENCH_BATCH_SIZES", default="1,8,32,64",
       help="Texts per call; every inference contender also runs 'budget' (all texts in one call, length-sorted).")
-@_opt("--baseline", env="BENCH_BASELINE", type=click.Choice(["pipeline", "none"]), default="pipeline",
+@opt("--baseline", env="BENCH_BASELINE", type=click.Choice(["pipeline", "none"]), default="pipeline",
       help="pipeline: the transformers text-classification pipeline on the source checkpoint (needs the export extra).")
-@_opt("--repeats", env="BENCH_REPEATS", type=click.IntRange(min=1), default=3, help="Timed passes over the texts per measurement.")
-@_opt("--warmup", env="BENCH_WARMUP", type=click.IntRange(min=0), default=1, help="Untimed warm-up rounds before each measurement.")
-@_opt("--cold-starts", env="BENCH_COLD_STARTS", type=click.IntRange(min=1), default=3,
+@opt("--repeats", env="BENCH_REPEATS", type=click.IntRange(min=1), default=3, help="Timed passes over the texts per measurement.")
+@opt("--warmup", env="BENCH_WARMUP", type=click.IntRange(min=0), default=1, help="Untimed warm-up rounds before each measurement.")
+@opt("--cold-starts", env="BENCH_COLD_STARTS", type=click.IntRange(min=1), default=3,
       help="How many one-line `sentictl score` processes to time for the cold start.")
-@_opt("--out", env="BENCH_OUT", type=click.Path(file_okay=False), default="bench-out",
+@opt("--out", env="BENCH_OUT", type=click.Path(file_okay=False), default="bench-out",
       help="Directory for bench.json, bench.md and bench.png.")
-@_opt("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
-@_opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@opt("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
+@opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def bench_command(**opts: Any) -> None:
     """Measure throughput and latency of every variant against the transformers pipeline.
 
@@ -46,9 +47,9 @@ def bench_command(**opts: Any) -> None:
     """
     import orjson
 
-    from .bench import default_texts, format_markdown, run_bench
-    from .errors import OutputError
-    from .io import check_stdout, writing_stdout
+    from ..bench import default_texts, format_markdown, run_bench
+    from ..errors import OutputError
+    from ..outputs import check_stdout, writing_stdout
 
     check_stdout([opts["texts_path"] or default_texts()])  # `bench --texts t.txt >> t.txt`
     variants = opts["variants"] or opts["variant"] or "auto"
@@ -65,25 +66,25 @@ def bench_command(**opts: Any) -> None:
         else:
             click.echo(format_markdown(report))
     if not opts["quiet"] and report.get("files"):
-        click.echo(f"sentictl: wrote {', '.join(report['files'])}", err=True)
+        notice(f"wrote {', '.join(report['files'])}")
     if report.get("out_error"):
         raise OutputError(report["out_error"])  # the report is on stdout; the files that were written stay
 
 
-@click.command(context_settings=CONTEXT)
+@click.command("eval", context_settings=CONTEXT)
 @model_options
-@_opt("--data", env="EVAL_DATA", type=click.Path(exists=True, dir_okay=False), required=True,
+@opt("--data", env="EVAL_DATA", type=click.Path(exists=True, dir_okay=False), required=True,
       help="Labelled CSV with a text column and a label column (label names as in the model, any case).")
-@_opt("--text-column", default="text", help="CSV column holding the text.")
-@_opt("--label-column", default="label", help="CSV column holding the gold label.")
-@_opt("--variants", env="EVAL_VARIANTS", default="all",
+@opt("--text-column", default="text", help="CSV column holding the text.")
+@opt("--label-column", default="label", help="CSV column holding the gold label.")
+@opt("--variants", env="EVAL_VARIANTS", default="all",
       help="all (every variant this machine can run) or a comma list such as fp32,int8 (named ones run on cpu if need be).")
-@_opt("--min-accuracy", env="EVAL_MIN_ACCURACY", type=click.FloatRange(0, 1), default=None,
+@opt("--min-accuracy", env="EVAL_MIN_ACCURACY", type=click.FloatRange(0, 1), default=None,
       help="Exit 1 if any evaluated variant's accuracy (0–1) is below this.")
-@_opt("--max-drop", env="EVAL_MAX_DROP", type=click.FloatRange(min=0), default=None,
+@opt("--max-drop", env="EVAL_MAX_DROP", type=click.FloatRange(min=0), default=None,
       help="Exit 1 if any variant is more than this many accuracy points below fp32.")
-@_opt("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
-@_opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@opt("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 def eval_command(**opts: Any) -> None:
     """Accuracy, macro-F1, per-class precision/recall, confusion and agreement with fp32, per variant.
 
@@ -101,8 +102,8 @@ def eval_command(**opts: Any) -> None:
     """
     import orjson
 
-    from .evaluate import check_gates, format_report, run_eval
-    from .io import check_stdout, writing_stdout
+    from ..evaluate import check_gates, format_report, run_eval
+    from ..outputs import check_stdout, writing_stdout
 
     check_stdout([opts["data"]])  # `eval --data d.csv >> d.csv` would append the report to the data
     variants = opts["variant"] if opts["variant"] and opts["variants"] == "all" else opts["variants"]
@@ -121,5 +122,5 @@ def eval_command(**opts: Any) -> None:
             click.echo(format_report(report))
     if failures:
         for failure in failures:
-            click.echo(f"sentictl: gate missed: {failure}", err=True)
+            notice(f"gate missed: {failure}")
         sys.exit(1)

@@ -1,0 +1,235 @@
+"""The benchmark harness behind `sentictl bench`.
+
+Every contender runs in its own child process with the same thread budget, so that one cannot
+warm caches, grab threads or inflate the peak memory of another: tokenization alone, ORT
+inference per variant and batch size, the cache-hit path, whole `sentictl score` processes, the
+cold start of a one-line `score`, and (when torch and transformers are importable) the Hugging
+Face ``pipeline("text-classification")`` on the checkpoint the model was exported from.
+
+Child processes (``jobs``) get a job as JSON and write their result as JSON; the parent
+(``processes``) reads each child's peak RSS from ``os.wait4``; ``report`` writes the results.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..console import Steps
+from ..errors import SentictlError
+from .jobs import padding_engine, worker
+from .processes import (
+    cold_start,
+    default_threads,
+    machine,
+    run_job,
+    score_processes,
+    spawn,
+    thread_env,
+)
+from .report import (
+    OUT_FILES,
+    format_markdown,
+    plot,
+    prepare_out_dir,
+    speedups,
+    write_outputs,
+)
+from .stats import BUDGET, percentile, summarize
+
+# The names these helpers had before bench became a package; tests still call them so.
+_percentile = percentile
+_padding_engine = padding_engine
+
+__all__ = [
+    "BUDGET", "DEFAULT_BATCH_SIZES", "DEFAULT_LIMIT", "OUT_FILES", "cold_start", "config_preference",
+    "default_texts", "default_threads", "format_markdown", "machine", "padding_engine", "parse_batch_sizes",
+    "percentile", "pick_variants", "plot", "prepare_out_dir", "read_texts", "resolve_checkpoint", "run_bench",
+    "run_job", "score_processes", "spawn", "speedups", "summarize", "thread_env", "worker", "write_outputs",
+]
+
+DEFAULT_BATCH_SIZES = (1, 8, 32, 64)
+DEFAULT_LIMIT = 400
+
+
+def default_texts() -> Path:
+    """The 50 financial sentences that ship in the package (export's parity set)."""
+    # data/ belongs to the sentictl package, one level above this subpackage.
+    return Path(__file__).resolve().parent.parent / "data" / "parity.txt"
+
+
+def read_texts(path: str | Path, limit: int | None) -> list[str]:
+    """Non-blank lines of a text file (the first ``limit`` of them)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SentictlError(f"cannot read --texts {path}: {exc}") from None
+    texts = [line.strip() for line in lines if line.strip()]
+    if limit:
+        texts = texts[:limit]
+    if not texts:
+        raise SentictlError(f"--texts {path} has no non-blank lines")
+    return texts
+
+
+def parse_batch_sizes(spec: str | Sequence[int]) -> list[int]:
+    """'1,8,32' → [1, 8, 32]."""
+    if not isinstance(spec, str):
+        return [int(b) for b in spec]
+    try:
+        sizes = [int(b) for b in spec.split(",") if b.strip()]
+    except ValueError:
+        raise SentictlError(f"--batch-sizes must be a comma list of integers, not {spec!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise SentictlError(f"--batch-sizes must be positive integers, not {spec!r}")
+    return sorted(set(sizes))
+
+
+def pick_variants(manifest: dict[str, Any], spec: str | None, provider: str) -> list[str]:
+    """auto: the variants built for the provider that will run them; all; or a comma list."""
+    from ..engine.model import available_providers
+
+    have = list(manifest["variants"])
+    spec = (spec or "auto").strip().lower()
+    if spec == "all":
+        return have
+    if spec == "auto":
+        runnable = set(available_providers())
+        target = provider if provider != "auto" else None
+        chosen = [
+            v for v, entry in manifest["variants"].items()
+            if entry.get("usable", True)
+            and (entry.get("provider", "cpu") == target if target else entry.get("provider", "cpu") in runnable)
+        ]
+        return chosen or ["fp32"]
+    wanted = [v.strip() for v in spec.split(",") if v.strip()]
+    unknown = [v for v in wanted if v not in have]
+    if unknown:
+        raise SentictlError(f"this model has no variant {', '.join(unknown)} (it has: {', '.join(have)})")
+    return wanted
+
+
+def config_preference(provider: str) -> tuple[str, ...]:
+    """The variant order the engine prefers for a provider (auto → cpu's)."""
+    from ..engine.model import PREFERRED_VARIANTS
+
+    return PREFERRED_VARIANTS.get(provider if provider != "auto" else "cpu", ("int8", "fp32"))
+
+
+def resolve_checkpoint(manifest: dict[str, Any]) -> tuple[str | None, str]:
+    """The checkpoint the model was exported from, for the pipeline baseline, or why there is none."""
+    source = manifest.get("source") or {}
+    ident = source.get("id")
+    if not ident:
+        return None, "the manifest names no source checkpoint"
+    if source.get("kind") == "local" or Path(ident).is_dir():
+        if (Path(ident) / "config.json").is_file():
+            return ident, ""
+        return None, f"the source checkpoint {ident} is not on this machine"
+    return ident, ""
+
+
+def run_bench(
+    model_dir: str | Path | None = None,
+    texts_path: str | Path | None = None,
+    variants: str | None = "auto",
+    batch_sizes: str | Sequence[int] = DEFAULT_BATCH_SIZES,
+    threads: int | None = None,
+    baseline: str = "pipeline",
+    out: str | Path | None = "bench-out",
+    repeats: int = 3,
+    warmup: int = 1,
+    limit: int | None = DEFAULT_LIMIT,
+    provider: str = "auto",
+    long: str = "truncate",
+    max_batch_tokens: int | None = None,
+    cold_starts: int = 3,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Measure every contender with one thread budget; write bench.json/.md/.png to ``out``."""
+    from .. import config
+    from ..engine.model import read_manifest
+
+    resolved = config.resolve_model_dir(model_dir)
+    manifest = read_manifest(resolved.path)
+    model_path = str(resolved.path.resolve())
+    texts_path = Path(texts_path) if texts_path else default_texts()
+    texts = read_texts(texts_path, limit)
+    sizes = parse_batch_sizes(batch_sizes)
+    chosen = pick_variants(manifest, variants, provider)
+    threads = int(threads or default_threads())
+    repeats, warmup = max(1, int(repeats)), max(0, int(warmup))
+    env = thread_env(threads)
+    checkpoint, no_baseline = (None, "--baseline none") if baseline == "none" else resolve_checkpoint(manifest)
+    if baseline != "none" and checkpoint:
+        try:
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+                checkpoint, no_baseline = None, "torch/transformers are not installed (pip install 'sentictl[export]')"
+        except ValueError:
+            pass
+
+    out_dir = Path(out) if out else None
+    if out_dir:
+        prepare_out_dir(out_dir, [texts_path])
+    base_job = {
+        "model_dir": model_path, "texts": texts, "batch_sizes": sizes, "threads": threads,
+        "repeats": repeats, "warmup": warmup, "provider": provider, "long": long,
+        "max_batch_tokens": max_batch_tokens or config.DEFAULT_MAX_BATCH_TOKENS,
+    }
+    default_variant = chosen[0] if len(chosen) == 1 else next(
+        (v for v in config_preference(provider) if v in chosen), chosen[0]
+    )
+    steps = Steps("bench", 2 + 2 * len(chosen) + 1 + (1 if checkpoint else 0), quiet).start
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+
+    def add(contender: str, variant: str | None, result: dict[str, Any]) -> None:
+        if "error" in result:
+            notes.append(f"{contender} {variant or ''}: failed: {result['error']}".replace("  ", " "))
+            rows.append({"contender": contender, "variant": variant, "batch_size": None, "error": result["error"]})
+            return
+        for row in result["rows"]:
+            rows.append({"contender": contender, "variant": variant, **row, "peak_rss_mb": result["peak_rss_mb"]})
+        notes.extend(result.get("notes", []))
+
+    steps(f"tokenization alone ({len(texts)} texts, batch sizes {','.join(map(str, sizes))})")
+    add("tokenize", None, run_job({**base_job, "kind": "tokenize"}, env))
+    for v in chosen:
+        steps(f"inference, {v} variant, batch sizes {','.join(map(str, sizes))} and {BUDGET}")
+        add("onnxruntime", v, run_job({**base_job, "kind": "infer", "variant": v}, env))
+    steps(f"cache-hit path ({default_variant})")
+    add("cache-hit", default_variant, run_job({**base_job, "kind": "cache", "variant": default_variant}, env))
+    for v in chosen:
+        steps(f"end-to-end `sentictl score` processes, {v} variant ({repeats}×)")
+        rows.append(score_processes(model_path, v, texts, threads, repeats, env, provider, long, max_batch_tokens))
+    steps(f"cold start: `sentictl score` of one line ({cold_starts}×)")
+    rows.append(cold_start(model_path, default_variant, threads, max(1, cold_starts), env, provider))
+    if checkpoint:
+        steps(f"baseline: transformers pipeline on {checkpoint}")
+        add("hf-pipeline", "torch fp32", run_job({**base_job, "kind": "pipeline", "checkpoint": checkpoint,
+                                                  "max_length": int(manifest["max_length"])}, env))
+    elif baseline != "none":
+        notes.append(f"baseline skipped: {no_baseline}")
+
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "threads": threads,
+        "thread_budget": f"{threads} threads for every contender (ORT intra-op, torch, tokenizers/rayon, OMP)",
+        "model": {"dir": model_path, "name": manifest.get("name"), "source": manifest.get("source"),
+                  "max_length": manifest["max_length"]},
+        "texts": {"file": str(texts_path), "n": len(texts)},
+        "variants": chosen,
+        "batch_sizes": sizes,
+        "repeats": repeats,
+        "warmup": warmup,
+        "rows": rows,
+        "notes": notes,
+    }
+    report["speedup"] = speedups(rows)
+    if out_dir:
+        write_outputs(report, out_dir)
+    return report

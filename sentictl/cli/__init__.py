@@ -1,0 +1,59 @@
+"""The command line: a thin click layer over the library, one module per command.
+
+Library errors (SentictlError) become a one-line message on stderr and exit status 1; click's
+usage errors keep click's exit status 2. Commands are registered explicitly below; each module
+imports only click at import time and loads its library (and any heavy stack) inside the command.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..console import notice
+from ..errors import SentictlError
+from . import bench, bridge, cache, export, info, score, serve
+from .options import CONTEXT
+
+
+class Group(click.Group):
+    """Maps library errors to exit 1 with a clean message, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SentictlError as exc:
+            raise click.ClickException(str(exc)) from None
+        except BrokenPipeError:
+            # `sentictl score big.txt | head` closed our stdout: not an error worth a traceback.
+            sys.stderr.close()
+            ctx.exit(0)
+        except KeyboardInterrupt:
+            notice("interrupted")
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="sentictl")
+def cli() -> None:
+    """Financial-sentiment classification with ONNX Runtime: export, score, serve, bridge.
+
+    \b
+    Quick start:
+      echo "Profit fell sharply and the company cut its outlook." | sentictl score
+      sentictl export                       # FinBERT from the Hugging Face hub → models/finbert
+      sentictl score headlines.txt > results.jsonl
+    """
+
+
+for _command in (export.export, score.score, serve.serve_command, bridge.bridge_command, cache.cache, info.info,
+                 bench.bench_command, bench.eval_command):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="sentictl")

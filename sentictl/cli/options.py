@@ -1,0 +1,97 @@
+"""Options shared by commands, and the steps every model-loading command takes.
+
+Every option falls back to a ``SENTICTL_*`` environment variable, shown in ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import click
+
+from .. import config
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
+
+
+def opt(*names: str, env: str | None = None, **kwargs: Any) -> Callable:
+    """A click option falling back to SENTICTL_<env>, shown in --help."""
+    if env:
+        kwargs.setdefault("envvar", config.env(env))
+        kwargs.setdefault("show_envvar", True)
+    return click.option(*names, **kwargs)
+
+
+def model_options(f: Callable) -> Callable:
+    """Options that choose and load a model: shared by score, serve, bridge, bench and eval."""
+    options = [
+        opt("--model-dir", env="MODEL_DIR", type=click.Path(file_okay=False), default=None,
+             help="Exported model directory. Default: models/finbert if exported, else the bundled model."),
+        opt("--provider", env="PROVIDER", type=click.Choice(config.PROVIDERS), default="auto",
+             help="Execution provider; auto picks cuda > coreml > cpu with the matching variant."),
+        opt("--variant", env="VARIANT", default=None,
+             help="Force a variant (fp32, int8, fp16, coreml) instead of the provider's choice."),
+        opt("--threads", env="THREADS", type=click.IntRange(min=1), default=None,
+             help="Intra-op threads for ONNX Runtime (default: all cores)."),
+        opt("--long", "long_mode", env="LONG", type=click.Choice(config.LONG_MODES), default="truncate",
+             help="Texts over the model's max length: truncate (flagged \"truncated\": true) or chunk "
+                  "(split at sentences, probabilities averaged by length)."),
+        opt("--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1),
+             default=config.DEFAULT_MAX_BATCH_TOKENS, help="Token budget of one inference batch (batch x padded length)."),
+        opt("--no-verify", env="NO_VERIFY", is_flag=True, default=False, callback=_no_verify,
+             help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
+                  "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
+                  "files' size, mtime and inode, never under the genuine model's, so the two never share entries."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _no_verify(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """--no-verify also reaches models that library code loads itself (eval, bench) via the environment."""
+    if value:
+        os.environ[config.env("NO_VERIFY")] = "1"
+    return value
+
+
+def cache_options(f: Callable) -> Callable:
+    """Options for the shared result cache."""
+    options = [
+        opt("--cache", "cache_path", env="CACHE", type=click.Path(dir_okay=False), default=None,
+             help="Result cache file (SQLite), shared by every command. Default: the user cache dir."),
+        opt("--no-cache", is_flag=True, default=False, help="Neither read nor write the result cache."),
+        opt("--cache-ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
+             help="Ignore cached results older than this many seconds (0 or unset: keep forever)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp", **extra: Any):
+    """Build the engine from model_options values (extra: Model keyword arguments).
+
+    verify: how the model files are checked against manifest.json ("always" for long-running
+    serve and bridge, "stamp" otherwise; see sentictl.integrity); --no-verify makes it "off".
+    """
+    from ..engine.model import load
+
+    if opts.get("no_verify"):
+        verify = "off"
+    return load(
+        opts["model_dir"], quiet=quiet, provider=opts["provider"], variant=opts["variant"],
+        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"],
+        verify=verify, **extra,
+    )
+
+
+def open_cache(opts: dict[str, Any]):
+    """The shared cache from cache_options values, or None with --no-cache."""
+    if opts.get("no_cache"):
+        return None
+    from ..engine.cache import ResultCache
+
+    path = opts.get("cache_path") or config.default_cache_path()
+    return ResultCache(path, ttl=opts.get("cache_ttl"))

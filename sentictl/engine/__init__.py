@@ -1,0 +1,14 @@
+"""The engine every door stands on: model loading, records, cache, batching, typed results.
+
+Import-light: tokenizers, onnxruntime, numpy, orjson and sqlite3 only — never torch,
+transformers or optimum (a test checks ``sys.modules`` after a `score` run).
+"""
+
+from .cache import ResultCache
+from .core import Engine
+from .model import MANIFEST, Model, load, read_manifest
+from .records import REASONS, BadRecord, Record, Verdict
+from .results import Result
+
+__all__ = ["BadRecord", "Engine", "MANIFEST", "Model", "REASONS", "Record", "Result", "ResultCache", "Verdict",
+           "load", "read_manifest"]

@@ -1,0 +1,133 @@
+"""What a text is, and whether it is acceptable: one set of rules and reason codes for every door.
+
+A door hands over what it received (a line of a file, a Kafka value, a JSON field, an HTTP body)
+and gets a verdict: a :class:`Record` to classify, or a :class:`BadRecord` with a stable reason
+code that the door reports in its own way (score: an error line; bridge: the DLQ header
+``sentictl-error``; serve: the ``reason`` field of the error body).
+
+Normalisation, the same everywhere so that one text has one cache entry whichever door it came
+through: a leading U+FEFF (byte-order mark) and one trailing ``\\r\\n``, ``\\n`` or ``\\r`` are
+removed; nothing else changes. A text with nothing but white space and control characters
+(NUL included) is ``empty``: there is nothing to classify; control characters inside a real text
+are kept, as the tokenizer treats them as white space.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+# Reason codes (stable: scripts, DLQ consumers and HTTP clients match on them) and their meaning.
+REASONS = {
+    "invalid_utf8": "the bytes are not valid UTF-8",
+    "bad_json": "the record is not valid JSON",
+    "missing_field": "the JSON object has no such field",
+    "not_string": "the field is not a string",
+    "empty": "nothing to classify (blank, white space or control characters only)",
+    "too_long": "the text is over --max-chars characters",
+    "bad_csv": "the CSV row cannot be parsed",
+}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One text to classify, with where it came from (and the JSON object it was found in)."""
+
+    text: str
+    source: str = "-"
+    position: int = 0
+    data: Any = None
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """Why a received value cannot be classified: a reason code and a sentence for people."""
+
+    reason: str
+    message: str
+    source: str = "-"
+    position: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report score writes: where, the reason code and the message."""
+        return {"source": self.source, "line": self.position, "reason": self.reason, "error": self.message}
+
+
+Verdict = Record | BadRecord
+
+
+def normalise(text: str) -> str:
+    """Remove a leading byte-order mark and one trailing line ending; change nothing else."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if text.endswith("\r\n"):
+        return text[:-2]
+    if text.endswith(("\n", "\r")):
+        return text[:-1]
+    return text
+
+
+def is_blank(text: str) -> bool:
+    """True when the text holds only white space and control or format characters."""
+    # Stops at the first printable character, so a long real text costs almost nothing.
+    return not any(not (c.isspace() or unicodedata.category(c) in ("Cc", "Cf")) for c in text)
+
+
+def check_text(text: str, max_chars: int, source: str = "-", position: int = 0, data: Any = None) -> Verdict:
+    """The verdict for a decoded text (normalised here)."""
+    text = normalise(text)
+    if len(text) > max_chars:
+        return BadRecord("too_long", f"text is {len(text):,} characters, over the limit of {max_chars:,} (--max-chars)",
+                         source, position)
+    if is_blank(text):
+        return BadRecord("empty", "empty text: nothing to classify", source, position)
+    return Record(text, source, position, data)
+
+
+def decode(raw: bytes, source: str = "-", position: int = 0) -> str | BadRecord:
+    """UTF-8 text of raw bytes, or the invalid_utf8 verdict."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return BadRecord("invalid_utf8", "invalid UTF-8", source, position)
+
+
+def field_text(obj: Any, field: str, source: str = "-", position: int = 0) -> str | BadRecord:
+    """The string at a dotted field path of a parsed JSON value."""
+    value = obj
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return BadRecord("missing_field", f"missing field {field!r}", source, position)
+        value = value[part]
+    if not isinstance(value, str):
+        return BadRecord("not_string", f"field {field!r} is not a string", source, position)
+    return value
+
+
+def from_bytes(raw: bytes | None, max_chars: int, *, json_field: str | None = None,
+               source: str = "-", position: int = 0) -> Verdict:
+    """The verdict for received bytes: the text itself, or (json_field) a field of a JSON object."""
+    if raw is None or not raw.strip():
+        return BadRecord("empty", "empty record: nothing to classify", source, position)
+    # A cheap bound before decoding: UTF-8 needs at most 4 bytes per character (and a JSON
+    # escape at most 12 per character, e.g. \ud83d\ude00 for two).
+    bound = max_chars * (12 if json_field is not None else 4) + 2
+    if len(raw) > bound:
+        return BadRecord("too_long", f"record is {len(raw):,} bytes, over the limit of {max_chars:,} characters "
+                                     f"(--max-chars)", source, position)
+    text = decode(raw, source, position)
+    if isinstance(text, BadRecord):
+        return text
+    if json_field is None:
+        return check_text(text, max_chars, source, position)
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return BadRecord("bad_json", f"bad JSON: {exc}", source, position)
+    value = field_text(obj, json_field, source, position)
+    if isinstance(value, BadRecord):
+        return value
+    return check_text(value, max_chars, source, position, data=obj)

@@ -1,0 +1,39 @@
+"""The typed result every door reports (the Result contract in docs/ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class _ResultFields(TypedDict):
+    text: str
+    label: str
+    score: float
+    scores: dict[str, float]
+    model: str
+    cache_hit: bool
+
+
+class Result(_ResultFields, total=False):
+    """One classified text: labels come from the checkpoint's id2label, in label-id order."""
+
+    truncated: bool  # present (True) only when the text was cut to the model's limit
+
+
+def valid_result(value: object) -> bool:
+    """Whether a stored value has the Result shape; anything else is a cache miss, never an answer."""
+    if not isinstance(value, dict):
+        return False
+    label, scores = value.get("label"), value.get("scores")
+    return (
+        isinstance(label, str)
+        and is_number(value.get("score"))
+        and isinstance(value.get("model"), str)
+        and isinstance(scores, dict)
+        and label in scores
+        and all(isinstance(k, str) and is_number(v) for k, v in scores.items())
+    )
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

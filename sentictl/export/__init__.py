@@ -1,0 +1,250 @@
+"""Checkpoint (hub id or local dir) → ONNX → optimize → quantize / fp16 / CoreML → parity → model dir.
+
+The only package that needs torch, transformers and optimum; it imports them inside functions so
+that ``import sentictl.export`` stays cheap and the score/serve/bridge path never pays for them.
+
+``outdir`` guards where an export writes, ``checkpoint`` finds the checkpoint, ``variants``
+builds the ONNX files and ``parity`` measures them; this module runs the steps in order.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from .. import config
+from ..console import Steps
+from ..engine.model import MANIFEST, MANIFEST_FORMAT
+from ..errors import ExportError, SentictlError
+from .checkpoint import local_checkpoint, resolve_checkpoint, tool_versions
+from .outdir import (
+    check_existing_out,
+    check_out_location,
+    default_out,
+    install,
+    resolve_out,
+)
+from .parity import (
+    PARITY_FILE,
+    PARITY_LIMIT,
+    check_parity,
+    evaluate_variants,
+    mark_unusable,
+    parity_sentences,
+)
+from .variants import ALL_VARIANTS, build_variant, cpu_isa, parse_variants
+
+# The names these helpers had before export became a package; tests still call them so.
+_install = install
+_check_out_location = check_out_location
+
+__all__ = [
+    "ALL_VARIANTS",
+    "PARITY_FILE",
+    "PARITY_LIMIT",
+    "check_existing_out",
+    "check_out_location",
+    "cpu_isa",
+    "default_out",
+    "install",
+    "local_checkpoint",
+    "mark_unusable",
+    "parity_sentences",
+    "parse_variants",
+    "resolve_checkpoint",
+    "resolve_out",
+    "run_export",
+]
+
+
+def run_export(
+    model: str = config.DEFAULT_HUB_MODEL,
+    revision: str | None = None,
+    out: str | Path | None = None,
+    variants: str = "auto",
+    max_length: int | None = None,
+    opset: int | None = None,
+    eval_data: str | Path | None = None,
+    max_drop: float = 1.0,
+    force: bool = False,
+    per_channel: bool = True,
+    quantize_ops: Sequence[str] = ("MatMul",),
+    keep: str | None = None,
+    fp32_layers: Sequence[int] = (0,),
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Export a checkpoint to a model directory; returns the manifest written."""
+    wanted = parse_variants(variants)
+    kept = _parse_keep(keep, wanted)
+    # Every check on the output folder comes before anything heavy is loaded or anything written.
+    local = local_checkpoint(model)
+    if local is not None:
+        resolve_checkpoint(model, revision)  # cheap for a folder: is it a checkpoint at all?
+    out = resolve_out(model, out)
+    check_out_location(out, local)
+    check_existing_out(out, force)
+    steps = Steps("export", 3 + len(wanted) + (1 if eval_data else 0), quiet)
+
+    steps.start(f"loading checkpoint {model}")
+    checkpoint, source = resolve_checkpoint(model, revision)
+    if local is None:  # a hub snapshot: the output must not be inside the cache folder either
+        check_out_location(out, checkpoint.resolve())
+    try:
+        import torch  # noqa: F401  (fail early with a clear message)
+        from transformers import AutoConfig, AutoTokenizer
+    except ImportError as exc:
+        raise ExportError(
+            f"export needs the export extra ({exc.name} is missing): pip install 'sentictl[export]'"
+        ) from None
+    hf_config = AutoConfig.from_pretrained(checkpoint)
+    id2label = {int(k): str(v) for k, v in (hf_config.id2label or {}).items()}
+    if not id2label or len(id2label) != getattr(hf_config, "num_labels", len(id2label)):
+        raise ExportError(f"{model} has no id2label map: is it a sequence-classification checkpoint?")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{model} has no fast tokenizer (tokenizer.json) and none can be built from it")
+    limit = int(getattr(hf_config, "max_position_embeddings", 512) or 512)
+    model_max = getattr(tokenizer, "model_max_length", limit) or limit
+    length = min(int(max_length or limit), limit, int(model_max) if model_max < 10**8 else limit)
+    steps.done(f"{len(id2label)} labels, max length {length}")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        manifest = _build(
+            work, checkpoint, source, hf_config, tokenizer, id2label, length, wanted, opset,
+            eval_data, max_drop, per_channel, quantize_ops, fp32_layers, steps, out.name,
+        )
+        _drop_unkept(work, manifest, kept)
+        work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
+        install(work, out, force)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _build(
+    work: Path,
+    checkpoint: Path,
+    source: dict[str, Any],
+    hf_config: Any,
+    tokenizer: Any,
+    id2label: dict[int, str],
+    length: int,
+    wanted: list[str],
+    opset: int | None,
+    eval_data: str | Path | None,
+    max_drop: float,
+    per_channel: bool,
+    quantize_ops: Sequence[str],
+    fp32_layers: Sequence[int],
+    steps: Steps,
+    name: str,
+) -> dict[str, Any]:
+    from optimum.exporters.onnx import main_export
+
+    from ..engine.integrity import hash_and_stamp
+
+    raw = work / "_onnx"
+    steps.start("exporting to ONNX with optimum (dynamic batch and sequence axes)")
+    try:
+        main_export(
+            str(checkpoint), raw, task="text-classification", opset=opset, do_validation=False,
+            local_files_only=True,
+        )
+    except Exception as exc:
+        raise ExportError(f"optimum could not export {source['id']} to ONNX: {exc}") from None
+    tokenizer.save_pretrained(raw)
+    shutil.copy(raw / "tokenizer.json", work / "tokenizer.json")
+    steps.done()
+
+    variants: dict[str, dict[str, Any]] = {}
+    for variant in wanted:
+        steps.start(f"building the {variant} variant")
+        entry = build_variant(variant, raw, work, checkpoint=checkpoint, length=length, opset=opset, per_channel=per_channel, quantize_ops=quantize_ops, fp32_layers=fp32_layers)
+        # Stamped as verified (in the user cache dir, keyed by inode: the rename of `work` keeps
+        # it valid), so the first score after an export need not hash the file again.
+        entry["sha256"] = hash_and_stamp(work / entry["file"])
+        entry["bytes"] = (work / entry["file"]).stat().st_size
+        entry["usable"] = True
+        variants[variant] = entry
+        steps.done(f"{entry['file']}, {entry['bytes'] / 1e6:.1f} MB")
+    shutil.rmtree(raw, ignore_errors=True)
+
+    tok_entry = {
+        "file": "tokenizer.json",
+        "sha256": hash_and_stamp(work / "tokenizer.json"),
+        "cls_token": tokenizer.cls_token or "[CLS]",
+        "sep_token": tokenizer.sep_token or "[SEP]",
+        "pad_id": int(tokenizer.pad_token_id or 0),
+        "lowercase": bool(getattr(tokenizer, "do_lower_case", False)),
+    }
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "source": source,
+        "task": "text-classification",
+        "architecture": (getattr(hf_config, "architectures", None) or [None])[0],
+        "labels": {str(k): v for k, v in sorted(id2label.items())},
+        "max_length": length,
+        "tokenizer": tok_entry,
+        "variants": variants,
+        "tools": tool_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "opset": opset,
+    }
+    _write_manifest(work, manifest)
+
+    steps.start(f"parity check on {len(parity_sentences())} built-in sentences")
+    manifest["parity"] = check_parity(work, checkpoint, tokenizer, length, variants)
+    _write_manifest(work, manifest)
+    worst = manifest["parity"]["fp32_vs_pytorch_max_abs_diff"]
+    if worst > PARITY_LIMIT:
+        raise ExportError(
+            f"fp32 ONNX disagrees with PyTorch by {worst:.2e} in probability (limit {PARITY_LIMIT:.0e}): "
+            f"the export is wrong; try another --opset"
+        )
+    steps.done(f"fp32 vs PyTorch max |Δprob| {worst:.1e}; " + ", ".join(
+        f"{v}: {variants[v]['parity'].get('label_agreement', 1.0):.0%} agree" for v in variants if v != "fp32"
+    ))
+
+    if eval_data:
+        steps.start(f"evaluating every variant on {eval_data}")
+        labels = [id2label[i] for i in range(len(id2label))]
+        from ..evaluate import read_labelled
+
+        texts, gold = read_labelled(eval_data, labels)
+        manifest["eval"] = evaluate_variants(work, texts, gold, variants, max_drop, labels)
+        manifest["eval"]["data"] = str(eval_data)
+        steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants if "accuracy" in variants[v].get("eval", {})))
+    _write_manifest(work, manifest)
+    return manifest
+
+
+def _parse_keep(keep: str | None, wanted: list[str]) -> list[str]:
+    """Which variants' files stay in the directory (default: every one built)."""
+    if not keep:
+        return list(wanted)
+    kept = [v.strip() for v in keep.split(",") if v.strip()]
+    missing = [v for v in kept if v not in wanted]
+    if missing or not kept:
+        raise SentictlError(f"--keep {keep}: only built variants can be kept ({', '.join(wanted)})")
+    return kept
+
+
+def _drop_unkept(work: Path, manifest: dict[str, Any], kept: list[str]) -> None:
+    """Delete the files of variants not kept; their figures stay in the manifest for reference."""
+    for name, entry in manifest["variants"].items():
+        if name not in kept:
+            (work / entry["file"]).unlink(missing_ok=True)
+            entry["shipped"] = False
+    _write_manifest(work, manifest)
+
+
+def _write_manifest(work: Path, manifest: dict[str, Any]) -> None:
+    (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,21 @@
+"""`sentictl serve`: the HTTP door (FastAPI on uvicorn) with a micro-batcher before the engine.
+
+settings   ServeSettings: what the command line says
+app        the routes, the state they share (Service) and create_app
+models     request/response bodies (pydantic): they validate and generate /openapi.json
+responses  result shapes and every error as {"error", "error_type"[, "reason"]}
+batcher    request coalescing on top of the Engine (inference batches, shared cache lookups)
+publisher  the --publish Kafka fan-out
+metrics    Prometheus metrics and the middleware that counts every response
+run        serve(): uvicorn until SIGTERM/SIGINT
+
+The queue is bounded (429 when full) and the model loads in the background, so the port opens
+at once and ``/health`` answers 503 until the model is ready.
+"""
+
+from .app import create_app
+from .publisher import check_topic_template
+from .run import serve
+from .settings import ServeSettings
+
+__all__ = ["ServeSettings", "check_topic_template", "create_app", "serve"]

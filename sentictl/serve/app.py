@@ -1,0 +1,374 @@
+"""The HTTP routes and the state they share; ``create_app`` builds the ASGI application.
+
+Request path: auth → model ready? → body (bounded) → shape (pydantic models) → each text through
+the engine's record rules → cache lookup (hits answered at once) → misses queued to the batcher
+→ one worker thread runs ``Engine.classify`` on a coalesced batch → each caller gets its slice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+from fastapi import FastAPI, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from .. import __version__
+from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
+from ..errors import (
+    BadRequest,
+    HttpError,
+    InputTooLarge,
+    Overloaded,
+    PayloadTooLarge,
+    SentictlError,
+    Unauthorized,
+    Unhealthy,
+    ValidationFailed,
+    http_status,
+)
+from . import models as m
+from .batcher import Batcher, CacheReader
+from .metrics import Metrics, MetricsMiddleware
+from .publisher import Publisher
+from .responses import (
+    demo_shape,
+    invalid,
+    json_response,
+    on_framework_error,
+    on_http_error,
+    on_request_validation,
+    on_unexpected,
+    predictions,
+    refused,
+    timed,
+)
+from .settings import ServeSettings
+
+log = logging.getLogger("sentictl.serve")
+
+_SENTIMENT_HINT = ' (expected {"text": "..."} or {"texts": ["...", ...]})'
+
+
+class Service:
+    """State shared by the routes: the engine (once loaded), cache, batcher, publisher and metrics."""
+
+    def __init__(self, settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None,
+                 on_fatal: Callable[[str], None] | None = None):
+        self.settings = settings
+        self.load = load
+        self.cache = cache
+        self.models = m.request_models(settings.max_client_batch_size)
+        self.on_fatal = on_fatal or (lambda message: None)
+        self.metrics = Metrics()
+        if cache is not None:
+            cache.on_failure = lambda op: self.metrics.cache_failures.labels(op).inc()
+        self.engine: Engine | None = None
+        self.reader: CacheReader | None = None
+        self.batcher: Batcher | None = None
+        self.publisher: Publisher | None = None
+        self.started = time.time()
+        self._loader: asyncio.Task | None = None
+
+    # -------------------------------------------------------------- lifecycle
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any):
+        """Load the model in the background; on shutdown drain the batcher and the publisher."""
+        # In the background so the port opens at once and /health can say "not yet".
+        self._loader = asyncio.get_running_loop().create_task(self._load())
+        try:
+            yield
+        finally:
+            if not self._loader.done():
+                self._loader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._loader
+            if self.batcher is not None:
+                await self.batcher.stop()
+            if self.publisher is not None:
+                await asyncio.to_thread(self.publisher.close)
+            if self.cache is not None:
+                self.cache.close()
+            log.info("stopped")
+
+    async def _load(self) -> None:
+        try:
+            model = await asyncio.to_thread(self.load)
+            engine = Engine(model, self.cache, max_chars=self.settings.max_chars)
+            if self.settings.publish:
+                publisher = Publisher(self.settings.publish, self.settings.kafka, self.metrics)
+                await asyncio.to_thread(publisher.start, engine.labels)
+                self.publisher = publisher
+        except SentictlError as exc:
+            self.on_fatal(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - report anything that stops start-up as one line
+            self.on_fatal(f"cannot start: {type(exc).__name__}: {exc}")
+            return
+        self.reader = CacheReader(engine) if self.cache is not None else None
+        self.batcher = Batcher(
+            engine, self.metrics, max_batch_tokens=self.settings.max_batch_tokens,
+            max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
+            max_batch_size=getattr(model, "max_batch_size", 64),
+        )
+        self.batcher.start()
+        self.engine = engine
+        self.metrics.ready.set(1)
+        info = engine.info()
+        log.info("model %s ready (%s on %s); serving on http://%s:%d", engine.name, info["variant"], info["provider"],
+                 self.settings.host, self.settings.port)
+
+    # -------------------------------------------------------------- shared request steps
+    def ready(self) -> Engine:
+        """The engine, or Unhealthy while the model is loading."""
+        if self.engine is None:
+            raise Unhealthy("the model is still loading; retry when GET /health answers 200")
+        return self.engine
+
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused as soon as it is over --max-body-bytes (declared or streamed)."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise BadRequest("invalid Content-Length header") from None
+            if size > limit:
+                raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes (--max-body-bytes)")
+        chunks, size = [], 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body is over the limit of {limit} bytes (--max-body-bytes)")
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise BadRequest("the client disconnected while sending the body") from None
+        return b"".join(chunks)
+
+    @staticmethod
+    def validate(model: type[BaseModel], doc: Any, hint: str = "") -> Any:
+        """The request model of a parsed JSON body, or the HttpError its validation errors make."""
+        try:
+            return model.model_validate(doc)
+        except ValidationError as exc:
+            raise invalid(exc.errors(include_url=False), hint) from None
+
+    async def classify(self, engine: Engine, texts: list[str]) -> tuple[list[Result], dict[str, float]]:
+        """Results in input order: cache hits at once, misses through the batcher."""
+        unique = list(dict.fromkeys(texts))
+        known: dict[str, Result] = await self.reader.lookup(unique) if self.reader is not None else {}
+        misses = [t for t in unique if t not in known]
+        self.metrics.cache_hits.inc(len(unique) - len(misses))
+        self.metrics.cache_misses.inc(len(misses))
+        timings = {"queue": 0.0, "inference": 0.0}
+        if misses:
+            # Tokenizing is CPU work: off the event loop, like inference.
+            lengths = await asyncio.to_thread(engine.token_counts, misses)
+            assert self.batcher is not None  # set together with the engine
+            job = await self.batcher.submit(misses, lengths)
+            timings = {"queue": job.started - job.enqueued, "inference": job.finished - job.started}
+            known.update(zip(misses, job.future.result()))
+        results = [known[t] for t in texts]
+        if self.publisher is not None:
+            self.publisher.publish(results)
+        return results, timings
+
+    async def refuse_over_length(self, engine: Engine, texts: list[str], single: bool) -> None:
+        """InputTooLarge for the first text over the model's token limit (when it would be truncated)."""
+        model = engine.model
+        if model.long != "truncate":
+            return  # chunk mode classifies any length whole
+        limit = model.max_length
+        for i, ids in enumerate(await asyncio.to_thread(model.encode, texts)):
+            if len(ids) + 2 > limit:
+                where = "inputs" if single else f"inputs[{i}]"
+                raise InputTooLarge(f"{where} has {len(ids) + 2} tokens, over the model's limit of {limit}; "
+                                    f'send "truncate": true to cut it')
+
+    # -------------------------------------------------------------- routes
+    async def sentiment(self, request: Request) -> Response:
+        """Classify a raw text body (the original demo's call) or JSON {"text"} / {"texts"}."""
+        started = time.perf_counter()
+        engine = self.ready()
+        body = await self.body(request)
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/json" or ctype.endswith("+json"):
+            doc = _parse_json(body)
+            if isinstance(doc, dict) and "texts" in doc:
+                texts = self.validate(self.models.sentiment_texts, doc, _SENTIMENT_HINT).texts
+                accepted = [_accept(engine.check(t), f"texts[{i}]") for i, t in enumerate(texts)]
+                results, timings = await self.classify(engine, accepted)
+                return timed([demo_shape(r) for r in results], started, timings)
+            text = _accept(engine.check(self.validate(self.models.sentiment_text, doc, _SENTIMENT_HINT).text), "text")
+        else:
+            text = _accept(engine.check_bytes(body), "body")
+        results, timings = await self.classify(engine, [text])
+        return timed(demo_shape(results[0]), started, timings)
+
+    async def predict(self, request: Request) -> Response:
+        """Classify like text-embeddings-inference: every label's score, best first."""
+        started = time.perf_counter()
+        engine = self.ready()
+        req = self.validate(self.models.predict, _parse_json(await self.body(request)))
+        single = isinstance(req.inputs, str)
+        inputs = [req.inputs] if single else req.inputs
+        texts = [_accept(engine.check(t), "inputs" if single else f"inputs[{i}]") for i, t in enumerate(inputs)]
+        if not req.truncate:
+            await self.refuse_over_length(engine, texts, single)
+        results, timings = await self.classify(engine, texts)
+        out = [predictions(r, req.raw_scores) for r in results]
+        return timed(out[0] if single else out, started, timings)
+
+    async def health(self) -> Response:
+        """200 once the model is loaded, 503 before (no token needed: probes call it)."""
+        if self.engine is None:
+            return json_response({"status": "loading"}, http_status(Unhealthy))
+        return json_response({"status": "ok"})
+
+    async def info(self) -> Response:
+        """Which model runs, how, and the server's limits."""
+        engine = self.ready()
+        s = self.settings
+        info = engine.info()
+        source = info.get("source")
+        if isinstance(source, dict):
+            source = source.get("id")
+        return json_response({
+            **info,
+            "model_id": str(source or engine.name),
+            "model": engine.name,
+            "version": __version__,
+            "max_batch_tokens": s.max_batch_tokens,
+            "max_wait_ms": s.max_wait_ms,
+            "max_client_batch_size": s.max_client_batch_size,
+            "max_queue": s.max_queue,
+            "max_body_bytes": s.max_body_bytes,
+            "max_chars": s.max_chars,
+            "cache": str(self.cache.path) if self.cache is not None else None,
+            "publish": s.publish,
+            "uptime_s": round(time.time() - self.started, 3),
+        })
+
+    async def prometheus(self) -> Response:
+        """Prometheus metrics in the text format."""
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not valid UTF-8 (byte {exc.start})", reason="invalid_utf8") from None
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON: {exc}", reason="bad_json") from None
+
+
+def _accept(verdict: Verdict, where: str) -> str:
+    """The normalised text of an accepted record; a refused one is raised as its HttpError."""
+    if isinstance(verdict, BadRecord):
+        raise refused(verdict, where)
+    return verdict.text
+
+
+def _errors(*kinds: type[HttpError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for these error types, with their statuses from the one table."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for kind in kinds:
+        entry = out.setdefault(http_status(kind), {"model": m.ErrorBody, "description": ""})
+        entry["description"] = " / ".join(filter(None, [entry["description"], _doc(kind)]))
+    return out
+
+
+def _doc(kind: type) -> str:
+    return " ".join((kind.__doc__ or "").split())
+
+
+def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None = None,
+               on_fatal: Callable[[str], None] | None = None) -> Any:
+    """The ASGI application: FastAPI routes inside the metrics middleware."""
+    service = Service(settings, load, cache, on_fatal)
+    app = FastAPI(
+        title="sentictl", version=__version__, lifespan=service.lifespan, docs_url=None, redoc_url=None,
+        description="Financial-sentiment classification (ONNX Runtime) with dynamic batching.",
+        exception_handlers={HttpError: on_http_error, HTTPException: on_framework_error,
+                            RequestValidationError: on_request_validation, Exception: on_unexpected},
+    )
+    app.state.service = service
+    _add_routes(app, service, _guard(settings.token))
+    wrapped = MetricsMiddleware(app, service.metrics, routes=[getattr(r, "path", "") for r in app.routes])
+    wrapped.service = service  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _add_routes(app: FastAPI, service: Service, guard: Callable | None) -> None:
+    """Register the routes, each documented from its models and the error types it may raise."""
+    secured = [Security(guard)] if guard is not None else []
+    refusals = (Unauthorized,) if guard is not None else ()
+    posting = _errors(BadRequest, *refusals, PayloadTooLarge, InputTooLarge, ValidationFailed, Overloaded, Unhealthy)
+    requests = service.models
+    sentiment_body, components = m.request_body(
+        {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts})
+    predict_body, predict_components = m.request_body({"application/json": requests.predict})
+    components.update(predict_components)
+
+    app.add_api_route(
+        "/sentiment", service.sentiment, methods=["POST"], dependencies=secured, openapi_extra=sentiment_body,
+        response_model=m.SentimentResult | list[m.SentimentResult], responses=posting,
+        summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
+    )
+    app.add_api_route(
+        "/predict", service.predict, methods=["POST"], dependencies=secured, openapi_extra=predict_body,
+        response_model=list[m.Prediction] | list[list[m.Prediction]], responses=posting,
+        summary="text-embeddings-inference compatible classification",
+    )
+    loading = {http_status(Unhealthy): {"model": m.Health, "description": _doc(Unhealthy)}}
+    gets: list[tuple[str, Callable, list, dict[str, Any]]] = [
+        ("/health", service.health, [], {"response_model": m.Health, "responses": loading}),
+        ("/info", service.info, secured, {"response_model": m.Info, "responses": _errors(*refusals, Unhealthy)}),
+        ("/metrics", service.prometheus, secured,
+         {"response_class": PlainTextResponse, "responses": _errors(*refusals)}),
+    ]
+    for path, endpoint, dependencies, documented in gets:
+        app.add_api_route(path, endpoint, methods=["GET"], dependencies=dependencies, **documented)
+        # Starlette answered HEAD on every GET route; load balancers' probes may rely on it.
+        app.add_api_route(path, endpoint, methods=["HEAD"], dependencies=dependencies, include_in_schema=False)
+
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The bodies the POST routes read themselves are documented from their models, beside FastAPI's own.
+        schema = generate()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _guard(token: str | None) -> Callable | None:
+    """The bearer-token check as a FastAPI security dependency (documented in /openapi.json), or None."""
+    if not token:
+        return None
+    expected = token.encode()
+    bearer = HTTPBearer(auto_error=False, description="--token / SENTICTL_TOKEN")
+
+    # A default, not Annotated[...]: the annotation is a string here and `bearer` a local name.
+    async def authorize(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:  # noqa: B008
+        given = credentials.credentials.strip().encode() if credentials is not None else b""
+        if credentials is None or not hmac.compare_digest(given, expected):
+            raise Unauthorized("missing or wrong bearer token (send 'Authorization: Bearer TOKEN')")
+
+    return authorize

@@ -1,0 +1,204 @@
+"""Request coalescing on top of the Engine: inference batches across requests, shared cache lookups.
+
+Neither class caches or batches by itself: the Batcher hands ``Engine.classify`` one
+arrival-order batch with its token counts (the engine splits it into length groups and stores
+the results), and the CacheReader asks ``Engine.lookup`` once for every request of an
+event-loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..engine import Engine, Result
+from ..errors import Overloaded
+from .metrics import Metrics
+
+log = logging.getLogger("sentictl.serve")
+
+
+@dataclass
+class Job:
+    """One request's texts waiting for inference, and when it queued, started and finished."""
+
+    texts: list[str]
+    lengths: list[int]
+    tokens: int
+    future: asyncio.Future
+    enqueued: float
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class Batcher:
+    """Coalesces concurrent requests into inference batches under a token budget and a wait limit."""
+
+    def __init__(self, engine: Engine, metrics: Metrics, *, max_batch_tokens: int,
+                 max_wait_ms: float, max_queue: int, max_batch_size: int):
+        self.engine = engine
+        self.metrics = metrics
+        self.max_batch_tokens = max(1, max_batch_tokens)
+        self.max_wait = max(0.0, max_wait_ms) / 1000.0
+        self.max_queue = max(1, max_queue)
+        self.max_batch_size = max(1, max_batch_size)
+        self._pending: deque[Job] = deque()
+        self._queued_texts = 0
+        self._queued_tokens = 0
+        self._wake = asyncio.Event()
+        # One thread: ORT already uses every core for one batch, two batches at once would only thrash.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentictl-infer")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sentictl-batcher")
+
+    async def stop(self) -> None:
+        """Stop batching (after in-flight requests were answered) and release the worker thread."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(Overloaded("server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, texts: list[str], lengths: list[int]) -> Job:
+        """Queue texts (with their token counts) for inference and wait for their results.
+
+        Raises Overloaded at once when the queue is full.
+        """
+        if self._queued_texts + len(texts) > self.max_queue:
+            raise Overloaded(f"the inference queue is full ({self._queued_texts} texts waiting, --max-queue {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        tokens = sum(lengths)
+        job = Job(texts, lengths, tokens, loop.create_future(), loop.time())
+        self._pending.append(job)
+        self._queued_texts += len(texts)
+        self._queued_tokens += tokens
+        self.metrics.queue_depth.set(self._queued_texts)
+        self._wake.set()
+        await job.future
+        return job
+
+    def _full(self) -> bool:
+        return self._queued_tokens >= self.max_batch_tokens or self._queued_texts >= self.max_batch_size
+
+    def _take(self) -> list[Job]:
+        batch: list[Job] = []
+        texts = tokens = 0
+        while self._pending:
+            job = self._pending[0]
+            if batch and (tokens + job.tokens > self.max_batch_tokens or texts + len(job.texts) > self.max_batch_size):
+                break
+            self._pending.popleft()
+            self._queued_texts -= len(job.texts)
+            self._queued_tokens -= job.tokens
+            if job.future.done():  # the client went away while waiting
+                continue
+            batch.append(job)
+            texts += len(job.texts)
+            tokens += job.tokens
+        self.metrics.queue_depth.set(self._queued_texts)
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        free_since = loop.time()
+        while True:
+            while not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+            # Wait for company until the budget is full or max_wait has passed since the oldest request
+            # could first have run. Counting from when the worker became free (not from arrival)
+            # lets the callers of the batch just answered rejoin the requests that queued meanwhile,
+            # instead of two half-size cohorts alternating forever.
+            deadline = max(self._pending[0].enqueued, free_since) + self.max_wait
+            while not self._full():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch = self._take()
+            if not batch:
+                continue
+            texts = [t for job in batch for t in job.texts]
+            started = loop.time()
+            for job in batch:
+                job.started = started
+            # The token counts let the engine split this arrival-order batch into length groups.
+            lengths = {t: n for job in batch for t, n in zip(job.texts, job.lengths)}
+            try:
+                results = await loop.run_in_executor(self._executor, self.engine.classify, texts, lengths)
+            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear about it
+                log.exception("inference failed for a batch of %d texts", len(texts))
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                free_since = loop.time()
+                continue
+            finished = free_since = loop.time()
+            self.metrics.batch_size.observe(len(texts))
+            self.metrics.batch_tokens.observe(sum(job.tokens for job in batch))
+            self.metrics.inference.observe(finished - started)
+            offset = 0
+            for job in batch:
+                job.finished = finished
+                if not job.future.done():
+                    job.future.set_result(results[offset : offset + len(job.texts)])
+                offset += len(job.texts)
+
+
+class CacheReader:
+    """Coalesces the cache lookups of requests that arrive together into one ``Engine.lookup`` call.
+
+    Every lookup is a SQLite query (and may wait on another process's lock), so it runs in a
+    worker thread, never on the event loop; under a burst of cache hits one shared query per
+    event-loop iteration instead of one per request keeps the hit path in the thousands of
+    requests per second.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._pending: list[tuple[list[str], asyncio.Future]] = []
+        self._scheduled = False
+
+    async def lookup(self, texts: list[str]) -> dict[str, Result]:
+        """Cached results for texts that have one (may be served by a lookup shared with others)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((texts, future))
+        if not self._scheduled:
+            self._scheduled = True
+            # call_soon runs after the requests already scheduled in this iteration did their part.
+            loop.call_soon(self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending, self._pending, self._scheduled = self._pending, [], False
+        query = loop.run_in_executor(None, self.engine.lookup, [t for texts, _ in pending for t in texts])
+        query.add_done_callback(lambda done: self._answer(pending, done))
+
+    @staticmethod
+    def _answer(pending: list[tuple[list[str], asyncio.Future]], done: asyncio.Future) -> None:
+        error = None if done.cancelled() else done.exception()
+        hits = {} if done.cancelled() or error is not None else done.result()
+        for texts, future in pending:
+            if future.done():
+                continue
+            if done.cancelled():
+                future.cancel()
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result({t: hits[t] for t in texts if t in hits})

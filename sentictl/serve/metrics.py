@@ -1,0 +1,85 @@
+"""Prometheus metrics of the HTTP door, and the ASGI middleware that counts every response."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Collection
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (several apps may live in one test process)."""
+
+    def __init__(self) -> None:
+        # The *_created series only double the output; scrapers do not need them.
+        disable_created_metrics()
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("sentictl_requests", "HTTP requests by route and status.", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "sentictl_request_duration_seconds", "HTTP request latency.", ["route"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.batch_size = Histogram(
+            "sentictl_batch_size", "Texts per inference batch formed by the micro-batcher.", registry=r,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )
+        self.batch_tokens = Histogram(
+            "sentictl_batch_tokens", "Tokens per inference batch (before padding).", registry=r,
+            buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768),
+        )
+        self.inference = Histogram(
+            "sentictl_inference_duration_seconds", "Time per inference batch (Engine.classify in the worker).", registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.queue_depth = Gauge("sentictl_queue_depth", "Texts waiting for the inference worker.", registry=r)
+        self.cache_hits = Counter("sentictl_cache_hits", "Texts answered from the result cache.", registry=r)
+        self.cache_misses = Counter("sentictl_cache_misses", "Texts that needed inference.", registry=r)
+        self.published = Counter("sentictl_published", "Results delivered to the fan-out topic.", registry=r)
+        self.publish_failures = Counter(
+            "sentictl_publish_failures", "Results that could not be delivered after all retries.", registry=r
+        )
+        self.publish_retries = Counter("sentictl_publish_retries", "Fan-out sends retried after a failure.", registry=r)
+        self.publish_pending = Gauge("sentictl_publish_pending", "Results waiting for the broker's acknowledgement.", registry=r)
+        self.ready = Gauge("sentictl_model_ready", "1 once the model is loaded.", registry=r)
+        self.cache_failures = Counter(
+            "sentictl_cache_failures", "Result-cache operations that failed (the texts were answered uncached).",
+            ["op"], registry=r,
+        )
+        for op in ("read", "write", "damaged"):
+            self.cache_failures.labels(op)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP response by route and status and times it (pure ASGI, no body buffering)."""
+
+    def __init__(self, app: Any, metrics: Metrics, routes: Collection[str]):
+        self.app = app
+        self.metrics = metrics
+        # Unknown paths share one label, so a scanner cannot grow the series without bound.
+        self.routes = frozenset(routes)
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
