@@ -245,7 +245,7 @@ def format_report(report: dict[str, Any]) -> str:
         pr = " | ".join(f"{r['per_class'][lab]['precision']:.3f}/{r['per_class'][lab]['recall']:.3f}" for lab in labels)
         lines.append(
             f"| {name}{' (reference)' if r.get('reference_only') else ''} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-            f"{_fmt(r.get('drop_points'), '{:+.2f}')} | {_fmt(r.get('agreement_vs_fp32', 1.0 if name == 'fp32' else None), '{:.2%}')} | {pr} |"
+            f"{_fmt(None if r.get('drop_points') is None else -r['drop_points'], '{:+.2f}')} | {_fmt(r.get('agreement_vs_fp32', 1.0 if name == 'fp32' else None), '{:.2%}')} | {pr} |"
         )
     if report["skipped"]:
         lines.append("")

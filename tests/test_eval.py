@@ -90,6 +90,23 @@ def test_missing_column_names_the_columns(tmp_path):
     assert texts == ["a"] and gold == [0]
 
 
+def test_delta_vs_fp32_is_variant_minus_fp32():
+    """A variant more accurate than fp32 shows a positive Δ (it once printed -0.31 for +0.31)."""
+    from sentictl.evaluate import format_report
+
+    def variant(accuracy, drop):
+        return {"accuracy": accuracy, "drop_points": drop, "macro_f1": accuracy, "agreement_vs_fp32": 0.99,
+                "per_class": {"positive": {"precision": 1.0, "recall": accuracy}}, "confusion": {"matrix": [[100]]}}
+
+    report = {"labels": ["positive"], "texts": 100, "data": "d.csv", "gold_distribution": {"positive": 100},
+              "skipped": {}, "variants": {"fp32": variant(0.80, 0.0), "int8": variant(0.8031, -0.31),
+                                          "fp16": variant(0.79, 1.0)}}
+    text = format_report(report)
+    rows = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in text.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip() in ("fp32", "int8", "fp16")}
+    assert rows["int8"] == "+0.31" and rows["fp16"] == "-1.00"
+
+
 def test_gates():
     report = {"variants": {"fp32": {"accuracy": 0.9, "drop_points": 0.0}, "int8": {"accuracy": 0.88, "drop_points": 2.0}}}
     assert check_gates(report) == []
