@@ -41,6 +41,10 @@ class BridgeError(SentictlError):
     """The bridge cannot start or cannot go on (broker, settings, a failed delivery)."""
 
 
+class BrokerLost(BridgeError):
+    """The broker stopped answering mid-run for longer than --connect-timeout (nothing acknowledged was lost)."""
+
+
 class OutputError(SentictlError):
     """An output that cannot be written: the same file as an input, a missing directory, a full disk."""
 
@@ -118,7 +122,7 @@ class InputTooLarge(ValidationFailed):
 
 
 class Overloaded(HttpError):
-    """The inference queue is full (--max-queue)."""
+    """The server is full: --max-concurrent-requests in progress, or the inference queue (--max-queue)."""
 
     error_type = "overloaded"
 
@@ -135,18 +139,33 @@ class Unhealthy(HttpError):
     error_type = "unhealthy"
 
 
+# Answered by serve's connection guard (sentictl.serve.connections), outside any route.
+class RequestTimeout(HttpError):
+    """A request whose headers or body did not arrive in time (--header-timeout, --body-timeout)."""
+
+    error_type = "timeout"
+
+
+class ConnectionsFull(HttpError):
+    """Every connection the server may hold (--max-connections) has a request in progress."""
+
+    error_type = "overloaded"
+
+
 # The one place an error type becomes an HTTP status (the most specific class listed wins).
 HTTP_STATUS: dict[type[HttpError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     InputTooLarge: 413,
     ValidationFailed: 422,
     Overloaded: 429,
     BackendError: 500,
     Unhealthy: 503,
+    ConnectionsFull: 503,
     HttpError: 500,
 }
 
@@ -162,3 +181,4 @@ def error_for_status(status: int) -> type[HttpError]:
         if code == status:
             return cls
     return BadRequest if status < 500 else BackendError
+

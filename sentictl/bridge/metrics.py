@@ -69,6 +69,11 @@ class BridgeMetrics:
                                       ["op"], registry=r)
         for op in ("read", "write", "damaged"):
             self.cache_failures.labels(op)
+        self.kafka_retries = Counter("sentictl_bridge_kafka_retries",
+                                     "Kafka calls that failed and were retried (connection resets, broker restarts)",
+                                     ["op"], registry=r)
+        for op in ("poll", "deliver", "commit", "probe"):
+            self.kafka_retries.labels(op)
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=r)
         except OSError as exc:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import orjson
 
 from .. import config
-from ..kafka import KafkaConfig
+from ..errors import BridgeError
+from ..kafka import KafkaConfig, TopicTemplate, check_topic
 
 # Fields an --out template may use: the result's label and the topic the record came from.
 TEMPLATE_FIELDS = ("label", "topic")
@@ -49,6 +50,54 @@ class BridgeSettings:
     progress_interval: float = 5.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+
+
+# The broker's own bookkeeping: writing results or dead letters there would corrupt a group or a transaction.
+INTERNAL_TOPICS = ("__consumer_offsets", "__transaction_state")
+
+
+def check_settings(s: BridgeSettings, labels: Sequence[str] | None = None) -> TopicTemplate:
+    """Refuse, before connecting, what can never work: illegal topics, loops, an empty group or field.
+
+    Without ``labels`` (before the model is loaded) an --out template with {label} is checked with a
+    stand-in label; with them, every topic it can produce is checked, and loops through an input.
+    Returns the --out template.
+    """
+    if not s.group.strip():
+        raise BridgeError("--group is empty: give the consumer group a name, e.g. --group sentictl")
+    if s.input_format not in ("raw", "json"):
+        raise BridgeError(f"unknown --input {s.input_format!r}: use raw or json")
+    if s.input_format == "json" and not all(part for part in s.text_field.split(".")):
+        raise BridgeError(f"--field {s.text_field!r} is not a field path: use names joined by dots, e.g. --field title "
+                          f"or --field news.title")
+    for topic in s.inputs:
+        check_topic(topic, "--in")
+    out = TopicTemplate(s.out, allowed=TEMPLATE_FIELDS, option="--out")
+    # A stand-in label still catches illegal characters in the fixed parts ('bad/{label}').
+    outputs = out.check(label=labels if labels is not None else ["x"], topic=s.inputs)
+    if labels is not None or "label" not in out.fields:
+        looping = [t for t in outputs if t in s.inputs]
+        if looping:
+            raise BridgeError(f"--out {s.out!r} writes to the input topic {looping[0]!r}: "
+                              f"the bridge would consume its own output")
+        internal = [t for t in outputs if t in INTERNAL_TOPICS]
+        if internal:
+            raise BridgeError(f"--out {s.out!r} writes to {internal[0]!r}, one of the broker's internal topics")
+    if s.dlq is not None:
+        check_topic(s.dlq, "--dlq")
+        if s.dlq in s.inputs:
+            raise BridgeError(f"--dlq {s.dlq!r} is also an input topic: every bad record would come back forever")
+        if s.dlq in INTERNAL_TOPICS:
+            raise BridgeError(f"--dlq {s.dlq!r} is one of the broker's internal topics")
+        if (labels is not None or "label" not in out.fields) and s.dlq in outputs:
+            raise BridgeError(f"--dlq {s.dlq!r} is also an --out topic: dead letters (the original bytes) would "
+                              f"mix with results; give the DLQ its own topic")
+    if s.exactly_once and s.eos_check:
+        check_topic(s.eos_check_topic, "--eos-check-topic")
+        if s.eos_check_topic in s.inputs:
+            raise BridgeError(f"--eos-check-topic {s.eos_check_topic!r} is an input topic: the check's record "
+                              f"would be classified; give the check its own topic")
+    return out
 
 
 def enrich(result: dict[str, Any], obj: Any) -> bytes:

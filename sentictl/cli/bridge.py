@@ -40,7 +40,8 @@ from .options import CONTEXT, cache_options, load_model, model_options, open_cac
 @opt("--idle-timeout", env="BRIDGE_IDLE_TIMEOUT", type=click.FloatRange(min=0), default=None,
       help="Stop after this many seconds without records, counted from the first partition assignment.")
 @opt("--connect-timeout", env="KAFKA_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
-      help="Keep retrying an unreachable broker this long (with backoff) before giving up with exit 1.")
+      help="Keep retrying an unreachable broker this long (with backoff), at start-up and after a connection "
+           "reset or broker restart mid-run, before giving up with exit 1 (the batch in hand stays uncommitted).")
 @opt("--session-timeout-ms", env="KAFKA_SESSION_TIMEOUT_MS", type=click.IntRange(min=1000), default=10_000,
       help="Consumer-group session timeout: a dead bridge's partitions move after this; joining takes about half.")
 @opt("--max-poll-interval-ms", env="KAFKA_MAX_POLL_INTERVAL_MS", type=click.IntRange(min=1000), default=300_000,
@@ -77,6 +78,7 @@ def bridge_command(**opts: Any) -> None:
       SENTICTL_KAFKA_BOOTSTRAP=broker:9092 sentictl bridge --in news --out scored --exactly-once
     """
     from ..bridge import BridgeSettings, run_bridge
+    from ..bridge.settings import check_settings
     from ..kafka.options import config_from_options
 
     if not opts["verbose"]:
@@ -99,6 +101,9 @@ def bridge_command(**opts: Any) -> None:
         max_chars=opts["max_chars"], progress_interval=opts["progress_interval"],
         metrics_port=opts["metrics_port"], metrics_host=opts["metrics_host"],
     )
+    # Topic names, loops and the like fail here, before the model loads (seconds), and again in full
+    # (every label) before connecting.
+    check_settings(settings)
     # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
     model = load_model(opts, spin=False, verify="always")
     cache = open_cache(opts)

@@ -37,6 +37,22 @@ from .options import CONTEXT, cache_options, load_model, model_options, open_cac
 @opt("--access-log/--no-access-log", env="ACCESS_LOG", default=False, help="Log one line per request on stderr.")
 @opt("--graceful-timeout", env="GRACEFUL_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
       help="On SIGTERM, how long in-flight requests may take before they are cancelled.")
+@opt("--header-timeout", env="HEADER_TIMEOUT", type=click.FloatRange(min=0, min_open=True), default=10.0,
+      help="A request's headers must arrive within this many seconds of connecting (on a kept-alive "
+           "connection: of the request's first byte), else 408 and the connection is closed.")
+@opt("--body-timeout", env="BODY_TIMEOUT", type=click.FloatRange(min=0, min_open=True), default=30.0,
+      help="A request's body must arrive within this many seconds of its headers, else 408 and close; "
+           "a client that stops reading its answer for this long is closed too.")
+@opt("--keep-alive-timeout", env="KEEP_ALIVE_TIMEOUT", type=click.FloatRange(min=0, min_open=True), default=5.0,
+      help="An idle kept-alive connection is closed after this many seconds.")
+@opt("--max-connections", env="MAX_CONNECTIONS", type=click.IntRange(min=1), default=None,
+      help="Most client connections held at once. At the cap the oldest connection without a request in "
+           "progress (slow headers, idle) is closed to let a new client in; when all are busy, new ones get "
+           "503. Default: what the descriptor limit leaves free (the soft limit is raised to the hard one at "
+           "start), at most 10000; never more than that.")
+@opt("--max-concurrent-requests", env="MAX_CONCURRENT_REQUESTS", type=click.IntRange(min=1), default=None,
+      help="Most /sentiment and /predict requests in progress at once; more get 429 at once. "
+           "Default: 512, or half of --max-connections if less.")
 def serve_command(**opts: Any) -> None:
     """Serve the model over HTTP with dynamic batching, the shared cache and metrics.
 
@@ -53,11 +69,16 @@ def serve_command(**opts: Any) -> None:
     removed); a refused one answers {"error", "error_type", "reason"}, e.g. reason "empty" (422)
     or "too_long" (413).
 
+    Slow or stalled clients are bounded: headers and bodies have read timeouts (408), open
+    connections a cap kept below the descriptor limit (the oldest idle or half-sent one makes room
+    for a new client), requests in progress a limit (429).
+
     \b
     Examples:
       sentictl serve --port 8080
       curl -X POST -d 'Apple adjusted their targets downward.' localhost:8080/sentiment
       sentictl serve --publish '{label}-news' --bootstrap localhost:9092
+      sentictl serve --host 0.0.0.0 --token s3cret --header-timeout 5 --max-connections 2000
     """
     from ..errors import SentictlError
     from ..serve import ServeSettings, check_topic_template, serve
@@ -77,6 +98,9 @@ def serve_command(**opts: Any) -> None:
         max_client_batch_size=opts["max_client_batch_size"], max_queue=opts["max_queue"], max_chars=opts["max_chars"],
         token=opts["token"] or None, publish=opts["publish"], kafka=kafka,
         access_log=opts["access_log"], graceful_timeout=opts["graceful_timeout"],
+        max_connections=opts["max_connections"], max_concurrent_requests=opts["max_concurrent_requests"],
+        header_timeout=opts["header_timeout"], body_timeout=opts["body_timeout"],
+        keep_alive_timeout=opts["keep_alive_timeout"],
     )
     cache = open_cache(opts)
     try:

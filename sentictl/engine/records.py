@@ -28,8 +28,12 @@ REASONS = {
     "not_string": "the field is not a string",
     "empty": "nothing to classify (blank, white space or control characters only)",
     "too_long": "the text is over --max-chars characters",
-    "bad_csv": "the CSV row cannot be parsed",
+    "bad_csv": "the CSV row cannot be parsed (or the file ends inside a quoted field)",
+    "invalid_encoding": "the bytes are not valid in the file's declared encoding (UTF-16 or UTF-32)",
+    "output_too_large": "the result record is larger than the Kafka broker or producer accepts",
 }
+INVALID_ENCODING = "invalid_encoding"
+OUTPUT_TOO_LARGE = "output_too_large"
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,10 @@ def from_bytes(raw: bytes | None, max_chars: int, *, json_field: str | None = No
         return text
     if json_field is None:
         return check_text(text, max_chars, source, position)
+    # A JSON line of NULs or other control characters is a blank line, not broken JSON: the same
+    # verdict a plain-text line of them gets.
+    if is_blank(text):
+        return BadRecord("empty", "empty record: nothing to classify", source, position)
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

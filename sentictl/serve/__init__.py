@@ -7,10 +7,12 @@ responses  result shapes and every error as {"error", "error_type"[, "reason"]}
 batcher    request coalescing on top of the Engine (inference batches, shared cache lookups)
 publisher  the --publish Kafka fan-out
 metrics    Prometheus metrics and the middleware that counts every response
+connections  what a client can hold: header/body timeouts, the connection cap, descriptor headroom
 run        serve(): uvicorn until SIGTERM/SIGINT
 
-The queue is bounded (429 when full) and the model loads in the background, so the port opens
-at once and ``/health`` answers 503 until the model is ready.
+The queue is bounded (429 when full), so are requests in progress (429) and connections (the
+oldest idle one closed for a newcomer, 503 when all are busy), and the model loads in the
+background, so the port opens at once and ``/health`` answers 503 until the model is ready.
 """
 
 from .app import create_app

@@ -54,6 +54,20 @@ class Metrics:
         )
         for op in ("read", "write", "damaged"):
             self.cache_failures.labels(op)
+        self.open_connections = Gauge(
+            "sentictl_open_connections", "Client connections holding a descriptor (--max-connections).", registry=r)
+        self.connections_closed = Counter(
+            "sentictl_connections_closed",
+            "Connections the server closed itself: header/body/send timeout, shed (the oldest connection "
+            "without a request in progress, to make room at the cap) or refused (503: all busy).",
+            ["reason"], registry=r,
+        )
+        for reason in ("header_timeout", "body_timeout", "send_timeout", "shed", "refused"):
+            self.connections_closed.labels(reason)
+        self.in_progress = Gauge(
+            "sentictl_requests_in_progress", "/sentiment and /predict requests in progress (--max-concurrent-requests).",
+            registry=r,
+        )
 
 
 class MetricsMiddleware:

@@ -55,9 +55,9 @@ class Info(BaseModel):
 
     model_config = ConfigDict(protected_namespaces=(), extra="allow")
 
-    model_id: str
+    model_id: str = Field(description="The model's source id (a hub id, or the name of the folder it was exported from).")
     model: str
-    model_dir: str
+    model_dir: str = Field(description="The name of the model's folder (never its location).")
     variant: str
     provider: str
     fingerprint: str
@@ -71,7 +71,12 @@ class Info(BaseModel):
     max_queue: int
     max_body_bytes: int
     max_chars: int
-    cache: str | None
+    max_connections: int | None = Field(None, description="The connection cap (--max-connections); null when not run by `sentictl serve`.")
+    max_concurrent_requests: int
+    header_timeout: float
+    body_timeout: float
+    keep_alive_timeout: float
+    cache: str | None = Field(description="The name of the result cache file (never its location); null with --no-cache.")
     publish: str | None
     uptime_s: float
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 from typing import Any, Callable
@@ -9,9 +10,20 @@ from typing import Any, Callable
 from ..engine import ResultCache
 from ..errors import SentictlError
 from .app import create_app
-from .settings import ServeSettings
+from .connections import (
+    MAX_HEADER_BYTES,
+    ConnectionGuard,
+    connection_cap,
+    listen,
+    raise_fd_limit,
+)
+from .settings import DEFAULT_CONCURRENT_REQUESTS, ServeSettings
 
 log = logging.getLogger("sentictl.serve")
+
+# The kernel's queue of connections not yet accepted; they hold no descriptor of ours until
+# accepted, so a long queue costs nothing and spares a burst of clients the SYN retry delay.
+LISTEN_BACKLOG = 2048
 
 
 def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None = None) -> None:
@@ -28,31 +40,61 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
         if server_box:
             server_box[0].should_exit = True
 
+    fd_limit = raise_fd_limit()
+    settings = resolve_limits(settings, fd_limit)
     app = create_app(settings, load, cache, on_fatal)
+    assert settings.max_connections is not None  # resolved above
+    guard = ConnectionGuard(settings.max_connections, settings.header_timeout, settings.body_timeout,
+                            app.service.metrics)
+    sockets = listen(settings.host, settings.port, LISTEN_BACKLOG, guard)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, lifespan="on", access_log=settings.access_log,
-        log_level="info", timeout_graceful_shutdown=settings.graceful_timeout, backlog=2048,
+        log_level="info", timeout_graceful_shutdown=settings.graceful_timeout, backlog=LISTEN_BACKLOG,
         server_header=False, log_config=None,
+        # The guarded h11 protocol (connections.py) instead of "auto", which would pick httptools
+        # where installed and lose the timeouts; no WebSocket routes, so no upgrades to other protocols.
+        http=guard.protocol(), ws="none",
+        # asyncio's accept loop calls the listening socket's accept(), where GatedSocket keeps the
+        # cap; uvloop (which "auto" would pick where installed) accepts in C and would bypass it.
+        loop="asyncio",
+        timeout_keep_alive=settings.keep_alive_timeout, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        # limit_concurrency would count slow clients' connections too and 503 everyone once they add up.
+        limit_concurrency=None,
     )
     server = uvicorn.Server(config)
     server_box.append(server)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("listening on %s without --token: anyone who can reach this port can use it", settings.host)
+    log.info("at most %d connections (descriptor limit %s), %d requests in progress; header timeout %g s, "
+             "body timeout %g s", settings.max_connections, fd_limit if fd_limit is not None else "none",
+             settings.max_concurrent_requests, settings.header_timeout, settings.body_timeout)
     # uvicorn drains connections on SIGTERM, then re-raises the signal with the handler that was
     # in place before it started; a no-op handler here makes that a clean exit 0.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        server.run()
+        server.run(sockets=sockets)
     except SystemExit:
-        # uvicorn exits this way when it cannot bind; it has already logged why.
+        # uvicorn exits this way when start-up fails; it has already logged why.
         if not fatal:
-            fatal.append(f"could not listen on {settings.host}:{settings.port} (is the port in use? try --port)")
+            fatal.append(f"could not start serving on {settings.host}:{settings.port}")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        for sock in sockets:
+            sock.close()
     if fatal:
         raise SentictlError(fatal[0])
     if not server.started:
-        raise SentictlError(f"could not listen on {settings.host}:{settings.port} (is the port in use? try --port)")
+        raise SentictlError(f"could not start serving on {settings.host}:{settings.port}")
+
+
+def resolve_limits(settings: ServeSettings, fd_limit: int | None) -> ServeSettings:
+    """Settings with the connection cap and the concurrent-request limit worked out from the descriptor limit."""
+    connections = connection_cap(fd_limit, settings.max_connections)
+    requests = settings.max_concurrent_requests
+    if requests is None:
+        # Half the connections at most, so that at the cap there are always idle ones to close for a newcomer.
+        requests = max(1, min(DEFAULT_CONCURRENT_REQUESTS, connections // 2))
+    return dataclasses.replace(settings, max_connections=connections, max_concurrent_requests=requests)
 
 
 def _configure_logging() -> None:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from .. import config
 from ..kafka import KafkaConfig
 
+# Requests in progress at once when --max-concurrent-requests is not given (TEI's default too).
+DEFAULT_CONCURRENT_REQUESTS = 512
+
 
 @dataclass
 class ServeSettings:
@@ -26,3 +29,10 @@ class ServeSettings:
     kafka: KafkaConfig | None = None
     access_log: bool = False
     graceful_timeout: float = 30.0
+    # What a client may hold (see connections.py). None: derived when serve() starts (from the
+    # descriptor limit, and half the connections at most, respectively).
+    max_connections: int | None = None
+    max_concurrent_requests: int | None = None
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive_timeout: float = 5.0
