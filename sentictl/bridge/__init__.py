@@ -11,8 +11,9 @@ Modules: ``settings`` (what the bridge is told and writes), ``loop`` (the Bridge
 """
 
 from ..errors import BridgeError
-from .loop import Bridge, run_bridge
+from .loop import Bridge
 from .metrics import BridgeMetrics, BridgeStats
+from .run import run_bridge
 from .settings import (
            LABEL_HEADER,
            MODEL_HEADER,

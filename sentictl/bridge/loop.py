@@ -3,38 +3,33 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import console
 from ..engine import BadRecord, Engine, Record
 from ..engine.records import OUTPUT_TOO_LARGE as TOO_LARGE
-from ..errors import BridgeError
 from ..kafka import (
-    ConnectStopped,
     TopicTemplate,
     connect_with_retry,
     make_consumer,
     make_producer,
 )
 from . import eos
+from .delivery import Delivery, Send
 from .metrics import BridgeMetrics, BridgeStats
-from .retry import Outage, describe, kafka_error
+from .retry import Outage, describe, kafka_error, quiet_kafka_finalizers
 from .settings import (
     LABEL_HEADER,
     MODEL_HEADER,
+    POLL_MS,
     BridgeSettings,
     check_settings,
     dlq_headers,
     enrich,
 )
 
-# How long one poll blocks: short enough that a signal or a stop condition is noticed quickly.
-POLL_MS = 500
 # Once a batch has its first records, keep polling this long to fill it: brokers (tansu among
 # them) may hand out one small record batch per fetch, and classifying a few records at a time
 # wastes the engine's length-sorted batching.
@@ -47,23 +42,7 @@ PROBE_S = 5.0
 RECONNECT_BACKOFF_MAX_MS = 2000
 
 
-@dataclass
-class _Send:
-    """One record to produce for a consumed message: a result or a dead letter, and how it went."""
-
-    topic: str
-    value: bytes
-    key: bytes | None
-    headers: list
-    message: Any
-    dead_letter: bool
-    future: Any = None
-    # A result too large for the broker, turned into a dead letter (or dropped without --dlq).
-    converted: bool = False
-    dropped: bool = False
-
-
-class Bridge:
+class Bridge(Delivery):
     """One consumer-group member: connect(), run(timeout=, count=), close()."""
 
     def __init__(self, model: Any, cache: Any, settings: BridgeSettings,
@@ -295,13 +274,13 @@ class Bridge:
             if tp not in offsets or offsets[tp].offset <= m.offset:
                 offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
 
-        sends: list[_Send] = []
+        sends: list[Send] = []
         hits = 0
         for (m, _text, obj), result in zip(good, results):
             hits += bool(result.get("cache_hit"))
             topic = self.out.render(label=result["label"], topic=m.topic)
             headers = list(m.headers or []) + [(MODEL_HEADER, self._fp), (LABEL_HEADER, result["label"].encode())]
-            sends.append(_Send(topic, enrich(result, obj), m.key, headers, m, dead_letter=False))
+            sends.append(Send(topic, enrich(result, obj), m.key, headers, m, dead_letter=False))
         for m, poison in bad:
             dead = self._dead_letter(m, poison)
             if dead is not None:
@@ -321,13 +300,13 @@ class Bridge:
         reasons = [b.reason for _, b in bad] + [TOO_LARGE] * converted
         self._count(messages, produced, hits, len(bad) + converted, dead_letters, reasons, time.perf_counter() - t0)
 
-    def _dead_letter(self, m: Any, poison: BadRecord) -> _Send | None:
+    def _dead_letter(self, m: Any, poison: BadRecord) -> Send | None:
         """The DLQ record for a bad record, or None (logged) without --dlq."""
         if not self.s.dlq:
             where = f"{m.topic}[{m.partition}]@{m.offset}"
             self.log(f"bad record {where}: {poison.message} (skipped; --dlq TOPIC keeps such records)")
             return None
-        return _Send(self.s.dlq, m.value, m.key, dlq_headers(m, poison.reason, poison.message), m, dead_letter=True)
+        return Send(self.s.dlq, m.value, m.key, dlq_headers(m, poison.reason, poison.message), m, dead_letter=True)
 
     def _count(self, messages: list[Any], produced: int, hits: int, poison: int, dead_letters: int,
                reasons: list[str], seconds: float) -> None:
@@ -351,163 +330,6 @@ class Bridge:
 
     # -- delivering and committing, through broker outages -------------------------------------
 
-    def _deliver(self, sends: list[_Send]) -> None:
-        """Produce every record and wait until each is acknowledged, re-sending what failed.
-
-        Retries run until --connect-timeout after the first failure; then BrokerLost, with the
-        batch's offsets uncommitted so that a restart re-delivers it. A record that failed may
-        have been written anyway, so a re-send can duplicate it: at-least-once, bounded by the batch.
-        """
-        from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
-
-        outage = self._outage("delivering a batch", "deliver", stoppable=True, consequence=(
-            "its offsets were not committed, so a restart re-processes that batch (at-least-once)"))
-        waiting = list(sends)
-        while waiting:
-            last: BaseException | None = None
-            for snd in waiting:
-                if snd.future is not None or snd.dropped:
-                    continue
-                try:
-                    snd.future = self.producer.send(snd.topic, value=snd.value, key=snd.key, headers=snd.headers)
-                except MessageSizeTooLargeError as exc:
-                    self._too_large(snd, exc)
-                except Exception as exc:
-                    if not kafka_error(exc):
-                        raise
-                    last = exc
-            started = time.monotonic()
-            try:
-                self.producer.flush(timeout=max(0.5, outage.remaining()))
-            except Exception as exc:
-                if not kafka_error(exc):
-                    raise
-                last = exc  # KafkaTimeoutError: some records are still on their way
-            still = []
-            for snd in waiting:
-                f = snd.future
-                if snd.dropped or (f is not None and f.succeeded()):
-                    continue
-                if f is not None and f.failed():
-                    if isinstance(f.exception, MessageSizeTooLargeError):
-                        self._too_large(snd, f.exception)
-                        if snd.dropped:
-                            continue
-                    else:
-                        last = f.exception
-                        snd.future = None  # sent again next round
-                # Unfinished futures are waited on, not re-sent: the producer is still retrying them.
-                still.append(snd)
-            waiting = still
-            if waiting and last is None and all(x.future is not None for x in waiting):
-                last = KafkaTimeoutError(f"{len(waiting)} records not acknowledged after a flush")
-            if waiting and last is not None:
-                outage.failed(last, since=started)
-        outage.recovered()
-
-    def _too_large(self, snd: _Send, exc: BaseException) -> None:
-        """A record the broker will never take: a result goes to the DLQ instead; a dead letter is logged."""
-        m = snd.message
-        where = f"{m.topic}[{m.partition}]@{m.offset}"
-        if not snd.dead_letter and self.s.dlq:
-            reason = f"the result record is larger than the broker or producer accepts ({describe(exc)})"
-            snd.topic, snd.value, snd.headers = self.s.dlq, m.value, dlq_headers(m, TOO_LARGE, reason)
-            snd.dead_letter, snd.converted, snd.future = True, True, None
-            return
-        if not snd.dead_letter:
-            snd.converted = True
-        snd.dropped = True
-        what = "its dead letter" if snd.dead_letter else "its result"
-        self.log(f"bad record {where}: {what} is too large to produce ({describe(exc)}); skipped"
-                 + ("" if self.s.dlq else " (--dlq TOPIC keeps such records)"))
-
-    def _commit(self, offsets: dict) -> None:
-        """Commit the batch's offsets, retrying through outages and rejoining after a rebalance."""
-        from kafka.errors import (
-            CommitFailedError,
-            IllegalGenerationError,
-            RebalanceInProgressError,
-            UnknownMemberIdError,
-        )
-        from kafka.structs import MemberState
-
-        moved = (CommitFailedError, RebalanceInProgressError, UnknownMemberIdError, IllegalGenerationError)
-        outage = self._outage("committing offsets", "commit", stoppable=True, consequence=(
-            "the batch was delivered but its offsets were not committed, so a restart delivers it again"))
-        while offsets:
-            started = time.monotonic()
-            try:
-                self.consumer.commit(offsets, timeout_ms=int(max(0.5, outage.remaining()) * 1000))
-            except moved as exc:
-                # The group rebalanced while the batch was in flight. Rejoin, then commit what is
-                # still ours; a partition that moved is re-delivered by its new owner (duplicates
-                # bounded by the batch, which at-least-once allows).
-                error: BaseException = exc
-                try:
-                    self._rejoin()
-                except Exception as rejoin_exc:
-                    if not kafka_error(rejoin_exc):
-                        raise
-                    error = rejoin_exc
-                if self.consumer.group_metadata().state == MemberState.STABLE:
-                    mine = self.consumer.assignment()
-                    moved_away = [tp for tp in offsets if tp not in mine]
-                    if moved_away:
-                        shown = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in moved_away)
-                        self.log(f"offsets of {shown} not committed: the partition moved to another member "
-                                 f"during a rebalance, which re-delivers that part of the batch")
-                        offsets = {tp: o for tp, o in offsets.items() if tp in mine}
-                    if not offsets:
-                        break
-                outage.failed(error, since=started)
-                continue
-            except Exception as exc:
-                if not kafka_error(exc):
-                    raise
-                outage.failed(exc, since=started)
-                continue
-            self.stats.commits += 1
-            if self.metrics:
-                self.metrics.commits.inc()
-            break
-        outage.recovered()
-
-    def _rejoin(self) -> None:
-        """Let the consumer rejoin its group; records it hands over meanwhile are kept for the next batch."""
-        held = list(self.consumer.assignment())
-        # Paused, the partitions already held return nothing: their next records stay in order.
-        if held:
-            self.consumer.pause(*held)
-        try:
-            polled = self.consumer.poll(timeout_ms=POLL_MS)
-        finally:
-            mine = self.consumer.assignment()
-            back = [tp for tp in held if tp in mine]
-            if back:
-                self.consumer.resume(*back)
-        self._stash += [m for batch in polled.values() for m in batch]
-
-    def _commit_transaction(self, sends: list[_Send], offsets: dict) -> None:
-        try:
-            self.producer.begin_transaction()
-            for snd in sends:
-                snd.future = self.producer.send(snd.topic, value=snd.value, key=snd.key, headers=snd.headers)
-            self.producer.send_offsets_to_transaction(offsets, self.consumer.group_metadata())
-            self.producer.commit_transaction()
-            self.stats.commits += 1
-            if self.metrics:
-                self.metrics.commits.inc()
-        except Exception as exc:
-            if not kafka_error(exc):
-                raise
-            try:
-                self.producer.abort_transaction()
-            except Exception:  # the abort is best effort: an unfinished transaction is aborted by the broker
-                pass
-            raise BridgeError(
-                f"the transaction for a batch failed ({describe(exc)}) and was aborted; nothing of it is visible "
-                f"to read_committed consumers and a restart re-processes it") from None
-
     def close(self, timeout: float = 10.0) -> None:
         """Flush the producer and leave the group (never committing unprocessed records).
 
@@ -527,7 +349,7 @@ class Bridge:
                 except Exception as exc:
                     if not kafka_error(exc):
                         raise
-                    _quiet_kafka_finalizers()
+                    quiet_kafka_finalizers()
                 self.producer = None
         if self.consumer is not None:
             try:
@@ -541,66 +363,3 @@ class Bridge:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
-
-
-def _quiet_kafka_finalizers() -> None:
-    """Drop the traceback kafka-python's finalizers print for a close that already failed here.
-
-    KafkaProducer.close() raises on records it could not flush before marking itself closed, so its
-    __del__ closes again, fails again and prints "Exception ignored ... Traceback" at exit, after
-    the bridge has reported the same failure in one line. Other unraisable errors still show.
-    """
-    previous = sys.unraisablehook
-    if getattr(previous, "_sentictl", False):
-        return
-
-    def hook(unraisable: Any) -> None:
-        owner = getattr(unraisable.object, "__qualname__", "")
-        if kafka_error(unraisable.exc_value) and owner.startswith("Kafka") and owner.endswith("__del__"):
-            return
-        previous(unraisable)
-
-    hook._sentictl = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
-def run_bridge(model: Any, cache: Any, settings: BridgeSettings, progress: bool = True) -> BridgeStats:
-    """Connect, process until a stop condition or SIGTERM/SIGINT, commit, close; return the counters."""
-    bridge = Bridge(model, cache, settings, progress=progress)
-
-    def on_signal(signum, _frame):
-        bridge.log(f"{signal.Signals(signum).name}: finishing the batch in hand, then committing and closing")
-        bridge.stop()
-        # A second signal falls back to the default behaviour (Ctrl-C twice really stops).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    lost = False
-    try:
-        try:
-            bridge.connect()
-        except ConnectStopped:
-            bridge.log("stopped before connecting: nothing consumed")
-            return bridge.stats
-        try:
-            stats = bridge.run()
-        except BridgeError:
-            lost = True
-            raise
-        except Exception as exc:
-            if not kafka_error(exc):
-                raise
-            # A Kafka error no retry above expected: still one line, and still nothing uncommitted lost.
-            lost = True
-            raise BridgeError(f"Kafka error: {describe(exc)}; the batch in hand was not committed, so a restart "
-                              f"re-processes it") from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        # After an outage the broker is likely still away: do not hold the exit for long.
-        bridge.close(timeout=2.0 if lost else 10.0)
-    busy = stats.busy_rate()
-    busy_text = f", {busy:,.1f} texts/s from first record to last commit" if busy else ""
-    bridge.log(f"done: {stats.line()} in {time.monotonic() - stats.started:.1f} s{busy_text}")
-    return stats

@@ -9,8 +9,9 @@ tries — re-send, rejoin, poll again — is its own business; the Outage only k
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from ..errors import BridgeError, BrokerLost
 
@@ -106,3 +107,24 @@ class Outage:
 
     def _then(self) -> str:
         return f"; {self.consequence}" if self.consequence else ""
+
+
+def quiet_kafka_finalizers() -> None:
+    """Drop the traceback kafka-python's finalizers print for a close that already failed here.
+
+    KafkaProducer.close() raises on records it could not flush before marking itself closed, so its
+    __del__ closes again, fails again and prints "Exception ignored ... Traceback" at exit, after
+    the bridge has reported the same failure in one line. Other unraisable errors still show.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_sentictl", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        owner = getattr(unraisable.object, "__qualname__", "")
+        if kafka_error(unraisable.exc_value) and owner.startswith("Kafka") and owner.endswith("__del__"):
+            return
+        previous(unraisable)
+
+    hook._sentictl = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook

@@ -19,6 +19,10 @@ DEFAULT_BOOTSTRAP = "localhost:9092"
 DEFAULT_CLIENT_ID = "sentictl-bridge"
 
 
+# How long one poll blocks: short enough that a signal or a stop condition is noticed quickly.
+POLL_MS = 500
+
+
 def _default_kafka() -> KafkaConfig:
     return KafkaConfig(DEFAULT_BOOTSTRAP, client_id=DEFAULT_CLIENT_ID)
 

@@ -1,7 +1,8 @@
-"""`sentictl serve`: the HTTP door (FastAPI on uvicorn) with a micro-batcher before the engine.
+"""`sentictl serve`: the HTTP door (Starlette on uvicorn, OpenAPI from pydantic models) with a micro-batcher before the engine.
 
 settings   ServeSettings: what the command line says
-app        the routes, the state they share (Service) and create_app
+app        the state the routes share (Service): body limits, admission, classification, route handlers
+routes     create_app: Starlette routes that serve, the FastAPI app that documents them (OpenAPI)
 models     request/response bodies (pydantic): they validate and generate /openapi.json
 responses  result shapes and every error as {"error", "error_type"[, "reason"]}
 batcher    request coalescing on top of the Engine (inference batches, shared cache lookups)
@@ -15,8 +16,8 @@ oldest idle one closed for a newcomer, 503 when all are busy), and the model loa
 background, so the port opens at once and ``/health`` answers 503 until the model is ready.
 """
 
-from .app import create_app
 from .publisher import check_topic_template
+from .routes import create_app
 from .run import serve
 from .settings import ServeSettings
 

@@ -13,51 +13,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import time
 from typing import Any, Callable, Iterator
 
 import orjson
-from fastapi import FastAPI, Security
-from fastapi.responses import PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.applications import Starlette
 from starlette.responses import Response
-from starlette.routing import Route
 
 from .. import __version__
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
 from ..errors import (
     BadRequest,
-    ConnectionsFull,
-    HttpError,
     InputTooLarge,
     Overloaded,
     PayloadTooLarge,
-    RequestTimeout,
     SentictlError,
-    Unauthorized,
     Unhealthy,
-    ValidationFailed,
     http_status,
 )
 from . import models as m
 from .batcher import Batcher, CacheReader
-from .metrics import Metrics, MetricsMiddleware
+from .metrics import Metrics
 from .publisher import Publisher
 from .responses import (
     demo_shape,
     invalid,
     json_response,
-    on_framework_error,
-    on_http_error,
-    on_unexpected,
     predictions,
     refused,
     timed,
@@ -361,141 +346,3 @@ def _accept(verdict: Verdict, where: str) -> str:
     if isinstance(verdict, BadRecord):
         raise refused(verdict, where)
     return verdict.text
-
-
-def _errors(*kinds: type[HttpError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI responses for these error types, with their statuses from the one table."""
-    out: dict[int | str, dict[str, Any]] = {}
-    for kind in kinds:
-        entry = out.setdefault(http_status(kind), {"model": m.ErrorBody, "description": ""})
-        entry["description"] = " / ".join(filter(None, [entry["description"], _doc(kind)]))
-    return out
-
-
-def _doc(kind: type) -> str:
-    return " ".join((kind.__doc__ or "").split())
-
-
-def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None = None,
-               on_fatal: Callable[[str], None] | None = None) -> Any:
-    """The ASGI application: plain Starlette routes inside the metrics middleware.
-
-    Requests are served by Starlette routes; FastAPI only builds /openapi.json, from the same
-    pydantic models the routes validate with (a documentation app that never serves a request).
-    Serving through FastAPI cost ~30 % of the cache-hit path (dependency solving, its telemetry
-    and exit-stack middleware per request: 3,500 → 2,300 hits/s in bench_serve), for nothing
-    these routes use.
-    """
-    service = Service(settings, load, cache, on_fatal)
-    docs = FastAPI(title="sentictl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                   description="Financial-sentiment classification (ONNX Runtime) with dynamic batching.")
-    _add_routes(docs, service, _guard(settings.token))
-    authorize = _authorizer(settings.token)
-
-    def route(path: str, handler: Callable, methods: list[str], *, secured: bool, with_request: bool) -> Route:
-        async def endpoint(request: Request) -> Response:
-            if secured:
-                authorize(request)
-            return await (handler(request) if with_request else handler())
-
-        return Route(path, endpoint, methods=methods)
-
-    schema: list[dict[str, Any]] = []
-
-    async def openapi(request: Request) -> Response:
-        if not schema:
-            schema.append(docs.openapi())
-        return json_response(schema[0])
-
-    routes = [
-        route("/sentiment", service.sentiment, ["POST"], secured=True, with_request=True),
-        route("/predict", service.predict, ["POST"], secured=True, with_request=True),
-        # Starlette answers HEAD on GET routes too; load balancers' probes may rely on it.
-        route("/health", service.health, ["GET"], secured=False, with_request=False),
-        route("/info", service.info, ["GET"], secured=True, with_request=False),
-        route("/metrics", service.prometheus, ["GET"], secured=True, with_request=False),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ]
-    app = Starlette(routes=routes, lifespan=service.lifespan,
-                    exception_handlers={HttpError: on_http_error, HTTPException: on_framework_error,
-                                        Exception: on_unexpected})
-    # A trailing-slash redirect would echo the request's Host header into Location: 404 instead.
-    app.router.redirect_slashes = False
-    app.state.service = service
-    wrapped = MetricsMiddleware(app, service.metrics, routes=[r.path for r in routes])
-    wrapped.service = service  # type: ignore[attr-defined]
-    return wrapped
-
-
-def _authorizer(token: str | None) -> Callable[[Request], None]:
-    """The bearer-token check the routes run (documented by _guard's security scheme)."""
-    expected = token.encode() if token else None
-
-    def authorize(request: Request) -> None:
-        if expected is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            raise Unauthorized("missing or wrong bearer token (send 'Authorization: Bearer TOKEN')")
-
-    return authorize
-
-
-def _add_routes(app: FastAPI, service: Service, guard: Callable | None) -> None:
-    """Document the routes on the documentation app, each from its models and the error types it may raise."""
-    secured = [Security(guard)] if guard is not None else []
-    refusals = (Unauthorized,) if guard is not None else ()
-    # RequestTimeout and ConnectionsFull come from the connection guard (connections.py), before or beside the route.
-    posting = _errors(BadRequest, *refusals, RequestTimeout, PayloadTooLarge, InputTooLarge, ValidationFailed,
-                      Overloaded, Unhealthy, ConnectionsFull)
-    requests = service.models
-    sentiment_body, components = m.request_body(
-        {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts})
-    predict_body, predict_components = m.request_body({"application/json": requests.predict})
-    components.update(predict_components)
-
-    app.add_api_route(
-        "/sentiment", service.sentiment, methods=["POST"], dependencies=secured, openapi_extra=sentiment_body,
-        response_model=m.SentimentResult | list[m.SentimentResult], responses=posting,
-        summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
-    )
-    app.add_api_route(
-        "/predict", service.predict, methods=["POST"], dependencies=secured, openapi_extra=predict_body,
-        response_model=list[m.Prediction] | list[list[m.Prediction]], responses=posting,
-        summary="text-embeddings-inference compatible classification",
-    )
-    loading = {http_status(Unhealthy): {"model": m.Health, "description": _doc(Unhealthy)}}
-    gets: list[tuple[str, Callable, list, dict[str, Any]]] = [
-        ("/health", service.health, [], {"response_model": m.Health, "responses": loading}),
-        ("/info", service.info, secured, {"response_model": m.Info, "responses": _errors(*refusals, Unhealthy)}),
-        ("/metrics", service.prometheus, secured,
-         {"response_class": PlainTextResponse, "responses": _errors(*refusals)}),
-    ]
-    for path, endpoint, dependencies, documented in gets:
-        app.add_api_route(path, endpoint, methods=["GET"], dependencies=dependencies, **documented)
-
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        # The bodies the POST routes read themselves are documented from their models, beside FastAPI's own.
-        schema = generate()
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _guard(token: str | None) -> Callable | None:
-    """The bearer-token check as a FastAPI security dependency, so /openapi.json documents it; or None."""
-    if not token:
-        return None
-    expected = token.encode()
-    bearer = HTTPBearer(auto_error=False, description="--token / SENTICTL_TOKEN")
-
-    # A default, not Annotated[...]: the annotation is a string here and `bearer` a local name.
-    async def authorize(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:  # noqa: B008
-        given = credentials.credentials.strip().encode() if credentials is not None else b""
-        if credentials is None or not hmac.compare_digest(given, expected):
-            raise Unauthorized("missing or wrong bearer token (send 'Authorization: Bearer TOKEN')")
-
-    return authorize

@@ -9,7 +9,6 @@ from typing import Any, Callable
 
 from ..engine import ResultCache
 from ..errors import SentictlError
-from .app import create_app
 from .connections import (
     MAX_HEADER_BYTES,
     ConnectionGuard,
@@ -17,6 +16,7 @@ from .connections import (
     listen,
     raise_fd_limit,
 )
+from .routes import create_app
 from .settings import DEFAULT_CONCURRENT_REQUESTS, ServeSettings
 
 log = logging.getLogger("sentictl.serve")
