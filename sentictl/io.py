@@ -1,4 +1,4 @@
-"""score's readers: plain lines, a JSONL field, a CSV column (writers live in ``outputs``).
+"""score's readers: plain lines, a JSONL field, a CSV or TSV column, a JSON array (writers live in ``outputs``).
 
 Readers never raise on a bad record: they yield the engine's verdict (a Record, or a BadRecord
 with its reason code and line number) and go on, so one broken line cannot stop (or lose) the
@@ -11,10 +11,18 @@ import codecs
 import csv
 import io
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
-from .engine.records import INVALID_ENCODING, BadRecord, Verdict, check_text, from_bytes
+from .engine.records import (
+    INVALID_ENCODING,
+    BadRecord,
+    Verdict,
+    check_text,
+    field_text,
+    from_bytes,
+)
 from .errors import InputError
 
 # Writers and output safety lived here before outputs.py; kept importable from here.
@@ -33,8 +41,9 @@ from .outputs import (  # noqa: F401
     writing_stdout,
 )
 
-FORMATS = ("txt", "jsonl", "csv")
-_EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "csv"}
+FORMATS = ("txt", "jsonl", "csv", "tsv", "json")
+_EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+               ".tab": "tsv"}
 
 
 def detect_format(name: str, given: str | None) -> str:
@@ -202,14 +211,16 @@ class _Tracked:
             raise
 
 
-def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encoding: str = "utf-8") -> Iterator[Verdict]:
-    """A CSV file with a header row; the text is in ``column``."""
+def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encoding: str = "utf-8",
+             delimiter: str = ",") -> Iterator[Verdict]:
+    """A CSV (or, with delimiter "\\t", TSV) file with a header row; the text is in ``column``."""
     # surrogateescape keeps a UTF-8 file readable past a bad byte; the row that holds it is reported.
     utf8 = encoding == "utf-8"
     text_stream = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape" if utf8 else _MARK_HANDLER,
                                    newline="")
     lines = _Tracked(text_stream)
-    reader = csv.reader(lines)
+    reader = csv.reader(lines, delimiter=delimiter)
+    kind = "TSV" if delimiter == "\t" else "CSV"
     bad_bytes = ("invalid_utf8", "invalid UTF-8") if utf8 else (INVALID_ENCODING, f"invalid {encoding.upper()}")
     try:
         try:
@@ -217,10 +228,13 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
         except StopIteration:
             return
         except csv.Error as exc:
-            yield BadRecord("bad_csv", f"bad CSV header: {exc}", source, 1)
+            yield BadRecord("bad_csv", f"bad {kind} header: {exc}", source, 1)
             return
         if column not in header:
-            raise InputError(f"{source}: no column {column!r} in the CSV header (columns: {', '.join(header)}); "
+            hint = ""
+            if delimiter == "," and len(header) == 1 and "\t" in header[0]:
+                hint = " (the header holds tabs: is it TSV? use --format tsv)"
+            raise InputError(f"{source}: no column {column!r} in the {kind} header (columns: {', '.join(header)}){hint}; "
                              f"use --column")
         index = header.index(column)
         while True:
@@ -230,10 +244,10 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield BadRecord("bad_csv", f"bad CSV: {exc}", source, start)
+                yield BadRecord("bad_csv", f"bad {kind}: {exc}", source, start)
                 continue
             if lines.exhausted:
-                yield BadRecord("bad_csv", f"bad CSV: the file ends inside the quoted field that starts on line "
+                yield BadRecord("bad_csv", f"bad {kind}: the file ends inside the quoted field that starts on line "
                                            f"{start}", source, start)
                 return
             if not row:
@@ -265,11 +279,64 @@ def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: st
     A byte-order mark is removed, and a UTF-16 or UTF-32 file is read as the text it holds.
     """
     stream, encoding = sniff_encoding(stream)
+    if fmt == "json":
+        # A .json file holds an array, or (as many tools write them) JSON lines: the first byte tells.
+        stream, first = _peek_first(stream, encoding)
+        if first == "[":
+            return read_json_array(stream, source, field, max_chars, encoding)
+        fmt = "jsonl"
     if fmt == "jsonl":
         return read_jsonl(stream, source, field, max_chars, encoding)
-    if fmt == "csv":
-        return read_csv(stream, source, column, max_chars, encoding)
+    if fmt in ("csv", "tsv"):
+        return read_csv(stream, source, column, max_chars, encoding, delimiter="\t" if fmt == "tsv" else ",")
     return read_lines(stream, source, max_chars, encoding)
+
+
+def _peek_first(stream: IO[bytes], encoding: str) -> tuple[IO[bytes], str]:
+    """The stream as it was (what was read is put back), and its first character that is not white space."""
+    read = getattr(stream, "read1", stream.read)
+    head = b""
+    while len(head) < _SNIFF_BYTES:
+        chunk = read(4096)
+        if not chunk:
+            break
+        head += chunk
+        text = head.decode(encoding, errors="ignore").lstrip(" \t\r\n")
+        if text:
+            return io.BufferedReader(_Prepend(head, stream)), text[0]
+    return io.BufferedReader(_Prepend(head, stream)), ""
+
+
+def read_json_array(stream: IO[bytes], source: str, field: str, max_chars: int,
+                    encoding: str = "utf-8") -> Iterator[Verdict]:
+    """A JSON array of strings, or of objects holding the text in ``field`` (dots reach nested fields).
+
+    Parsed as a stream (ijson), so a large file is never held whole. A record's position is its
+    item number, counting from 1. Broken JSON ends the file with one bad_json report naming the
+    last good item: what came before it is scored.
+    """
+    import ijson
+
+    if encoding != "utf-8":
+        # Only read() is offered: ijson would take readinto() straight from the UTF-16/32 stream.
+        recoder = codecs.EncodedFile(stream, data_encoding="utf-8", file_encoding=encoding)
+        stream = type("Recoded", (), {"read": lambda self, size=-1: recoder.read(size)})()
+    n = 0
+    try:
+        for n, item in enumerate(ijson.items(stream, "item", use_float=True), 1):
+            if isinstance(item, str):
+                yield check_text(item, max_chars, source, n)
+            elif isinstance(item, dict):
+                value = field_text(item, field, source, n)
+                yield value if isinstance(value, BadRecord) else check_text(value, max_chars, source, n, data=item)
+            else:
+                yield BadRecord("not_string", f"item {n} is a JSON {type(item).__name__}, neither a string nor an "
+                                              f"object with a {field!r} field", source, n)
+    except ijson.JSONError as exc:
+        yield BadRecord("bad_json", f"bad JSON after item {n}: {exc}; the rest of the file is not read", source, n + 1)
+    except UnicodeDecodeError:
+        yield BadRecord("invalid_utf8" if encoding == "utf-8" else INVALID_ENCODING,
+                        f"invalid {encoding.upper()} after item {n}; the rest of the file is not read", source, n + 1)
 
 
 def open_input(name: str) -> IO[bytes]:

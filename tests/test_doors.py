@@ -63,7 +63,7 @@ def verdict_score(model_dir, cache, raw: bytes) -> dict:
         assert run.returncode == 0, "empty is counted, not a reason for a non-zero exit"
         return {"reason": "empty"}
     reports = [orjson.loads(l) for l in run.stderr.splitlines() if l.startswith(b"{")]
-    assert run.returncode == 2 and len(reports) == 1, run.stderr.decode()
+    assert run.returncode == 3 and len(reports) == 1, run.stderr.decode()
     return {"reason": reports[0]["reason"]}
 
 

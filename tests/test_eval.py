@@ -154,11 +154,11 @@ def test_eval_cli_on_tweets_matches_the_engine(sentictl, tiny_model_dir, tweets_
     assert report["gates"]["passed"] is True
 
 
-def test_eval_table_and_gates_exit_1(sentictl, tiny_model_dir, tweets_slice):
+def test_eval_table_and_gates_exit_4(sentictl, tiny_model_dir, tweets_slice):
     args = ["eval", "--model-dir", str(tiny_model_dir), "--data", str(tweets_slice),
             "--text-column", "body", "--label-column", "sentiment", "--variants", "fp32,int8,fp16"]
     proc = sentictl(*args, "--min-accuracy", "0.999")
-    assert proc.returncode == 1
+    assert proc.returncode == 4
     out, err = proc.stdout.decode(), proc.stderr.decode()
     assert "| variant | accuracy | macro-F1 |" in out and "| fp16 |" in out  # named → run on cpu
     assert "confusion (int8; rows gold, columns predicted)" in out

@@ -94,7 +94,7 @@ def check(outcome, texts, reports, empty):
     assert got_texts == texts
     assert [(r["line"], r["reason"]) for r in got_reports] == reports
     assert got_empty == empty
-    assert code == (2 if reports else 0), "2: some records were bad; 0: every record scored or blank"
+    assert code == (3 if reports else 0), "3: some records were bad; 0: every record scored or blank"
 
 
 @pytest.mark.parametrize("case, name, data, texts, reports, empty", CASES, ids=[c[0] for c in CASES])

@@ -94,7 +94,7 @@ def test_a_fresh_errors_file_still_works_and_is_truncated(tiny_model_dir, tmp_pa
     errors = tmp_path / "errors.jsonl"
     errors.write_bytes(b"old junk that is much longer than the new report\n" * 20)
     run = score(tiny_model_dir, "in.txt", "--errors", "errors.jsonl", cwd=tmp_path)
-    assert run.returncode == 2, run.stderr
+    assert run.returncode == 3, run.stderr
     assert [orjson.loads(line)["text"] for line in run.stdout.splitlines()] == ["good one"]
     assert [orjson.loads(line) for line in errors.read_bytes().splitlines()] == [
         {"source": "in.txt", "line": 2, "reason": "invalid_utf8", "error": "invalid UTF-8"}]

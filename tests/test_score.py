@@ -81,7 +81,7 @@ def test_missing_csv_column_is_a_clear_error(score, tmp_path):
 def test_bad_records_reported_with_line_numbers_and_the_rest_scored(score):
     data = b"good one\n\n\xff\xfe broken\ngood two\n"
     run = score(input=data)
-    assert run.returncode == 2
+    assert run.returncode == 3
     assert [r["text"] for r in lines(run.stdout)] == ["good one", "good two"]
     errors = [orjson.loads(line) for line in run.stderr.splitlines() if line.startswith(b"{")]
     assert errors == [{"source": "-", "line": 3, "reason": "invalid_utf8", "error": "invalid UTF-8"}]
@@ -93,7 +93,7 @@ def test_jsonl_bad_json_and_missing_field(score, tmp_path):
     src.write_bytes(b'{"text": "ok"}\n{not json\n{"title": "no text"}\n{"text": 5}\n{"text": "also ok"}\n')
     errors = tmp_path / "errors.jsonl"
     run = score(str(src), "--errors", str(errors))
-    assert run.returncode == 2
+    assert run.returncode == 3
     assert [r["text"] for r in lines(run.stdout)] == ["ok", "also ok"]
     reported = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
     assert [(e["line"], e["error"].split(":")[0]) for e in reported] == [
@@ -105,14 +105,14 @@ def test_csv_invalid_utf8_row(score, tmp_path):
     src = tmp_path / "in.csv"
     src.write_bytes(b"text\nfine\nbad \xff row\nalso fine\n")
     run = score(str(src))
-    assert run.returncode == 2
+    assert run.returncode == 3
     assert [r["text"] for r in lines(run.stdout)] == ["fine", "also fine"]
     assert b'"line":3' in run.stderr
 
 
 def test_text_over_max_chars_is_a_bad_record(score):
     run = score("--max-chars", "20", input="short\n" + "x" * 50 + "\n")
-    assert run.returncode == 2
+    assert run.returncode == 3
     assert [r["text"] for r in lines(run.stdout)] == ["short"]
     assert b"over the limit of 20" in run.stderr
 

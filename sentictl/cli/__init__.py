@@ -46,6 +46,14 @@ def cli() -> None:
       echo "Profit fell sharply and the company cut its outlook." | sentictl score
       sentictl export                       # FinBERT from the Hugging Face hub → models/finbert
       sentictl score headlines.txt > results.jsonl
+
+    \b
+    Exit status (every command): 0 done; 1 could not start or finish (a bad model folder, an
+    unreadable input, an output that cannot be written, an unreachable broker); 2 usage error;
+    3 finished, but some records were bad; 4 a check you asked for failed (eval gates,
+    info --verify); 130 interrupted. serve and bridge exit 0 after SIGTERM.
+
+    Every option can also be set with a SENTICTL_* environment variable, shown in each --help.
     """
 
 

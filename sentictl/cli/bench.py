@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ..console import notice
-from .options import CONTEXT, model_options, opt
+from ..exitcodes import CHECK_FAILED
+from .options import CONTEXT, model_options, opt, run_tokens
 
 
 @click.command("bench", context_settings=CONTEXT)
@@ -29,8 +30,8 @@ from .options import CONTEXT, model_options, opt
       help="How many one-line `sentictl score` processes to time for the cold start.")
 @opt("--out", env="BENCH_OUT", type=click.Path(file_okay=False), default="bench-out",
       help="Directory for bench.json, bench.md and bench.png.")
-@opt("--json", "as_json", is_flag=True, help="Print bench.json instead of the table.")
-@opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@opt("--json", "as_json", env="JSON", is_flag=True, help="Print bench.json instead of the table.")
+@opt("-q", "--quiet", env="QUIET", is_flag=True, help="No progress on stderr.")
 def bench_command(**opts: Any) -> None:
     """Measure throughput and latency of every variant against the transformers pipeline.
 
@@ -39,6 +40,10 @@ def bench_command(**opts: Any) -> None:
     cache-hit path, whole `sentictl score` processes, the cold start of a one-line `score`, and
     the Hugging Face pipeline on the checkpoint named in the manifest. Reports median and p99
     latency, texts/s, padding efficiency and peak RSS; writes bench.json, bench.md and bench.png.
+
+    \b
+    Exit status: 0 done; 1 the run could not start or finish (model, texts, output); 2 usage error;
+    130 interrupted.
 
     \b
     Examples:
@@ -57,7 +62,7 @@ def bench_command(**opts: Any) -> None:
         model_dir=opts["model_dir"], texts_path=opts["texts_path"], variants=variants,
         batch_sizes=opts["batch_sizes"], threads=opts["threads"], baseline=opts["baseline"], out=opts["out"],
         repeats=opts["repeats"], warmup=opts["warmup"], limit=opts["limit"], provider=opts["provider"],
-        long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], cold_starts=opts["cold_starts"],
+        long=opts["long_mode"], max_batch_tokens=run_tokens(opts), cold_starts=opts["cold_starts"],
         quiet=opts["quiet"],
     )
     with writing_stdout("the report"):
@@ -75,16 +80,16 @@ def bench_command(**opts: Any) -> None:
 @model_options
 @opt("--data", env="EVAL_DATA", type=click.Path(exists=True, dir_okay=False), required=True,
       help="Labelled CSV with a text column and a label column (label names as in the model, any case).")
-@opt("--text-column", default="text", help="CSV column holding the text.")
-@opt("--label-column", default="label", help="CSV column holding the gold label.")
+@opt("--text-column", env="EVAL_TEXT_COLUMN", default="text", help="CSV column holding the text.")
+@opt("--label-column", env="EVAL_LABEL_COLUMN", default="label", help="CSV column holding the gold label.")
 @opt("--variants", env="EVAL_VARIANTS", default="all",
       help="all (every variant this machine can run) or a comma list such as fp32,int8 (named ones run on cpu if need be).")
 @opt("--min-accuracy", env="EVAL_MIN_ACCURACY", type=click.FloatRange(0, 1), default=None,
-      help="Exit 1 if any evaluated variant's accuracy (0–1) is below this.")
+      help="Exit 4 if any evaluated variant's accuracy (0–1) is below this.")
 @opt("--max-drop", env="EVAL_MAX_DROP", type=click.FloatRange(min=0), default=None,
-      help="Exit 1 if any variant is more than this many accuracy points below fp32.")
-@opt("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
-@opt("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+      help="Exit 4 if any variant is more than this many accuracy points below fp32.")
+@opt("--json", "as_json", env="JSON", is_flag=True, help="Print the report as JSON instead of tables.")
+@opt("-q", "--quiet", env="QUIET", is_flag=True, help="No progress on stderr.")
 def eval_command(**opts: Any) -> None:
     """Accuracy, macro-F1, per-class precision/recall, confusion and agreement with fp32, per variant.
 
@@ -92,7 +97,8 @@ def eval_command(**opts: Any) -> None:
     an error that lists them. fp32 is always run: it is the reference for agreement and --max-drop.
 
     \b
-    Exit status: 0 all gates passed, 1 a gate was missed or the run could not start.
+    Exit status: 0 all gates passed; 1 the run could not start (model, data, output); 2 usage error;
+    4 a gate (--min-accuracy, --max-drop) was missed; 130 interrupted.
 
     \b
     Examples:
@@ -110,7 +116,7 @@ def eval_command(**opts: Any) -> None:
     report = run_eval(
         opts["model_dir"], opts["data"], variants=variants, text_column=opts["text_column"],
         label_column=opts["label_column"], provider=opts["provider"], threads=opts["threads"],
-        long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"], quiet=opts["quiet"],
+        long=opts["long_mode"], max_batch_tokens=run_tokens(opts), quiet=opts["quiet"],
     )
     failures = check_gates(report, opts["min_accuracy"], opts["max_drop"])
     report["gates"] = {"min_accuracy": opts["min_accuracy"], "max_drop": opts["max_drop"], "failures": failures,
@@ -123,4 +129,4 @@ def eval_command(**opts: Any) -> None:
     if failures:
         for failure in failures:
             notice(f"gate missed: {failure}")
-        sys.exit(1)
+        sys.exit(CHECK_FAILED)

@@ -35,8 +35,9 @@ def cache_stats(cache_path: str | None) -> None:
 
 @cache.command("clear", context_settings=CONTEXT)
 @opt("--cache", "cache_path", env="CACHE", type=click.Path(dir_okay=False), default=None, help="Result cache file.")
-@opt("--expired", is_flag=True, help="Only remove entries older than --ttl seconds.")
-@opt("--ttl", type=click.FloatRange(min=0), default=None, help="Age limit in seconds for --expired.")
+@opt("--expired", env="CACHE_CLEAR_EXPIRED", is_flag=True, help="Only remove entries older than --ttl seconds.")
+@opt("--ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
+     help="Age limit in seconds for --expired (the same variable as the doors' --cache-ttl).")
 def cache_clear(cache_path: str | None, expired: bool, ttl: float | None) -> None:
     """Remove cached results (all of them, or only expired ones).
 

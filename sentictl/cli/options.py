@@ -6,7 +6,8 @@ Every option falls back to a ``SENTICTL_*`` environment variable, shown in ``--h
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -23,8 +24,14 @@ def opt(*names: str, env: str | None = None, **kwargs: Any) -> Callable:
     return click.option(*names, **kwargs)
 
 
-def model_options(f: Callable) -> Callable:
-    """Options that choose and load a model: shared by score, serve, bridge, bench and eval."""
+def model_options(f: Callable | None = None, *, legacy_batch_tokens: bool = True) -> Callable:
+    """Options that choose and load a model: shared by score, serve, bridge, bench and eval.
+
+    legacy_batch_tokens: also accept --max-batch-tokens as a deprecated alias of --run-tokens
+    (score, bridge, bench, eval; serve's --max-batch-tokens is TEI's coalescing budget instead).
+    """
+    if f is None:
+        return lambda g: model_options(g, legacy_batch_tokens=legacy_batch_tokens)
     options = [
         opt("--model-dir", env="MODEL_DIR", type=click.Path(file_okay=False), default=None,
              help="Exported model directory. Default: models/finbert if exported, else the bundled model."),
@@ -37,16 +44,38 @@ def model_options(f: Callable) -> Callable:
         opt("--long", "long_mode", env="LONG", type=click.Choice(config.LONG_MODES), default="truncate",
              help="Texts over the model's max length: truncate (flagged \"truncated\": true) or chunk "
                   "(split at sentences, probabilities averaged by length)."),
-        opt("--max-batch-tokens", env="MAX_BATCH_TOKENS", type=click.IntRange(min=1),
-             default=config.DEFAULT_MAX_BATCH_TOKENS, help="Token budget of one inference batch (batch x padded length)."),
+        opt("--run-tokens", env="RUN_TOKENS", type=click.IntRange(min=1), default=None,
+             show_default=str(config.DEFAULT_RUN_TOKENS),
+             help="Token budget of one inference run (batch x padded length): texts are sorted by length and "
+                  "run in groups of at most this many tokens. Results do not depend on it; speed does."),
         opt("--no-verify", env="NO_VERIFY", is_flag=True, default=False, callback=_no_verify,
              help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
                   "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
                   "files' size, mtime and inode, never under the genuine model's, so the two never share entries."),
     ]
+    if legacy_batch_tokens:
+        options.append(opt("--max-batch-tokens", "legacy_batch_tokens", env="MAX_BATCH_TOKENS",
+                           type=click.IntRange(min=1), default=None, hidden=True,
+                           help="Deprecated alias of --run-tokens (kept for one release)."))
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def run_tokens(opts: dict[str, Any]) -> int:
+    """--run-tokens, else the deprecated --max-batch-tokens / SENTICTL_MAX_BATCH_TOKENS (with a notice)."""
+    if opts.get("run_tokens") is not None:
+        return opts["run_tokens"]
+    legacy = opts.get("legacy_batch_tokens")
+    if legacy is not None:
+        if not opts.get("_legacy_noticed"):
+            from ..console import notice
+
+            notice("--max-batch-tokens (SENTICTL_MAX_BATCH_TOKENS) is deprecated: use --run-tokens "
+                   "(SENTICTL_RUN_TOKENS); the old name goes in the next release")
+            opts["_legacy_noticed"] = True
+        return legacy
+    return config.DEFAULT_RUN_TOKENS
 
 
 def _no_verify(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -61,7 +90,7 @@ def cache_options(f: Callable) -> Callable:
     options = [
         opt("--cache", "cache_path", env="CACHE", type=click.Path(dir_okay=False), default=None,
              help="Result cache file (SQLite), shared by every command. Default: the user cache dir."),
-        opt("--no-cache", is_flag=True, default=False, help="Neither read nor write the result cache."),
+        opt("--no-cache", env="NO_CACHE", is_flag=True, default=False, help="Neither read nor write the result cache."),
         opt("--cache-ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
              help="Ignore cached results older than this many seconds (0 or unset: keep forever)."),
     ]
@@ -82,7 +111,7 @@ def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp",
         verify = "off"
     return load(
         opts["model_dir"], quiet=quiet, provider=opts["provider"], variant=opts["variant"],
-        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=opts["max_batch_tokens"],
+        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=run_tokens(opts),
         verify=verify, **extra,
     )
 
