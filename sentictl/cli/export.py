@@ -14,19 +14,19 @@ from .options import CONTEXT, opt
 @click.command("export", context_settings=CONTEXT)
 @opt("--model", "model", env="EXPORT_MODEL", default=config.DEFAULT_HUB_MODEL,
      help="Hugging Face hub id or a local checkpoint directory.")
-@opt("--revision", default=None, help="Hub revision (branch, tag or commit) to export.")
-@opt("--out", type=click.Path(file_okay=False), default=None,
+@opt("--revision", env="EXPORT_REVISION", default=None, help="Hub revision (branch, tag or commit) to export.")
+@opt("--out", env="EXPORT_OUT", type=click.Path(file_okay=False), default=None,
      help="Model directory to write. Default: models/<model name>, e.g. models/finbert.")
-@opt("--variants", default="auto",
+@opt("--variants", env="EXPORT_VARIANTS", default="auto",
      help="auto (fp32,int8), all, or a comma list of fp32,int8,fp16,coreml. fp32 is always built.")
-@opt("--max-length", type=click.IntRange(min=8), default=None,
+@opt("--max-length", env="EXPORT_MAX_LENGTH", type=click.IntRange(min=8), default=None,
      help="Maximum tokens per text (default: the checkpoint's limit, 512 for FinBERT).")
-@opt("--opset", type=click.IntRange(min=11), default=None, help="ONNX opset (default: optimum's choice).")
-@opt("--eval-data", type=click.Path(exists=True, dir_okay=False), default=None,
+@opt("--opset", env="EXPORT_OPSET", type=click.IntRange(min=11), default=None, help="ONNX opset (default: optimum's choice).")
+@opt("--eval-data", env="EXPORT_EVAL_DATA", type=click.Path(exists=True, dir_okay=False), default=None,
      help="Labelled CSV (label,text) to measure each variant's accuracy.")
-@opt("--max-drop", type=click.FloatRange(min=0), default=1.0,
+@opt("--max-drop", env="EXPORT_MAX_DROP", type=click.FloatRange(min=0), default=1.0,
      help="With --eval-data: mark a variant unusable if it loses more accuracy points than this vs fp32.")
-@opt("--keep", default=None,
+@opt("--keep", env="EXPORT_KEEP", default=None,
      help="Comma list of variants whose files stay in the directory (default: all built); "
            "the others keep only their figures in the manifest. E.g. --keep int8 for a small bundle.")
 @opt("--quantize-ops", default="MatMul",
