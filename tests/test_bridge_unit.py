@@ -381,3 +381,15 @@ def test_outage_backs_off_and_says_when_the_broker_is_back():
     outage.recovered()
     assert not outage.active and len(lines) == 2
     assert "retrying for up to 30 s" in lines[0] and "the broker answers again" in lines[1]
+
+
+def test_a_missing_codec_library_is_permanent_and_names_the_extra():
+    """An input compressed with zstd and no zstandard installed: every poll fails alike, so the bridge
+    must stop with one line naming the fix instead of retrying (and stalling) for ever."""
+    from kafka import errors as e
+
+    from sentictl.bridge.retry import describe, permanent
+
+    exc = e.UnsupportedCodecError("Libraries for zstd compression codec not found")
+    assert permanent(exc)
+    assert "sentictl[kafka-compression]" in describe(exc)

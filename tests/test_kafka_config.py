@@ -43,7 +43,7 @@ SASL = dict(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_u
     (dict(client_id=" "), "--client-id", "is empty"),
     (dict(security_protocol="TLS"), "--security-protocol", "'TLS' is unknown: use PLAINTEXT, SSL"),
     (dict(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER"), "--sasl-mechanism",
-     "'OAUTHBEARER' is not supported (it needs a token provider"),
+     "'OAUTHBEARER' is not supported (kafka-python needs a token-provider object"),
     (dict(security_protocol="SASL_SSL", sasl_mechanism="AWS_MSK_IAM"), "--sasl-mechanism", "is not supported"),
     (dict(sasl_mechanism="PLAIN", sasl_username="alice", sasl_password=SECRET), "--sasl-mechanism",
      "PLAIN needs --security-protocol SASL_PLAINTEXT or SASL_SSL (now PLAINTEXT)"),
@@ -165,7 +165,8 @@ def test_bootstrap_default_and_missing_bootstrap():
     assert "bootstrap='localhost:9092'" in invoke(command("localhost:9092")).output
     result = invoke(command(needed_for="--publish"))
     assert result.exit_code == 1
-    assert "--publish needs --bootstrap HOST:PORT (or SENTICTL_KAFKA_BOOTSTRAP)" in result.output
+    assert "--publish needs --bootstrap HOST:PORT (or SENTICTL_KAFKA_BOOTSTRAP, or -X bootstrap.servers=" \
+           in result.output
     assert "client_id='sentictl-test'" in invoke(command(), ["--bootstrap", "b:1"]).output
 
 

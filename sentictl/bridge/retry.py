@@ -33,14 +33,19 @@ def permanent(exc: BaseException) -> bool:
 
     if type(exc).__name__.endswith("AuthorizationFailedError"):
         return True
+    # A codec whose library is missing (zstd without zstandard): every poll of those records fails alike.
     return isinstance(exc, (e.UnsupportedVersionError, e.KafkaConfigurationError, e.IllegalStateError,
                             e.InvalidTopicError, e.MessageSizeTooLargeError, e.FencedInstanceIdError,
-                            e.ProducerFencedError, e.SaslAuthenticationFailedError))
+                            e.ProducerFencedError, e.SaslAuthenticationFailedError, e.UnsupportedCodecError))
 
 
 def describe(exc: BaseException) -> str:
     """The error in a few words: its type and message, on one line."""
+    from kafka import errors as e
+
     text = " ".join(str(exc).split())
+    if isinstance(exc, e.UnsupportedCodecError):
+        text += " (install them with: pip install 'sentictl[kafka-compression]')"
     name = type(exc).__name__
     if not text or text == name or text.startswith(f"{name}:"):  # kafka-python's str() names the type itself
         return text or name

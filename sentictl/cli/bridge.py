@@ -11,6 +11,11 @@ from .. import config
 from ..kafka.options import kafka_options
 from .options import CONTEXT, cache_options, load_model, model_options, open_cache, opt
 
+# Bridge options a Kafka consumer property can also set (-X, --kafka-config): option → kafka-python argument.
+PROPERTY_OPTIONS = {"group": "group_id", "offset_reset": "auto_offset_reset",
+                    "session_timeout_ms": "session_timeout_ms", "max_poll_interval_ms": "max_poll_interval_ms",
+                    "batch_size": "max_poll_records"}
+
 
 @click.command("bridge", context_settings=CONTEXT)
 @opt("--in", "inputs", env="BRIDGE_IN", required=True, metavar="TOPIC[,TOPIC...]",
@@ -71,15 +76,22 @@ def bridge_command(**opts: Any) -> None:
     classified go to --dlq with sentictl-error and sentictl-source-* headers. SIGTERM/SIGINT
     finish the batch, commit and exit 0. Several bridges with one --group share the partitions.
 
+    Kafka client settings by their librdkafka/Java names: -X NAME=VALUE and --kafka-config FILE
+    (group.id, auto.offset.reset, session.timeout.ms, max.poll.interval.ms and max.poll.records set
+    --group, --from, --session-timeout-ms, --max-poll-interval-ms and --batch-size). Precedence:
+    options on the command line > -X > --kafka-config > SENTICTL_* variables > defaults.
+
     \b
     Examples:
       sentictl bridge --in news --out '{label}-news' --bootstrap localhost:9092
       sentictl bridge --in news --input json --field title --out news-scored --dlq news-dlq
       SENTICTL_KAFKA_BOOTSTRAP=broker:9092 sentictl bridge --in news --out scored --exactly-once
+      sentictl bridge --in news --out scored -X compression.type=gzip -X linger.ms=20
+      sentictl bridge --in news --out scored --kafka-config client.properties -X client.id=bridge-1
     """
     from ..bridge import BridgeSettings, run_bridge
     from ..bridge.settings import check_settings
-    from ..kafka.options import config_from_options
+    from ..kafka.options import config_from_options, door_options
 
     if not opts["verbose"]:
         # kafka-python logs every reconnect attempt; the bridge reports what matters itself.
@@ -90,6 +102,10 @@ def bridge_command(**opts: Any) -> None:
     if opts["transactional_id"] and not opts["exactly_once"]:
         raise click.UsageError("--transactional-id only applies with --exactly-once")
     kafka = config_from_options(opts)
+    opts, kafka = door_options(opts, kafka, PROPERTY_OPTIONS)
+    if opts["exactly_once"]:
+        kafka.require("consumer", {"isolation_level": "read_committed"}, because="--exactly-once")
+        kafka.require("producer", {"enable_idempotence": True, "acks": "all"}, because="--exactly-once")
     settings = BridgeSettings(
         inputs=inputs, out=opts["out"], kafka=kafka, group=opts["group"], dlq=opts["dlq"],
         input_format=opts["input_format"], text_field=opts["field"], batch_size=opts["batch_size"],

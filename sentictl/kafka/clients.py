@@ -29,24 +29,60 @@ def _settings_error(exc: Exception) -> KafkaConfigError:
     return KafkaConfigError(f"invalid Kafka client settings: {exc}")
 
 
+def producer_kwargs(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    """KafkaProducer arguments: connection, sentictl's defaults, the door's ``overrides``, then the user's properties.
+
+    The user's -X/--kafka-config properties come last: a door's choice (e.g. serve's request
+    timeout) is a default the user may tune. What a door must control (transactional ids, offsets
+    commits, serializers) is refused as a property, so it cannot reach this point.
+    """
+    return {**config.client_kwargs(), **PRODUCER_DEFAULTS, **overrides, **config.side_settings("producer")}
+
+
+def consumer_kwargs(config: KafkaConfig, **overrides: Any) -> dict[str, Any]:
+    """KafkaConsumer arguments, in the same order as :func:`producer_kwargs`."""
+    kwargs = {**config.client_kwargs(), **CONSUMER_DEFAULTS, **overrides, **config.side_settings("consumer")}
+    names = kwargs.get("partition_assignment_strategy")
+    if names and isinstance(names[0], str):
+        kwargs["partition_assignment_strategy"] = _assignors(names)
+    if kwargs.get("group_id") is None:
+        # Static membership belongs to group members; a group-less reader (the exactly-once check) has none.
+        kwargs.pop("group_instance_id", None)
+    return kwargs
+
+
+def _assignors(names: tuple[str, ...]) -> tuple[Any, ...]:
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+    from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
+
+    classes = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
+               "sticky": StickyPartitionAssignor}
+    return tuple(classes[name] for name in names)
+
+
 def make_producer(config: KafkaConfig, **overrides: Any) -> Any:
-    """A KafkaProducer for this connection: acks=all, linger_ms=5, then ``overrides``."""
+    """A KafkaProducer for this connection: acks=all, linger_ms=5, ``overrides``, then the user's properties."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaConfigurationError
 
     try:
-        return KafkaProducer(**{**config.client_kwargs(), **PRODUCER_DEFAULTS, **overrides})
+        return KafkaProducer(**producer_kwargs(config, **overrides))
     except (KafkaConfigurationError, ValueError) as exc:
+        raise _settings_error(exc) from None
+    except RuntimeError as exc:
+        if "compression codec" not in str(exc):  # kafka-python: "Libraries for lz4 compression codec not found"
+            raise
         raise _settings_error(exc) from None
 
 
 def make_consumer(config: KafkaConfig, **overrides: Any) -> Any:
-    """A KafkaConsumer for this connection (no auto-commit), then ``overrides``; subscribe or assign it."""
+    """A KafkaConsumer for this connection (no auto-commit), ``overrides``, then the user's properties."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaConfigurationError
 
     try:
-        return KafkaConsumer(**{**config.client_kwargs(), **CONSUMER_DEFAULTS, **overrides})
+        return KafkaConsumer(**consumer_kwargs(config, **overrides))
     except (KafkaConfigurationError, ValueError) as exc:
         raise _settings_error(exc) from None
 
