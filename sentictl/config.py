@@ -74,7 +74,9 @@ def resolve_model_dir(option: str | os.PathLike | None = None) -> ResolvedModel:
     configured = getenv("MODEL_DIR")
     if configured:
         return ResolvedModel(Path(configured).expanduser(), "from SENTICTL_MODEL_DIR")
-    if (DEFAULT_MODEL_DIR / "manifest.json").is_file():
+    if (DEFAULT_MODEL_DIR / "manifest.json").is_file() or (
+        (DEFAULT_MODEL_DIR / "config.json").is_file() and any(DEFAULT_MODEL_DIR.glob("*.onnx"))
+    ):  # a sentictl export, or a folder from `optimum-cli export onnx --model ProsusAI/finbert models/finbert`
         return ResolvedModel(DEFAULT_MODEL_DIR, f"the default export location ({DEFAULT_MODEL_DIR})")
     bundled = bundled_model_dir()
     return ResolvedModel(

@@ -54,17 +54,27 @@ class IntegrityError(ManifestError):
 
 
 # ------------------------------------------------------------------------------------- HTTP
-class HttpError(SentictlError):
-    """An error the HTTP door answers as JSON {"error", "error_type"[, "reason"]}; HTTP_STATUS gives its status."""
+# text-embeddings-inference's error types (its ErrorType enum): every HTTP error body names one.
+ERROR_TYPES = ("Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty")
 
-    error_type = "backend"
+
+class HttpError(SentictlError):
+    """An error the HTTP door answers as JSON {"error", "error_type"[, "reason"]}; HTTP_STATUS gives its status.
+
+    error_type is one of TEI's ERROR_TYPES, so TEI clients read it; reason is sentictl's finer,
+    stable code (a record reason such as "empty" or "too_long", or the class's own, e.g.
+    "unauthorized"), for clients that need to tell apart refusals TEI lumps together.
+    """
+
+    error_type = "Backend"
+    reason: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, *, reason: str | None = None):
         super().__init__(message)
         self.message = message
-        # A record reason code (sentictl.engine.REASONS) when the error is about one text.
-        self.reason = reason
+        if reason is not None:
+            self.reason = reason
 
     @property
     def status(self) -> int:
@@ -79,82 +89,117 @@ class HttpError(SentictlError):
         return body
 
 
+class EmptyInput(HttpError):
+    """Nothing to classify: an empty or blank text, an empty list."""
+
+    error_type = "Empty"
+    reason = "empty"
+
+
 class BadRequest(HttpError):
     """A body that cannot be read: not UTF-8, not JSON, or cut off."""
 
-    error_type = "bad_request"
+    error_type = "Validation"
 
 
 class Unauthorized(HttpError):
     """Missing or wrong bearer token."""
 
-    error_type = "unauthorized"
+    error_type = "Validation"
+    reason = "unauthorized"
     headers = (("www-authenticate", "Bearer"),)
 
 
 class NotFound(HttpError):
     """No such route."""
 
-    error_type = "not_found"
+    error_type = "Validation"
+    reason = "not_found"
 
 
 class MethodNotAllowed(HttpError):
     """The route exists, not with this method."""
 
-    error_type = "method_not_allowed"
+    error_type = "Validation"
+    reason = "method_not_allowed"
 
 
 class PayloadTooLarge(HttpError):
     """A request body over --max-body-bytes."""
 
-    error_type = "payload_too_large"
+    error_type = "Validation"
+    reason = "body_too_large"
 
 
 class ValidationFailed(HttpError):
-    """Readable input that is not acceptable: wrong shape, not a string, nothing to classify."""
+    """Readable input that is not acceptable: wrong shape, not a string."""
 
-    error_type = "validation"
+    error_type = "Validation"
 
 
 class InputTooLarge(ValidationFailed):
-    """Input over a limit: a text over --max-chars, more texts than --max-client-batch-size, or more
-    tokens than the model takes."""
+    """Input over a size limit a retry cannot change: a text over --max-chars, more texts than
+    --max-client-batch-size."""
+
+    reason = "too_many_inputs"
+
+
+class TooManyTokens(ValidationFailed):
+    """A text (or pair) over the model's token limit when the request asked not to truncate it."""
+
+    reason = "too_many_tokens"
+
+
+class TokenizerFailed(HttpError):
+    """The tokenizer cannot encode or decode the input."""
+
+    error_type = "Tokenizer"
 
 
 class Overloaded(HttpError):
-    """The server is full: --max-concurrent-requests in progress, or the inference queue (--max-queue)."""
+    """The server is full: --max-concurrent-requests requests in progress; retry shortly."""
 
-    error_type = "overloaded"
+    error_type = "Overloaded"
 
 
 class BackendError(HttpError):
-    """Inference or the server itself failed."""
+    """Inference failed."""
 
-    error_type = "backend"
+    error_type = "Backend"
+
+
+class InternalError(BackendError):
+    """The server itself failed (a bug; the details are in the server log)."""
 
 
 class Unhealthy(HttpError):
     """The model is not loaded yet."""
 
-    error_type = "unhealthy"
+    error_type = "Unhealthy"
 
 
 # Answered by serve's connection guard (sentictl.serve.connections), outside any route.
 class RequestTimeout(HttpError):
     """A request whose headers or body did not arrive in time (--header-timeout, --body-timeout)."""
 
-    error_type = "timeout"
+    error_type = "Validation"
+    reason = "timeout"
 
 
 class ConnectionsFull(HttpError):
     """Every connection the server may hold (--max-connections) has a request in progress."""
 
-    error_type = "overloaded"
+    error_type = "Overloaded"
+    reason = "connections_full"
 
 
 # The one place an error type becomes an HTTP status (the most specific class listed wins).
+# TEI's table: Empty 400, Validation and Tokenizer 422, Overloaded 429, Backend 424, Unhealthy 503;
+# a body over the limit or too many texts 413 (as TEI documents it). The statuses TEI has no type
+# for (an unreadable body, auth, routing, timeouts, the connection cap) keep HTTP's own meaning.
 HTTP_STATUS: dict[type[HttpError], int] = {
     BadRequest: 400,
+    EmptyInput: 400,
     Unauthorized: 401,
     NotFound: 404,
     MethodNotAllowed: 405,
@@ -162,8 +207,10 @@ HTTP_STATUS: dict[type[HttpError], int] = {
     PayloadTooLarge: 413,
     InputTooLarge: 413,
     ValidationFailed: 422,
+    TokenizerFailed: 422,
     Overloaded: 429,
-    BackendError: 500,
+    BackendError: 424,
+    InternalError: 500,
     Unhealthy: 503,
     ConnectionsFull: 503,
     HttpError: 500,
@@ -180,5 +227,4 @@ def error_for_status(status: int) -> type[HttpError]:
     for cls, code in HTTP_STATUS.items():
         if code == status:
             return cls
-    return BadRequest if status < 500 else BackendError
-
+    return BadRequest if status < 500 else InternalError

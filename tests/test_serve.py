@@ -153,22 +153,27 @@ def test_predict_tei_shapes(server):
     assert [p["score"] for p in preds] == sorted((p["score"] for p in preds), reverse=True)
     assert math.isclose(sum(p["score"] for p in preds), 1.0, abs_tol=1e-4)
 
-    batch = server.client.post("/predict", json={"inputs": ["a deal", "a loss"], "raw_scores": True})
+    batch = server.client.post("/predict", json={"inputs": [["a deal"], ["a loss"]], "raw_scores": True})
     assert batch.status_code == 200
     lists = batch.json()
     assert len(lists) == 2 and all(len(p) == 3 for p in lists)
-    # raw scores are log-probabilities: they exponentiate back to a distribution.
-    assert all(p["score"] <= 0 for p in lists[0])
-    assert math.isclose(sum(math.exp(p["score"]) for p in lists[0]), 1.0, abs_tol=1e-3)
+    # raw scores are the logits: their softmax is the probabilities.
+    probs = {p["label"]: p["score"] for p in server.client.post("/predict", json={"inputs": "a deal"}).json()}
+    total = sum(math.exp(p["score"]) for p in lists[0])
+    for p in lists[0]:
+        assert math.isclose(math.exp(p["score"]) / total, probs[p["label"]], abs_tol=1e-5)
 
 
-def test_predict_long_input_needs_truncate(server):
+def test_predict_long_input_is_cut_unless_truncate_false(server):
     long_text = " ".join(["profit"] * 400)  # the tiny model's limit is 128 tokens
-    refused = server.client.post("/predict", json={"inputs": long_text})
-    assert refused.status_code == 413
-    assert refused.json()["error_type"] == "validation" and "128" in refused.json()["error"]
-    cut = server.client.post("/predict", json={"inputs": long_text, "truncate": True})
-    assert cut.status_code == 200 and len(cut.json()) == 3
+    refused = server.client.post("/predict", json={"inputs": long_text, "truncate": False})
+    assert refused.status_code == 422
+    assert (refused.json()["error_type"], refused.json()["reason"]) == ("Validation", "too_many_tokens")
+    assert "128" in refused.json()["error"]
+    for body in ({"inputs": long_text}, {"inputs": long_text, "truncate": True},
+                 {"inputs": long_text, "truncate": None}):
+        cut = server.client.post("/predict", json=body)  # --auto-truncate is on by default, as in TEI
+        assert cut.status_code == 200 and len(cut.json()) == 3
     raw = _post_text(server, long_text).json()
     assert raw["metadata"]["truncated"] is True
 
@@ -187,7 +192,9 @@ def test_health_info_metrics_openapi(server, tiny_model_dir):
                  "sentictl_queue_depth", "sentictl_cache_hits_total", "sentictl_cache_misses_total"):
         assert name in metrics.text
     schema = server.client.get("/openapi.json").json()
-    assert schema["openapi"].startswith("3.") and {"/sentiment", "/predict", "/health", "/info", "/metrics"} <= set(schema["paths"])
+    assert schema["openapi"].startswith("3.")
+    assert {"/sentiment", "/predict", "/", "/invocations", "/tokenize", "/decode", "/health", "/ping", "/info",
+            "/metrics"} <= set(schema["paths"])
 
 
 def test_concurrent_requests_form_batches_and_each_caller_gets_its_own(server):
@@ -232,41 +239,45 @@ def test_cache_is_shared_with_score(server, tiny_model_dir, cache_file):
 
 # ------------------------------------------------------------------------------ bad input
 def test_bad_input_is_4xx_with_json_errors(server):
+    """TEI's error types and statuses on every route: nothing to classify is Empty (400)."""
     cases = [
-        (dict(content=b""), 422, "validation"),
-        (dict(content=b"  \n"), 422, "validation"),
-        (dict(content=b"\xff\xfe bad bytes"), 400, "bad_request"),
-        (dict(content=b'{"text": ', headers={"content-type": "application/json"}), 400, "bad_request"),
-        (dict(json={"text": ""}), 422, "validation"),
-        (dict(json={"texts": []}), 422, "validation"),
-        (dict(json={"texts": ["ok", ""]}), 422, "validation"),
-        (dict(json={"texts": "not a list"}), 422, "validation"),
-        (dict(json={"text": 5}), 422, "validation"),
-        (dict(json={"other": "x"}), 422, "validation"),
-        (dict(json=["x"]), 422, "validation"),
-        (dict(json={"text": "a", "texts": ["b"]}), 422, "validation"),
+        (dict(content=b""), 400, "Empty"),
+        (dict(content=b"  \n"), 400, "Empty"),
+        (dict(content=b"\xff\xfe bad bytes"), 400, "Validation"),
+        (dict(content=b'{"text": ', headers={"content-type": "application/json"}), 400, "Validation"),
+        (dict(json={"text": ""}), 400, "Empty"),
+        (dict(json={"texts": []}), 400, "Empty"),
+        (dict(json={"texts": ["ok", ""]}), 400, "Empty"),
+        (dict(json={"texts": "not a list"}), 422, "Validation"),
+        (dict(json={"text": 5}), 422, "Validation"),
+        (dict(json={"other": "x"}), 422, "Validation"),
+        (dict(json=["x"]), 422, "Validation"),
+        (dict(json={"text": "a", "texts": ["b"]}), 422, "Validation"),
     ]
     for kwargs, status, kind in cases:
         r = server.client.post("/sentiment", **kwargs)
         assert (r.status_code, r.json()["error_type"]) == (status, kind), (kwargs, r.text)
         assert r.json()["error"]
-    for body in ({"inputs": []}, {"inputs": ""}, {"inputs": 3}, {"x": 1}, {"inputs": "a", "truncate": "yes"}):
+    for body, status, kind in (({"inputs": []}, 400, "Empty"), ({"inputs": ""}, 400, "Empty"),
+                               ({"inputs": 3}, 422, "Validation"), ({"x": 1}, 422, "Validation"),
+                               ({"inputs": "a", "truncate": "yes"}, 422, "Validation")):
         r = server.client.post("/predict", json=body)
-        assert r.status_code == 422 and r.json()["error_type"] == "validation", body
+        assert (r.status_code, r.json()["error_type"]) == (status, kind), body
     assert server.client.post("/predict", content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
 
 
 def test_too_many_texts_names_the_limit(server):
     r = server.client.post("/sentiment", json={"texts": [f"t{i}" for i in range(9)]})
     assert r.status_code == 413 and "8" in r.json()["error"] and "--max-client-batch-size" in r.json()["error"]
-    r = server.client.post("/predict", json={"inputs": [f"t{i}" for i in range(9)]})
+    r = server.client.post("/predict", json={"inputs": [[f"t{i}"] for i in range(9)]})
     assert r.status_code == 413 and "8" in r.json()["error"]
+    assert (r.json()["error_type"], r.json()["reason"]) == ("Validation", "too_many_inputs")
 
 
 def test_body_over_limit_is_413(server):
     big = b"x" * ((1 << 20) + 1)
     r = server.client.post("/sentiment", content=big)
-    assert r.status_code == 413 and r.json()["error_type"] == "payload_too_large"
+    assert r.status_code == 413 and (r.json()["error_type"], r.json()["reason"]) == ("Validation", "body_too_large")
 
     def chunks():  # no Content-Length: the limit must hold while streaming too
         for _ in range(20):
@@ -278,11 +289,11 @@ def test_body_over_limit_is_413(server):
 
 def test_wrong_method_and_unknown_route(server):
     r = server.client.get("/sentiment")
-    assert r.status_code == 405 and r.json()["error_type"] == "method_not_allowed"
+    assert r.status_code == 405 and (r.json()["error_type"], r.json()["reason"]) == ("Validation", "method_not_allowed")
     assert server.client.put("/predict", json={}).status_code == 405
     assert server.client.post("/health").status_code == 405
     r = server.client.get("/nope")
-    assert r.status_code == 404 and r.json()["error_type"] == "not_found"
+    assert r.status_code == 404 and (r.json()["error_type"], r.json()["reason"]) == ("Validation", "not_found")
     counts = server.metrics()
     assert counts['sentictl_requests_total{route="/sentiment",status="405"}'] >= 1
     assert counts['sentictl_requests_total{route="other",status="404"}'] >= 1
@@ -293,25 +304,27 @@ def test_refused_records_carry_their_reason_code(server):
     """The engine's record rules over HTTP: each refusal names its reason beside error and error_type."""
     json_ct = {"content-type": "application/json"}
     cases = [
-        ("/sentiment", dict(content=b"   \n"), 422, "validation", "empty"),
-        ("/sentiment", dict(content=b"\x00"), 422, "validation", "empty"),
-        ("/sentiment", dict(json={"text": " \t "}), 422, "validation", "empty"),
-        ("/sentiment", dict(json={"text": "\x00\x00"}), 422, "validation", "empty"),
-        ("/sentiment", dict(json={"texts": ["fine", "\ufeff\n"]}), 422, "validation", "empty"),
-        ("/predict", dict(json={"inputs": ["fine", ""]}), 422, "validation", "empty"),
-        ("/sentiment", dict(content=b"\xff\xfe bad bytes"), 400, "bad_request", "invalid_utf8"),
-        ("/sentiment", dict(content=b'{"text": "\xff"}', headers=json_ct), 400, "bad_request", "invalid_utf8"),
-        ("/sentiment", dict(content=b'{"text": ', headers=json_ct), 400, "bad_request", "bad_json"),
-        ("/predict", dict(content=b"{nope", headers=json_ct), 400, "bad_request", "bad_json"),
-        ("/sentiment", dict(json={"texts": ["ok", 5]}), 422, "validation", "not_string"),
-        ("/sentiment", dict(json={"text": None}), 422, "validation", "not_string"),
-        ("/predict", dict(json={"inputs": ["ok", {"a": 1}]}), 422, "validation", "not_string"),
-        ("/predict", dict(json={"inputs": 3}), 422, "validation", "not_string"),
+        ("/sentiment", dict(content=b"   \n"), 400, "Empty", "empty"),
+        ("/sentiment", dict(content=b"\x00"), 400, "Empty", "empty"),
+        ("/sentiment", dict(json={"text": " \t "}), 400, "Empty", "empty"),
+        ("/sentiment", dict(json={"text": "\x00\x00"}), 400, "Empty", "empty"),
+        ("/sentiment", dict(json={"texts": ["fine", "\ufeff\n"]}), 400, "Empty", "empty"),
+        ("/predict", dict(json={"inputs": [["fine"], [""]]}), 400, "Empty", "empty"),
+        ("/predict", dict(json={"inputs": ["", " "]}), 400, "Empty", "empty"),  # a pair is empty when both are
+        ("/sentiment", dict(content=b"\xff\xfe bad bytes"), 400, "Validation", "invalid_utf8"),
+        ("/sentiment", dict(content=b'{"text": "\xff"}', headers=json_ct), 400, "Validation", "invalid_utf8"),
+        ("/sentiment", dict(content=b'{"text": ', headers=json_ct), 400, "Validation", "bad_json"),
+        ("/predict", dict(content=b"{nope", headers=json_ct), 400, "Validation", "bad_json"),
+        ("/sentiment", dict(json={"texts": ["ok", 5]}), 422, "Validation", "not_string"),
+        ("/sentiment", dict(json={"text": None}), 422, "Validation", "not_string"),
+        ("/predict", dict(json={"inputs": ["ok", {"a": 1}]}), 422, "Validation", "not_string"),
+        ("/predict", dict(json={"inputs": 3}), 422, "Validation", "not_string"),
     ]
     for path, kwargs, status, error_type, reason in cases:
         r = server.client.post(path, **kwargs)
         body = r.json()
-        assert (r.status_code, body.get("error_type"), body.get("reason")) == (status, error_type, reason), (path, kwargs, r.text)
+        got = (r.status_code, body.get("error_type"), body.get("reason"))
+        assert got == (status, error_type, reason), (path, kwargs, r.text)
         assert body["error"]
     where = server.client.post("/sentiment", json={"texts": ["fine", "fine too", " "]}).json()["error"]
     assert where.startswith("texts[2]: ")
@@ -346,17 +359,26 @@ def test_openapi_is_generated_from_the_request_models(server):
     assert (texts["minItems"], texts["maxItems"]) == (1, 8)  # --max-client-batch-size 8
     assert all(s["additionalProperties"] is False for s in shapes)
 
-    predict = resolve(schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"])
-    assert predict["required"] == ["inputs"]
-    array = next(s for s in predict["properties"]["inputs"]["oneOf"] if s["type"] == "array")
-    assert array["maxItems"] == 8 and array["items"] == {"type": "string"}
-    assert predict["properties"]["truncate"]["type"] == predict["properties"]["raw_scores"]["type"] == "boolean"
+    for path in ("/predict", "/", "/invocations"):
+        predict = resolve(schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"])
+        assert predict["required"] == ["inputs"]
+        text, flat, batch = predict["properties"]["inputs"]["oneOf"]  # TEI's PredictInput: text, pair, batch
+        assert text["type"] == "string"
+        assert (flat["type"], flat["minItems"], flat["maxItems"], flat["items"]) == ("array", 1, 2, {"type": "string"})
+        assert batch["maxItems"] == 8 and (batch["items"]["minItems"], batch["items"]["maxItems"]) == (1, 2)
+        assert predict["properties"]["raw_scores"]["type"] == "boolean"
+        assert {"type": "boolean"} in predict["properties"]["truncate"]["anyOf"]
+        assert set(predict["properties"]["truncation_direction"]["enum"]) >= {"Left", "Right"}
 
-    error = components["ErrorBody"]
+    error = components["ErrorResponse"]
     assert set(error["required"]) == {"error", "error_type"} and "reason" in error["properties"]
+    assert set(error["properties"]["error_type"]["enum"]) == {"Unhealthy", "Backend", "Overloaded", "Validation",
+                                                               "Tokenizer", "Empty"}
     responses = schema["paths"]["/sentiment"]["post"]["responses"]
-    for status in ("400", "413", "422", "429", "503"):
-        assert responses[status]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    for status in ("400", "413", "422", "424", "429", "503"):
+        schema_ref = responses[status]["content"]["application/json"]["schema"]
+        assert schema_ref == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert {"400", "413", "422"} <= set(schema["paths"]["/tokenize"]["post"]["responses"])
     assert "security" not in schema["paths"]["/sentiment"]["post"]  # no --token: no auth documented
     # The docs UIs stay off; the document itself is the contract.
     assert server.client.get("/docs").status_code == 404 and server.client.get("/redoc").status_code == 404
@@ -370,9 +392,15 @@ def test_http_errors_have_one_status_each():
     from sentictl.serve.responses import invalid
 
     kinds = {cls for cls in vars(errors).values() if isinstance(cls, type) and issubclass(cls, errors.HttpError)}
-    assert {errors.http_status(cls) for cls in kinds} == {400, 401, 404, 405, 408, 413, 422, 429, 500, 503}
-    assert errors.InputTooLarge("x").status == 413 and errors.InputTooLarge("x").error_type == "validation"
+    assert {errors.http_status(cls) for cls in kinds} == {400, 401, 404, 405, 408, 413, 422, 424, 429, 500, 503}
+    # Every error type is one of TEI's, and TEI's types keep TEI's statuses.
+    assert {cls.error_type for cls in kinds} == set(errors.ERROR_TYPES)
+    tei = {errors.EmptyInput: 400, errors.ValidationFailed: 422, errors.TokenizerFailed: 422, errors.Overloaded: 429,
+           errors.BackendError: 424, errors.Unhealthy: 503}
+    assert {cls: errors.http_status(cls) for cls in tei} == tei
+    assert errors.InputTooLarge("x").status == 413 and errors.InputTooLarge("x").error_type == "Validation"
     assert errors.error_for_status(404) is errors.NotFound and errors.error_for_status(418) is errors.BadRequest
+    assert errors.error_for_status(400) is errors.BadRequest
 
     # FastAPI's own validation errors (body locations, union tags) become the same errors.
     fastapi_errors = RequestValidationError([
@@ -380,7 +408,7 @@ def test_http_errors_have_one_status_each():
     ]).errors()
     error = invalid(fastapi_errors)
     assert (error.status, error.body()) == (422, {"error": "inputs[2]: Input should be a valid string",
-                                                  "error_type": "validation", "reason": "not_string"})
+                                                  "error_type": "Validation", "reason": "not_string"})
     bad_json = invalid([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error", "input": {},
                          "ctx": {"error": "Expecting value"}}])
     assert (bad_json.status, bad_json.reason) == (400, "bad_json")
@@ -397,7 +425,9 @@ def test_openapi_property_based_no_5xx(server):
 
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /sentiment", "POST /predict", "GET /health", "GET /info", "GET /metrics"}
+    assert {op.label for op in operations} >= {"POST /sentiment", "POST /predict", "POST /", "POST /invocations",
+                                               "POST /tokenize", "POST /decode", "GET /health", "GET /", "GET /ping",
+                                               "GET /info", "GET /metrics"}
     conformance = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     statuses: list[int] = []
     for op in operations:
@@ -425,13 +455,19 @@ def test_token_required_when_set(tiny_model_dir, tmp_path):
         good = {"authorization": "Bearer s3cret"}
         for method, path, kwargs in (("POST", "/sentiment", {"content": b"shares rose"}),
                                      ("POST", "/predict", {"json": {"inputs": "shares rose"}}),
+                                     ("POST", "/", {"json": {"inputs": "shares rose"}}),
+                                     ("POST", "/invocations", {"json": {"inputs": "shares rose"}}),
+                                     ("POST", "/tokenize", {"json": {"inputs": "shares rose"}}),
+                                     ("POST", "/decode", {"json": {"ids": [5, 6]}}),
                                      ("GET", "/info", {}), ("GET", "/metrics", {})):
             assert s.client.request(method, path, **kwargs).status_code == 401, path
             bad = s.client.request(method, path, headers={"authorization": "Bearer wrong"}, **kwargs)
-            assert bad.status_code == 401 and bad.json()["error_type"] == "unauthorized"
+            assert bad.status_code == 401
+            assert (bad.json()["error_type"], bad.json()["reason"]) == ("Validation", "unauthorized")
             assert s.client.request(method, path, headers=good, **kwargs).status_code == 200, path
             assert bad.headers["www-authenticate"] == "Bearer"
-        assert s.client.get("/health").status_code == 200  # probes need no token
+        for path in ("/health", "/", "/ping"):
+            assert s.client.get(path).status_code == 200  # probes need no token
         doc = s.client.get("/openapi.json").json()  # nor does the API's description, which documents the token
         assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
         assert doc["paths"]["/sentiment"]["post"]["security"] == [{"HTTPBearer": []}]
@@ -449,10 +485,12 @@ def test_text_over_max_chars_is_413_too_long(tiny_model_dir):
                              ("/sentiment", {"json": {"text": long_text}}),
                              ("/sentiment", {"json": {"texts": ["fine", long_text]}}),
                              ("/predict", {"json": {"inputs": long_text}}),
-                             ("/predict", {"json": {"inputs": ["fine", long_text], "truncate": True}})):
+                             ("/predict", {"json": {"inputs": [["fine"], [long_text]], "truncate": True}}),
+                             ("/predict", {"json": {"inputs": ["fine", long_text]}})):  # a pair
             r = s.client.post(path, **kwargs)
             body = r.json()
-            assert (r.status_code, body["error_type"], body["reason"]) == (413, "validation", "too_long"), (path, kwargs)
+            got = (r.status_code, body["error_type"], body["reason"])
+            assert got == (413, "Validation", "too_long"), (path, kwargs)
             assert "12" in body["error"] and "--max-chars" in body["error"]
         # The limit counts the normalised text: a line ending or BOM does not push it over.
         assert s.client.post("/sentiment", content="\ufeffshares rose\r\n".encode()).status_code == 200
@@ -462,31 +500,19 @@ def test_text_over_max_chars_is_413_too_long(tiny_model_dir):
     assert code == 0, err
 
 
-def test_full_queue_answers_429_at_once(tiny_model_dir):
-    # A long --max-wait-ms keeps the first request queued while the others arrive.
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-queue", "2", "--max-wait-ms", "1500"]).wait_healthy()
+def test_a_lone_request_is_admitted_whatever_its_size_and_max_queue_is_a_deprecated_alias(tiny_model_dir):
+    """429 means the server is full, never that one request is larger than a limit a retry cannot change."""
+    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-queue", "1"]).wait_healthy()
     try:
-        async def fire():
-            async with httpx.AsyncClient(base_url=s.url, timeout=30) as client:
-                async def post(i):
-                    r = await client.post("/sentiment", json={"texts": [f"text {i} a", f"text {i} b"]})
-                    return r, time.monotonic()
-                start = time.monotonic()
-                return start, await asyncio.gather(*(post(i) for i in range(4)))
-
-        start, answers = asyncio.run(fire())
-        codes = sorted(r.status_code for r, _ in answers)
-        assert codes == [200, 429, 429, 429]
-        for r, _ in answers:
-            if r.status_code == 429:
-                assert r.json()["error_type"] == "overloaded" and "--max-queue" in r.json()["error"]
-        # More texts than the whole queue can never fit: refused without waiting.
-        r = s.client.post("/sentiment", json={"texts": ["x", "y", "z"]})
-        assert r.status_code == 429
-        assert s.metrics()['sentictl_requests_total{route="/sentiment",status="429"}'] == 4
+        r = s.client.post("/sentiment", json={"texts": ["text a", "text b", "text c"]})
+        assert r.status_code == 200 and len(r.json()) == 3
+        r = s.client.post("/predict", json={"inputs": [["text d"], ["text e", "its pair"]]})
+        assert r.status_code == 200 and len(r.json()) == 2
+        assert s.client.get("/info").json()["max_concurrent_requests"] == 1
     finally:
         code, err = s.stop()
     assert code == 0, err
+    assert "--max-queue (SENTICTL_MAX_QUEUE) is deprecated" in err and "--max-concurrent-requests" in err
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_model_dir):
@@ -541,8 +567,9 @@ def test_health_is_503_until_the_model_is_loaded(tiny_model_dir):
                     assert time.monotonic() < deadline
                     time.sleep(0.05)
             assert health.status_code == 503
+            assert health.json()["error_type"] == "Unhealthy" and health.json()["status"] == "loading"
             early = client.post("/sentiment", content=b"shares rose")
-            assert early.status_code == 503 and early.json()["error_type"] == "unhealthy"
+            assert early.status_code == 503 and early.json()["error_type"] == "Unhealthy"
             gate.set()
             while client.get("/health").status_code != 200:
                 assert time.monotonic() < deadline
@@ -576,19 +603,21 @@ def test_help_shows_env_fallbacks():
     r = run_sentictl("serve", "--help")
     assert r.returncode == 0
     out = r.stdout.decode()
-    for env in ("SENTICTL_PORT", "SENTICTL_HOST", "SENTICTL_MAX_WAIT_MS", "SENTICTL_MAX_BATCH_TOKENS", "SENTICTL_MAX_CHARS",
+    for env in ("SENTICTL_PORT", "SENTICTL_HOST", "SENTICTL_MAX_WAIT_MS", "SENTICTL_SERVE_MAX_BATCH_TOKENS",
+                "SENTICTL_RUN_TOKENS", "SENTICTL_AUTO_TRUNCATE", "SENTICTL_MAX_CLIENT_BATCH_SIZE", "SENTICTL_MAX_CHARS",
                 "SENTICTL_MAX_BODY_BYTES", "SENTICTL_TOKEN", "SENTICTL_PUBLISH", "SENTICTL_KAFKA_BOOTSTRAP",
                 "SENTICTL_KAFKA_SASL_PASSWORD", "SENTICTL_KAFKA_SSL_CAFILE",
                 "SENTICTL_THREADS", "SENTICTL_PROVIDER", "SENTICTL_MODEL_DIR"):
         assert env in out, env
     assert "curl -X POST" in out
-    for route in ("POST /sentiment", "POST /predict", "GET  /health", "/openapi.json"):
+    for route in ("POST /sentiment", "POST /predict", "POST /tokenize", "POST /decode", "GET  /health",
+                  "/openapi.json", "/invocations", "/ping"):
         assert route in out, route
 
 
 def test_publish_needs_bootstrap(tiny_model_dir):
     r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news")
-    assert r.returncode == 2 and b"--bootstrap" in r.stderr
+    assert r.returncode == 1 and b"--bootstrap" in r.stderr and b"Traceback" not in r.stderr
     r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{sentiment}-news", "--bootstrap", "127.0.0.1:1")
     assert r.returncode == 1 and b"{label}" in r.stderr
 

@@ -171,7 +171,8 @@ def test_connection_cap_makes_room_then_refuses_503_when_all_are_busy(tiny_model
         # Full of requests in progress: a newcomer is told so at once.
         with _connect(s) as refused:
             status, body = _error(_read_to_eof(refused))
-        assert status == 503 and body["error_type"] == "overloaded" and "--max-connections" in body["error"]
+        assert status == 503 and body["error_type"] == "Overloaded" and body["reason"] == "connections_full"
+        assert "--max-connections" in body["error"]
         assert [_finish(*a), _finish(*b), _finish(*c)] == [200, 200, 200]
         assert httpx.post(f"{s.url}/sentiment", content=b"dividend cut", timeout=WAIT_S).status_code == 200
         assert _metric(s, SHED) >= 1 and _metric(s, REFUSED) >= 1
@@ -187,7 +188,7 @@ def test_requests_in_progress_are_capped_with_429(tiny_model_dir):
     try:
         a, b = _busy(s), _busy(s)
         r = httpx.post(f"{s.url}/predict", json={"inputs": "guidance lowered"}, timeout=WAIT_S)
-        assert r.status_code == 429 and r.json()["error_type"] == "overloaded"
+        assert r.status_code == 429 and r.json()["error_type"] == "Overloaded"
         assert "--max-concurrent-requests" in r.json()["error"]
         assert _metric(s, "sentictl_requests_in_progress") == 2
         assert [_finish(*a), _finish(*b)] == [200, 200]
@@ -214,7 +215,8 @@ def test_half_sent_headers_are_answered_408_and_closed(quick):
     with _connect(quick) as sock:
         sock.sendall(PARTIAL)
         status, body = _error(_read_to_eof(sock))
-    assert status == 408 and body["error_type"] == "timeout" and "--header-timeout" in body["error"]
+    assert status == 408 and (body["error_type"], body["reason"]) == ("Validation", "timeout")
+    assert "--header-timeout" in body["error"]
     # A connection that never says a word is closed without one.
     with _connect(quick) as silent:
         assert _read_to_eof(silent) == b""
@@ -246,7 +248,8 @@ def test_stalled_body_is_answered_408_and_closed(quick):
     with _connect(quick) as sock:
         sock.sendall(b"POST /sentiment HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nshares")
         status, body = _error(_read_to_eof(sock))
-    assert status == 408 and body["error_type"] == "timeout" and "--body-timeout" in body["error"]
+    assert status == 408 and (body["error_type"], body["reason"]) == ("Validation", "timeout")
+    assert "--body-timeout" in body["error"]
     assert _metric(quick, BODY_TIMEOUTS) >= 1
     # The server goes on serving.
     assert httpx.post(f"{quick.url}/sentiment", content=b"net loss narrowed", timeout=WAIT_S).status_code == 200
@@ -257,7 +260,7 @@ def test_no_trailing_slash_redirect_so_no_host_reflection(quick):
     for method, path in (("POST", "/sentiment/"), ("POST", "/predict/"), ("GET", "/health/"), ("GET", "/info/")):
         r = httpx.request(method, f"{quick.url}{path}", content=b"shares rose", timeout=WAIT_S,
                           headers={"host": "evil.example"}, follow_redirects=False)
-        assert r.status_code == 404 and r.json()["error_type"] == "not_found", (method, path, r.status_code)
+        assert r.status_code == 404 and r.json()["reason"] == "not_found", (method, path, r.status_code)
         assert "location" not in r.headers and b"evil.example" not in r.content
 
 

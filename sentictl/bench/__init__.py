@@ -123,6 +123,8 @@ def resolve_checkpoint(manifest: dict[str, Any]) -> tuple[str | None, str]:
     ident = source.get("id")
     if not ident:
         return None, "the manifest names no source checkpoint"
+    if source.get("kind") == "optimum":
+        return None, "an optimum folder names no PyTorch checkpoint to compare with"
     if source.get("kind") == "local" or Path(ident).is_dir():
         if (Path(ident) / "config.json").is_file():
             return ident, ""

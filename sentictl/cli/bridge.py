@@ -63,8 +63,8 @@ PROPERTY_OPTIONS = {"group": "group_id", "offset_reset": "auto_offset_reset",
 @kafka_options(bootstrap_default="localhost:9092", client_id_default="sentictl-bridge")
 @model_options
 @cache_options
-@opt("-q", "--quiet", is_flag=True, help="No progress lines (start, assignment and summary lines stay).")
-@opt("-v", "--verbose", is_flag=True, help="Also show kafka-python's warnings.")
+@opt("-q", "--quiet", env="QUIET", is_flag=True, help="No progress lines (start, assignment and summary lines stay).")
+@opt("-v", "--verbose", env="VERBOSE", is_flag=True, help="Also show kafka-python's warnings.")
 def bridge_command(**opts: Any) -> None:
     """Classify a Kafka/Redpanda stream: consume, score, produce enriched records.
 

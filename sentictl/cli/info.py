@@ -8,14 +8,24 @@ from typing import Any
 import click
 
 from .. import __version__, config
+from ..exitcodes import CHECK_FAILED
 from .options import CONTEXT, load_model, model_options, opt
 
 
 @click.command("info", context_settings=CONTEXT)
 @model_options
-@opt("--verify", is_flag=True, help="Also check every file's sha256 against the manifest.")
+@opt("--verify", env="INFO_VERIFY", is_flag=True,
+     help="Also check every file's sha256 against the manifest; exit 4 if one differs (a folder optimum wrote "
+          "records none: \"verified\" is null there).")
 def info(**opts: Any) -> None:
     """Show which model a command would use, why, and how it would run it (JSON).
+
+    Also reads a folder written by `optimum-cli export onnx` (no manifest.json): "origin" says so,
+    and "parity" is null there, as nothing was measured.
+
+    \b
+    Exit status: 0 described; 1 the model cannot be loaded; 2 usage error; 4 --verify found a file
+    that does not match manifest.json.
 
     \b
     Examples:
@@ -24,7 +34,7 @@ def info(**opts: Any) -> None:
     """
     import orjson
 
-    from ..engine.model import MANIFEST, verify
+    from ..engine.model import MANIFEST, is_foreign, verify
 
     resolved = config.resolve_model_dir(opts["model_dir"])
     problems: list[str] | None = None
@@ -39,11 +49,22 @@ def info(**opts: Any) -> None:
         for name, v in model.manifest["variants"].items()
     }
     out["cache"] = str(config.default_cache_path())
+    foreign = is_foreign(model.manifest)
+    out["manifest"] = None if foreign else MANIFEST
+    if foreign:
+        out["origin"] = (f"{model.manifest['foreign']['kind']} folder without {MANIFEST}: labels from config.json, "
+                         f"fingerprint from the files' sha256, no parity figures")
+        out["parity"] = None
+    else:
+        out["origin"] = "sentictl export"
+        parity = model.manifest.get("parity")
+        out["parity"] = parity.get("fp32_vs_pytorch_max_abs_diff") if isinstance(parity, dict) else None
     if opts["verify"]:
         if problems is None:
             problems = verify(model.model_dir)
-        out["verified"] = not problems
+        # Without a manifest no sha256 is recorded: nothing can be verified, only found missing.
+        out["verified"] = None if foreign and not problems else not problems
         out["problems"] = problems
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     if opts["verify"] and out["problems"]:
-        sys.exit(1)
+        sys.exit(CHECK_FAILED)

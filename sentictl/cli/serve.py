@@ -12,25 +12,32 @@ from .options import CONTEXT, cache_options, load_model, model_options, open_cac
 
 
 @click.command("serve", context_settings=CONTEXT)
-@model_options
+@model_options(legacy_batch_tokens=False)
 @cache_options
-@opt("--host", env="HOST", default="127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to the network.")
+@opt("--host", "--hostname", "host", env="HOST", default="127.0.0.1",
+      help="Address to bind (--hostname is TEI's name); 0.0.0.0 exposes the server to the network.")
 @opt("--port", env="PORT", type=click.IntRange(0, 65535), default=8080, help="TCP port to listen on.")
-@opt("--coalesce-tokens", env="COALESCE_TOKENS", type=click.IntRange(min=1), default=config.DEFAULT_COALESCE_TOKENS,
-      help="Token budget of the concurrent requests gathered into one batch; the engine then runs "
-           "it in length-sorted runs of --max-batch-tokens.")
+@opt("--max-batch-tokens", "max_batch_tokens", env="SERVE_MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=None,
+      show_default=str(config.DEFAULT_COALESCE_TOKENS),
+      help="Token budget of the concurrent requests gathered into one batch (TEI's --max-batch-tokens); "
+           "the engine then runs it in length-sorted runs of --run-tokens.")
+@opt("--coalesce-tokens", "coalesce_tokens", env="COALESCE_TOKENS", type=click.IntRange(min=1), default=None,
+      hidden=True, help="Deprecated alias of --max-batch-tokens.")
 @opt("--max-wait-ms", env="MAX_WAIT_MS", type=click.FloatRange(min=0), default=5.0,
       help="How long a request may wait for others to share its inference batch.")
-@opt("--max-body-bytes", env="MAX_BODY_BYTES", type=click.IntRange(min=1), default=1 << 20,
-      help="Larger request bodies are refused with 413.")
+@opt("--max-body-bytes", "--payload-limit", "max_body_bytes", env="MAX_BODY_BYTES", type=click.IntRange(min=1),
+      default=1 << 20, help="Larger request bodies are refused with 413 (--payload-limit is TEI's name).")
 @opt("--max-client-batch-size", env="MAX_CLIENT_BATCH_SIZE", type=click.IntRange(min=1), default=64,
-      help="Most texts one request may send ({\"texts\": [...]} or /predict inputs); more → 413.")
+      help="Most inputs one request may send ({\"texts\": [...]}, a TEI batch, /tokenize or /decode lists); "
+           "more → 413.")
 @opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
       help="Texts longer than this many characters are refused with 413 (reason too_long).")
-@opt("--max-queue", env="MAX_QUEUE", type=click.IntRange(min=1), default=1024,
-      help="Most texts waiting for inference; requests beyond it get 429 at once.")
-@opt("--token", env="TOKEN", default=None,
-      help="Require 'Authorization: Bearer TOKEN' on every route but /health and /openapi.json.")
+@opt("--auto-truncate/--no-auto-truncate", env="AUTO_TRUNCATE", default=True,
+      help="What a TEI request without \"truncate\" gets: inputs over the model's token limit cut (as TEI's "
+           "default), or refused with 422. /sentiment always cuts (flagged \"truncated\").")
+@opt("--token", "--api-key", "token", env="TOKEN", default=None,
+      help="Require 'Authorization: Bearer TOKEN' on every route but the health routes and /openapi.json "
+           "(--api-key is TEI's name).")
 @opt("--publish", env="PUBLISH", default=None,
       help="Also produce every result to this Kafka topic; {label} routes by label, e.g. '{label}-news'.")
 @kafka_options(client_id_default=f"sentictl-serve-{__version__}", purpose=" for --publish")
@@ -51,23 +58,38 @@ from .options import CONTEXT, cache_options, load_model, model_options, open_cac
            "503. Default: what the descriptor limit leaves free (the soft limit is raised to the hard one at "
            "start), at most 10000; never more than that.")
 @opt("--max-concurrent-requests", env="MAX_CONCURRENT_REQUESTS", type=click.IntRange(min=1), default=None,
-      help="Most /sentiment and /predict requests in progress at once; more get 429 at once. "
+      help="Most classification requests in progress at once (TEI's flag); only beyond it a request gets "
+           "429 (Overloaded), so one request is always admitted when none is in progress. "
            "Default: 512, or half of --max-connections if less.")
+@opt("--max-queue", "max_queue", env="MAX_QUEUE", type=click.IntRange(min=1), default=None, hidden=True,
+      help="Deprecated alias of --max-concurrent-requests.")
 def serve_command(**opts: Any) -> None:
-    """Serve the model over HTTP with dynamic batching, the shared cache and metrics.
+    """Serve the model over HTTP with dynamic batching, the shared cache and metrics; speaks
+    text-embeddings-inference's (TEI's) classification API too.
 
     \b
     Routes:
       POST /sentiment     raw text body (the original demo) or JSON {"text"} / {"texts": [...]}
-      POST /predict       text-embeddings-inference style {"inputs", "raw_scores", "truncate"}
-      GET  /health        200 once the model is loaded, 503 before
-      GET  /info, /metrics (Prometheus), /openapi.json
+      POST /predict       TEI: {"inputs", "raw_scores", "truncate", "truncation_direction"}
+                          (also POST / and /invocations); inputs: "text", ["text", "pair"],
+                          or a batch [["text"], ["text", "pair"], ...]
+      POST /tokenize      TEI: {"inputs", "add_special_tokens"} -> tokens with byte offsets
+      POST /decode        TEI: {"ids", "skip_special_tokens"} -> texts
+      GET  /health        200 once the model is loaded, 503 before (also GET / and /ping)
+      GET  /info (TEI's fields and sentictl's), /metrics (Prometheus), /openapi.json
 
-    Concurrent requests are coalesced into batches (--coalesce-tokens, --max-wait-ms); cached
+    Concurrent requests are coalesced into batches (--max-batch-tokens, --max-wait-ms); cached
     texts are answered without queueing. SIGTERM lets in-flight requests finish, then exits 0.
     Texts follow the same record rules as score and bridge (one trailing line ending and a BOM
-    removed); a refused one answers {"error", "error_type", "reason"}, e.g. reason "empty" (422)
-    or "too_long" (413).
+    removed). Every error answers {"error", "error_type", "reason"} with TEI's error types and
+    statuses: Empty 400 (reason "empty"), Validation 422 (413 for a body, text or batch over a
+    limit, e.g. reason "too_long"), Overloaded 429, Backend 424, Unhealthy 503.
+
+    \b
+    What differs from TEI on purpose: it listens on 127.0.0.1:8080 (not 0.0.0.0:80); /metrics
+    needs the token like the other routes; blank texts are Empty (400) and texts over --max-chars
+    413 in every route; a TEI batch over --max-client-batch-size is 413 (as TEI documents it);
+    results are cached (one entry per text, pairs in a key space of their own).
 
     Slow or stalled clients are bounded: headers and bodies have read timeouts (408), open
     connections a cap kept below the descriptor limit (the oldest idle or half-sent one makes room
@@ -77,9 +99,15 @@ def serve_command(**opts: Any) -> None:
     Examples:
       sentictl serve --port 8080
       curl -X POST -d 'Apple adjusted their targets downward.' localhost:8080/sentiment
+      curl localhost:8080/predict -H 'content-type: application/json' \\
+           -d '{"inputs": [["Shares jumped."], ["Losses widened."]]}'
+      python -c 'from huggingface_hub import InferenceClient as C; \\
+                 print(C(base_url="http://127.0.0.1:8080").text_classification("Profit rose"))'
       sentictl serve --publish '{label}-news' --bootstrap localhost:9092
-      sentictl serve --host 0.0.0.0 --token s3cret --header-timeout 5 --max-connections 2000
+      sentictl serve --publish '{label}-news' --kafka-config client.properties -X compression.type=gzip
+      sentictl serve --hostname 0.0.0.0 --api-key s3cret --header-timeout 5 --max-connections 2000
     """
+    from ..console import notice
     from ..errors import SentictlError
     from ..serve import ServeSettings, check_topic_template, serve
 
@@ -88,17 +116,27 @@ def serve_command(**opts: Any) -> None:
         check_topic_template(opts["publish"])
         # The same Kafka options and SENTICTL_KAFKA_* variables as bridge; serve's old names still work.
         opts = apply_legacy_env(opts)
-        if not opts.get("bootstrap"):
-            raise click.UsageError("--publish needs --bootstrap HOST:PORT (or SENTICTL_KAFKA_BOOTSTRAP)")
+        # The brokers may come from --bootstrap, -X bootstrap.servers or --kafka-config: the shared
+        # configuration refuses a missing one with one line (exit 1).
         kafka = config_from_options(opts, needed_for="--publish")
+    if config.getenv("MAX_BATCH_TOKENS") and not config.getenv("RUN_TOKENS"):
+        # Before --run-tokens, SENTICTL_MAX_BATCH_TOKENS set serve's per-run budget too.
+        notice(f"{config.env('MAX_BATCH_TOKENS')} is ignored by serve: use {config.env('RUN_TOKENS')} for the "
+               f"per-run budget, {config.env('SERVE_MAX_BATCH_TOKENS')} for TEI's --max-batch-tokens")
+    batch_tokens = _renamed(opts, "max_batch_tokens", "coalesce_tokens", notice,
+                            "--max-batch-tokens (SENTICTL_SERVE_MAX_BATCH_TOKENS)",
+                            "--coalesce-tokens (SENTICTL_COALESCE_TOKENS)")
+    concurrent = _renamed(opts, "max_concurrent_requests", "max_queue", notice,
+                          "--max-concurrent-requests (SENTICTL_MAX_CONCURRENT_REQUESTS)",
+                          "--max-queue (SENTICTL_MAX_QUEUE)")
     _check_model(opts)
     settings = ServeSettings(
         host=opts["host"], port=opts["port"], max_wait_ms=opts["max_wait_ms"],
-        max_batch_tokens=opts["coalesce_tokens"], max_body_bytes=opts["max_body_bytes"],
-        max_client_batch_size=opts["max_client_batch_size"], max_queue=opts["max_queue"], max_chars=opts["max_chars"],
-        token=opts["token"] or None, publish=opts["publish"], kafka=kafka,
+        max_batch_tokens=batch_tokens or config.DEFAULT_COALESCE_TOKENS, max_body_bytes=opts["max_body_bytes"],
+        max_client_batch_size=opts["max_client_batch_size"], max_chars=opts["max_chars"],
+        auto_truncate=opts["auto_truncate"], token=opts["token"] or None, publish=opts["publish"], kafka=kafka,
         access_log=opts["access_log"], graceful_timeout=opts["graceful_timeout"],
-        max_connections=opts["max_connections"], max_concurrent_requests=opts["max_concurrent_requests"],
+        max_connections=opts["max_connections"], max_concurrent_requests=concurrent,
         header_timeout=opts["header_timeout"], body_timeout=opts["body_timeout"],
         keep_alive_timeout=opts["keep_alive_timeout"],
     )
@@ -109,6 +147,16 @@ def serve_command(**opts: Any) -> None:
         if cache is not None:
             cache.close()
         raise
+
+
+def _renamed(opts: dict[str, Any], new: str, old: str, notice: Any, new_name: str, old_name: str) -> Any:
+    """The option's value, else its deprecated alias's (with a notice to rename it), else None."""
+    if opts.get(new) is not None:
+        return opts[new]
+    if opts.get(old) is not None:
+        notice(f"{old_name} is deprecated: use {new_name}; the old name goes in the next release")
+        return opts[old]
+    return None
 
 
 def _check_model(opts: dict[str, Any]) -> None:

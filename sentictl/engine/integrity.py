@@ -15,6 +15,9 @@ to that); ``stamp`` trusts a matching stamp and hashes otherwise (score, eval, b
 ``off`` checks nothing (``--no-verify``): the caller must then run the model under a fingerprint
 that can never equal the genuine one (:func:`unverified_fingerprint`).
 
+A folder optimum wrote has no manifest, hence no recorded sha256 to check: its files' hashes
+*are* its identity (:func:`current_sha256`), and stamps spare the hashing on later loads the same way.
+
 This module is on the hot path: hashlib, os, orjson and platformdirs only.
 """
 
@@ -130,6 +133,22 @@ def matches(path: str | os.PathLike, expected: str, mode: str = "stamp") -> bool
     if st is not None:
         write_stamp(path, actual, st)
     return True
+
+
+def current_sha256(path: str | os.PathLike, mode: str = "stamp") -> str:
+    """The sha256 of a file no manifest records a hash for (a folder optimum wrote): it becomes the fingerprint.
+
+    ``stamp`` trusts a valid stamp, so a second run does not hash again; ``always`` hashes every
+    time. Either way a hash just computed is stamped. (``off`` is the caller's business: it must
+    not call this, and runs under an unverified fingerprint instead.)
+    """
+    if mode not in MODES or mode == "off":
+        raise ValueError(f"current_sha256 needs mode 'stamp' or 'always', not {mode!r}")
+    if mode == "stamp":
+        stamped = read_stamp(path)
+        if stamped is not None:
+            return stamped
+    return hash_and_stamp(path)
 
 
 def check_file(path: str | os.PathLike, expected: str | None, mode: str = "stamp",

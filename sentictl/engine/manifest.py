@@ -1,4 +1,8 @@
-"""A model directory's manifest: reading and checking it, the fingerprint, and file verification."""
+"""A model directory's manifest: reading and checking it, the fingerprint, and file verification.
+
+A folder without manifest.json that optimum wrote (model.onnx + config.json + tokenizer.json) is
+read too: :mod:`sentictl.engine.foreign` builds its manifest from those files.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import orjson
 
 from .. import config
 from ..errors import ManifestError, ModelNotFound
-from . import integrity
+from . import foreign, integrity
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -28,7 +32,12 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
                 f"no model in {model_dir}: run `sentictl export` first "
                 f"(or pass --model-dir / set SENTICTL_MODEL_DIR to an exported model)"
             )
-        raise ModelNotFound(f"{model_dir} has no {MANIFEST}: is it a directory written by `sentictl export`?")
+        if foreign.looks_like(Path(model_dir)):
+            return foreign.synthesize(Path(model_dir))
+        raise ModelNotFound(
+            f"{model_dir} has no {MANIFEST} (nor model.onnx + config.json): is it a directory written by "
+            f"`sentictl export` or `optimum-cli export onnx --task text-classification`?"
+        )
     try:
         manifest = orjson.loads(path.read_bytes())
     except orjson.JSONDecodeError as exc:
@@ -41,11 +50,29 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+def check_model_dir(model_dir: str | Path) -> dict[str, Any]:
+    """The manifest of a folder a door can run (sentictl export or optimum), or a one-line ModelNotFound/ManifestError.
+
+    Cheap (reads JSON, hashes nothing): for a server to refuse a wrong --model-dir before it opens its port.
+    """
+    manifest = read_manifest(Path(model_dir))
+    shipped = [v for v in manifest["variants"].values() if v.get("shipped", True)]
+    if not shipped:
+        raise ManifestError(f"{model_dir} ships no model file: re-run `sentictl export`")
+    return manifest
+
+
+def is_foreign(manifest: dict[str, Any]) -> bool:
+    """Whether the manifest was built from a folder without manifest.json (see sentictl.engine.foreign)."""
+    return isinstance(manifest.get("foreign"), dict)
+
+
 def fingerprint(manifest: dict[str, Any], variant: str) -> str:
     """A stable id for (model, variant): changes whenever weights, tokenizer or labels change."""
     v = manifest["variants"][variant]
     identity = {
-        "source": manifest.get("source"),
+        # A foreign folder's name is no part of its identity; the settings read from its tokenizer config are.
+        "source": foreign.identity(manifest) if is_foreign(manifest) else manifest.get("source"),
         "labels": manifest["labels"],
         "max_length": manifest["max_length"],
         "tokenizer": manifest["tokenizer"].get("sha256"),
@@ -59,10 +86,14 @@ def verify(model_dir: Path, mode: str = "always") -> list[str]:
     """Check every file the manifest names against its sha256; returns the problems found.
 
     Files that match are stamped (see sentictl.integrity), so the next load need not hash them.
+    The files kept for optimum and transformers (config.json, tokenizer_config.json, ...) are
+    checked too, though sentictl never reads them. A folder without manifest.json records no
+    sha256: only missing files can be found there.
     """
     manifest = read_manifest(model_dir)
     problems = []
     entries = [("tokenizer", manifest["tokenizer"])] + list(manifest["variants"].items())
+    entries += [(f"optimum: {e.get('file')}", e) for e in manifest.get("optimum_files") or [] if isinstance(e, dict)]
     for name, entry in entries:
         if not entry.get("shipped", True):
             continue

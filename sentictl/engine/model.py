@@ -7,7 +7,9 @@ transformers or optimum (a test checks ``sys.modules``).
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -23,8 +25,10 @@ from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests
 from .manifest import (  # noqa: F401
     MANIFEST,
     MANIFEST_FORMAT,
+    check_model_dir,
     default_verify_mode,
     fingerprint,
+    is_foreign,
     read_manifest,
     verify,
 )
@@ -42,6 +46,8 @@ PREFERRED_VARIANTS = {
     "coreml": ("coreml", "fp32"),
 }
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+# Guards the lazily built tokenizer copies of every Model (see Model._encoder).
+_ENCODERS_LOCK = threading.Lock()
 
 
 def available_providers() -> list[str]:
@@ -144,9 +150,15 @@ class Model:
 
     def _verify(self, entry: dict[str, Any], mode: str) -> str:
         """Check the files this model runs (variant, tokenizer); return the fingerprint to use."""
+        tok = self.manifest["tokenizer"]
+        if is_foreign(self.manifest) and mode != "off":
+            # No manifest records their hashes: the hashes of the files as they are now are the
+            # model's identity (a stamp spares hashing them again on the next run).
+            for item in (entry, tok):
+                item["sha256"] = integrity.current_sha256(self.model_dir / item["file"], mode)
+            return fingerprint(self.manifest, self.variant)
         genuine = fingerprint(self.manifest, self.variant)
         checked = [(self.model_dir / entry["file"], entry.get("sha256"))]
-        tok = self.manifest["tokenizer"]
         checked.append((self.model_dir / tok["file"], tok.get("sha256")))
         if mode == "off":
             return integrity.unverified_fingerprint(genuine, [path for path, _ in checked])
@@ -168,6 +180,8 @@ class Model:
         self._cls = tok.token_to_id(self.manifest["tokenizer"].get("cls_token", "[CLS]"))
         self._sep = tok.token_to_id(self.manifest["tokenizer"].get("sep_token", "[SEP]"))
         self._pad = self.manifest["tokenizer"].get("pad_id", 0)
+        if self._pad is None:  # a folder optimum wrote may name its pad token without its id
+            self._pad = tok.token_to_id(self.manifest["tokenizer"].get("pad_token") or "[PAD]") or 0
         if self._cls is None or self._sep is None:
             raise ManifestError(f"tokenizer {path} lacks [CLS]/[SEP] tokens")
 
@@ -196,6 +210,20 @@ class Model:
             raise ManifestError(f"onnxruntime cannot load {path}: {exc}") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.threads = threads
+        if is_foreign(self.manifest):
+            self._check_foreign_outputs(path)
+
+    def _check_foreign_outputs(self, path: Path) -> None:
+        """A folder optimum wrote for another task has no (batch, labels) logits: say so instead of misreading it."""
+        outputs = self.session.get_outputs()
+        shape = outputs[0].shape if outputs else []
+        width = shape[-1] if len(shape) == 2 else None
+        if not outputs or outputs[0].name != "logits" or len(shape) != 2 or (isinstance(width, int) and width != len(self.manifest["labels"])):
+            raise ManifestError(
+                f"{path} is not a text-classification model with {len(self.manifest['labels'])} labels "
+                f"(first output {outputs[0].name if outputs else None} {list(shape)}): "
+                f"export it with `optimum-cli export onnx --task text-classification`"
+            )
 
     # ----------------------------------------------------------------- tokenization
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
@@ -245,7 +273,12 @@ class Model:
 
     def batches(self, items: list[Item]) -> Iterable[list[int]]:
         """Indices of items, sorted by length and grouped under the token budget."""
-        order = sorted(range(len(items)), key=lambda k: len(items[k].ids))
+        return self._groups([len(item.ids) + 2 for item in items])
+
+    def _groups(self, lengths: list[int]) -> Iterable[list[int]]:
+        """Indices of sequences of these lengths (special tokens included), sorted by length and
+        grouped under the token budget."""
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
         if self.static_shape:
             size = int(self.static_shape[0])
             for start in range(0, len(order), size):
@@ -253,7 +286,7 @@ class Model:
             return
         batch: list[int] = []
         for k in order:
-            length = len(items[k].ids) + 2
+            length = lengths[k]
             # Sorted ascending, so the newest item is the longest: it sets the padded width.
             if batch and (
                 (len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size
@@ -265,54 +298,72 @@ class Model:
             yield batch
 
     def _run(self, items: list[Item], batch: list[int]) -> np.ndarray:
-        rows = [items[k].ids for k in batch]
-        width = max(len(r) for r in rows) + 2
+        """Logits of a batch of items ([CLS] + ids + [SEP] each)."""
+        return self._forward([[self._cls, *items[k].ids, self._sep] for k in batch])
+
+    def _forward(self, rows: list[list[int]], type_ids: list[list[int]] | None = None) -> np.ndarray:
+        """Logits (float64, rows x labels) of complete id sequences (special tokens included)."""
+        width = max(len(r) for r in rows)
         n = len(rows)
         if self.static_shape:
             n, width = int(self.static_shape[0]), int(self.static_shape[1])
         ids = np.full((n, width), self._pad, dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
         for r, row in enumerate(rows):
-            ids[r, 0] = self._cls
-            ids[r, 1 : len(row) + 1] = row
-            ids[r, len(row) + 1] = self._sep
-            mask[r, : len(row) + 2] = 1
+            ids[r, : len(row)] = row
+            mask[r, : len(row)] = 1
+            if type_ids is not None:
+                types[r, : len(row)] = type_ids[r]
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = np.zeros((n, width), dtype=np.int64)
+            feed["token_type_ids"] = types
         logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
-        logits = np.asarray(logits, dtype=np.float64)[: len(rows)]
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        return probs
+        return np.asarray(logits, dtype=np.float64)[: len(rows)]
 
     # ----------------------------------------------------------------- public API
     def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """Class probabilities (n x labels, in label-id order) and a truncated flag per text."""
+        probs, _, truncated = self.scores(texts)
+        return probs, truncated
+
+    def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """Probabilities and raw logits (n x labels each, label-id order) and a truncated flag per text.
+
+        A chunked text's probabilities are its chunks' averaged by token count, and so are its logits.
+        """
         if not texts:
-            return np.zeros((0, len(self.labels))), []
+            return np.zeros((0, len(self.labels))), np.zeros((0, len(self.labels))), []
         items, truncated = self.inference_items(texts)
-        probs = np.zeros((len(items), len(self.labels)))
+        logits = np.zeros((len(items), len(self.labels)))
         for batch in self.batches(items):
-            probs[batch] = self._run(items, batch)
+            logits[batch] = self._run(items, batch)
+        probs = _softmax(logits)
         if len(items) == len(texts):
-            return probs, truncated
+            return probs, logits, truncated
         # Chunked texts: average the chunks' probabilities weighted by their token counts.
         out = np.zeros((len(texts), len(self.labels)))
+        out_logits = np.zeros((len(texts), len(self.labels)))
         weight = np.zeros(len(texts))
         for k, item in enumerate(items):
             out[item.owner] += probs[k] * item.weight
+            out_logits[item.owner] += logits[k] * item.weight
             weight[item.owner] += item.weight
-        return out / weight[:, None], truncated
+        return out / weight[:, None], out_logits / weight[:, None], truncated
 
     def classify(self, texts: Sequence[str]) -> list[Result]:
         """Results for texts, in input order (see the Result contract in docs/ARCHITECTURE.md)."""
         probs, truncated = self.predict_proba(texts)
         return [self.result(text, row, cut) for text, row, cut in zip(texts, probs, truncated)]
 
-    def result(self, text: str, row: np.ndarray, truncated: bool = False) -> Result:
-        """Build one result record from a probability row."""
+    def classify_with_logits(self, texts: Sequence[str]) -> list[Result]:
+        """classify(), each result with its raw ``logits`` ({label: value}) too: what the engine caches,
+        so that raw scores come from the same entry (it gives them only to whoever asks)."""
+        probs, logits, truncated = self.scores(texts)
+        return [self.result(text, row, cut, raw) for text, row, cut, raw in zip(texts, probs, truncated, logits)]
+
+    def result(self, text: str, row: np.ndarray, truncated: bool = False, logits: np.ndarray | None = None) -> Result:
+        """Build one result record from a probability row (and the logits it came from)."""
         best = int(row.argmax())
         out: Result = {
             "text": text,
@@ -324,7 +375,65 @@ class Model:
         }
         if truncated:
             out["truncated"] = True
+        if logits is not None:
+            out["logits"] = {label: round(float(v), 6) for label, v in zip(self.labels, logits)}
         return out
+
+    # ----------------------------------------------------------------- pairs, either side, tokens
+    @cached_property
+    def _encoders(self) -> dict[str | None, Any]:
+        return {}
+
+    def _encoder(self, truncate_from: str | None) -> Any:
+        """A copy of the tokenizer that adds the special tokens the model expects (the tokenizer's own
+        post-processor, else [CLS] a [SEP] b [SEP] with type ids 0/1) and, with truncate_from "right"
+        or "left", cuts an input to max_length tokens longest-first from that side, as
+        ``tokenizers`` does. Copies, so the shared tokenizer is never reconfigured under another thread."""
+        with _ENCODERS_LOCK:
+            tok = self._encoders.get(truncate_from)
+            if tok is None:
+                from tokenizers import Tokenizer
+                from tokenizers.processors import TemplateProcessing
+
+                tok = Tokenizer.from_str(self.tokenizer.to_str())
+                tok.no_padding()
+                if tok.post_processor is None:
+                    cls, sep = (self.tokenizer.id_to_token(i) for i in (self._cls, self._sep))
+                    tok.post_processor = TemplateProcessing(
+                        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
+                        special_tokens=[(cls, self._cls), (sep, self._sep)])
+                if truncate_from is None:
+                    tok.no_truncation()
+                else:
+                    tok.enable_truncation(self.max_length, strategy="longest_first", direction=truncate_from)
+                self._encoders[truncate_from] = tok
+            return tok
+
+    def tokenize(self, inputs: Sequence[str | tuple[str, str]], add_special_tokens: bool = True,
+                 truncate_from: str | None = None) -> list[Any]:
+        """``tokenizers`` Encodings of texts or (text, text pair) tuples, special tokens as the model runs them."""
+        return self._encoder(truncate_from).encode_batch(list(inputs), add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
+        """The texts of token id sequences."""
+        return self.tokenizer.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+    def input_lengths(self, inputs: Sequence[str | tuple[str, str]]) -> list[int]:
+        """Tokens each text or pair holds before any truncation (special tokens included)."""
+        return [len(e.ids) for e in self.tokenize(inputs)]
+
+    def classify_inputs(self, inputs: Sequence[str | tuple[str, str]], truncate_from: str = "right") -> list[Result]:
+        """Results (with logits) for texts or (text, text pair) tuples encoded as the tokenizer encodes
+        them, each cut to max_length tokens longest-first from ``truncate_from``; input order."""
+        if not inputs:
+            return []
+        encodings = self.tokenize(inputs, truncate_from=truncate_from)
+        logits = np.zeros((len(encodings), len(self.labels)))
+        for batch in self._groups([len(e.ids) for e in encodings]):
+            logits[batch] = self._forward([encodings[k].ids for k in batch], [encodings[k].type_ids for k in batch])
+        probs = _softmax(logits)
+        return [self.result(x if isinstance(x, str) else x[0], probs[k], bool(encodings[k].overflowing), logits[k])
+                for k, x in enumerate(inputs)]
 
     def info(self) -> dict[str, Any]:
         """What /info and `sentictl info` show."""
@@ -342,6 +451,13 @@ class Model:
         }
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (float64)."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted)
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def load(model_dir: str | Path | None = None, *, quiet: bool = False, **kwargs: Any) -> Model:
     """Resolve the model directory (see config.resolve_model_dir), say which one, and load it."""
     resolved = config.resolve_model_dir(model_dir)
@@ -356,4 +472,11 @@ def load(model_dir: str | Path | None = None, *, quiet: bool = False, **kwargs: 
                 f"using the bundled {config.BUNDLED_MODEL_NAME} model ({resolved.reason}); "
                 f"for FinBERT run `sentictl export` (or `sentictl export --model DIR` offline)"
             )
-    return Model(resolved.path, **kwargs)
+    model = Model(resolved.path, **kwargs)
+    if is_foreign(model.manifest) and not quiet:
+        notice(
+            f"{resolved.path} has no {MANIFEST}: read as an optimum folder ({model.variant} from "
+            f"{model.manifest['variants'][model.variant]['file']}, labels from config.json); no parity figures "
+            f"were measured for it (`sentictl export` makes a checked folder)"
+        )
+    return model

@@ -63,6 +63,33 @@ class BadRecord:
 Verdict = Record | BadRecord
 
 
+@dataclass(frozen=True)
+class Input:
+    """A model input other than one text cut at its end: a sentence pair, or a text cut at its start.
+
+    A plain ``str`` is the common input (truncated at the right, cached under the text itself);
+    an Input is encoded as the tokenizer encodes it (pairs: ``[CLS] a [SEP] b [SEP]`` with the
+    second segment's token type ids, truncated longest-first) and cached in a key space of its
+    own, so a pair never shares an entry with a text.
+    """
+
+    text: str
+    pair: str | None = None
+    truncate_from: str = "right"  # "right" or "left": which end a text over the model's limit loses
+
+    @property
+    def kind(self) -> str:
+        """The key space of this kind of input, e.g. "pair-right" or "single-left"."""
+        return f"{'single' if self.pair is None else 'pair'}-{self.truncate_from}"
+
+    @property
+    def key(self) -> str:
+        """The cache key text: the text itself, or both texts as a JSON array (unambiguous)."""
+        if self.pair is None:
+            return self.text
+        return orjson.dumps([self.text, self.pair]).decode()
+
+
 def normalise(text: str) -> str:
     """Remove a leading byte-order mark and one trailing line ending; change nothing else."""
     if text.startswith("\ufeff"):
@@ -89,6 +116,20 @@ def check_text(text: str, max_chars: int, source: str = "-", position: int = 0, 
     if is_blank(text):
         return BadRecord("empty", "empty text: nothing to classify", source, position)
     return Record(text, source, position, data)
+
+
+def check_pair(first: str, second: str, max_chars: int, source: str = "-",
+               position: int = 0) -> tuple[str, str] | BadRecord:
+    """The verdict for a sentence pair: both texts normalised and under --max-chars; empty only when
+    both are blank (one blank side is still a pair the tokenizer can encode, as TEI accepts it)."""
+    verdicts = [check_text(t, max_chars, source, position) for t in (first, second)]
+    for v in verdicts:
+        if isinstance(v, BadRecord) and v.reason != "empty":
+            return v
+    if all(isinstance(v, BadRecord) for v in verdicts):
+        return BadRecord("empty", "empty pair: nothing to classify", source, position)
+    a, b = (v.text if isinstance(v, Record) else normalise(t) for v, t in zip(verdicts, (first, second)))
+    return a, b
 
 
 def decode(raw: bytes, source: str = "-", position: int = 0) -> str | BadRecord:

@@ -74,10 +74,19 @@ def run_export(
     per_channel: bool = True,
     quantize_ops: Sequence[str] = ("MatMul",),
     keep: str | None = None,
-    fp32_layers: Sequence[int] = (0,),
+    fp32_layers: Sequence[int] | None = None,
     quiet: bool = False,
+    int8_recipe: str | None = None,
+    smooth_alpha: float | None = None,
 ) -> dict[str, Any]:
-    """Export a checkpoint to a model directory; returns the manifest written."""
+    """Export a checkpoint to a model directory; returns the manifest written.
+
+    int8 options (see variants.py): ``int8_recipe`` rowwise (default) or tensor; ``fp32_layers``
+    None takes the recipe's default; ``smooth_alpha`` SmoothQuant strength for rowwise (None: off).
+    """
+    int8 = {"per_channel": per_channel, "quantize_ops": quantize_ops, "fp32_layers": fp32_layers,
+            "int8_recipe": int8_recipe, "smooth_alpha": smooth_alpha}
+    int8 = {k: v for k, v in int8.items() if v is not None}
     wanted = parse_variants(variants)
     kept = _parse_keep(keep, wanted)
     # Every check on the output folder comes before anything heavy is loaded or anything written.
@@ -117,7 +126,7 @@ def run_export(
     try:
         manifest = _build(
             work, checkpoint, source, hf_config, tokenizer, id2label, length, wanted, opset,
-            eval_data, max_drop, per_channel, quantize_ops, fp32_layers, steps, out.name,
+            eval_data, max_drop, int8, steps, out.name,
         )
         _drop_unkept(work, manifest, kept)
         work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
@@ -140,9 +149,7 @@ def _build(
     opset: int | None,
     eval_data: str | Path | None,
     max_drop: float,
-    per_channel: bool,
-    quantize_ops: Sequence[str],
-    fp32_layers: Sequence[int],
+    int8: dict[str, Any],
     steps: Steps,
     name: str,
 ) -> dict[str, Any]:
@@ -159,14 +166,17 @@ def _build(
         )
     except Exception as exc:
         raise ExportError(f"optimum could not export {source['id']} to ONNX: {exc}") from None
+    # optimum and transformers truncate at model_max_length: the export's length, as `score` does.
+    tokenizer.model_max_length = length
     tokenizer.save_pretrained(raw)
     shutil.copy(raw / "tokenizer.json", work / "tokenizer.json")
+    optimum_files = _keep_optimum_files(raw, work)
     steps.done()
 
     variants: dict[str, dict[str, Any]] = {}
     for variant in wanted:
         steps.start(f"building the {variant} variant")
-        entry = build_variant(variant, raw, work, checkpoint=checkpoint, length=length, opset=opset, per_channel=per_channel, quantize_ops=quantize_ops, fp32_layers=fp32_layers)
+        entry = build_variant(variant, raw, work, checkpoint=checkpoint, length=length, opset=opset, **int8)
         # Stamped as verified (in the user cache dir, keyed by inode: the rename of `work` keeps
         # it valid), so the first score after an export need not hash the file again.
         entry["sha256"] = hash_and_stamp(work / entry["file"])
@@ -194,6 +204,7 @@ def _build(
         "max_length": length,
         "tokenizer": tok_entry,
         "variants": variants,
+        "optimum_files": optimum_files,
         "tools": tool_versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "opset": opset,
@@ -224,6 +235,29 @@ def _build(
         steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants if "accuracy" in variants[v].get("eval", {})))
     _write_manifest(work, manifest)
     return manifest
+
+
+# What optimum's ORTModelForSequenceClassification.from_pretrained(dir, file_name=...) and
+# transformers' AutoTokenizer read besides the .onnx and tokenizer.json; sentictl itself reads none.
+OPTIMUM_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                 "vocab.txt", "vocab.json", "merges.txt")
+_VOCAB_LIMIT = 4 << 20  # a vocabulary file is a convenience (tokenizer.json suffices): only when small
+
+
+def _keep_optimum_files(raw: Path, work: Path) -> list[dict[str, Any]]:
+    """Copy optimum's config and tokenizer files into the model directory; their manifest entries."""
+    from ..engine.integrity import hash_and_stamp
+
+    kept = []
+    for name in OPTIMUM_FILES:
+        source = raw / name
+        if not source.is_file() or (name.startswith(("vocab", "merges")) and source.stat().st_size > _VOCAB_LIMIT):
+            continue
+        shutil.copy(source, work / name)
+        kept.append({"file": name, "sha256": hash_and_stamp(work / name)})
+    if not any(entry["file"] == "config.json" for entry in kept):
+        raise ExportError("optimum wrote no config.json: the model directory could not be loaded by optimum")
+    return kept
 
 
 def _parse_keep(keep: str | None, wanted: list[str]) -> list[str]:

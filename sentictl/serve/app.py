@@ -1,4 +1,6 @@
-"""The HTTP routes and the state they share; ``create_app`` builds the ASGI application.
+"""The state the HTTP routes share, and the demo's routes; ``create_app`` (routes.py) builds the ASGI app.
+
+The text-embeddings-inference routes (/predict, /tokenize, /decode, /info) are in tei.py.
 
 Request path: auth → a slot among --max-concurrent-requests (429 when none) → model ready? → body
 (bounded) → shape (pydantic models) → each text through the engine's record rules (in a worker
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from typing import Any, Callable, Iterator
 
@@ -24,11 +25,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from .. import __version__
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
 from ..errors import (
     BadRequest,
-    InputTooLarge,
     Overloaded,
     PayloadTooLarge,
     SentictlError,
@@ -43,7 +42,6 @@ from .responses import (
     demo_shape,
     invalid,
     json_response,
-    predictions,
     refused,
     timed,
 )
@@ -56,8 +54,6 @@ _SENTIMENT_HINT = ' (expected {"text": "..."} or {"texts": ["...", ...]})'
 # since decoding, JSON parsing and the record rules (a blank check walks every character of an
 # all-blank text) grow with the body and would stall every other request meanwhile.
 _INLINE_BODY_BYTES = 16 * 1024
-# A file-system path, absolute (POSIX, Windows drive or UNC) or relative to the current or home directory.
-_PATH = re.compile(r"^(/|~|\.{1,2}[\\/]|[A-Za-z]:[\\/]|\\\\)")
 
 
 class Service:
@@ -122,7 +118,7 @@ class Service:
         self.reader = CacheReader(engine) if self.cache is not None else None
         self.batcher = Batcher(
             engine, self.metrics, max_batch_tokens=self.settings.max_batch_tokens,
-            max_wait_ms=self.settings.max_wait_ms, max_queue=self.settings.max_queue,
+            max_wait_ms=self.settings.max_wait_ms,
             max_batch_size=getattr(model, "max_batch_size", 64),
         )
         self.batcher.start()
@@ -182,17 +178,21 @@ class Service:
         return await asyncio.to_thread(fn, *args)
 
     @staticmethod
-    def validate(model: type[BaseModel], doc: Any, hint: str = "") -> Any:
+    def validate(model: type[BaseModel], doc: Any, hint: str | dict[str, str] = "") -> Any:
         """The request model of a parsed JSON body, or the HttpError its validation errors make."""
         try:
             return model.model_validate(doc)
         except ValidationError as exc:
             raise invalid(exc.errors(include_url=False), hint) from None
 
-    async def classify(self, engine: Engine, texts: list[str]) -> tuple[list[Result], dict[str, float]]:
-        """Results in input order: cache hits at once, misses through the batcher."""
+    async def classify(self, engine: Engine, texts: list[Any],
+                       logits: bool = False) -> tuple[list[Result], dict[str, float]]:
+        """Results (with logits) in input order for texts or engine Inputs: cache hits at once, misses
+        through the batcher. logits: a cached result without them (stored by an older version) is a miss."""
         unique = list(dict.fromkeys(texts))
-        known: dict[str, Result] = await self.reader.lookup(unique) if self.reader is not None else {}
+        known: dict[Any, Result] = await self.reader.lookup(unique) if self.reader is not None else {}
+        if logits:
+            known = {t: r for t, r in known.items() if "logits" in r}
         misses = [t for t in unique if t not in known]
         self.metrics.cache_hits.inc(len(unique) - len(misses))
         self.metrics.cache_misses.inc(len(misses))
@@ -208,18 +208,6 @@ class Service:
         if self.publisher is not None:
             self.publisher.publish(results)
         return results, timings
-
-    async def refuse_over_length(self, engine: Engine, texts: list[str], single: bool) -> None:
-        """InputTooLarge for the first text over the model's token limit (when it would be truncated)."""
-        model = engine.model
-        if model.long != "truncate":
-            return  # chunk mode classifies any length whole
-        limit = model.max_length
-        for i, ids in enumerate(await asyncio.to_thread(model.encode, texts)):
-            if len(ids) + 2 > limit:
-                where = "inputs" if single else f"inputs[{i}]"
-                raise InputTooLarge(f"{where} has {len(ids) + 2} tokens, over the model's limit of {limit}; "
-                                    f'send "truncate": true to cut it')
 
     # -------------------------------------------------------------- routes
     async def sentiment(self, request: Request) -> Response:
@@ -237,102 +225,28 @@ class Service:
     def sentiment_texts(self, engine: Engine, body: bytes, as_json: bool) -> tuple[list[str], bool]:
         """The accepted texts of a /sentiment body, and whether they came as a list ({"texts": [...]})."""
         if as_json:
-            doc = _parse_json(body)
+            doc = parse_json(body)
             if isinstance(doc, dict) and "texts" in doc:
                 texts = self.validate(self.models.sentiment_texts, doc, _SENTIMENT_HINT).texts
-                return [_accept(engine.check(t), f"texts[{i}]") for i, t in enumerate(texts)], True
+                return [accept(engine.check(t), f"texts[{i}]") for i, t in enumerate(texts)], True
             text = self.validate(self.models.sentiment_text, doc, _SENTIMENT_HINT).text
-            return [_accept(engine.check(text), "text")], False
-        return [_accept(engine.check_bytes(body), "body")], False
-
-    async def predict(self, request: Request) -> Response:
-        """Classify like text-embeddings-inference: every label's score, best first."""
-        with self.admission():
-            started = time.perf_counter()
-            engine = self.ready()
-            body = await self.body(request)
-            req, texts = await self.off_loop(len(body), self.predict_texts, engine, body)
-            single = isinstance(req.inputs, str)
-            if not req.truncate:
-                await self.refuse_over_length(engine, texts, single)
-            results, timings = await self.classify(engine, texts)
-            out = [predictions(r, req.raw_scores) for r in results]
-            return timed(out[0] if single else out, started, timings)
-
-    def predict_texts(self, engine: Engine, body: bytes) -> tuple[Any, list[str]]:
-        """The validated /predict request and its accepted texts."""
-        req = self.validate(self.models.predict, _parse_json(body))
-        single = isinstance(req.inputs, str)
-        inputs = [req.inputs] if single else req.inputs
-        return req, [_accept(engine.check(t), "inputs" if single else f"inputs[{i}]") for i, t in enumerate(inputs)]
+            return [accept(engine.check(text), "text")], False
+        return [accept(engine.check_bytes(body), "body")], False
 
     async def health(self) -> Response:
         """200 once the model is loaded, 503 before (no token needed: probes call it)."""
         if self.engine is None:
-            return json_response({"status": "loading"}, http_status(Unhealthy))
+            error = Unhealthy("the model is still loading")
+            return json_response({"status": "loading", **error.body()}, http_status(Unhealthy))
         return json_response({"status": "ok"})
-
-    async def info(self) -> Response:
-        """Which model runs, how, and the server's limits: names, never where the server keeps its files."""
-        engine = self.ready()
-        s = self.settings
-        info = engine.info()
-        model_dir = info.pop("model_dir", None)
-        source = info.pop("source", None)
-        source_id = source.get("id") if isinstance(source, dict) else source
-        if isinstance(source, dict) and (source.get("kind") == "local" or _is_path(str(source_id or ""))):
-            # A checkpoint exported from a local folder records that folder's path: its name is the id.
-            source_id = _name(str(source_id or ""))
-            source = {**source, "id": source_id}
-        return json_response(_without_paths({
-            **info,
-            "source": source,
-            "model_id": str(source_id or engine.name),
-            "model": engine.name,
-            "model_dir": _name(str(model_dir)) if model_dir else None,
-            "version": __version__,
-            "max_batch_tokens": s.max_batch_tokens,
-            "max_wait_ms": s.max_wait_ms,
-            "max_client_batch_size": s.max_client_batch_size,
-            "max_queue": s.max_queue,
-            "max_body_bytes": s.max_body_bytes,
-            "max_chars": s.max_chars,
-            "max_connections": s.max_connections,
-            "max_concurrent_requests": self.max_concurrent_requests,
-            "header_timeout": s.header_timeout,
-            "body_timeout": s.body_timeout,
-            "keep_alive_timeout": s.keep_alive_timeout,
-            "cache": _name(str(self.cache.path)) if self.cache is not None else None,
-            "publish": s.publish,
-            "uptime_s": round(time.time() - self.started, 3),
-        }))
 
     async def prometheus(self) -> Response:
         """Prometheus metrics in the text format."""
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _is_path(value: str) -> bool:
-    return bool(_PATH.match(value))
-
-
-def _name(path: str) -> str:
-    """The last part of a file-system path (a folder's or file's name)."""
-    return re.split(r"[\\/]", path.rstrip("\\/"))[-1]
-
-
-def _without_paths(value: Any) -> Any:
-    """value with every string that is a file-system path cut to its last part (what /info may show)."""
-    if isinstance(value, str):
-        return _name(value) if _is_path(value) else value
-    if isinstance(value, dict):
-        return {k: _without_paths(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_paths(v) for v in value]
-    return value
-
-
-def _parse_json(body: bytes) -> Any:
+def parse_json(body: bytes) -> Any:
+    """The parsed JSON body, or BadRequest (not UTF-8, malformed)."""
     try:
         return orjson.loads(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -341,7 +255,7 @@ def _parse_json(body: bytes) -> Any:
         raise BadRequest(f"malformed JSON: {exc}", reason="bad_json") from None
 
 
-def _accept(verdict: Verdict, where: str) -> str:
+def accept(verdict: Verdict, where: str) -> str:
     """The normalised text of an accepted record; a refused one is raised as its HttpError."""
     if isinstance(verdict, BadRecord):
         raise refused(verdict, where)

@@ -4,19 +4,25 @@ Neither class caches or batches by itself: the Batcher hands ``Engine.classify``
 arrival-order batch with its token counts (the engine splits it into length groups and stores
 the results), and the CacheReader asks ``Engine.lookup`` once for every request of an
 event-loop iteration.
+
+The queue has no bound of its own: the routes admit at most --max-concurrent-requests requests
+of at most --max-client-batch-size texts each, so a request that was admitted is never refused
+here (a refusal a retry could not fix when the request alone is larger than a queue bound).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from ..engine import Engine, Result
-from ..errors import Overloaded
+from ..errors import BackendError, Unhealthy
 from .metrics import Metrics
 
 log = logging.getLogger("sentictl.serve")
@@ -26,7 +32,7 @@ log = logging.getLogger("sentictl.serve")
 class Job:
     """One request's texts waiting for inference, and when it queued, started and finished."""
 
-    texts: list[str]
+    texts: list[Any]
     lengths: list[int]
     tokens: int
     future: asyncio.Future
@@ -39,12 +45,11 @@ class Batcher:
     """Coalesces concurrent requests into inference batches under a token budget and a wait limit."""
 
     def __init__(self, engine: Engine, metrics: Metrics, *, max_batch_tokens: int,
-                 max_wait_ms: float, max_queue: int, max_batch_size: int):
+                 max_wait_ms: float, max_batch_size: int):
         self.engine = engine
         self.metrics = metrics
         self.max_batch_tokens = max(1, max_batch_tokens)
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
-        self.max_queue = max(1, max_queue)
         self.max_batch_size = max(1, max_batch_size)
         self._pending: deque[Job] = deque()
         self._queued_texts = 0
@@ -66,16 +71,12 @@ class Batcher:
                 await self._task
         for job in self._pending:
             if not job.future.done():
-                job.future.set_exception(Overloaded("server is shutting down"))
+                job.future.set_exception(Unhealthy("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], lengths: list[int]) -> Job:
-        """Queue texts (with their token counts) for inference and wait for their results.
-
-        Raises Overloaded at once when the queue is full.
-        """
-        if self._queued_texts + len(texts) > self.max_queue:
-            raise Overloaded(f"the inference queue is full ({self._queued_texts} texts waiting, --max-queue {self.max_queue})")
+    async def submit(self, texts: list[Any], lengths: list[int]) -> Job:
+        """Queue texts or engine Inputs (with their token counts) for inference and wait for their results
+        (with logits); BackendError when inference failed."""
         loop = asyncio.get_running_loop()
         tokens = sum(lengths)
         job = Job(texts, lengths, tokens, loop.create_future(), loop.time())
@@ -139,12 +140,13 @@ class Batcher:
             # The token counts let the engine split this arrival-order batch into length groups.
             lengths = {t: n for job in batch for t, n in zip(job.texts, job.lengths)}
             try:
-                results = await loop.run_in_executor(self._executor, self.engine.classify, texts, lengths)
-            except Exception as exc:  # noqa: BLE001 - every waiting caller must hear about it
+                results = await loop.run_in_executor(
+                    self._executor, functools.partial(self.engine.classify, texts, lengths, logits=True))
+            except Exception:  # every waiting caller must hear about it (the details go to the log)
                 log.exception("inference failed for a batch of %d texts", len(texts))
                 for job in batch:
                     if not job.future.done():
-                        job.future.set_exception(exc)
+                        job.future.set_exception(BackendError("inference failed: see the server log"))
                 free_since = loop.time()
                 continue
             finished = free_since = loop.time()

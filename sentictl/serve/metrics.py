@@ -65,7 +65,7 @@ class Metrics:
         for reason in ("header_timeout", "body_timeout", "send_timeout", "shed", "refused"):
             self.connections_closed.labels(reason)
         self.in_progress = Gauge(
-            "sentictl_requests_in_progress", "/sentiment and /predict requests in progress (--max-concurrent-requests).",
+            "sentictl_requests_in_progress", "Classification requests in progress: /sentiment, /predict, POST /, /invocations (--max-concurrent-requests).",
             registry=r,
         )
 

@@ -3,6 +3,9 @@
 The request models depend on --max-client-batch-size, so they are built per app by
 :func:`request_models`. Which texts are acceptable (blank, too long) is not modelled here: every
 text goes through the engine's record rules after the shape was checked.
+
+The TEI routes' models follow text-embeddings-inference's schemas (``tests/tei/openapi.json``):
+the same field names, shapes and defaults, so a TEI client's request means the same here.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapt
 from pydantic.json_schema import models_json_schema
 
 from ..engine import REASONS
+from ..errors import ERROR_TYPES
 
 # Where the generated request schemas live in /openapi.json, beside FastAPI's own.
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -38,10 +42,20 @@ class SentimentResult(BaseModel):
 
 
 class Prediction(BaseModel):
-    """One label and its score (text-embeddings-inference's shape)."""
+    """One label and its score (text-embeddings-inference's shape): a probability, or a logit with raw_scores."""
 
     label: str
     score: float
+
+
+class SimpleToken(BaseModel):
+    """One token of /tokenize (TEI's shape): start and stop are byte offsets into the text, null for special tokens."""
+
+    id: int = Field(ge=0)
+    text: str
+    special: bool
+    start: int | None = Field(None, ge=0)
+    stop: int | None = Field(None, ge=0)
 
 
 class Health(BaseModel):
@@ -50,12 +64,48 @@ class Health(BaseModel):
     status: Literal["ok", "loading"]
 
 
+class Loading(Health):
+    """The 503 answer while the model loads: the status and TEI's error body."""
+
+    error: str
+    error_type: Literal["Unhealthy"]
+
+
+class ClassifierModel(BaseModel):
+    """The label maps of a sequence-classification model."""
+
+    id2label: dict[str, str]
+    label2id: dict[str, int]
+
+
+class ModelType(BaseModel):
+    """TEI's model type: always a classifier here."""
+
+    classifier: ClassifierModel
+
+
 class Info(BaseModel):
-    """Which model runs, how, and the server's limits."""
+    """Which model runs, how, and the server's limits: TEI's Info fields, then sentictl's own."""
 
     model_config = ConfigDict(protected_namespaces=(), extra="allow")
 
-    model_id: str = Field(description="The model's source id (a hub id, or the name of the folder it was exported from).")
+    # text-embeddings-inference's Info
+    model_id: str = Field(description="The model's source id (a hub id, or the name of its folder; never a path).")
+    model_sha: str | None = Field(description="The source revision the model was exported from, when known.")
+    model_dtype: str = Field(description="The running variant's precision: float32, float16 or int8.")
+    served_model_name: str
+    model_type: ModelType
+    max_concurrent_requests: int = Field(ge=0, description="--max-concurrent-requests")
+    max_input_length: int = Field(ge=0, description="The model's token limit.")
+    max_batch_tokens: int = Field(ge=0, description="--max-batch-tokens: the token budget of one coalesced batch.")
+    max_batch_requests: int | None = Field(ge=0, description="The most texts one inference batch holds.")
+    max_client_batch_size: int = Field(ge=0, description="--max-client-batch-size")
+    auto_truncate: bool = Field(description="--auto-truncate: what a request without \"truncate\" gets.")
+    tokenization_workers: int = Field(ge=0, description="Threads the tokenizer may use.")
+    version: str
+    sha: str | None = None
+    docker_label: str | None = None
+    # sentictl's own
     model: str
     model_dir: str = Field(description="The name of the model's folder (never its location).")
     variant: str
@@ -64,15 +114,11 @@ class Info(BaseModel):
     max_length: int
     labels: list[str]
     long: str
-    version: str
-    max_batch_tokens: int
+    run_tokens: int = Field(description="--run-tokens: the token budget of one inference run.")
     max_wait_ms: float
-    max_client_batch_size: int
-    max_queue: int
     max_body_bytes: int
     max_chars: int
     max_connections: int | None = Field(None, description="The connection cap (--max-connections); null when not run by `sentictl serve`.")
-    max_concurrent_requests: int
     header_timeout: float
     body_timeout: float
     keep_alive_timeout: float
@@ -81,12 +127,25 @@ class Info(BaseModel):
     uptime_s: float
 
 
-class ErrorBody(BaseModel):
-    """Every error answer: a message for people, a stable type, and a record's reason code if it has one."""
+# Reason codes of refusals that are not about one record (the record ones are engine.REASONS).
+HTTP_REASONS = {
+    "too_many_inputs": "more texts than --max-client-batch-size",
+    "too_many_tokens": "over the model's token limit with truncation off",
+    "body_too_large": "a body over --max-body-bytes",
+    "unauthorized": "missing or wrong bearer token",
+    "not_found": "no such route",
+    "method_not_allowed": "the route takes another method",
+    "timeout": "headers or body too slow",
+    "connections_full": "every connection has a request in progress",
+}
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer (TEI's ErrorResponse): a message for people, TEI's error type, and sentictl's reason code."""
 
     error: str
-    error_type: str
-    reason: str | None = Field(None, description="Why a text was refused: " + ", ".join(REASONS) + ".")
+    error_type: Literal[ERROR_TYPES]  # type: ignore[valid-type]
+    reason: str | None = Field(None, description="A stable code for why: " + ", ".join([*REASONS, *HTTP_REASONS]) + ".")
 
 
 # ---------------------------------------------------------------------------------- requests
@@ -97,11 +156,26 @@ class RequestModels:
     sentiment_text: type[BaseModel]
     sentiment_texts: type[BaseModel]
     predict: type[BaseModel]
+    tokenize: type[BaseModel]
+    decode: type[BaseModel]
+
+
+def predict_shape(value: Any) -> str:
+    """Which of TEI's PredictInput forms a value is meant as: a text, a flat list (one text or a
+    pair) or a batch (a list of lists); TEI decides by the first item the same way."""
+    if isinstance(value, list):
+        return "batch" if value and isinstance(value[0], list) else "flat"
+    return "text"
+
+
+def _ids_shape(value: Any) -> str:
+    return "batch" if isinstance(value, list) and value and isinstance(value[0], list) else "ids"
 
 
 def request_models(max_client_batch_size: int) -> RequestModels:
     """Request models whose text lists hold 1 to max_client_batch_size strings."""
     texts_field = Annotated[list[str], Field(min_length=1, max_length=max_client_batch_size)]
+    batch_size = Field(min_length=1, max_length=max_client_batch_size)
 
     class SentimentText(BaseModel):
         """One text to classify."""
@@ -115,21 +189,49 @@ def request_models(max_client_batch_size: int) -> RequestModels:
         model_config = ConfigDict(strict=True, extra="forbid")
         texts: texts_field
 
-    # A tagged union reports the errors of the branch the client meant, not of both.
+    # Tagged unions report the errors of the branch the client meant, not of every branch.
+    sequence = Annotated[list[str], Field(min_length=1, max_length=2, description="[text] or [text, text pair]")]
     inputs_field = Annotated[
-        Annotated[str, Tag("text")] | Annotated[texts_field, Tag("texts")],
-        Discriminator(lambda value: "texts" if isinstance(value, list) else "text"),
+        Annotated[str, Tag("text"), Field(description="One text")]
+        | Annotated[list[str], Tag("flat"), Field(min_length=1, max_length=2,
+                                                  description="One text [text] or one sentence pair [text, text pair]")]
+        | Annotated[list[sequence], Tag("batch"), batch_size,
+                    Field(description="A batch: [[text], [text, text pair], ...], answered as a list of lists")],
+        Discriminator(predict_shape),
     ]
 
     class PredictRequest(BaseModel):
-        """text-embeddings-inference's classification request (other fields are ignored)."""
+        """text-embeddings-inference's classification request (other fields, e.g. "parameters", are ignored)."""
 
         model_config = ConfigDict(strict=True)
         inputs: inputs_field
-        raw_scores: bool = Field(False, description="Log-probabilities instead of probabilities.")
-        truncate: bool = Field(False, description="Cut texts over the model's limit instead of refusing them.")
+        raw_scores: bool = Field(False, description="The model's raw logits instead of probabilities.")
+        truncate: bool | None = Field(None, description="Cut inputs over the model's token limit (true) or refuse "
+                                                        "them with 422 (false); null: the server's --auto-truncate.")
+        truncation_direction: Literal["Left", "Right", "left", "right"] = Field(
+            "Right", description="Which end of a too-long input is cut.")
 
-    return RequestModels(SentimentText, SentimentTexts, PredictRequest)
+    class TokenizeRequest(BaseModel):
+        """text-embeddings-inference's /tokenize request."""
+
+        model_config = ConfigDict(strict=True)
+        inputs: Annotated[Annotated[str, Tag("text")] | Annotated[list[str], Tag("texts"), batch_size],
+                          Discriminator(lambda value: "texts" if isinstance(value, list) else "text")]
+        add_special_tokens: bool = True
+        prompt_name: str | None = Field(None, description="Not supported (classification models have no prompts): "
+                                                          "must be null.")
+
+    token_ids = list[Annotated[int, Field(ge=0, le=2**32 - 1)]]
+
+    class DecodeRequest(BaseModel):
+        """text-embeddings-inference's /decode request."""
+
+        model_config = ConfigDict(strict=True)
+        ids: Annotated[Annotated[token_ids, Tag("ids")] | Annotated[list[token_ids], Tag("batch"), batch_size],
+                       Discriminator(_ids_shape)]
+        skip_special_tokens: bool = True
+
+    return RequestModels(SentimentText, SentimentTexts, PredictRequest, TokenizeRequest, DecodeRequest)
 
 
 def request_body(content: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -16,6 +16,9 @@ from .metrics import Metrics
 
 log = logging.getLogger("sentictl.serve")
 
+# The result fields a published record carries (a pair's result has "text_pair" too).
+_PUBLISHED = ("text", "text_pair", "label", "score", "scores", "model", "cache_hit")
+
 def check_topic_template(template: str) -> TopicTemplate:
     """The --publish template: {label} is its only field (checked now; names checked per label at start)."""
     return TopicTemplate(template, allowed=("label",), option="--publish")
@@ -68,10 +71,12 @@ class Publisher:
     def publish(self, results: Sequence[dict[str, Any]]) -> None:
         """Queue results for the broker without blocking; a full queue counts as a failure."""
         for r in results:
-            record = {k: r[k] for k in ("text", "label", "score", "scores", "model", "cache_hit") if k in r}
+            record = {k: r[k] for k in _PUBLISHED if k in r}
             if r.get("truncated"):
                 record["truncated"] = True
-            self._enqueue((self.topic(r["label"]), text_key(r["text"]), orjson.dumps(record), 1))
+            # A pair's key covers both texts, so it never shares a key with its first text alone.
+            key = text_key(r["text"] if "text_pair" not in r else orjson.dumps([r["text"], r["text_pair"]]).decode())
+            self._enqueue((self.topic(r["label"]), key, orjson.dumps(record), 1))
             self.metrics.publish_pending.inc()
 
     def _enqueue(self, item: tuple) -> None:

@@ -1,14 +1,14 @@
 """How the HTTP door answers: JSON bodies, result shapes, and every error as {"error", "error_type"[, "reason"]}.
 
 Errors are raised as :class:`sentictl.errors.HttpError` subclasses; their status comes from the
-one table in errors.py. A refused record (engine verdict) and a pydantic validation error are
-turned into those types here, as are the web framework's own 404/405/422.
+one table in errors.py and their error_type is one of text-embeddings-inference's. A refused
+record (engine verdict) and a pydantic validation error are turned into those types here, as are
+the web framework's own 404/405.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Mapping, Sequence
 
@@ -20,10 +20,11 @@ from starlette.responses import Response
 
 from ..engine import BadRecord, Result
 from ..errors import (
-    BackendError,
     BadRequest,
+    EmptyInput,
     HttpError,
     InputTooLarge,
+    InternalError,
     ValidationFailed,
     error_for_status,
     http_status,
@@ -33,10 +34,14 @@ log = logging.getLogger("sentictl.serve")
 
 # Record reasons that are not "valid JSON with an unacceptable value" (422).
 REASON_ERRORS: dict[str, type[HttpError]] = {"invalid_utf8": BadRequest, "bad_json": BadRequest,
-                                             "too_long": InputTooLarge}
+                                             "too_long": InputTooLarge, "empty": EmptyInput}
 # pydantic error types that mean the same as a record reason code.
-_PYDANTIC_REASONS = {"json_invalid": "bad_json", "missing": "missing_field", "string_type": "not_string",
-                     "too_short": "empty"}
+_PYDANTIC_REASONS = {"json_invalid": "bad_json", "missing": "missing_field", "string_type": "not_string"}
+# What a TEI batch looks like, for the message that refuses a flat list of three or more texts.
+BATCH_FORM = '{"inputs": [["first text"], ["second text"], ["a text", "its pair"]]}'
+# TEI's own words for what "inputs" may be (its deserializer's "expected ...").
+INPUTS_HINT = {"inputs": " (expected a string, a pair of strings [string, string] or a batch of mixed strings "
+                         "and pairs [[string], [string, string], ...])"}
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -71,12 +76,30 @@ def demo_shape(r: Result) -> dict[str, Any]:
 
 
 def predictions(r: Result, raw_scores: bool) -> list[dict[str, Any]]:
-    """TEI's shape: every label with its score, best first."""
-    ranked = sorted(r["scores"].items(), key=lambda kv: kv[1], reverse=True)
-    if raw_scores:
-        # The graph's logits are not kept; log-probabilities are the logits up to a per-row constant.
-        return [{"label": label, "score": round(math.log(max(p, 1e-9)), 6)} for label, p in ranked]
-    return [{"label": label, "score": p} for label, p in ranked]
+    """TEI's shape: every label with its score (a probability, or the raw logit with raw_scores), best first."""
+    scores = r["logits"] if raw_scores else r["scores"]  # type: ignore[typeddict-item]
+    ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+    return [{"label": label, "score": score} for label, score in ranked]
+
+
+def tokens(encoding: Any, text: str) -> list[dict[str, Any]]:
+    """TEI's /tokenize shape for one text: id, text, special, and the byte offsets start/stop (null
+    for special tokens), as TEI reports them from ``tokenizers``' byte offsets."""
+    if text.isascii():
+        starts = None
+    else:  # character offsets (Python's tokenizers) → byte offsets (TEI's)
+        starts = [0]
+        for c in text:
+            starts.append(starts[-1] + len(c.encode("utf-8", "surrogatepass")))
+    out = []
+    for tid, (start, stop), special, token in zip(encoding.ids, encoding.offsets, encoding.special_tokens_mask,
+                                                  encoding.tokens):
+        if special:
+            out.append({"id": tid, "text": token, "special": True, "start": None, "stop": None})
+        else:
+            b0, b1 = (start, stop) if starts is None else (starts[start], starts[stop])
+            out.append({"id": tid, "text": text[start:stop], "special": False, "start": b0, "stop": b1})
+    return out
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -85,17 +108,32 @@ def refused(bad: BadRecord, where: str) -> HttpError:
     return REASON_ERRORS.get(bad.reason, ValidationFailed)(f"{where}: {bad.message}", reason=bad.reason)
 
 
-def invalid(errors: Sequence[Mapping[str, Any]], hint: str = "") -> HttpError:
-    """The HttpError for pydantic's validation errors: too many texts 413, malformed JSON 400, the rest 422."""
+def invalid(errors: Sequence[Mapping[str, Any]], hint: str | Mapping[str, str] = "") -> HttpError:
+    """The HttpError for pydantic's validation errors: too many texts 413, an empty list 400 (Empty),
+    malformed JSON 400, the rest 422. hint: appended to the message (by field: for errors in that field)."""
     for e in errors:
         ctx = e.get("ctx") or {}
+        loc = tuple(e["loc"])
+        where = _where(loc)
         if e["type"] == "too_long" and "actual_length" in ctx:
-            return InputTooLarge(f"{_where(e['loc'])}: {ctx['actual_length']} texts in one request is over the limit "
+            n = ctx["actual_length"]
+            if "flat" in loc:  # TEI reads a flat list as one text or one pair, never as a batch
+                return ValidationFailed(
+                    f"{where}: a flat list of {n} strings is neither one text [text] nor one sentence pair "
+                    f"[text, text pair]; send several texts as a batch of lists: {BATCH_FORM}")
+            if isinstance(loc[-1], int):
+                return ValidationFailed(f"{where}: a list of {n} strings; each item of a batch is [text] or "
+                                        f"[text, text pair], e.g. {BATCH_FORM}")
+            return InputTooLarge(f"{where}: {n} inputs in one request is over the limit "
                                  f"of {ctx['max_length']} (--max-client-batch-size)")
+        if e["type"] == "too_short" and ctx.get("actual_length") == 0:
+            return EmptyInput(f"{where}: an empty list: nothing to do")
         if e["type"] == "json_invalid":
             return BadRequest(f"malformed JSON: {ctx.get('error', e['msg'])}", reason="bad_json")
     reason = next((_PYDANTIC_REASONS[e["type"]] for e in errors if e["type"] in _PYDANTIC_REASONS), None)
     message = "; ".join(dict.fromkeys(f"{_where(e['loc'])}: {e['msg']}" for e in errors))
+    if not isinstance(hint, str):
+        hint = next((hint[f] for e in errors for f in e["loc"][:1] if f in hint), "")
     return ValidationFailed(message + hint, reason=reason)
 
 
@@ -131,4 +169,4 @@ async def on_request_validation(request: Request, exc: RequestValidationError) -
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     """Exception handler: anything else is a 500 whose details stay in the server log."""
     log.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
-    return error_response(BackendError("internal error: see the server log"))
+    return error_response(InternalError("internal error: see the server log"))

@@ -1,4 +1,9 @@
-"""Routing and the OpenAPI document: plain Starlette routes serve, a FastAPI app documents them."""
+"""Routing and the OpenAPI document: plain Starlette routes serve, a FastAPI app documents them.
+
+Routes: the demo's POST /sentiment; text-embeddings-inference's POST /predict (also POST / and
+/invocations), /tokenize, /decode, GET /info, and its health routes GET /health, / and /ping;
+GET /metrics and /openapi.json.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +22,17 @@ from starlette.routing import Route
 from .. import __version__
 from ..engine import ResultCache
 from ..errors import (
+    BackendError,
     BadRequest,
     ConnectionsFull,
+    EmptyInput,
     HttpError,
     InputTooLarge,
     Overloaded,
     PayloadTooLarge,
     RequestTimeout,
+    TokenizerFailed,
+    TooManyTokens,
     Unauthorized,
     Unhealthy,
     ValidationFailed,
@@ -39,13 +48,14 @@ from .responses import (
     on_unexpected,
 )
 from .settings import ServeSettings
+from .tei import TeiRoutes
 
 
 def _errors(*kinds: type[HttpError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI responses for these error types, with their statuses from the one table."""
     out: dict[int | str, dict[str, Any]] = {}
     for kind in kinds:
-        entry = out.setdefault(http_status(kind), {"model": m.ErrorBody, "description": ""})
+        entry = out.setdefault(http_status(kind), {"model": m.ErrorResponse, "description": ""})
         entry["description"] = " / ".join(filter(None, [entry["description"], _doc(kind)]))
     return out
 
@@ -65,9 +75,11 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
     these routes use.
     """
     service = Service(settings, load, cache, on_fatal)
+    tei = TeiRoutes(service)
     docs = FastAPI(title="sentictl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                   description="Financial-sentiment classification (ONNX Runtime) with dynamic batching.")
-    _add_routes(docs, service, _guard(settings.token))
+                   description="Financial-sentiment classification (ONNX Runtime) with dynamic batching; "
+                               "text-embeddings-inference's classification API.")
+    _add_routes(docs, service, tei, _guard(settings.token))
     authorize = _authorizer(settings.token)
 
     def route(path: str, handler: Callable, methods: list[str], *, secured: bool, with_request: bool) -> Route:
@@ -87,10 +99,16 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
 
     routes = [
         route("/sentiment", service.sentiment, ["POST"], secured=True, with_request=True),
-        route("/predict", service.predict, ["POST"], secured=True, with_request=True),
-        # Starlette answers HEAD on GET routes too; load balancers' probes may rely on it.
-        route("/health", service.health, ["GET"], secured=False, with_request=False),
-        route("/info", service.info, ["GET"], secured=True, with_request=False),
+        # TEI serves a classifier's predictions at /predict, / and /invocations (SageMaker's name).
+        *(route(path, tei.predict, ["POST"], secured=True, with_request=True)
+          for path in ("/predict", "/", "/invocations")),
+        route("/tokenize", tei.tokenize, ["POST"], secured=True, with_request=True),
+        route("/decode", tei.decode, ["POST"], secured=True, with_request=True),
+        # Starlette answers HEAD on GET routes too; load balancers' probes may rely on it. TEI's health
+        # answers at /, /health and /ping (SageMaker's name).
+        *(route(path, service.health, ["GET"], secured=False, with_request=False)
+          for path in ("/health", "/", "/ping")),
+        route("/info", tei.info, ["GET"], secured=True, with_request=False),
         route("/metrics", service.prometheus, ["GET"], secured=True, with_request=False),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
@@ -100,7 +118,7 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
     # A trailing-slash redirect would echo the request's Host header into Location: 404 instead.
     app.router.redirect_slashes = False
     app.state.service = service
-    wrapped = MetricsMiddleware(app, service.metrics, routes=[r.path for r in routes])
+    wrapped = MetricsMiddleware(app, service.metrics, routes={r.path for r in routes})
     wrapped.service = service  # type: ignore[attr-defined]
     return wrapped
 
@@ -119,33 +137,51 @@ def _authorizer(token: str | None) -> Callable[[Request], None]:
     return authorize
 
 
-def _add_routes(app: FastAPI, service: Service, guard: Callable | None) -> None:
+def _add_routes(app: FastAPI, service: Service, tei: TeiRoutes, guard: Callable | None) -> None:
     """Document the routes on the documentation app, each from its models and the error types it may raise."""
     secured = [Security(guard)] if guard is not None else []
     refusals = (Unauthorized,) if guard is not None else ()
     # RequestTimeout and ConnectionsFull come from the connection guard (connections.py), before or beside the route.
-    posting = _errors(BadRequest, *refusals, RequestTimeout, PayloadTooLarge, InputTooLarge, ValidationFailed,
-                      Overloaded, Unhealthy, ConnectionsFull)
+    reading = (BadRequest, EmptyInput, *refusals, RequestTimeout, PayloadTooLarge, InputTooLarge, ValidationFailed,
+               Unhealthy, ConnectionsFull)
+    classifying = _errors(*reading, TooManyTokens, Overloaded, BackendError)
     requests = service.models
     sentiment_body, components = m.request_body(
         {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts})
-    predict_body, predict_components = m.request_body({"application/json": requests.predict})
-    components.update(predict_components)
+    bodies = {}
+    for name, model in (("predict", requests.predict), ("tokenize", requests.tokenize), ("decode", requests.decode)):
+        bodies[name], more = m.request_body({"application/json": model})
+        components.update(more)
 
     app.add_api_route(
         "/sentiment", service.sentiment, methods=["POST"], dependencies=secured, openapi_extra=sentiment_body,
-        response_model=m.SentimentResult | list[m.SentimentResult], responses=posting,
+        response_model=m.SentimentResult | list[m.SentimentResult], responses=classifying,
         summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
     )
+    for path, summary in (("/predict", "text-embeddings-inference's classification"),
+                          ("/", "text-embeddings-inference's classification (as /predict)"),
+                          ("/invocations", "text-embeddings-inference's classification (as /predict; SageMaker)")):
+        app.add_api_route(
+            path, tei.predict, methods=["POST"], dependencies=secured, openapi_extra=bodies["predict"],
+            response_model=list[m.Prediction] | list[list[m.Prediction]], responses=classifying, summary=summary,
+            name=f"predict{path.replace('/', '_')}",
+        )
     app.add_api_route(
-        "/predict", service.predict, methods=["POST"], dependencies=secured, openapi_extra=predict_body,
-        response_model=list[m.Prediction] | list[list[m.Prediction]], responses=posting,
-        summary="text-embeddings-inference compatible classification",
+        "/tokenize", tei.tokenize, methods=["POST"], dependencies=secured, openapi_extra=bodies["tokenize"],
+        response_model=list[list[m.SimpleToken]], responses=_errors(*reading),
+        summary="text-embeddings-inference's tokenization: each text's tokens as the model sees them",
     )
-    loading = {http_status(Unhealthy): {"model": m.Health, "description": _doc(Unhealthy)}}
+    app.add_api_route(
+        "/decode", tei.decode, methods=["POST"], dependencies=secured, openapi_extra=bodies["decode"],
+        response_model=list[str], responses=_errors(*reading, TokenizerFailed),
+        summary="text-embeddings-inference's decoding: the text of each id sequence",
+    )
+    loading = {http_status(Unhealthy): {"model": m.Loading, "description": _doc(Unhealthy)}}
     gets: list[tuple[str, Callable, list, dict[str, Any]]] = [
-        ("/health", service.health, [], {"response_model": m.Health, "responses": loading}),
-        ("/info", service.info, secured, {"response_model": m.Info, "responses": _errors(*refusals, Unhealthy)}),
+        *((path, service.health, [], {"response_model": m.Health, "responses": loading,
+                                      "name": f"health{path.replace('/', '_')}"})
+          for path in ("/health", "/", "/ping")),
+        ("/info", tei.info, secured, {"response_model": m.Info, "responses": _errors(*refusals, Unhealthy)}),
         ("/metrics", service.prometheus, secured,
          {"response_class": PlainTextResponse, "responses": _errors(*refusals)}),
     ]

@@ -18,11 +18,14 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_wait_ms: float = 5.0
+    # The token budget of one coalesced batch (TEI's --max-batch-tokens; the engine then runs it in
+    # length-sorted runs of the model's --run-tokens).
     max_batch_tokens: int = config.DEFAULT_COALESCE_TOKENS
     max_body_bytes: int = 1 << 20
     max_client_batch_size: int = 64
-    max_queue: int = 1024
     max_chars: int = config.DEFAULT_MAX_CHARS
+    # What a TEI request without "truncate" gets: cut inputs over the model's limit (as TEI's default).
+    auto_truncate: bool = True
     token: str | None = None
     publish: str | None = None
     # The shared Kafka connection (same options and SENTICTL_KAFKA_* variables as bridge); set with --publish.
