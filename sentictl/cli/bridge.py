@@ -82,6 +82,12 @@ def bridge_command(**opts: Any) -> None:
     options on the command line > -X > --kafka-config > SENTICTL_* variables > defaults.
 
     \b
+    Exit status: 0 stopped (SIGTERM/SIGINT, --max-messages, --idle-timeout) after the batch was
+    produced and committed; 1 could not start or the broker stayed unreachable past
+    --connect-timeout (or a permanent Kafka error); 2 usage error. Bad records go to --dlq (or the
+    log) and never change the status.
+
+    \b
     Examples:
       sentictl bridge --in news --out '{label}-news' --bootstrap localhost:9092
       sentictl bridge --in news --input json --field title --out news-scored --dlq news-dlq

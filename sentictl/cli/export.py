@@ -45,6 +45,10 @@ def export(**opts: Any) -> None:
     built-in sentences and writes manifest.json, tokenizer.json and the .onnx files.
 
     \b
+    Exit status: 0 the model folder was written; 1 it could not be (checkpoint, parity, an unsafe
+    --out, a full disk); 2 usage error; 130 interrupted.
+
+    \b
     Examples:
      sentictl export                                  # ProsusAI/finbert → models/finbert
      sentictl export --model ./my-checkpoint --out models/mine --variants all

@@ -96,6 +96,10 @@ def serve_command(**opts: Any) -> None:
     for a new client), requests in progress a limit (429).
 
     \b
+    Exit status: 0 stopped by SIGTERM/SIGINT after in-flight requests finished; 1 could not start
+    (model folder, port in use, Kafka settings for --publish); 2 usage error.
+
+    \b
     Examples:
       sentictl serve --port 8080
       curl -X POST -d 'Apple adjusted their targets downward.' localhost:8080/sentiment
