@@ -210,10 +210,67 @@ def _ffn_out(name: str) -> bool:
     return "/output/dense/" in name and "/attention/" not in name
 
 
+def _today(raw: Path, dest: Path, fp32_layers: tuple[int, ...]) -> None:
+    """sentictl's per-tensor recipe (`export --int8-recipe tensor`), with the given layers in fp32."""
+    from sentictl.export.variants import build_variant
+
+    work = dest.parent / f"_{dest.stem}"
+    work.mkdir(exist_ok=True)
+    entry = build_variant("int8", raw, work, int8_recipe="tensor", fp32_layers=fp32_layers)
+    shutil.move(str(work / entry["file"]), dest)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float | None = None,
+             embeddings: bool = False, n_calib: int = 128, extra_exclude: Callable[[str], bool] | None = None,
+             activation_qmax: int = 127, quantizer: str = "elementwise",
+             asymmetric: Callable[[str], bool] | None = None) -> None:
+    """Row-wise int8 (sentictl.export.quantize): one activation scale per token."""
+    from sentictl.export import quantize as rq
+
+    src = raw / "model.onnx"
+    keep = rq.in_layers(layers)
+    exclude = (lambda n: keep(n) or extra_exclude(n)) if extra_exclude else keep
+    smooth = None
+    if alpha is not None:
+        weights = rq.matmul_inputs(src, exclude)
+        maxima = rq.calibrate(src, raw / "tokenizer.json", _calibration_texts(n_calib), weights)
+        smooth = {x: rq.smoothing_factors(maxima[x], ws, alpha) for x, ws in weights.items()}
+    rq.rowwise_int8(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings, activation_qmax=activation_qmax,
+                    quantizer=quantizer, asymmetric=asymmetric)
+
+
 def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Path], None]]:
     """name → builder(dest)."""
     opt = inferred(opt_graph, opt_graph.parent) if opt_graph.is_file() else opt_graph
     return {
+        "tensor_all": lambda d: _today(raw, d, ()),
+        "tensor_l0": lambda d: _today(raw, d, (0,)),
+        "row": lambda d: _rowwise(raw, d),
+        "row_l0": lambda d: _rowwise(raw, d, (0,)),
+        "row_a63": lambda d: _rowwise(raw, d, activation_qmax=63),
+        "row_ql": lambda d: _rowwise(raw, d, quantizer="qlinear"),
+        "row_ql_emb": lambda d: _rowwise(raw, d, quantizer="qlinear", embeddings=True),
+        "row_ql_asym2": lambda d: _rowwise(raw, d, quantizer="qlinear", asymmetric=GROUPS["ffn2"]),
+        "row_ql_asym": lambda d: _rowwise(raw, d, quantizer="qlinear", asymmetric=lambda n: True),
+        "row_ql_sq50": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", n_calib=n_calib),
+        "row_ql_sq30": lambda d: _rowwise(raw, d, alpha=0.3, quantizer="qlinear", n_calib=n_calib),
+        "row_ql_sq70": lambda d: _rowwise(raw, d, alpha=0.7, quantizer="qlinear", n_calib=n_calib),
+        "row_ql_sq50_asym2": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=GROUPS["ffn2"], n_calib=n_calib),
+        "row_ql_sq50_asym": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True, n_calib=n_calib),
+        "row_ql_sq50_emb": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", embeddings=True, n_calib=n_calib),
+        "row_ql_asym_emb": lambda d: _rowwise(raw, d, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True),
+        "row_ql_sq50_asym_emb": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                    embeddings=True, n_calib=n_calib),
+        "row_ql_asym_l0": lambda d: _rowwise(raw, d, (0,), quantizer="qlinear", asymmetric=lambda n: True),
+        "row_a63_sq50": lambda d: _rowwise(raw, d, alpha=0.5, activation_qmax=63, n_calib=n_calib),
+        "row_emb": lambda d: _rowwise(raw, d, embeddings=True),
+        "row_sq50": lambda d: _rowwise(raw, d, alpha=0.5, n_calib=n_calib),
+        "row_sq50_emb": lambda d: _rowwise(raw, d, alpha=0.5, embeddings=True, n_calib=n_calib),
+        "row_sq30": lambda d: _rowwise(raw, d, alpha=0.3, n_calib=n_calib),
+        "row_sq70": lambda d: _rowwise(raw, d, alpha=0.7, n_calib=n_calib),
+        "row_sq50_l0": lambda d: _rowwise(raw, d, (0,), alpha=0.5, n_calib=n_calib),
+        "row_keep_ffn2": lambda d: _rowwise(raw, d, extra_exclude=GROUPS["ffn2"]),
         "current": lambda d: _optimum_current(raw, d),
         "dyn_pc_raw": lambda d: _dynamic(raw / "model.onnx", d, ["MatMul"]),
         "dyn_pt_raw": lambda d: _dynamic(raw / "model.onnx", d, ["MatMul"], per_channel=False),
@@ -458,10 +515,10 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         out[name] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "agreement_heldout": r["agreement_vs_fp32"],
                      "agreement_extra": float((ext == ref_extra).mean()), "n_heldout": len(texts), "n_extra": len(extra),
                      "drop_points": None}
-    for name, r in out.items():
+        r = out[name]
         r["drop_points"] = (out["fp32"]["accuracy"] - r["accuracy"]) * 100
-        print(f"{name:28s} acc {r['accuracy']:.4f} (Δ {r['drop_points']:+.2f} pt)  F1 {r['macro_f1']:.4f}  "
-              f"agree held-out {r['agreement_heldout']:.2%}  agree extra {r['agreement_extra']:.2%}")
+        print(f"{name:28s} acc {r['accuracy']:.4f} (Δ vs fp32 {-r['drop_points']:+.2f} pt)  F1 {r['macro_f1']:.4f}  "
+              f"agree held-out {r['agreement_heldout']:.2%}  agree extra {r['agreement_extra']:.2%}", flush=True)
     del np
     _record(work, {"kind": "accuracy", "ckpt": args.ckpt, "eval": args.eval, "results": out,
                    "date": time.strftime("%Y-%m-%d %H:%M")})

@@ -4,7 +4,8 @@ Run once by hand after scripts/train_finsent_mini.py (never in CI):
 
     .venv/bin/python scripts/build_bundled_model.py --checkpoint /work/artifacts/finsent-mini-ckpt
 
-It calls `sentictl export` itself (int8 variant, held-out evaluation, only the int8 file kept),
+It calls `sentictl export` itself (int8 variant with the default row-wise recipe, so a text's
+result never depends on its batch-mates; held-out evaluation; only the int8 file kept),
 then records the model card (base model, data, licences, seed, hyper-parameters, held-out
 accuracy and macro-F1 for fp32 and int8, their label agreement) in the manifest and in
 sentictl/models/finsent-mini/MODEL_CARD.md.
@@ -26,13 +27,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="the fine-tuned HF checkpoint directory")
     parser.add_argument("--quantize-ops", default="MatMul,Gather")
+    parser.add_argument("--int8-recipe", default="rowwise")
+    # The bundle runs on every user's CPU: avx2's narrower weights never saturate, VNNI's would on
+    # CPUs without VNNI.
+    parser.add_argument("--int8-isa", default="avx2")
+    parser.add_argument("--fp32-layers", default=None, help="default: the recipe's")
+    parser.add_argument("--smooth", default=None, help="SmoothQuant strength (default: the recipe's, 0.5; 0 turns it off)")
     args = parser.parse_args()
     heldout = args.checkpoint / "heldout.csv"
     training = json.loads((args.checkpoint / "training.json").read_text())
 
     cmd = [sys.executable, "-m", "sentictl", "export", "--model", str(args.checkpoint), "--out", str(OUT),
            "--variants", "int8", "--keep", "int8", "--quantize-ops", args.quantize_ops,
+           "--int8-recipe", args.int8_recipe, "--int8-isa", args.int8_isa,
            "--eval-data", str(heldout), "--max-drop", "0.5", "--force"]
+    if args.fp32_layers is not None:
+        cmd += ["--fp32-layers", args.fp32_layers]
+    if args.smooth is not None:
+        cmd += ["--smooth", args.smooth]
     print("+", " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
 
@@ -69,12 +81,18 @@ def card(m: dict) -> str:
         f"| {n} | {h[n]['accuracy']:.4f} | {h[n]['macro_f1']:.4f} | {h[n]['label_agreement_vs_fp32']:.4f} |" for n in ("fp32", "int8")
     )
     size = m["variants"]["int8"]["bytes"] / 1e6
+    q = m["variants"]["int8"]["quantization"]
+    layers = q.get("fp32_layers") or []
+    recipe = (
+        f"{q.get('recipe', 'tensor')} recipe: weights {q.get('weights')}; activations {q.get('activations')}; "
+        f"embeddings {q.get('embeddings', 'int8' if 'Gather' in q['operators'] else 'fp32')}"
+        + (f"; encoder layers {layers} kept in fp32" if layers else "")
+    )
     return f"""# finsent-mini
 
 A small financial-sentiment classifier bundled with sentictl so every command works offline.
 Labels in FinBERT's order: 0 positive, 1 negative, 2 neutral. Shipped as one int8 ONNX file
-({size:.1f} MB; dynamic per-channel quantization of {", ".join(m["variants"]["int8"]["quantization"]["operators"])},
-encoder layers {m["variants"]["int8"]["quantization"].get("fp32_layers")} kept in fp32).
+({size:.1f} MB; {recipe}).
 
 - Base model: {c["base_model"]}
 - Data: {c["data"]}

@@ -26,9 +26,9 @@ def test_manifest_contents(tiny_model_dir):
         assert "parity" in v
     assert manifest["variants"]["int8"]["quantization"]["per_channel"] is True
     assert manifest["variants"]["int8"]["quantization"]["mode"] == "dynamic"
-    # The first encoder layer stays fp32 by default (q, k, v, attention, output, FFN MatMuls).
-    assert manifest["variants"]["int8"]["quantization"]["fp32_layers"] == [0]
-    assert manifest["variants"]["int8"]["quantization"]["fp32_nodes"] >= 6
+    # Row-wise int8 by default (a text's result never depends on its batch): every layer in int8.
+    assert manifest["variants"]["int8"]["quantization"]["recipe"] == "rowwise"
+    assert manifest["variants"]["int8"]["quantization"]["fp32_layers"] == []
     assert manifest["variants"]["int8"]["quantization"]["isa"] in ("avx512_vnni", "avx512", "avx2", "arm64")
     assert manifest["variants"]["fp16"]["provider"] == "cuda"
     assert manifest["variants"]["coreml"]["static_shape"] == [1, 128]

@@ -10,6 +10,12 @@ from .. import config
 from ..console import notice
 from .options import CONTEXT, opt
 
+# The same names as sentictl.export.variants (a test checks): importing the export package here
+# would add ~0.2 s to every command's start.
+INT8_RECIPES = ("rowwise", "tensor")
+DEFAULT_INT8_RECIPE = "rowwise"
+INT8_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
+
 
 @click.command("export", context_settings=CONTEXT)
 @opt("--model", "model", env="EXPORT_MODEL", default=config.DEFAULT_HUB_MODEL,
@@ -29,18 +35,30 @@ from .options import CONTEXT, opt
 @opt("--keep", env="EXPORT_KEEP", default=None,
      help="Comma list of variants whose files stay in the directory (default: all built); "
            "the others keep only their figures in the manifest. E.g. --keep int8 for a small bundle.")
-@opt("--quantize-ops", default="MatMul",
-     help="int8: ONNX operator types to quantize, comma separated (MatMul keeps accuracy; "
-           "MatMul,Gather also shrinks the embedding table 4x).")
-@opt("--fp32-layers", default="0",
-     help="int8: encoder layers (comma list of indices, or 'none') left in fp32. The first layer is "
-           "the most sensitive to quantization; keeping it lifts agreement with fp32 for ~8% speed.")
+@opt("--int8-recipe", env="EXPORT_INT8_RECIPE", type=click.Choice(INT8_RECIPES), default=DEFAULT_INT8_RECIPE,
+     help="int8: rowwise gives every token its own activation scale, so a text's result never depends on "
+          "the texts batched with it (or on --run-tokens); tensor is the earlier recipe: one activation "
+          "range per inference run (ORT dynamic quantization), so results move with the batch. "
+          "E.g. --int8-recipe tensor --fp32-layers 0 rebuilds the old default.")
+@opt("--quantize-ops", env="EXPORT_QUANTIZE_OPS", default=None, show_default="MatMul,Gather for rowwise, MatMul for tensor",
+     help="int8: ONNX operator types to quantize, comma separated: MatMul (the dense layers) and Gather "
+          "(the word-embedding table as int8, 4x smaller; rowwise gives each vocabulary row its own scale).")
+@opt("--fp32-layers", env="EXPORT_FP32_LAYERS", default=None, show_default="none for rowwise, 0 for tensor",
+     help="int8: encoder layers left in fp32, a comma list of indices (e.g. 0 or 0,11) or 'none'.")
+@opt("--smooth", "smooth_alpha", env="EXPORT_SMOOTH", type=click.FloatRange(0, 1), default=None, show_default="0.5",
+     help="int8 rowwise: SmoothQuant strength: move activation outlier channels into the weights (exact in "
+          "fp32), using per-channel maxima measured on the built-in parity sentences. 0 turns it off.")
+@opt("--int8-isa", env="EXPORT_INT8_ISA", type=click.Choice(INT8_ISAS), default="auto",
+     help="int8: the CPU the graph is built for. auto: this machine. A model that will run on other "
+          "machines should say avx2: CPUs without VNNI add int8 products in saturating 16-bit sums, so "
+          "a graph built for VNNI computes wrong results on them; avx2's narrower weights are safe everywhere.")
 @opt("--force", is_flag=True, help="Replace an existing model directory.")
 def export(**opts: Any) -> None:
     """Export a checkpoint to an ONNX model directory (needs the export extra).
 
     Downloads (or loads) the checkpoint, exports it with optimum, optimizes the graph, builds the
-    requested variants (int8: dynamic per-channel quantization for this CPU; fp16: for CUDA;
+    requested variants (int8: per-channel int8 weights, per-token activation scales computed at
+    run time for this CPU; fp16: for CUDA;
     coreml: static shapes for Apple's CoreML provider), checks fp32 against PyTorch on 50
     built-in sentences and writes manifest.json, tokenizer.json and the .onnx files.
 
@@ -60,8 +78,9 @@ def export(**opts: Any) -> None:
         model=opts["model"], revision=opts["revision"], out=opts["out"], variants=opts["variants"],
         max_length=opts["max_length"], opset=opts["opset"], eval_data=opts["eval_data"],
         max_drop=opts["max_drop"], force=opts["force"], keep=opts["keep"],
-        quantize_ops=[op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
-        fp32_layers=_layers(opts["fp32_layers"]),
+        quantize_ops=None if opts["quantize_ops"] is None else [op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
+        fp32_layers=None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"]),
+        int8_recipe=opts["int8_recipe"], smooth_alpha=opts["smooth_alpha"], int8_isa=opts["int8_isa"],
     )
     from ..export import resolve_out
 

@@ -72,20 +72,22 @@ def run_export(
     max_drop: float = 1.0,
     force: bool = False,
     per_channel: bool = True,
-    quantize_ops: Sequence[str] = ("MatMul",),
+    quantize_ops: Sequence[str] | None = None,
     keep: str | None = None,
     fp32_layers: Sequence[int] | None = None,
     quiet: bool = False,
     int8_recipe: str | None = None,
     smooth_alpha: float | None = None,
+    int8_isa: str | None = None,
 ) -> dict[str, Any]:
     """Export a checkpoint to a model directory; returns the manifest written.
 
-    int8 options (see variants.py): ``int8_recipe`` rowwise (default) or tensor; ``fp32_layers``
-    None takes the recipe's default; ``smooth_alpha`` SmoothQuant strength for rowwise (None: off).
+    int8 options (see variants.py): ``int8_recipe`` rowwise (default) or tensor; ``quantize_ops`` and
+    ``fp32_layers`` None take the recipe's defaults; ``smooth_alpha`` SmoothQuant strength for rowwise (None: off);
+    ``int8_isa`` the CPU the int8 graph is built for (None: this one; avx2 runs correctly everywhere).
     """
     int8 = {"per_channel": per_channel, "quantize_ops": quantize_ops, "fp32_layers": fp32_layers,
-            "int8_recipe": int8_recipe, "smooth_alpha": smooth_alpha}
+            "int8_recipe": int8_recipe, "smooth_alpha": smooth_alpha, "int8_isa": int8_isa}
     int8 = {k: v for k, v in int8.items() if v is not None}
     wanted = parse_variants(variants)
     kept = _parse_keep(keep, wanted)

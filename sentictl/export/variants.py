@@ -103,12 +103,93 @@ def _layer_nodes(model_path: Path, layers: Sequence[int]) -> list[str]:
     ]
 
 
-def _int8(raw: Path, work: Path, per_channel: bool = True, quantize_ops: Sequence[str] = ("MatMul",),
-          fp32_layers: Sequence[int] = (0,), **_: Any) -> dict[str, Any]:
+INT8_RECIPES = ("rowwise", "tensor")
+INT8_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
+
+
+def _target_isa(isa: str | None) -> str:
+    """The CPU an int8 graph is built for: this one (auto), or one named for a model shipped elsewhere.
+
+    It matters: x86 CPUs without VNNI add pairs of u8·s8 products in saturating int16, so a graph
+    built for VNNI with full-range weights computes wrong sums there. avx2 is safe on every CPU.
+    """
+    if isa in (None, "auto"):
+        return cpu_isa()
+    if isa not in INT8_ISAS:
+        raise SentictlError(f"unknown int8 target {isa!r}: choose from {', '.join(INT8_ISAS)}")
+    return isa
+DEFAULT_INT8_RECIPE = "rowwise"
+
+
+def _int8(raw: Path, work: Path, int8_recipe: str = DEFAULT_INT8_RECIPE, **options: Any) -> dict[str, Any]:
+    if int8_recipe not in INT8_RECIPES:
+        raise SentictlError(f"unknown int8 recipe {int8_recipe!r}: choose from {', '.join(INT8_RECIPES)}")
+    return _int8_rowwise(raw, work, **options) if int8_recipe == "rowwise" else _int8_tensor(raw, work, **options)
+
+
+# SmoothQuant strength of the rowwise recipe: 0.5 lifted held-out agreement with fp32 on the
+# fine-tuned MiniLM from 99.48 % to 99.69 % (benchmarks/NOTES.md, issue 13); 0 turns it off.
+DEFAULT_SMOOTH_ALPHA = 0.5
+
+
+def _int8_rowwise(raw: Path, work: Path, quantize_ops: Sequence[str] = ("MatMul", "Gather"), fp32_layers: Sequence[int] = (),
+                  smooth_alpha: float | None = DEFAULT_SMOOTH_ALPHA, int8_isa: str | None = None,
+                  **_: Any) -> dict[str, Any]:
+    """Per-token activation scales (sentictl/export/quantize.py): results independent of the batch."""
+    from . import quantize
+
+    unknown = sorted(set(quantize_ops) - {"MatMul", "Gather"})
+    if unknown:
+        raise SentictlError(f"the rowwise int8 recipe quantizes MatMul and Gather, not {', '.join(unknown)}: "
+                            f"use --int8-recipe tensor for other operators")
+    isa = _target_isa(int8_isa)
+    # Without VNNI, u8·s8 kernels add pairs of products in saturating int16: 7-bit weights avoid it.
+    qmax = quantize.safe_weight_qmax(127, isa)
+    exclude = quantize.in_layers(fp32_layers) if "MatMul" in quantize_ops else (lambda name: True)
+    src = raw / "model.onnx"
+    smooth = None
+    if smooth_alpha:
+        from .parity import parity_sentences
+
+        weights = quantize.matmul_inputs(src, exclude)
+        maxima = quantize.calibrate(src, raw / "tokenizer.json", parity_sentences(), weights)
+        smooth = {x: quantize.smoothing_factors(maxima[x], ws, smooth_alpha) for x, ws in weights.items()}
+    # Gather: the word-embedding table as int8 with a scale per vocabulary row, a weight-only change
+    # that cost no agreement and no time and takes bert-base's file from 184 to 114 MB.
+    # Asymmetric rows (each token's own min..max and zero point): LayerNorm outputs with BERT's
+    # one-sided outlier channels and GELU outputs use the whole 8 bits (NOTES.md, issue 13).
+    done = quantize.rowwise_int8(src, work / "model_int8.onnx", exclude=exclude, smooth=smooth,
+                                 embeddings="Gather" in quantize_ops, weight_qmax=qmax, quantizer="qlinear",
+                                 asymmetric=lambda name: True)
+    return {
+        "file": "model_int8.onnx",
+        "precision": "int8",
+        "provider": "cpu",
+        "quantization": {
+            "recipe": "rowwise",
+            "mode": "dynamic",
+            "isa": isa,
+            "per_channel": True,
+            "operators": ["MatMul"] + (["Gather"] if done["embeddings_int8"] else []),
+            "fp32_layers": list(fp32_layers),
+            "fp32_nodes": len(quantize.weight_matmuls_in(src, exclude)) if fp32_layers else 0,
+            "int8_matmuls": done["matmuls_int8"],
+            "weights": f"int8 symmetric, one scale per output column (±{qmax})",
+            "activations": "uint8 asymmetric, one range per token computed at run time (batch-independent)",
+            "attention_products": "fp32",
+            "smoothing": {"alpha": smooth_alpha, "calibration": "built-in parity sentences"} if smooth else None,
+            "embeddings": "int8, one scale per vocabulary row" if done["embeddings_int8"] else "fp32",
+        },
+    }
+
+
+def _int8_tensor(raw: Path, work: Path, per_channel: bool = True, quantize_ops: Sequence[str] = ("MatMul",),
+                 fp32_layers: Sequence[int] = (0,), int8_isa: str | None = None, **_: Any) -> dict[str, Any]:
+    """The recipe before issue 13: optimum's dynamic quantization, one activation range per run."""
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    isa = cpu_isa()
+    isa = _target_isa(int8_isa)
     factory = getattr(AutoQuantizationConfig, isa)
     # The first encoder layer is the most sensitive to int8: keeping it in fp32 lifted label
     # agreement with fp32 from 98.2 % to 98.6 % on held-out tweets for ~8 % of the speed on
@@ -132,6 +213,7 @@ def _int8(raw: Path, work: Path, per_channel: bool = True, quantize_ops: Sequenc
         "precision": "int8",
         "provider": "cpu",
         "quantization": {
+            "recipe": "tensor",
             "mode": "dynamic",
             "isa": isa,
             "per_channel": per_channel,
@@ -139,7 +221,7 @@ def _int8(raw: Path, work: Path, per_channel: bool = True, quantize_ops: Sequenc
             "fp32_layers": list(fp32_layers),
             "fp32_nodes": len(excluded),
             "weights": "int8 symmetric",
-            "activations": "uint8 asymmetric, per tensor, computed at run time",
+            "activations": "uint8 asymmetric, per tensor, computed at run time (depends on the batch)",
             "reduce_range": kwargs.get("reduce_range", False),
         },
     }

@@ -1,0 +1,486 @@
+"""Row-wise int8: one activation scale per token, so a text's result never depends on its batch-mates.
+
+ONNX Runtime's dynamic quantization (DynamicQuantizeLinear, fused at load time into
+DynamicQuantizeMatMul) picks one uint8 range for a whole [batch, seq, hidden] tensor: one text's
+outlier, or the padding and length of the texts it shares a run with, moves every other text's
+quantization grid. This module rewrites each MatMul with a constant weight W [K, N] instead as
+
+    s  = max(|x|, over K) / 127                     one scale per token, shape [batch, seq, 1]
+    xq = uint8(round(x / s) + 128)                  symmetric int8, shifted to uint8 so that ORT's
+                                                    u8·s8 (VNNI) GEMM kernels run
+    y  = MatMulIntegerToFloat(xq, Wq, s, w_scale, zero point 128)
+                                                    W as int8, one scale per output column
+
+Every token row is quantized on its own, so the integer products are exactly the same whatever
+else is in the batch. The attention products (Q·Kᵀ, softmax·V) have no constant weight and stay in
+fp32; so do the pooler and classifier (Gemm, one row per text).
+
+Optional, measured in benchmarks/NOTES.md (issue 13):
+- ``smooth``: SmoothQuant-style factors that move BERT's outlier channels from the activations
+  into the weights (x / s, diag(s) W: exact in fp32), from per-channel maxima on calibration text;
+- ``embeddings``: the word-embedding table as int8 with one scale per vocabulary row
+  (a weight-only change: no activation is quantized, so it cannot depend on the batch).
+
+Imports onnx (export extra) inside functions, like the rest of sentictl.export.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterable, Sequence
+
+import numpy as np
+
+MS_DOMAIN = "com.microsoft"
+_LAYER = re.compile(r"/layer\.(\d+)/")
+
+
+def layer_of(node_name: str) -> int | None:
+    """The encoder layer a node belongs to, from optimum's '/layer.N/' node names."""
+    m = _LAYER.search(node_name)
+    return int(m.group(1)) if m else None
+
+
+def weight_matmuls(graph: Any, nodes: Sequence[Any] | None = None) -> list[Any]:
+    """MatMul nodes whose second input is a constant 2-D float weight (the dense layers)."""
+    from onnx import TensorProto
+
+    inits = {i.name: i for i in graph.initializer}
+    out = []
+    for node in graph.node if nodes is None else nodes:
+        if node.op_type != "MatMul" or node.input[1] not in inits:
+            continue
+        w = inits[node.input[1]]
+        if len(w.dims) == 2 and w.data_type == TensorProto.FLOAT:
+            out.append(node)
+    return out
+
+
+def safe_weight_qmax(activation_qmax: int = 127, isa: str | None = None) -> int:
+    """The widest int8 weight range whose u8·s8 products cannot saturate on this CPU.
+
+    Without VNNI (AVX2, AVX-512F), x86 int8 GEMMs add pairs of u8·s8 products in saturating int16
+    (vpmaddubsw): 2 · 255 · 127 overflows 32767, 2 · 255 · 63 does not (ORT's reduce_range). VNNI
+    and ARM accumulate in int32.
+    """
+    from .variants import cpu_isa
+
+    if (isa or cpu_isa()) not in ("avx2", "avx512"):
+        return 127
+    return max(1, min(127, 32767 // (2 * (2 * activation_qmax + 1))))
+
+
+def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8, one scale per output column: (Wq [K, N] int8, scale [N] float32)."""
+    scale = np.abs(w).max(axis=0) / qmax
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
+    return q, scale
+
+
+def calibrate(model_path: Path, tokenizer_path: Path, texts: Sequence[str], names: Iterable[str],
+              max_length: int = 128) -> dict[str, np.ndarray]:
+    """Per-channel max |x| of the named activations over the texts' real tokens (fp32 graph).
+
+    Texts run one at a time, so padding never enters the maxima.
+    """
+    import onnx
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    names = list(dict.fromkeys(names))
+    model = onnx.load(str(model_path))
+    present = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    # No fusions: the activations asked for must survive as they are named in the graph.
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    inputs = {i.name for i in session.get_inputs()}
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    maxima: dict[str, np.ndarray] = {}
+    for enc in tok.encode_batch(list(texts)):
+        ids = np.array([enc.ids], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
+        for name, value in zip(names, values):
+            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
+            maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
+    return maxima
+
+
+def smoothing_factors(act_max: np.ndarray, weights: Sequence[np.ndarray], alpha: float) -> np.ndarray:
+    """SmoothQuant: s_j = max|x_j|^α / max|W_j,:|^(1-α), over every weight that reads x."""
+    w_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
+    s = np.power(np.maximum(act_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha)
+    return np.clip(s, 1e-2, 1e2).astype(np.float32)
+
+
+def rowwise_int8(
+    src: Path,
+    dest: Path,
+    *,
+    exclude: Callable[[str], bool] | None = None,
+    smooth: dict[str, np.ndarray] | None = None,
+    embeddings: bool = False,
+    weight_qmax: int | None = None,
+    activation_qmax: int = 127,
+    quantizer: str = "elementwise",
+    asymmetric: Callable[[str], bool] | None = None,
+) -> dict[str, Any]:
+    """Rewrite the fp32 graph ``src`` into row-wise int8 at ``dest``; returns what was done.
+
+    ``exclude(node_name)``: MatMuls left in fp32. ``smooth``: activation name → per-channel
+    factors (see smoothing_factors). ``weight_qmax`` (None: for this CPU, see safe_weight_qmax)
+    and ``activation_qmax`` bound the int8 ranges; activations are stored as uint8 with the zero
+    point activation_qmax + 1. ``quantizer``: "elementwise" (Mul, Round, Add, Cast on [B, S, K])
+    or "qlinear" (rows flattened to [B·S, K], one per-axis QuantizeLinear). ``asymmetric(node_name)``:
+    MatMuls whose input rows get a min/max range and a zero point of their own instead of ±max
+    (twice the resolution for one-sided inputs such as GELU outputs; qlinear only), paid for with
+    one rank-1 correction per output (−row scale·zero point ⊗ column sums of Wq).
+    """
+    if weight_qmax is None:
+        weight_qmax = safe_weight_qmax(activation_qmax)
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    # Nodes are identified by position: protobuf wrappers are not stable objects to key on.
+    nodes_in = list(graph.node)
+    position = {id(n): k for k, n in enumerate(nodes_in)}
+    targets = [n for n in weight_matmuls(graph, nodes_in) if not (exclude and exclude(n.name))]
+    by_input: dict[str, list[Any]] = {}
+    for node in targets:
+        by_input.setdefault(node.input[0], []).append(node)
+
+    new_inits: list[Any] = []
+    const = _Consts(new_inits)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    zero = activation_qmax + 1
+    replaced: dict[int, list[Any]] = {}  # position of an original node -> the nodes that replace it
+    asym_count = 0
+    dropped_weights: set[str] = set()
+    for x, consumers in by_input.items():
+        prefix = _prefix(consumers[0].name)
+        nodes: list[Any] = []
+        factors = (smooth or {}).get(x)
+        src_x = x
+        if factors is not None:
+            nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
+                                          [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
+            src_x = f"{prefix}smoothed"
+        k = int(inits[consumers[0].input[1]].dims[0])
+        use_qlinear = quantizer == "qlinear" and opset >= 13
+        asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
+        if asym:
+            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const)
+        elif use_qlinear:
+            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
+        else:
+            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, activation_qmax, zero, opset, const)
+        nodes += q_nodes
+        first = True
+        for node in consumers:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            if factors is not None:
+                w = w * factors[:, None]
+            wq, ws = quantize_weight(w, weight_qmax)
+            base = _prefix(node.name)
+            wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
+            new_inits += [numpy_helper.from_array(wq, wq_name), numpy_helper.from_array(ws, ws_name)]
+            dropped_weights.add(node.input[1])
+            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero)]
+            if use_qlinear:
+                # [tokens, N] back to the activation's leading shape.
+                n = int(wq.shape[1])
+                product = f"{base}rows_raw" if asym else f"{base}rows_out"
+                mm = [helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{base}MatMulIntegerToFloat",
+                                       domain=MS_DOMAIN)]
+                if asym:
+                    # Σ (q − zp)·w = Σ q·w − zp·colsum(w): a rank-1 update, one Gemm with K = 1.
+                    colsum = -(wq.astype(np.int64).sum(axis=0) * ws).astype(np.float32)[None, :]
+                    new_inits.append(numpy_helper.from_array(colsum, f"{base}neg_colsum"))
+                    mm.append(helper.make_node("Gemm", [correction, f"{base}neg_colsum", product], [f"{base}rows_out"],
+                                               name=f"{base}ZeroPointCorrection"))
+                mm += [
+                    helper.make_node("Concat", [lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
+                                     [f"{base}out_shape"], name=f"{base}OutShape", axis=0),
+                    helper.make_node("Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"),
+                ]
+                asym_count += asym
+            else:
+                mm = [helper.make_node("MatMulIntegerToFloat", inputs, list(node.output), name=f"{base}MatMulIntegerToFloat",
+                                       domain=MS_DOMAIN)]
+            replaced[position[id(node)]] = (nodes if first else []) + mm
+            first = False
+
+    if embeddings:
+        replaced.update(_int8_embeddings(nodes_in, inits, new_inits, dropped_weights))
+
+    out_nodes = []
+    for k, node in enumerate(nodes_in):
+        out_nodes.extend(replaced.get(k, [node]))
+    out_nodes, fused = _skip_layer_norm(out_nodes, inits, {o.name for o in graph.output})
+    # Weights still read by a node left in fp32 (an excluded MatMul sharing a tensor) are kept.
+    still_read = {i for n in out_nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name not in dropped_weights or i.name in still_read]
+    del graph.node[:]
+    graph.node.extend(out_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    onnx.save(model, str(dest))
+    return {
+        "matmuls_int8": len(targets),
+        "row_quantizers": len(by_input),
+        "smoothed_inputs": sum(1 for x in by_input if smooth and x in smooth),
+        "skip_layer_norms": fused,
+        "asymmetric_matmuls": asym_count,
+        "embeddings_int8": any(n.op_type == "Gather" and n.name.endswith("GatherInt8") for n in out_nodes),
+    }
+
+
+def _int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[Any], dropped: set[str]) -> dict[int, list[Any]]:
+    """The word-embedding Gather reads an int8 table with one scale per row (per vocabulary entry)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    out: dict[int, list[Any]] = {}
+    for k, node in enumerate(nodes):
+        if node.op_type != "Gather" or node.input[0] not in inits or "word_embeddings" not in node.input[0]:
+            continue
+        table = numpy_helper.to_array(inits[node.input[0]])
+        if table.ndim != 2:
+            continue
+        scale = np.abs(table).max(axis=1, keepdims=True) / 127.0
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+        p = _prefix(node.name)
+        new_inits += [numpy_helper.from_array(q, f"{p}table_int8"), numpy_helper.from_array(scale, f"{p}row_scale")]
+        dropped.add(node.input[0])
+        ids = node.input[1]
+        out[k] = [
+            helper.make_node("Gather", [f"{p}table_int8", ids], [f"{p}rows_int8"], name=f"{p}GatherInt8", axis=0),
+            helper.make_node("Gather", [f"{p}row_scale", ids], [f"{p}rows_scale"], name=f"{p}GatherScale", axis=0),
+            helper.make_node("Cast", [f"{p}rows_int8"], [f"{p}rows_float"], name=f"{p}CastRows", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{p}rows_float", f"{p}rows_scale"], list(node.output), name=f"{p}Dequantize"),
+        ]
+    return out
+
+
+def _elementwise_rows(x: str, p: str, qmax: int, zero: int, opset: int, const: "_Consts") -> tuple[list[Any], str, str]:
+    """x [..., K] → uint8 [..., K] and its row scales [..., 1], with standard elementwise ops."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Abs", [x], [f"{p}abs"], name=f"{p}RowAbs"),
+        _reduce_max_last(f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const),
+        # An all-zero row (e.g. a padded token after some op) gets a harmless scale.
+        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
+        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}row_scale"],
+                         name=f"{p}RowScale"),
+        # One division per row, then a multiply per element (a division per element costs more).
+        helper.make_node("Div", [const.scalar("one", 1.0), f"{p}row_scale"], [f"{p}row_inv"], name=f"{p}RowInv"),
+        helper.make_node("Mul", [x, f"{p}row_inv"], [f"{p}scaled"], name=f"{p}RowMul"),
+        helper.make_node("Round", [f"{p}scaled"], [f"{p}rounded"], name=f"{p}RowRound"),
+        helper.make_node("Add", [f"{p}rounded", const.scalar(f"u8_offset_{zero}", float(zero))], [f"{p}shifted"],
+                         name=f"{p}RowShift"),
+        helper.make_node("Cast", [f"{p}shifted"], [f"{p}quantized"], name=f"{p}RowCast", to=TensorProto.UINT8),
+    ]
+    return nodes, f"{p}quantized", f"{p}row_scale"
+
+
+def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int,
+                  const: "_Consts") -> tuple[list[Any], str, str, str]:
+    """x [..., K] → uint8 [tokens, K] with one per-axis QuantizeLinear, row scales [tokens, 1], and
+    the leading shape of x (to restore it after the GEMM)."""
+    from onnx import helper
+
+    flat = const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))
+    if opset >= 18:
+        reduce = helper.make_node("ReduceMax", [f"{p}abs", const.axes_last()], [f"{p}absmax"], name=f"{p}RowMax", keepdims=0)
+    else:
+        reduce = helper.make_node("ReduceMax", [f"{p}abs"], [f"{p}absmax"], name=f"{p}RowMax", axes=[-1], keepdims=0)
+    nodes = [
+        helper.make_node("Shape", [x], [f"{p}shape"], name=f"{p}Shape"),
+        helper.make_node("Slice", [f"{p}shape", const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
+                                   const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64))],
+                         [f"{p}lead"], name=f"{p}Lead"),
+        helper.make_node("Reshape", [x, flat], [f"{p}rows"], name=f"{p}Flatten"),
+        helper.make_node("Abs", [f"{p}rows"], [f"{p}abs"], name=f"{p}RowAbs"),
+        reduce,
+        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
+        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node("Shape", [f"{p}scale"], [f"{p}n_rows"], name=f"{p}RowCount"),
+        helper.make_node("Expand", [const.array(f"rowq_zp_vec_{zero}", np.array([zero], dtype=np.uint8)), f"{p}n_rows"],
+                         [f"{p}zero_points"], name=f"{p}RowZeroPoints"),
+        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zero_points"], [f"{p}quantized"],
+                         name=f"{p}RowQuantize", axis=0),
+        helper.make_node("Unsqueeze", [f"{p}scale", const.array("rowq_axis1", np.array([1], dtype=np.int64))],
+                         [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
+    ]
+    return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead"
+
+
+def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts") -> tuple[list[Any], str, str, str, str]:
+    """x [..., K] → uint8 [tokens, K] over each row's own [min, max] (zero included), the row
+    scales [tokens, 1], the leading shape, and scale·zero point [tokens, 1] for the correction."""
+    from onnx import TensorProto, helper
+
+    def reduce(op: str, dest: str) -> Any:
+        if opset >= 18:
+            return helper.make_node(op, [f"{p}rows", const.axes_last()], [dest], name=f"{p}{op}", keepdims=0)
+        return helper.make_node(op, [f"{p}rows"], [dest], name=f"{p}{op}", axes=[-1], keepdims=0)
+
+    zero_f = const.scalar("zero", 0.0)
+    column = const.array("rowq_axis1", np.array([1], dtype=np.int64))
+    nodes = [
+        helper.make_node("Shape", [x], [f"{p}shape"], name=f"{p}Shape"),
+        helper.make_node("Slice", [f"{p}shape", const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
+                                   const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64))],
+                         [f"{p}lead"], name=f"{p}Lead"),
+        helper.make_node("Reshape", [x, const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))], [f"{p}rows"],
+                         name=f"{p}Flatten"),
+        reduce("ReduceMax", f"{p}max"),
+        reduce("ReduceMin", f"{p}min"),
+        helper.make_node("Max", [f"{p}max", zero_f], [f"{p}hi"], name=f"{p}Hi"),
+        helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
+        helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
+        helper.make_node("Max", [f"{p}span", const.scalar("row_eps", 1e-12)], [f"{p}span_safe"], name=f"{p}SpanSafe"),
+        helper.make_node("Mul", [f"{p}span_safe", const.scalar("inv_255", 1.0 / 255.0)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node("Div", [f"{p}lo", f"{p}scale"], [f"{p}lo_steps"], name=f"{p}LoSteps"),
+        helper.make_node("Neg", [f"{p}lo_steps"], [f"{p}zp_raw"], name=f"{p}ZeroPointRaw"),
+        helper.make_node("Round", [f"{p}zp_raw"], [f"{p}zp_round"], name=f"{p}ZeroPointRound"),
+        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max", 255.0)], [f"{p}zp_f"], name=f"{p}ZeroPointClip"),
+        helper.make_node("Cast", [f"{p}zp_f"], [f"{p}zp_u8"], name=f"{p}ZeroPointCast", to=TensorProto.UINT8),
+        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0),
+        helper.make_node("Unsqueeze", [f"{p}scale", column], [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
+        helper.make_node("Mul", [f"{p}scale", f"{p}zp_f"], [f"{p}offset"], name=f"{p}RowOffset"),
+        helper.make_node("Unsqueeze", [f"{p}offset", column], [f"{p}offset_col"], name=f"{p}RowOffsetColumn"),
+    ]
+    return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead", f"{p}offset_col"
+
+
+def _skip_layer_norm(nodes: list[Any], inits: dict[str, Any], outputs: set[str]) -> tuple[list[Any], int]:
+    """Add(bias, y) → Add(·, residual) → LayerNormalization becomes one SkipLayerNormalization.
+
+    ORT fuses this itself for the DynamicQuantizeMatMul graph but not after MatMulIntegerToFloat
+    (whose bias input cannot be used with per-row scales: ORT scales the bias by the row scale too),
+    and the unfused form costs two extra passes over every layer's output.
+    """
+    from onnx import helper
+
+    producer = {o: n for n in nodes for o in n.output}
+    uses: dict[str, int] = {}
+    for n in nodes:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    drop: set[int] = set()
+    swap: dict[int, Any] = {}
+    for ln in nodes:
+        if ln.op_type != "LayerNormalization" or ln.domain not in ("", "ai.onnx") or len(ln.input) < 2:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in ln.attribute}
+        if attrs.get("axis", -1) != -1 or len(ln.output) > 1:
+            continue
+        outer = producer.get(ln.input[0])
+        if outer is None or outer.op_type != "Add" or uses.get(outer.output[0]) != 1 or outer.output[0] in outputs:
+            continue
+        for side in (0, 1):
+            inner = producer.get(outer.input[side])
+            if inner is None or inner.op_type != "Add" or uses.get(inner.output[0]) != 1 or id(inner) in drop:
+                continue
+            biases = [i for i in inner.input if i in inits and len(inits[i].dims) == 1]
+            if len(biases) != 1 or inner.output[0] in outputs:
+                continue
+            bias = biases[0]
+            value = next(i for i in inner.input if i != bias)
+            beta = ln.input[2] if len(ln.input) > 2 else ""
+            swap[id(ln)] = helper.make_node(
+                "SkipLayerNormalization", [value, outer.input[1 - side], ln.input[1], beta, bias], list(ln.output),
+                name=f"{ln.name}_skip", domain=MS_DOMAIN, epsilon=float(attrs.get("epsilon", 1e-5)),
+            )
+            drop |= {id(inner), id(outer)}
+            break
+    out = [swap.get(id(n), n) for n in nodes if id(n) not in drop]
+    return out, len(swap)
+
+
+def _reduce_max_last(src: str, dest: str, name: str, opset: int, const: "_Consts") -> Any:
+    """ReduceMax over the last axis, kept: axes became an input in opset 18."""
+    from onnx import helper
+
+    if opset >= 18:
+        return helper.make_node("ReduceMax", [src, const.axes_last()], [dest], name=name, keepdims=1)
+    return helper.make_node("ReduceMax", [src], [dest], name=name, axes=[-1], keepdims=1)
+
+
+def _prefix(node_name: str) -> str:
+    """'/bert/encoder/layer.0/attention/self/query/MatMul' → '/bert/encoder/layer.0/attention/self/query/rowq_'."""
+    head, _, _ = node_name.rpartition("/")
+    return f"{head}/rowq_"
+
+
+class _Consts:
+    """Shared scalar initializers, created once per graph."""
+
+    def __init__(self, sink: list[Any]):
+        self.sink = sink
+        self.made: set[str] = set()
+
+    def _add(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        if name not in self.made:
+            self.made.add(name)
+            self.sink.append(numpy_helper.from_array(value, name))
+        return name
+
+    def scalar(self, name: str, value: float) -> str:
+        return self._add(f"rowq_{name}", np.array(value, dtype=np.float32))
+
+    def array(self, name: str, value: np.ndarray) -> str:
+        return self._add(name, value)
+
+    def axes_last(self) -> str:
+        return self._add("rowq_axes_last", np.array([-1], dtype=np.int64))
+
+    def zero_point(self, value: int) -> str:
+        return self._add(f"rowq_zero_point_{value}", np.array(value, dtype=np.uint8))
+
+
+def matmul_inputs(model_path: Path, exclude: Callable[[str], bool] | None = None) -> dict[str, list[np.ndarray]]:
+    """Activation name → the fp32 weights of every quantizable MatMul that reads it (for smoothing)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(model_path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    out: dict[str, list[np.ndarray]] = {}
+    for node in weight_matmuls(graph):
+        if exclude and exclude(node.name):
+            continue
+        out.setdefault(node.input[0], []).append(numpy_helper.to_array(inits[node.input[1]]))
+    return out
+
+
+def weight_matmuls_in(model_path: Path, only: Callable[[str], bool]) -> list[str]:
+    """Names of the dense MatMuls of a model file that ``only`` selects (e.g. the fp32 layers)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in weight_matmuls(graph) if only(n.name)]
+
+
+def in_layers(layers: Collection[int]) -> Callable[[str], bool]:
+    """A node filter: True for nodes inside the given encoder layers."""
+    wanted = set(layers)
+    return lambda name: (layer := layer_of(name)) is not None and layer in wanted
