@@ -79,12 +79,14 @@ def offline(model: Path, texts_file: Path, threads: int, n: int) -> dict:
 class Serve:
     """A `sentictl serve` subprocess, stopped with SIGTERM."""
 
-    def __init__(self, model: Path, threads: int, extra: list[str]):
+    def __init__(self, model: Path, threads: int, extra: list[str], launcher: list[str] | None = None,
+                 env: dict[str, str] | None = None):
+        """``launcher``: the command that stands for `sentictl` (bench_memory wraps ONNX Runtime in one)."""
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentictl", "serve", "--model-dir", str(model), "--threads", str(threads),
-             "--port", str(self.port), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(),
+            [*(launcher or [sys.executable, "-m", "sentictl"]), "serve", "--model-dir", str(model),
+             "--threads", str(threads), "--port", str(self.port), *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or _env(),
         )
         deadline = time.monotonic() + 120
         while _get(self.port, "/health")[0] != 200:

@@ -1,12 +1,18 @@
-"""Regenerate benchmarks/RESULTS.md: machine, date, the `sentictl bench` table and plot, serve/bridge.
+"""Regenerate benchmarks/RESULTS.md: one headline figure, then every table, without machine paths.
 
     .venv/bin/python benchmarks/run_all.py                 # FinBERT-shaped model, 400 headlines
-    .venv/bin/python benchmarks/run_all.py --repeats 1 --batch-sizes 1,32   # quicker
+    .venv/bin/python benchmarks/run_all.py --repeats 1 --batch-sizes 1,32 --score-repeats 3   # quicker
+    .venv/bin/python benchmarks/run_all.py --skip-bench --skip-score   # rebuild the page from results/*.json
 
-Builds (or reuses) the FinBERT-shaped model with benchmarks/make_models.py, runs `sentictl bench`
-on it into benchmarks/results/ (bench.json, bench.md, bench.png), and adds the serve and bridge
-figures from benchmarks/results/serve.json and bridge.json when those exist (other scripts write
-them). Takes several minutes: the transformers pipeline alone runs at ~20 texts/s.
+The headline is benchmarks/bench_score.py's figure: `sentictl score` against the transformers
+pipeline (fp32, batch 32), whole processes timed from start to exit, interleaved, median of
+paired rounds (run here unless --skip-score; --baseline-model-dir adds the ratio against another
+export from the same run). Then the `sentictl bench` table and plot (per-variant throughput and
+latency in one process; its "× pipeline" column compares with the pipeline's best batch size
+measured in-process, a different and more conservative figure than the headline), and the
+serve, bridge, memory and GPU sections from benchmarks/results/{serve,bridge,memory}.json and
+gpu_check.md when those exist (their own scripts write them). Absolute paths of this machine
+are written relative to the repository. Takes several minutes: the pipeline runs at ~20 texts/s.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,22 @@ def _scalars(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _gpu_section() -> str:
+    path = RESULTS / "gpu_check.md"
+    if path.is_file():
+        return path.read_text().strip()
+    return ("_Not run yet: no GPU machine has run `bash benchmarks/gpu_check.sh`; copy its gpu_check.md to "
+            "benchmarks/results/ when one has. CoreML has never run: it needs macOS._")
+
+
 def other_results(name: str) -> str:
     """The section for serve.json / bridge.json: its ratios first, then every other figure."""
     path = RESULTS / f"{name}.json"
@@ -57,6 +80,18 @@ def other_results(name: str) -> str:
     return "\n".join(lines)
 
 
+def relative_paths(text: str) -> str:
+    """Write this machine's absolute paths relative to the repository (RESULTS.md is committed)."""
+    for root, shown in ((REPO, "."), (REPO.parent, ".."), (Path.home(), "~")):
+        text = text.replace(str(root) + "/", "" if shown == "." else shown + "/").replace(str(root), shown)
+    return text
+
+
+def _sanitize_file(path: Path) -> None:
+    if path.is_file():
+        path.write_text(relative_paths(path.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", default=None, help="Default: the FinBERT-shaped model (built if missing).")
@@ -68,6 +103,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--baseline", default="pipeline", choices=["pipeline", "none"])
     parser.add_argument("--skip-bench", action="store_true", help="Rebuild RESULTS.md from the existing bench.json.")
+    parser.add_argument("--skip-score", action="store_true", help="Use the existing results/score.json for the headline.")
+    parser.add_argument("--score-repeats", type=int, default=5, help="bench_score.py rounds (default 5)")
+    parser.add_argument("--baseline-model-dir", default=None,
+                        help="bench_score.py: another export to compare with in the same run (e.g. the previous default)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -86,15 +125,30 @@ def main() -> None:
             model_dir, args.texts, variants=args.variants, batch_sizes=args.batch_sizes, threads=args.threads,
             baseline=args.baseline, out=RESULTS, repeats=args.repeats, warmup=1, limit=args.limit, cold_starts=3,
         )
+    for name in ("bench.json", "bench.md"):
+        _sanitize_file(RESULTS / name)
+    if not args.skip_score:
+        cmd = [sys.executable, str(HERE / "bench_score.py"), "--n", str(args.limit), "--repeats", str(args.score_repeats)]
+        if args.model_dir:
+            cmd += ["--model-dir", args.model_dir]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        if args.baseline_model_dir:
+            cmd += ["--baseline-model-dir", args.baseline_model_dir]
+        subprocess.run(cmd, check=True)
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
-    sp = report.get("speedup", {}).get("score_process")
-    headline = (
-        f"**`sentictl score` ({sp['variant']}, whole processes on {report['texts']['n']} headlines): "
-        f"{sp['texts_per_s']:.1f} texts/s = {sp['ratio']:.2f}× the transformers pipeline** "
-        f"({report['speedup']['baseline']}, {report['speedup']['baseline_texts_per_s']:.1f} texts/s)."
-        if sp else "_No pipeline baseline in this run._"
-    )
+    score = _load(RESULTS / "score.json")
+    if score and score.get("speedup_vs_pipeline"):
+        headline = (f"**`sentictl score` = {score['speedup_vs_pipeline']:.2f}× the transformers pipeline** "
+                    f"(fp32, batch {score.get('pipeline_batch', 32)}; whole processes on {score['texts']} headlines, "
+                    f"{score['threads']} threads each, median of {score['repeats']} interleaved rounds, "
+                    f"{score['date']}; `benchmarks/bench_score.py`).")
+        if score.get("speedup_vs_baseline"):
+            headline += (f" Against `{score['baseline_model_dir']}` in the same run: "
+                         f"{score['speedup_vs_baseline']:.2f}×.")
+    else:
+        headline = "_No whole-process figure yet: run `benchmarks/bench_score.py` (writes results/score.json)._"
     text = f"""# Benchmark results
 
 Regenerate with `.venv/bin/python benchmarks/run_all.py` (see its --help). Raw data:
@@ -112,7 +166,11 @@ Regenerate with `.venv/bin/python benchmarks/run_all.py` (see its --help). Raw d
 
 {headline}
 
-## `sentictl bench`
+## `sentictl score` against the transformers pipeline (whole processes)
+
+{other_results('score')}
+
+## `sentictl bench` (one process per contender; × pipeline = against its best batch size, in-process)
 
 {format_markdown(report)}
 
@@ -125,8 +183,16 @@ Regenerate with `.venv/bin/python benchmarks/run_all.py` (see its --help). Raw d
 ## `sentictl bridge`
 
 {other_results('bridge')}
+
+## Memory: `sentictl serve` peak RSS (`benchmarks/bench_memory.py`)
+
+{other_results('memory')}
+
+## GPU (`benchmarks/gpu_check.sh`)
+
+{_gpu_section()}
 """
-    (HERE / "RESULTS.md").write_text(text)
+    (HERE / "RESULTS.md").write_text(relative_paths(text))
     print(f"wrote {HERE / 'RESULTS.md'}", file=sys.stderr)
 
 

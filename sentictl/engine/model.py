@@ -94,6 +94,20 @@ def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None
     raise SentictlError(f"no usable variant for provider {provider}: re-run `sentictl export`")
 
 
+def _return_freed_memory() -> None:
+    """Give the heap memory ORT freed while loading back to the system (glibc only; else a no-op).
+
+    Pre-packing copies every quantized weight and frees the original, but glibc keeps freed
+    blocks for reuse: without this, a bert-base int8 process holds ~75 MB it no longer uses."""
+    import ctypes
+
+    try:
+        # The symbols already loaded into this process, libc's among them (no library search).
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 @dataclass
 class Item:
     """One unit of inference: a text, or one chunk of a long text."""
@@ -201,6 +215,10 @@ class Model:
             # Idle ORT threads otherwise spin for a while after each run, taking the CPU that a
             # server's event loop needs to answer and gather the next batch.
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.provider == "cpu":
+            # A memory pattern is planned per input shape, and every text length is a new shape: on
+            # bert-base int8 it added 30-40 MB to the peak for no measurable speed (benchmarks/NOTES.md).
+            opts.enable_mem_pattern = False
         providers = [_ORT_PROVIDER[self.provider]]
         if self.provider != "cpu":
             providers.append("CPUExecutionProvider")
@@ -208,6 +226,7 @@ class Model:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
             raise ManifestError(f"onnxruntime cannot load {path}: {exc}") from None
+        _return_freed_memory()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.threads = threads
         if is_foreign(self.manifest):
