@@ -287,4 +287,7 @@ def test_bundled_model_scores_and_is_stamped_outside_the_package(tmp_path):
     stamp = cache_home / "sentictl" / "verified" / f"{st.st_dev}-{st.st_ino}.json"
     assert stamp.is_file()
     assert orjson.loads(stamp.read_bytes())["sha256"] == engine.read_manifest(bundled.parent)["variants"]["int8"]["sha256"]
-    assert sorted(p.name for p in bundled.parent.iterdir()) == ["MODEL_CARD.md", "manifest.json", "model_int8.onnx", "tokenizer.json"]
+    # Nothing is written into the package: only what the bundle ships (optimum's files included).
+    assert sorted(p.name for p in bundled.parent.iterdir()) == [
+        "MODEL_CARD.md", "config.json", "manifest.json", "model_int8.onnx", "special_tokens_map.json",
+        "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
