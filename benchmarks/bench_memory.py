@@ -164,7 +164,7 @@ def _register_env_arena(strategy: int) -> None:
 
 
 def _model_source(knob: dict[str, Any], path: str) -> str | bytes:
-    transformed = knob.get("transformed", {}).get(path, path)
+    transformed = knob.get("transformed", {}).get(os.path.realpath(path), path)
     if knob.get("load") == "bytes":
         return Path(transformed).read_bytes()
     return transformed
@@ -308,7 +308,7 @@ def prepare(knob_name: str, model_file: Path) -> dict[str, Any]:
     if not dest.is_file():
         print(f"  building the {kind} form of {model_file.name} ...", file=sys.stderr, flush=True)
         (_ort_format if kind == "ort" else _external)(model_file, dest)
-    knob["transformed"] = {str(model_file.resolve()): str(dest)}
+    knob["transformed"] = {os.path.realpath(model_file): str(dest)}
     return knob
 
 
