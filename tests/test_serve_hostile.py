@@ -24,6 +24,7 @@ resource = pytest.importorskip("resource")  # RLIMIT_NOFILE: POSIX only
 
 NOFILE = 256  # the server's descriptor limit in the flood test (soft = hard: it cannot raise it)
 FLOOD = 300  # slow connections opened against it: more than the limit allows
+SYNC_EVERY = 20  # flood connections opened between two round trips to the server
 PARTIAL = b"POST /sentiment HTTP/1.1\r\nHost: x\r\n"  # headers that never finish
 WAIT_S = 60.0  # the bound on every wait for the server; never reached when things work
 
@@ -128,13 +129,18 @@ def test_flood_of_slow_connections_leaves_room_for_real_clients(tiny_model_dir):
     try:
         cap = s.client.get("/info").json()["max_connections"]
         assert 16 <= cap < NOFILE  # derived from the descriptor limit, with a reserve
-        for _ in range(FLOOD):
+        for i in range(FLOOD):
             sock = _connect(s)
             slow.append(sock)
             try:
                 sock.sendall(PARTIAL)
             except OSError:
                 pass  # already closed by the server to make room
+            if i % SYNC_EVERY == SYNC_EVERY - 1:
+                # A /metrics answer means every connection queued before it was accepted: the kernel's
+                # accept queue never overflows, so no connection is left to the kernel's SYN-ACK
+                # retransmission backoff (tens of seconds on a loaded machine with a small somaxconn).
+                _metric(s, SHED)
         # Every slow connection beyond the cap was accepted by closing an older one.
         _wait_metric(s, SHED, FLOOD - cap)
         answered = []
