@@ -200,6 +200,21 @@ def _hybrid(src: Path, dest: Path, nbits_groups: list[str], block: int = 32) -> 
     tmp.unlink()
 
 
+def _last_layer(raw: Path) -> Callable[[str], bool]:
+    """A node filter for the last encoder layer of the exported graph."""
+    from sentictl.export import quantize as rq
+
+    def test(name: str) -> bool:
+        layers = test.layers  # type: ignore[attr-defined]
+        return rq.layer_of(name) == max(layers)
+
+    import onnx
+
+    test.layers = {rq.layer_of(n.name) for n in onnx.load(str(raw / "model.onnx"), load_external_data=False).graph.node  # type: ignore[attr-defined]
+                   if rq.layer_of(n.name) is not None}
+    return test
+
+
 def _head(name: str) -> bool:
     # Pooler and classifier: one token each, so no speed to gain, but quantizing them flips labels.
     return name.startswith(("/bert/pooler/", "/classifier/")) or "/pooler/" in name or "classifier" in name
@@ -224,7 +239,7 @@ def _today(raw: Path, dest: Path, fp32_layers: tuple[int, ...]) -> None:
 def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float | None = None,
              embeddings: bool = False, n_calib: int = 128, extra_exclude: Callable[[str], bool] | None = None,
              activation_qmax: int = 127, quantizer: str = "elementwise",
-             asymmetric: Callable[[str], bool] | None = None) -> None:
+             asymmetric: Callable[[str], bool] | None = None, unsigned_weights: bool = False) -> None:
     """Row-wise int8 (sentictl.export.quantize): one activation scale per token."""
     from sentictl.export import quantize as rq
 
@@ -237,7 +252,7 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
         maxima = rq.calibrate(src, raw / "tokenizer.json", _calibration_texts(n_calib), weights)
         smooth = {x: rq.smoothing_factors(maxima[x], ws, alpha) for x, ws in weights.items()}
     rq.rowwise_int8(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings, activation_qmax=activation_qmax,
-                    quantizer=quantizer, asymmetric=asymmetric)
+                    quantizer=quantizer, asymmetric=asymmetric, unsigned_weights=unsigned_weights)
 
 
 def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Path], None]]:
@@ -261,6 +276,16 @@ def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Pat
         "row_ql_sq50_emb": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", embeddings=True, n_calib=n_calib),
         "row_ql_asym_emb": lambda d: _rowwise(raw, d, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True),
         "row_ql_sq50_asym_emb": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                    embeddings=True, n_calib=n_calib),
+        "row_ql_sq50_asym_emb_u8": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                       embeddings=True, n_calib=n_calib, unsigned_weights=True),
+        "row_ql_sq50_asym_emb_l0": lambda d: _rowwise(raw, d, (0,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                       embeddings=True, n_calib=n_calib),
+        "row_ql_sq50_asym_emb_last": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                         embeddings=True, n_calib=n_calib, extra_exclude=_last_layer(raw)),
+        "row_ql_sq60_asym_emb": lambda d: _rowwise(raw, d, alpha=0.6, quantizer="qlinear", asymmetric=lambda n: True,
+                                                    embeddings=True, n_calib=n_calib),
+        "row_ql_sq40_asym_emb": lambda d: _rowwise(raw, d, alpha=0.4, quantizer="qlinear", asymmetric=lambda n: True,
                                                     embeddings=True, n_calib=n_calib),
         "row_ql_asym_l0": lambda d: _rowwise(raw, d, (0,), quantizer="qlinear", asymmetric=lambda n: True),
         "row_a63_sq50": lambda d: _rowwise(raw, d, alpha=0.5, activation_qmax=63, n_calib=n_calib),
@@ -514,11 +539,12 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         r = metrics(gold, pred, ref.labels, reference=ref_pred)
         out[name] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "agreement_heldout": r["agreement_vs_fp32"],
                      "agreement_extra": float((ext == ref_extra).mean()), "n_heldout": len(texts), "n_extra": len(extra),
-                     "drop_points": None}
+                     "agreement_headlines": float((ext[:2000] == ref_extra[:2000]).mean()), "drop_points": None}
         r = out[name]
         r["drop_points"] = (out["fp32"]["accuracy"] - r["accuracy"]) * 100
         print(f"{name:28s} acc {r['accuracy']:.4f} (Δ vs fp32 {-r['drop_points']:+.2f} pt)  F1 {r['macro_f1']:.4f}  "
-              f"agree held-out {r['agreement_heldout']:.2%}  agree extra {r['agreement_extra']:.2%}", flush=True)
+              f"agree held-out {r['agreement_heldout']:.2%}  agree extra {r['agreement_extra']:.2%}  "
+              f"agree headlines {r['agreement_headlines']:.2%}", flush=True)
     del np
     _record(work, {"kind": "accuracy", "ckpt": args.ckpt, "eval": args.eval, "results": out,
                    "date": time.strftime("%Y-%m-%d %H:%M")})

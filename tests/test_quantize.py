@@ -126,6 +126,8 @@ def test_default_export_is_rowwise(tiny_model_dir):
     q = manifest["variants"]["int8"]["quantization"]
     assert q["recipe"] == "rowwise"
     assert "per token" in q["activations"]
+    assert q["smoothing"]["alpha"] == 0.5
+    assert q["operators"] == ["MatMul", "Gather"] and q["embeddings"].startswith("int8")
     ops = {n.op_type for n in onnx.load(str(tiny_model_dir / "model_int8.onnx")).graph.node}
     assert "MatMulIntegerToFloat" in ops
     assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
@@ -181,3 +183,35 @@ def test_asymmetric_rows_for_one_sided_inputs(tmp_path):
     assert np.abs(_run(asym, x) - ref).mean() < 0.7 * np.abs(_run(sym, x) - ref).mean()
     loud = np.concatenate([x[:1], x[1:] * 100])
     assert np.array_equal(_run(asym, loud)[0], _run(asym, x[:1])[0])
+
+
+def test_rowwise_options_are_recorded(tiny_checkpoint, tmp_path, sentictl):
+    out = tmp_path / "plain"
+    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
+                   "--smooth", "0", "--quantize-ops", "MatMul", "--fp32-layers", "0", "--int8-isa", "avx2")
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    q = orjson.loads((out / "manifest.json").read_bytes())["variants"]["int8"]["quantization"]
+    assert q["smoothing"] is None and q["embeddings"] == "fp32" and q["operators"] == ["MatMul"]
+    assert q["fp32_layers"] == [0] and q["fp32_nodes"] == 6  # q, k, v, attention output, FFN in and out
+    assert q["isa"] == "avx2" and "±64" in q["weights"]
+
+
+def test_rowwise_rejects_operators_it_cannot_quantize(tiny_checkpoint, tmp_path, sentictl):
+    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x"), "--variants", "int8",
+                   "--quantize-ops", "MatMul,Attention")
+    assert run.returncode == 1
+    assert b"rowwise int8 recipe quantizes MatMul and Gather, not Attention" in run.stderr
+    assert b"Traceback" not in run.stderr
+
+
+def test_unsigned_weights_keep_eight_bits_without_saturating(tmp_path):
+    """u8·u8 kernels widen before multiplying: full-range weights are exact where u8·s8 would saturate."""
+    rng = np.random.default_rng(2)
+    w = rng.integers(-127, 128, (64, 48)).astype(np.float32)
+    w[0] = 127
+    src = _dense_graph(tmp_path / "fp32.onnx", w / 256, np.zeros(48, np.float32))
+    dest = tmp_path / "u8.onnx"
+    quantize.rowwise_int8(src, dest, quantizer="qlinear", asymmetric=lambda name: True, unsigned_weights=True)
+    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
+    ref = _run(src, x)
+    assert np.abs(_run(dest, x) - ref).max() < 0.01 * np.abs(ref).max()

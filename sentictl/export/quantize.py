@@ -133,6 +133,7 @@ def rowwise_int8(
     activation_qmax: int = 127,
     quantizer: str = "elementwise",
     asymmetric: Callable[[str], bool] | None = None,
+    unsigned_weights: bool = False,
 ) -> dict[str, Any]:
     """Rewrite the fp32 graph ``src`` into row-wise int8 at ``dest``; returns what was done.
 
@@ -144,6 +145,9 @@ def rowwise_int8(
     MatMuls whose input rows get a min/max range and a zero point of their own instead of ±max
     (twice the resolution for one-sided inputs such as GELU outputs; qlinear only), paid for with
     one rank-1 correction per output (−row scale·zero point ⊗ column sums of Wq).
+    ``unsigned_weights``: store Wq + 128 as uint8 with zero point 128, so full 8-bit weights run on
+    the u8·u8 kernels, which widen to 16 bits before multiplying and so cannot saturate (slower
+    than u8·s8 on AVX2).
     """
     if weight_qmax is None:
         weight_qmax = safe_weight_qmax(activation_qmax)
@@ -192,12 +196,15 @@ def rowwise_int8(
             w = numpy_helper.to_array(inits[node.input[1]])
             if factors is not None:
                 w = w * factors[:, None]
-            wq, ws = quantize_weight(w, weight_qmax)
+            wq, ws = quantize_weight(w, 127 if unsigned_weights else weight_qmax)
             base = _prefix(node.name)
             wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
-            new_inits += [numpy_helper.from_array(wq, wq_name), numpy_helper.from_array(ws, ws_name)]
+            stored = (wq.astype(np.int16) + 128).astype(np.uint8) if unsigned_weights else wq
+            new_inits += [numpy_helper.from_array(stored, wq_name), numpy_helper.from_array(ws, ws_name)]
             dropped_weights.add(node.input[1])
             inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero)]
+            if unsigned_weights:
+                inputs.append(const.zero_point(128))
             if use_qlinear:
                 # [tokens, N] back to the activation's leading shape.
                 n = int(wq.shape[1])
