@@ -13,6 +13,7 @@ Re-running reuses what exists (pass --force to rebuild).
 from __future__ import annotations
 
 import argparse
+import json
 import importlib.util
 import os
 import sys
@@ -31,6 +32,15 @@ def real_vocab() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model" / "vocab.txt"
 
 
+def _current(model_dir: Path) -> bool:
+    """Whether an export exists and was made with today's defaults (row-wise int8, weights in .data files)."""
+    try:
+        int8 = json.loads((model_dir / "manifest.json").read_text())["variants"]["int8"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return (int8.get("quantization") or {}).get("recipe") == "rowwise" and isinstance(int8.get("data"), dict)
+
+
 def ensure(force: bool = False, variants: str = "fp32,int8") -> Path:
     """Build (or reuse) the FinBERT-shaped checkpoint and its exported model directory."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,7 +53,7 @@ def ensure(force: bool = False, variants: str = "fp32,int8") -> Path:
     if force or not (CKPT / "config.json").is_file():
         print(f"building {CKPT}", file=sys.stderr)
         build_checkpoint(CKPT, size="base", vocab_file=real_vocab())
-    if force or not (MODEL / "manifest.json").is_file():
+    if force or not _current(MODEL):
         run_export(str(CKPT), out=MODEL, variants=variants, force=True)
     return MODEL
 

@@ -49,6 +49,45 @@ def test_verify_detects_a_modified_file(tiny_model_dir, tmp_path):
     assert engine.verify(copy) == ["int8: model_int8.onnx does not match its sha256"]
 
 
+def test_weights_sit_beside_each_graph_at_aligned_offsets(tiny_model_dir):
+    """fp32, int8 and fp16 keep their weights in <file>.data (ONNX external data), big tensors at 64 KiB offsets."""
+    onnx = pytest.importorskip("onnx")
+    from sentictl.export.external import ALIGN, MIN_EXTERNAL_BYTES
+
+    manifest = engine.read_manifest(tiny_model_dir)
+    for name in ("fp32", "int8", "fp16"):
+        v = manifest["variants"][name]
+        data = tiny_model_dir / v["data"]["file"]
+        assert data.name == v["file"] + ".data"
+        assert v["data"]["sha256"] == engine.sha256_file(data) and v["data"]["bytes"] == data.stat().st_size
+        graph = onnx.load(str(tiny_model_dir / v["file"]), load_external_data=False).graph
+        external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        inline = [t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
+        assert external and all(len(t.raw_data) < MIN_EXTERNAL_BYTES for t in inline), name
+        spans = sorted((int(i["offset"]), int(i["length"])) for i in ({e.key: e.value for e in t.external_data} for t in external))
+        assert all(offset % ALIGN == 0 for offset, length in spans if length >= ALIGN), name
+        assert all(a + la <= b for (a, la), (b, _) in zip(spans, spans[1:])), name  # no overlaps
+        assert spans[-1][0] + spans[-1][1] == data.stat().st_size
+    assert "data" not in manifest["variants"]["coreml"]  # CoreML's static graph stays one file
+
+
+def test_single_file_export_scores_the_same(tiny_checkpoint, tiny_model_dir, tmp_path, sentictl):
+    out = tmp_path / "single"
+    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--single-file")
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    manifest = engine.read_manifest(out)
+    assert not list(out.glob("*.data")) and all("data" not in v for v in manifest["variants"].values())
+    texts = "Profit fell sharply after the merger.\nShares surged on record earnings.\nThe board met.\n"
+    scores = {}
+    for folder in (out, tiny_model_dir):
+        run = sentictl("score", "--model-dir", str(folder), "--variant", "int8", "--no-cache", input=texts)
+        assert run.returncode == 0, run.stderr.decode()[-3000:]
+        scores[folder] = [orjson.loads(line)["scores"] for line in run.stdout.splitlines()]
+    assert scores[out] == scores[tiny_model_dir]  # the same weights, only stored differently
+    # ...under a fingerprint of its own: the files differ, so the cache must not mix them.
+    assert engine.fingerprint(manifest, "int8") != engine.fingerprint(engine.read_manifest(tiny_model_dir), "int8")
+
+
 def test_parse_variants():
     assert parse_variants("auto") == ["fp32", "int8"]
     assert parse_variants("int8") == ["fp32", "int8"]

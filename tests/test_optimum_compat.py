@@ -188,6 +188,23 @@ def test_fingerprint_comes_from_the_files(optimum_dir, tmp_path):
     assert unverified.startswith("u") and unverified != first.fingerprint
 
 
+@pytest.mark.parametrize("data_name", ["model.onnx_data", "model.onnx.data"])  # optimum's name, onnx's
+def test_weights_kept_beside_the_graph_are_part_of_the_fingerprint(optimum_dir, tmp_path, data_name):
+    onnx = pytest.importorskip("onnx")
+    folder = tmp_path / "external"
+    shutil.copytree(optimum_dir, folder)
+    model = onnx.load(str(folder / "model.onnx"))
+    onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location=data_name, size_threshold=1024)
+    loaded = engine.Model(folder, variant="fp32")
+    assert loaded.manifest["variants"]["fp32"]["data"]["file"] == data_name
+    texts = ["Profit fell sharply after the merger."]
+    plain = engine.Model(optimum_dir, variant="fp32")
+    assert loaded.classify(texts)[0]["scores"] == pytest.approx(plain.classify(texts)[0]["scores"])
+    with open(folder / data_name, "r+b") as fh:  # other weights, same size
+        fh.write(np.full(256, 3.0, dtype=np.float32).tobytes())
+    assert engine.Model(folder, variant="fp32").fingerprint != loaded.fingerprint
+
+
 def test_cache_hits_for_an_optimum_folder(optimum_dir, tmp_path):
     args = ("score", "--model-dir", str(optimum_dir), "--cache", str(tmp_path / "c.sqlite"), "-q")
     first = run_sentictl(*args, input=TEXTS[0] + "\n")

@@ -34,38 +34,47 @@ def _tamper(path, offset: int, length: int = 2048) -> None:
         fh.write(np.full(length // 4, 3.0, dtype=np.float32).tobytes())
 
 
-def _weights_offset(path, name: str = "position_embeddings") -> int:
-    """Where the raw bytes of an fp32 initializer start in the file (every text uses positions 0..)."""
+def _weights_location(path, name: str = "position_embeddings"):
+    """The file and offset where the raw bytes of an fp32 initializer start (every text uses positions 0..).
+
+    An export keeps the weights in ``<graph>.data`` (ONNX external data): the tensor's own
+    offset there. A single-file model: where its bytes are found in the graph file.
+    """
     onnx = pytest.importorskip("onnx")
-    graph = onnx.load(str(path)).graph
-    tensor = next(t for t in graph.initializer if name in t.name and t.raw_data)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    tensor = next(t for t in graph.initializer if name in t.name)
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in tensor.external_data}
+        return path.parent / info["location"], int(info["offset"])
     offset = path.read_bytes().find(tensor.raw_data)
     assert offset > 0
-    return offset
+    return path, offset
 
 
 @pytest.fixture
 def tampered(tiny_model_dir, tmp_path):
-    """A copy of the tiny model whose int8 file has 2 KB of its weights overwritten (size kept)."""
+    """A copy of the tiny model whose int8 weights have 2 KB overwritten (size kept)."""
     dest = tmp_path / "models" / "edited"
     shutil.copytree(tiny_model_dir, dest)
-    onnx_file = dest / "model_int8.onnx"
-    size = onnx_file.stat().st_size
-    offset = _weights_offset(onnx_file)
-    assert size // 4 < offset < size - 4096  # in the middle of the file
-    _tamper(onnx_file, offset)
-    assert onnx_file.stat().st_size == size
+    weights, offset = _weights_location(dest / "model_int8.onnx")
+    assert weights.name == "model_int8.onnx.data"  # the default export keeps weights beside the graph
+    size = weights.stat().st_size
+    assert 0 <= offset < size - 2048
+    _tamper(weights, offset)
+    assert weights.stat().st_size == size
     manifest = engine.read_manifest(dest)
-    assert integrity.sha256_file(onnx_file) != manifest["variants"]["int8"]["sha256"]
+    assert integrity.sha256_file(weights) != manifest["variants"]["int8"]["data"]["sha256"]
+    assert integrity.sha256_file(dest / "model_int8.onnx") == manifest["variants"]["int8"]["sha256"]
     return dest
 
 
-def _assert_refused(run: subprocess.CompletedProcess | tuple[int, bytes, bytes], model_dir) -> str:
+def _assert_refused(run: subprocess.CompletedProcess | tuple[int, bytes, bytes], model_dir,
+                    file: str = "model_int8.onnx.data") -> str:
     rc, out, err = (run.returncode, run.stdout, run.stderr) if hasattr(run, "returncode") else run
     text = err.decode()
     assert rc == 1, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
-    assert f"{model_dir / 'model_int8.onnx'} does not match the sha256 in manifest.json" in text, text[-3000:]
+    assert f"{model_dir / file} does not match the sha256 in manifest.json" in text, text[-3000:]
     assert "sentictl export" in text and "--no-verify" in text
     return text
 
@@ -81,6 +90,28 @@ def test_score_refuses_an_edited_file_in_one_line(tampered):
     err = _assert_refused(run, tampered)
     assert run.stdout == b""
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_edited_graph_file_is_refused_too(tiny_model_dir, tmp_path):
+    dest = tmp_path / "models" / "graph-edited"
+    shutil.copytree(tiny_model_dir, dest)
+    with open(dest / "model_int8.onnx", "ab") as fh:
+        fh.write(b"\0")  # still a valid protobuf, other bytes
+    _assert_refused(run_sentictl("score", "--variant", "int8", "--model-dir", str(dest), "--no-cache", input=TEXTS),
+                    dest, file="model_int8.onnx")
+
+
+def test_a_missing_weights_file_is_one_line(tiny_model_dir, tmp_path):
+    dest = tmp_path / "models" / "no-data"
+    shutil.copytree(tiny_model_dir, dest)
+    (dest / "model_int8.onnx.data").unlink()
+    run = run_sentictl("score", "--variant", "int8", "--model-dir", str(dest), "--no-cache", "--no-verify", input=TEXTS)
+    err = run.stderr.decode()
+    assert run.returncode == 1 and "Traceback" not in err, err
+    assert "model_int8.onnx.data is missing" in err and "copy both files together" in err
+    info = run_sentictl("info", "--model-dir", str(dest), "--variant", "fp32", "--verify")
+    assert info.returncode == 4
+    assert "int8 weights: model_int8.onnx.data is missing" in orjson.loads(info.stdout)["problems"]
 
 
 def test_no_verify_runs_the_edited_file(tampered, tiny_model_dir):
@@ -129,7 +160,8 @@ def test_info_verify_reports_the_problem(tampered):
     run = run_sentictl("info", "--model-dir", str(tampered), "--verify")
     assert run.returncode == 4  # a check that was asked for failed
     info = orjson.loads(run.stdout)
-    assert info["verified"] is False and any("model_int8.onnx" in p for p in info["problems"])
+    assert info["problems"] == ["int8 weights: model_int8.onnx.data does not match its sha256"]
+    assert info["verified"] is False
     assert info["verify"] == "off"  # described, but only as --no-verify would run it
     _assert_refused(run_sentictl("info", "--model-dir", str(tampered)), tampered)
 
@@ -137,12 +169,12 @@ def test_info_verify_reports_the_problem(tampered):
 def test_always_mode_catches_an_edit_that_kept_the_mtime(tiny_model_dir, tmp_path):
     dest = tmp_path / "m"
     shutil.copytree(tiny_model_dir, dest)
-    onnx_file = dest / "model_int8.onnx"
     engine.Model(dest, provider="cpu", variant="int8")  # hashed and stamped
-    st = onnx_file.stat()
-    _tamper(onnx_file, _weights_offset(onnx_file))
-    os.utime(onnx_file, ns=(st.st_atime_ns, st.st_mtime_ns))  # the stamp still matches...
-    with pytest.raises(IntegrityError, match="model_int8.onnx does not match"):
+    weights, offset = _weights_location(dest / "model_int8.onnx")
+    st = weights.stat()
+    _tamper(weights, offset)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # the stamp still matches...
+    with pytest.raises(IntegrityError, match="model_int8.onnx.data does not match"):
         engine.Model(dest, provider="cpu", variant="int8", verify="always")  # ...serve/bridge hash anyway
 
 
@@ -200,7 +232,9 @@ def _count_hashes(monkeypatch) -> list[str]:
 
 def test_export_stamps_its_files_and_rename_keeps_them(tiny_model_dir):
     manifest = engine.read_manifest(tiny_model_dir)
-    entries = [manifest["tokenizer"], *(v for v in manifest["variants"].values() if v.get("shipped", True))]
+    shipped = [v for v in manifest["variants"].values() if v.get("shipped", True)]
+    assert "data" in manifest["variants"]["int8"] and "data" not in manifest["variants"].get("coreml", {})
+    entries = [manifest["tokenizer"], *shipped, *(v["data"] for v in shipped if "data" in v)]
     for entry in entries:
         path = tiny_model_dir / entry["file"]
         st = path.stat()
@@ -219,7 +253,7 @@ def test_stamp_lifecycle(tiny_model_dir, tmp_path, monkeypatch):
     assert integrity.read_stamp(onnx_file) is None
     hashed = _count_hashes(monkeypatch)
     engine.Model(copy, provider="cpu", variant="int8")
-    assert sorted(hashed) == ["model_int8.onnx", "tokenizer.json"]
+    assert sorted(hashed) == ["model_int8.onnx", "model_int8.onnx.data", "tokenizer.json"]
     st = onnx_file.stat()
     assert (integrity.stamp_dir() / f"{st.st_dev}-{st.st_ino}.json").is_file()
     assert integrity.read_stamp(onnx_file) == expected
@@ -230,7 +264,7 @@ def test_stamp_lifecycle(tiny_model_dir, tmp_path, monkeypatch):
     assert hashed == []
     # ...except by "always" (serve, bridge).
     engine.Model(copy, provider="cpu", variant="int8", verify="always")
-    assert sorted(hashed) == ["model_int8.onnx", "tokenizer.json"]
+    assert sorted(hashed) == ["model_int8.onnx", "model_int8.onnx.data", "tokenizer.json"]
 
     # A new mtime voids the stamp: hashed again (same bytes, so fine) and stamped again.
     os.utime(onnx_file, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))

@@ -52,6 +52,12 @@ INT8_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
      help="int8: the CPU the graph is built for. auto: this machine. A model that will run on other "
           "machines should say avx2: CPUs without VNNI add int8 products in saturating 16-bit sums, so "
           "a graph built for VNNI computes wrong results on them; avx2's narrower weights are safe everywhere.")
+@opt("--external-data/--single-file", "external_data", env="EXPORT_EXTERNAL_DATA", default=True,
+     help="Write each fp32/int8/fp16 variant as the graph (model_int8.onnx) plus its weights in one "
+          "page-aligned file beside it (model_int8.onnx.data), ONNX's external-data form: ONNX Runtime "
+          "maps the weights instead of copying them, which halves the memory a model takes to load "
+          "(serve of int8 bert-base: 414 → under 300 MB). Both files are hashed in the manifest; keep "
+          "them together. --single-file writes one self-contained .onnx per variant (CoreML always is).")
 @opt("--force", is_flag=True, help="Replace an existing model directory.")
 def export(**opts: Any) -> None:
     """Export a checkpoint to an ONNX model directory (needs the export extra).
@@ -60,7 +66,8 @@ def export(**opts: Any) -> None:
     requested variants (int8: per-channel int8 weights, per-token activation scales computed at
     run time for this CPU; fp16: for CUDA;
     coreml: static shapes for Apple's CoreML provider), checks fp32 against PyTorch on 50
-    built-in sentences and writes manifest.json, tokenizer.json and the .onnx files.
+    built-in sentences and writes manifest.json, tokenizer.json and the .onnx files (each with its
+    weights in a .onnx.data file beside it unless --single-file).
 
     \b
     Exit status: 0 the model folder was written; 1 it could not be (checkpoint, parity, an unsafe
@@ -81,6 +88,7 @@ def export(**opts: Any) -> None:
         quantize_ops=None if opts["quantize_ops"] is None else [op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
         fp32_layers=None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"]),
         int8_recipe=opts["int8_recipe"], smooth_alpha=opts["smooth_alpha"], int8_isa=opts["int8_isa"],
+        external_data=opts["external_data"],
     )
     from ..export import resolve_out
 

@@ -45,7 +45,8 @@ def info(**opts: Any) -> None:
     model = load_model(opts, quiet=True, verify="off" if problems else "stamp")
     out = {"sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled, **model.info()}
     out["variants"] = {
-        name: {k: v.get(k) for k in ("file", "precision", "provider", "usable") if k in v}
+        name: {**{k: v.get(k) for k in ("file", "precision", "provider", "usable") if k in v},
+               **({"weights_file": v["data"].get("file")} if isinstance(v.get("data"), dict) else {})}
         for name, v in model.manifest["variants"].items()
     }
     out["cache"] = str(config.default_cache_path())

@@ -171,6 +171,12 @@ def synthesize(model_dir: Path) -> dict[str, Any]:
             "provider": "cuda" if kind == "fp16" else "cpu",
             "usable": True,
         }
+        # Weights kept beside the graph (optimum names them model.onnx_data, onnx and sentictl
+        # model.onnx.data): hashed with it, so an edited weights file is a new model too.
+        for data in (name + "_data", name + ".data"):
+            if (model_dir / data).is_file():
+                variants[key]["data"] = {"file": data, "sha256": None}
+                break
     ort_cfg = _json(model_dir / "ort_config.json", "ORT config") if (model_dir / "ort_config.json").is_file() else {}
     return {
         "format": 1,

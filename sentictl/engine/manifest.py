@@ -62,6 +62,12 @@ def check_model_dir(model_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def data_entries(variant: dict[str, Any]) -> list[dict[str, Any]]:
+    """The external-data file a variant's graph keeps its weights in (``sentictl export``'s default), if any."""
+    data = variant.get("data")
+    return [data] if isinstance(data, dict) and isinstance(data.get("file"), str) else []
+
+
 def is_foreign(manifest: dict[str, Any]) -> bool:
     """Whether the manifest was built from a folder without manifest.json (see sentictl.engine.foreign)."""
     return isinstance(manifest.get("foreign"), dict)
@@ -79,6 +85,9 @@ def fingerprint(manifest: dict[str, Any], variant: str) -> str:
         "variant": variant,
         "sha256": v.get("sha256"),
     }
+    data = data_entries(v)
+    if data:  # only then: a single-file model keeps the fingerprint (and cache entries) it always had
+        identity["data"] = [d.get("sha256") for d in data]
     return hashlib.sha256(orjson.dumps(identity, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
@@ -92,7 +101,10 @@ def verify(model_dir: Path, mode: str = "always") -> list[str]:
     """
     manifest = read_manifest(model_dir)
     problems = []
-    entries = [("tokenizer", manifest["tokenizer"])] + list(manifest["variants"].items())
+    entries = [("tokenizer", manifest["tokenizer"])]
+    for name, entry in manifest["variants"].items():
+        entries.append((name, entry))
+        entries += [(f"{name} weights", {**d, "shipped": entry.get("shipped", True)}) for d in data_entries(entry)]
     entries += [(f"optimum: {e.get('file')}", e) for e in manifest.get("optimum_files") or [] if isinstance(e, dict)]
     for name, entry in entries:
         if not entry.get("shipped", True):

@@ -26,6 +26,7 @@ from .manifest import (  # noqa: F401
     MANIFEST,
     MANIFEST_FORMAT,
     check_model_dir,
+    data_entries,
     default_verify_mode,
     fingerprint,
     is_foreign,
@@ -168,11 +169,11 @@ class Model:
         if is_foreign(self.manifest) and mode != "off":
             # No manifest records their hashes: the hashes of the files as they are now are the
             # model's identity (a stamp spares hashing them again on the next run).
-            for item in (entry, tok):
+            for item in (entry, tok, *data_entries(entry)):
                 item["sha256"] = integrity.current_sha256(self.model_dir / item["file"], mode)
             return fingerprint(self.manifest, self.variant)
         genuine = fingerprint(self.manifest, self.variant)
-        checked = [(self.model_dir / entry["file"], entry.get("sha256"))]
+        checked = [(self.model_dir / item["file"], item.get("sha256")) for item in (entry, *data_entries(entry))]
         checked.append((self.model_dir / tok["file"], tok.get("sha256")))
         if mode == "off":
             return integrity.unverified_fingerprint(genuine, [path for path, _ in checked])
@@ -205,6 +206,10 @@ class Model:
         path = self.model_dir / entry["file"]
         if not path.is_file():
             raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`")
+        for data in data_entries(entry):
+            if not (self.model_dir / data["file"]).is_file():
+                raise ManifestError(f"{self.model_dir / data['file']} is missing: {entry['file']} keeps its weights "
+                                    f"there (copy both files together, or re-run `sentictl export`)")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)

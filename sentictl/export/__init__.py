@@ -36,7 +36,12 @@ from .parity import (
     mark_unusable,
     parity_sentences,
 )
+from .external import ALIGN, externalize
 from .variants import ALL_VARIANTS, build_variant, cpu_isa, parse_variants
+
+# CoreML's static graph stays one file: ORT's CoreML provider compiles the model itself, and that
+# path has not been run with external data here (no Apple machine).
+EXTERNAL_VARIANTS = ("fp32", "int8", "fp16")
 
 # The names these helpers had before export became a package; tests still call them so.
 _install = install
@@ -79,12 +84,15 @@ def run_export(
     int8_recipe: str | None = None,
     smooth_alpha: float | None = None,
     int8_isa: str | None = None,
+    external_data: bool = True,
 ) -> dict[str, Any]:
     """Export a checkpoint to a model directory; returns the manifest written.
 
     int8 options (see variants.py): ``int8_recipe`` rowwise (default) or tensor; ``quantize_ops`` and
     ``fp32_layers`` None take the recipe's defaults; ``smooth_alpha`` SmoothQuant strength for rowwise (None: off);
     ``int8_isa`` the CPU the int8 graph is built for (None: this one; avx2 runs correctly everywhere).
+    ``external_data``: each fp32/int8/fp16 variant's weights in a page-aligned ``<file>.data`` beside it
+    (see external.py), which ONNX Runtime maps instead of copying.
     """
     int8 = {"per_channel": per_channel, "quantize_ops": quantize_ops, "fp32_layers": fp32_layers,
             "int8_recipe": int8_recipe, "smooth_alpha": smooth_alpha, "int8_isa": int8_isa}
@@ -128,7 +136,7 @@ def run_export(
     try:
         manifest = _build(
             work, checkpoint, source, hf_config, tokenizer, id2label, length, wanted, opset,
-            eval_data, max_drop, int8, steps, out.name,
+            eval_data, max_drop, int8, steps, out.name, external_data,
         )
         _drop_unkept(work, manifest, kept)
         work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
@@ -154,6 +162,7 @@ def _build(
     int8: dict[str, Any],
     steps: Steps,
     name: str,
+    external_data: bool = True,
 ) -> dict[str, Any]:
     from optimum.exporters.onnx import main_export
 
@@ -179,13 +188,18 @@ def _build(
     for variant in wanted:
         steps.start(f"building the {variant} variant")
         entry = build_variant(variant, raw, work, checkpoint=checkpoint, length=length, opset=opset, **int8)
+        data = externalize(work / entry["file"]) if external_data and variant in EXTERNAL_VARIANTS else None
         # Stamped as verified (in the user cache dir, keyed by inode: the rename of `work` keeps
         # it valid), so the first score after an export need not hash the file again.
         entry["sha256"] = hash_and_stamp(work / entry["file"])
         entry["bytes"] = (work / entry["file"]).stat().st_size
+        if data is not None:
+            entry["data"] = {"file": data.name, "sha256": hash_and_stamp(data), "bytes": data.stat().st_size,
+                             "alignment": ALIGN}
         entry["usable"] = True
         variants[variant] = entry
-        steps.done(f"{entry['file']}, {entry['bytes'] / 1e6:.1f} MB")
+        total = entry["bytes"] + (entry["data"]["bytes"] if data is not None else 0)
+        steps.done(f"{entry['file']}" + (f" + {data.name}" if data is not None else "") + f", {total / 1e6:.1f} MB")
     shutil.rmtree(raw, ignore_errors=True)
 
     tok_entry = {
@@ -278,6 +292,8 @@ def _drop_unkept(work: Path, manifest: dict[str, Any], kept: list[str]) -> None:
     for name, entry in manifest["variants"].items():
         if name not in kept:
             (work / entry["file"]).unlink(missing_ok=True)
+            if isinstance(entry.get("data"), dict):
+                (work / entry["data"]["file"]).unlink(missing_ok=True)
             entry["shipped"] = False
     _write_manifest(work, manifest)
 
