@@ -430,7 +430,9 @@ def main() -> None:
     result = {
         "model": str(args.model_dir.relative_to(REPO) if args.model_dir.resolve().is_relative_to(REPO) else args.model_dir.name),
         "variant": args.variant,
-        "model_file_mb": model_file.stat().st_size / 1e6,
+        "model_file_mb": sum(p.stat().st_size for p in (model_file, model_file.with_name(model_file.name + ".data"))
+                             if p.is_file()) / 1e6,
+        "external_data": model_file.with_name(model_file.name + ".data").is_file(),
         "requests": args.requests, "clients": args.clients, "threads": args.threads, "repeats": args.repeats,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2)},
@@ -440,7 +442,8 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     md = ([headline, ""] if headline else []) + [
-        f"Model file {model_file.name}: {result['model_file_mb']:.0f} MB; {args.requests} requests from "
+        f"Model file {model_file.name}{' + .data (external weights)' if result['external_data'] else ''}: "
+        f"{result['model_file_mb']:.0f} MB; {args.requests} requests from "
         f"{args.clients} clients, --threads {args.threads}, median of {args.repeats}. serve = `sentictl serve "
         f"--no-cache` as it ships (+ the knob); ort = bare ONNX Runtime with its own defaults (+ the knob) "
         f"loading the same file and running the same texts. Peak = VmHWM (anonymous + file-backed pages). "

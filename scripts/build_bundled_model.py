@@ -40,7 +40,9 @@ def main() -> None:
     cmd = [sys.executable, "-m", "sentictl", "export", "--model", str(args.checkpoint), "--out", str(OUT),
            "--variants", "int8", "--keep", "int8", "--quantize-ops", args.quantize_ops,
            "--int8-recipe", args.int8_recipe, "--int8-isa", args.int8_isa,
-           "--eval-data", str(heldout), "--max-drop", "0.5", "--force"]
+           "--eval-data", str(heldout), "--max-drop", "0.5", "--force",
+           # 24 MB: nothing to gain from mapping, and one file per variant keeps the package simple.
+           "--single-file"]
     if args.fp32_layers is not None:
         cmd += ["--fp32-layers", args.fp32_layers]
     if args.smooth is not None:
