@@ -82,7 +82,11 @@ def other_results(name: str) -> str:
 
 def relative_paths(text: str) -> str:
     """Write this machine's absolute paths relative to the repository (RESULTS.md is committed)."""
-    for root, shown in ((REPO, "."), (REPO.parent, ".."), (Path.home(), "~")):
+    roots = [(REPO, "."), (REPO.parent, ".."), (Path.home(), "~")]
+    work = HERE / "_work"
+    if work.is_symlink():  # the scratch folder may live on another disk: its real path is this machine's too
+        roots.insert(0, (work.resolve(), "benchmarks/_work"))
+    for root, shown in roots:
         text = text.replace(str(root) + "/", "" if shown == "." else shown + "/").replace(str(root), shown)
     return text
 

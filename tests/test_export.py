@@ -7,7 +7,7 @@ import csv
 import orjson
 import pytest
 
-from conftest import sentictl_env
+from conftest import run_sentictl, sentictl_env
 from sentictl.engine import model as engine
 from sentictl.export import mark_unusable, parse_variants
 from sentictl.errors import SentictlError
@@ -69,6 +69,8 @@ def test_weights_sit_beside_each_graph_at_aligned_offsets(tiny_model_dir):
         assert all(a + la <= b for (a, la), (b, _) in zip(spans, spans[1:])), name  # no overlaps
         assert spans[-1][0] + spans[-1][1] == data.stat().st_size
     assert "data" not in manifest["variants"]["coreml"]  # CoreML's static graph stays one file
+    info = orjson.loads(run_sentictl("info", "--model-dir", str(tiny_model_dir)).stdout)["variants"]
+    assert info["int8"]["weights_file"] == "model_int8.onnx.data" and "weights_file" not in info["coreml"]
 
 
 def test_single_file_export_scores_the_same(tiny_checkpoint, tiny_model_dir, tmp_path, sentictl):
