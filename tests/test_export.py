@@ -173,7 +173,8 @@ def test_keep_only_int8_for_a_small_bundle(tiny_checkpoint, tmp_path, sentictl):
                    "--keep", "int8", "--quantize-ops", "MatMul,Gather", "--fp32-layers", "none")
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     manifest = orjson.loads((out / "manifest.json").read_bytes())
-    assert not (out / "model.onnx").exists()
+    assert not (out / "model.onnx").exists() and not (out / "model.onnx.data").exists()
+    assert (out / "model_int8.onnx.data").is_file()
     assert manifest["variants"]["fp32"]["shipped"] is False
     assert "parity" in manifest["variants"]["fp32"]  # figures kept for reference
     assert manifest["variants"]["int8"]["quantization"]["operators"] == ["MatMul", "Gather"]
