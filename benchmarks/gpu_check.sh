@@ -196,7 +196,7 @@ if (ckpt / "config.json").is_file():
     if rc == 0:
         manifest = json.loads((model_dir / "manifest.json").read_text())
         exported = {v for v, e in manifest["variants"].items() if e.get("shipped", True)}
-        sizes = ", ".join(f"{v} {(model_dir / e['file']).stat().st_size / 1e6:.0f} MB"
+        sizes = ", ".join(f"{v} {(e.get('bytes', 0) + (e.get('data') or {}).get('bytes', 0)) / 1e6:.0f} MB"
                           for v, e in manifest["variants"].items() if e.get("shipped", True))
         ran.append(f"sentictl export fp32,int8,fp16: {sizes} ({wall:.0f} s)")
         rows.append(("`sentictl export` parity (50 built-in sentences, CPU provider)",
