@@ -259,30 +259,14 @@ def child_ort(knob: dict[str, Any], model_file: str, tokenizer_file: str, texts_
 
 # --------------------------------------------------------------------------- model transforms (parent)
 def _external(src: Path, dest: Path) -> None:
-    """The model with every initializer ≥ 1 KiB in one external file, each at a page-aligned offset
+    """The model with its weights in one external file at aligned offsets, as `sentictl export` writes it
     (so ONNX Runtime can map it instead of copying it)."""
     import onnx
 
-    model = onnx.load(str(src))
-    data_name = dest.name + ".data"
-    offset = 0
-    with open(dest.parent / data_name, "wb") as fh:
-        for tensor in model.graph.initializer:
-            if not tensor.HasField("raw_data") or len(tensor.raw_data) < 1024:
-                continue
-            pad = (-offset) % 4096
-            fh.write(b"\0" * pad)
-            offset += pad
-            raw = tensor.raw_data
-            fh.write(raw)
-            tensor.ClearField("raw_data")
-            tensor.data_location = onnx.TensorProto.EXTERNAL
-            del tensor.external_data[:]
-            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
-                entry = tensor.external_data.add()
-                entry.key, entry.value = key, value
-            offset += len(raw)
-    onnx.save(model, str(dest))
+    from sentictl.export.external import externalize
+
+    onnx.save(onnx.load(str(src)), str(dest))  # a single file first (an already external src is read in)
+    externalize(dest)
 
 
 def _ort_format(src: Path, dest: Path) -> None:
