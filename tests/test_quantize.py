@@ -215,3 +215,21 @@ def test_unsigned_weights_keep_eight_bits_without_saturating(tmp_path):
     x = rng.standard_normal((2, 5, 64)).astype(np.float32)
     ref = _run(src, x)
     assert np.abs(_run(dest, x) - ref).max() < 0.01 * np.abs(ref).max()
+
+
+def test_seven_bit_asymmetric_rows_keep_eight_bit_weights_within_int16(tmp_path):
+    """activation_qmax 63: rows in 0..127, so full ±127 weights cannot saturate u8·s8 pair sums."""
+    assert quantize.safe_weight_qmax(63, "avx2") == 127  # 2 · 127 · 127 ≤ 32767
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (64, 48)).astype(np.float32)
+    w[0] = 127
+    src = _dense_graph(tmp_path / "fp32.onnx", w / 256, np.zeros(48, np.float32))
+    dest = tmp_path / "a63.onnx"
+    quantize.rowwise_int8(src, dest, quantizer="qlinear", asymmetric=lambda name: True, activation_qmax=63,
+                          weight_qmax=quantize.safe_weight_qmax(63, "avx2"))
+    onnx = pytest.importorskip("onnx")
+    names = {i.name for i in onnx.load(str(dest)).graph.initializer}
+    assert {"rowq_inv_127", "rowq_u8_max_127"} <= names and "rowq_inv_255" not in names
+    x = rng.standard_normal((2, 7, 64)).astype(np.float32)
+    ref = _run(src, x)
+    assert np.abs(_run(dest, x) - ref).max() < 0.02 * np.abs(ref).max()

@@ -185,7 +185,8 @@ def rowwise_int8(
         use_qlinear = quantizer == "qlinear" and opset >= 13
         asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
         if asym:
-            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const)
+            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const,
+                                                                               levels=2 * activation_qmax + 1)
         elif use_qlinear:
             q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
         else:
@@ -337,9 +338,10 @@ def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int,
     return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead"
 
 
-def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts") -> tuple[list[Any], str, str, str, str]:
-    """x [..., K] → uint8 [tokens, K] over each row's own [min, max] (zero included), the row
-    scales [tokens, 1], the leading shape, and scale·zero point [tokens, 1] for the correction."""
+def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts",
+                     levels: int = 255) -> tuple[list[Any], str, str, str, str]:
+    """x [..., K] → uint8 [tokens, K] over each row's own [min, max] (zero included) in 0..levels, the
+    row scales [tokens, 1], the leading shape, and scale·zero point [tokens, 1] for the correction."""
     from onnx import TensorProto, helper
 
     def reduce(op: str, dest: str) -> Any:
@@ -362,11 +364,12 @@ def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts") -> tu
         helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
         helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
         helper.make_node("Max", [f"{p}span", const.scalar("row_eps", 1e-12)], [f"{p}span_safe"], name=f"{p}SpanSafe"),
-        helper.make_node("Mul", [f"{p}span_safe", const.scalar("inv_255", 1.0 / 255.0)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node("Mul", [f"{p}span_safe", const.scalar(f"inv_{levels}", 1.0 / levels)], [f"{p}scale"], name=f"{p}RowScale"),
         helper.make_node("Div", [f"{p}lo", f"{p}scale"], [f"{p}lo_steps"], name=f"{p}LoSteps"),
         helper.make_node("Neg", [f"{p}lo_steps"], [f"{p}zp_raw"], name=f"{p}ZeroPointRaw"),
         helper.make_node("Round", [f"{p}zp_raw"], [f"{p}zp_round"], name=f"{p}ZeroPointRound"),
-        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max", 255.0)], [f"{p}zp_f"], name=f"{p}ZeroPointClip"),
+        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max" if levels == 255 else f"u8_max_{levels}", float(levels))], [f"{p}zp_f"],
+                         name=f"{p}ZeroPointClip"),
         helper.make_node("Cast", [f"{p}zp_f"], [f"{p}zp_u8"], name=f"{p}ZeroPointCast", to=TensorProto.UINT8),
         helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0),
         helper.make_node("Unsqueeze", [f"{p}scale", column], [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
