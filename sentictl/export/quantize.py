@@ -134,6 +134,7 @@ def rowwise_int8(
     quantizer: str = "elementwise",
     asymmetric: Callable[[str], bool] | None = None,
     unsigned_weights: bool = False,
+    smoothed_ranges: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Rewrite the fp32 graph ``src`` into row-wise int8 at ``dest``; returns what was done.
 
@@ -148,6 +149,9 @@ def rowwise_int8(
     ``unsigned_weights``: store Wq + 128 as uint8 with zero point 128, so full 8-bit weights run on
     the u8·u8 kernels, which widen to 16 bits before multiplying and so cannot saturate (slower
     than u8·s8 on AVX2).
+    ``smoothed_ranges``: (activation_qmax, weight_qmax) for the MatMuls whose input is smoothed:
+    smoothing moves the outliers into the weights, so on a CPU whose int16 sums cap the product of
+    the two ranges, those MatMuls may give the bit to their weights instead of their activations.
     """
     if weight_qmax is None:
         weight_qmax = safe_weight_qmax(activation_qmax)
@@ -168,7 +172,6 @@ def rowwise_int8(
     new_inits: list[Any] = []
     const = _Consts(new_inits)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-    zero = activation_qmax + 1
     replaced: dict[int, list[Any]] = {}  # position of an original node -> the nodes that replace it
     asym_count = 0
     dropped_weights: set[str] = set()
@@ -181,29 +184,31 @@ def rowwise_int8(
             nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
                                           [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
             src_x = f"{prefix}smoothed"
+        a_qmax, w_qmax = smoothed_ranges if (factors is not None and smoothed_ranges) else (activation_qmax, weight_qmax)
+        zero_x = a_qmax + 1
         k = int(inits[consumers[0].input[1]].dims[0])
         use_qlinear = quantizer == "qlinear" and opset >= 13
         asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
         if asym:
             q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const,
-                                                                               levels=2 * activation_qmax + 1)
+                                                                               levels=2 * a_qmax + 1)
         elif use_qlinear:
-            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
+            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, a_qmax, zero_x, opset, const)
         else:
-            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, activation_qmax, zero, opset, const)
+            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, a_qmax, zero_x, opset, const)
         nodes += q_nodes
         first = True
         for node in consumers:
             w = numpy_helper.to_array(inits[node.input[1]])
             if factors is not None:
                 w = w * factors[:, None]
-            wq, ws = quantize_weight(w, 127 if unsigned_weights else weight_qmax)
+            wq, ws = quantize_weight(w, 127 if unsigned_weights else w_qmax)
             base = _prefix(node.name)
             wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
             stored = (wq.astype(np.int16) + 128).astype(np.uint8) if unsigned_weights else wq
             new_inits += [numpy_helper.from_array(stored, wq_name), numpy_helper.from_array(ws, ws_name)]
             dropped_weights.add(node.input[1])
-            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero)]
+            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero_x)]
             if unsigned_weights:
                 inputs.append(const.zero_point(128))
             if use_qlinear:
