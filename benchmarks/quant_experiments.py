@@ -240,7 +240,7 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
              embeddings: bool = False, n_calib: int = 128, extra_exclude: Callable[[str], bool] | None = None,
              activation_qmax: int = 127, quantizer: str = "elementwise",
              asymmetric: Callable[[str], bool] | None = None, unsigned_weights: bool = False,
-             smoothed_ranges: tuple[int, int] | None = None) -> None:
+             smoothed_ranges: tuple[int, int] | None = None, clip_search: bool = False) -> None:
     """Row-wise int8 (sentictl.export.quantize): one activation scale per token."""
     from sentictl.export import quantize as rq
 
@@ -254,7 +254,7 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
         smooth = {x: rq.smoothing_factors(maxima[x], ws, alpha) for x, ws in weights.items()}
     rq.rowwise_int8(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings, activation_qmax=activation_qmax,
                     quantizer=quantizer, asymmetric=asymmetric, unsigned_weights=unsigned_weights,
-                    smoothed_ranges=smoothed_ranges)
+                    smoothed_ranges=smoothed_ranges, clip_search=clip_search)
 
 
 def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Path], None]]:
@@ -290,6 +290,9 @@ def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Pat
         # Smoothed MatMuls (Q/K/V, FFN-in) give the bit to their weights: 7-bit rows, ±127 weights.
         "row_ql_sq50_asym_emb_w8s": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
                                                         embeddings=True, n_calib=n_calib, smoothed_ranges=(63, 127)),
+        # Each weight column clipped where its squared error is least (data-free), for 7-bit weights.
+        "row_ql_sq50_asym_emb_clip": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                         embeddings=True, n_calib=n_calib, clip_search=True),
         "row_ql_sq60_asym_emb": lambda d: _rowwise(raw, d, alpha=0.6, quantizer="qlinear", asymmetric=lambda n: True,
                                                     embeddings=True, n_calib=n_calib),
         "row_ql_sq40_asym_emb": lambda d: _rowwise(raw, d, alpha=0.4, quantizer="qlinear", asymmetric=lambda n: True,

@@ -253,3 +253,15 @@ def test_smoothed_matmuls_can_take_their_own_ranges(tmp_path):
         wq = next(onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_int8"))
         assert np.abs(wq.astype(int)).max() == (127 if smooth else 64)
         assert np.abs(_run(dest, x) - ref).max() < 0.03 * np.abs(ref).max()
+
+
+def test_clip_search_never_has_more_weight_error_than_max_scaling():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((256, 32)).astype(np.float32)
+    w[0, :8] = 12.0  # outliers: clipping them lowers the error of the rest of those columns
+    errors = {}
+    for search in (False, True):
+        q, scale = quantize.quantize_weight(w, 64, clip_search=search)
+        errors[search] = ((q * scale - w) ** 2).sum(axis=0)
+    assert np.all(errors[True] <= errors[False] + 1e-6)
+    assert errors[True][:8].sum() < errors[False][:8].sum()

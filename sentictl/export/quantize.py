@@ -71,9 +71,24 @@ def safe_weight_qmax(activation_qmax: int = 127, isa: str | None = None) -> int:
     return max(1, min(127, 32767 // (2 * (2 * activation_qmax + 1))))
 
 
-def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8, one scale per output column: (Wq [K, N] int8, scale [N] float32)."""
-    scale = np.abs(w).max(axis=0) / qmax
+def quantize_weight(w: np.ndarray, qmax: int = 127, clip_search: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8, one scale per output column: (Wq [K, N] int8, scale [N] float32).
+
+    ``clip_search``: each column's range is the clipped max (100 % down to 70 % of max |w|) with
+    the least squared error over that column, instead of max |w| itself.
+    """
+    amax = np.abs(w).max(axis=0)
+    if clip_search:
+        best_err = np.full(w.shape[1], np.inf)
+        best = amax.copy()
+        for ratio in np.linspace(1.0, 0.7, 16):
+            trial = np.where(amax > 0, amax * ratio / qmax, 1.0)
+            err = ((np.clip(np.round(w / trial), -qmax, qmax) * trial - w) ** 2).sum(axis=0)
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best = np.where(better, amax * ratio, best)
+        amax = best
+    scale = amax / qmax
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
     return q, scale
@@ -135,6 +150,7 @@ def rowwise_int8(
     asymmetric: Callable[[str], bool] | None = None,
     unsigned_weights: bool = False,
     smoothed_ranges: tuple[int, int] | None = None,
+    clip_search: bool = False,
 ) -> dict[str, Any]:
     """Rewrite the fp32 graph ``src`` into row-wise int8 at ``dest``; returns what was done.
 
@@ -202,7 +218,7 @@ def rowwise_int8(
             w = numpy_helper.to_array(inits[node.input[1]])
             if factors is not None:
                 w = w * factors[:, None]
-            wq, ws = quantize_weight(w, 127 if unsigned_weights else w_qmax)
+            wq, ws = quantize_weight(w, 127 if unsigned_weights else w_qmax, clip_search=clip_search)
             base = _prefix(node.name)
             wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
             stored = (wq.astype(np.int16) + 128).astype(np.uint8) if unsigned_weights else wq
