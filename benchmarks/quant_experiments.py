@@ -283,6 +283,8 @@ def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Pat
                                                        embeddings=True, n_calib=n_calib, unsigned_weights=True),
         "row_ql_sq50_asym_emb_l0": lambda d: _rowwise(raw, d, (0,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
                                                        embeddings=True, n_calib=n_calib),
+        "row_ql_sq50_asym_emb_l1": lambda d: _rowwise(raw, d, (1,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
+                                                       embeddings=True, n_calib=n_calib),
         "row_ql_sq50_asym_emb_last": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
                                                          embeddings=True, n_calib=n_calib, extra_exclude=_last_layer(raw)),
         "row_ql_sq50_asym_emb_a63": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
