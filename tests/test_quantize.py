@@ -265,3 +265,33 @@ def test_clip_search_never_has_more_weight_error_than_max_scaling():
         errors[search] = ((q * scale - w) ** 2).sum(axis=0)
     assert np.all(errors[True] <= errors[False] + 1e-6)
     assert errors[True][:8].sum() < errors[False][:8].sum()
+
+
+def test_int8_built_for_wide_accumulators_is_flagged_on_cpus_without_them():
+    from sentictl.engine.cpu import int8_mismatch
+
+    vnni = {"precision": "int8", "quantization": {"recipe": "rowwise", "isa": "avx512_vnni"}}
+    assert "--int8-isa avx2" in int8_mismatch(vnni, here="avx2")
+    assert "avx512_vnni" in int8_mismatch(vnni, here="avx512")
+    assert int8_mismatch(vnni, here="avx512_vnni") is None and int8_mismatch(vnni, here="arm64") is None
+    assert int8_mismatch({"precision": "int8", "quantization": {"isa": "arm64"}}, here="avx2")
+    portable = {"precision": "int8", "quantization": {"recipe": "rowwise", "isa": "avx2"}}
+    assert int8_mismatch(portable, here="avx2") is None
+    reduced = {"precision": "int8", "quantization": {"recipe": "tensor", "isa": "avx512_vnni", "reduce_range": True}}
+    assert int8_mismatch(reduced, here="avx2") is None
+    assert int8_mismatch({"precision": "fp32", "quantization": None}, here="avx2") is None
+    assert int8_mismatch({"precision": "int8"}, here="avx2") is None  # manifests before the isa was recorded
+
+
+def test_score_says_when_the_int8_graph_was_built_for_another_cpu(tiny_checkpoint, tmp_path, sentictl):
+    from sentictl.engine.cpu import WIDE_ACCUMULATORS, cpu_isa
+
+    out = tmp_path / "vnni"
+    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
+                   "--int8-isa", "avx512_vnni")
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    run = sentictl("score", "--model-dir", str(out), "--variant", "int8", "--no-cache", input="Shares rose.\n")
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    warned = b"built for avx512_vnni CPUs" in run.stderr
+    assert warned == (cpu_isa() not in WIDE_ACCUMULATORS), run.stderr  # this machine decides which is right
+    assert b"Traceback" not in run.stderr

@@ -19,6 +19,7 @@ from .. import config
 from ..console import notice
 from ..errors import ManifestError, ModelNotFound, SentictlError
 from . import integrity
+from .cpu import int8_mismatch
 from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
 
 # Re-exported: the doors and tools read manifests through the model module they already import.
@@ -160,6 +161,9 @@ class Model:
         self.max_length = int(self.manifest["max_length"])
         self.static_shape = entry.get("static_shape")
         self.spin = spin
+        mismatch = int8_mismatch(entry)
+        if mismatch:
+            notice(f"{self.name}: {mismatch}")
         self._load_tokenizer()
         self._load_session(entry, threads)
 

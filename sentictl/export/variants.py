@@ -6,11 +6,11 @@ entry (the caller adds sha256, size and parity).
 
 from __future__ import annotations
 
-import platform
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..engine.cpu import cpu_isa
 from ..errors import SentictlError
 
 ALL_VARIANTS = ("fp32", "int8", "fp16", "coreml")
@@ -29,28 +29,6 @@ def parse_variants(spec: str) -> list[str]:
         if unknown:
             raise SentictlError(f"unknown variant(s) {', '.join(unknown)}: choose from auto, all, {', '.join(ALL_VARIANTS)}")
     return ["fp32"] + [v for v in ALL_VARIANTS if v in wanted and v != "fp32"]
-
-
-def cpu_isa() -> str:
-    """The int8 instruction-set target for this CPU: avx512_vnni, avx512, avx2 or arm64."""
-    machine = platform.machine().lower()
-    if machine in ("arm64", "aarch64"):
-        return "arm64"
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = line
-                    break
-    except OSError:
-        pass
-    words = set(flags.split())
-    if "avx512_vnni" in words or "avx_vnni" in words:
-        return "avx512_vnni"
-    if "avx512f" in words:
-        return "avx512"
-    return "avx2"
 
 
 def build_variant(variant: str, raw: Path, work: Path, **options: Any) -> dict[str, Any]:
