@@ -240,8 +240,12 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
              embeddings: bool = False, n_calib: int = 128, extra_exclude: Callable[[str], bool] | None = None,
              activation_qmax: int = 127, quantizer: str = "elementwise",
              asymmetric: Callable[[str], bool] | None = None, unsigned_weights: bool = False,
-             smoothed_ranges: tuple[int, int] | None = None, clip_search: bool = False) -> None:
-    """Row-wise int8 (sentictl.export.quantize): one activation scale per token."""
+             clip_search: bool = False) -> None:
+    """Row-wise int8 (sentictl.export.quantize): one activation scale per token.
+
+    ``clip_search``: every weight column's range clipped where its squared error is least (see
+    _mse_clipped; measured worse, so it lives here, not in the product).
+    """
     from sentictl.export import quantize as rq
 
     src = raw / "model.onnx"
@@ -252,9 +256,28 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
         weights = rq.matmul_inputs(src, exclude)
         maxima = rq.calibrate(src, raw / "tokenizer.json", _calibration_texts(n_calib), weights)
         smooth = {x: rq.smoothing_factors(maxima[x], ws, alpha) for x, ws in weights.items()}
-    rq.rowwise_int8(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings, activation_qmax=activation_qmax,
-                    quantizer=quantizer, asymmetric=asymmetric, unsigned_weights=unsigned_weights,
-                    smoothed_ranges=smoothed_ranges, clip_search=clip_search)
+    plain = rq.quantize_weight
+    if clip_search:
+        rq.quantize_weight = _mse_clipped
+    try:
+        rq.rowwise_int8(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings, activation_qmax=activation_qmax,
+                        quantizer=quantizer, asymmetric=asymmetric, unsigned_weights=unsigned_weights)
+    finally:
+        rq.quantize_weight = plain
+
+
+def _mse_clipped(w: Any, qmax: int = 127) -> tuple[Any, Any]:
+    """quantize_weight with each column's range clipped (100 % down to 70 % of max |w|) where its squared error is least."""
+    import numpy as np
+
+    amax = np.abs(w).max(axis=0)
+    best_err, best = np.full(w.shape[1], np.inf), amax.copy()
+    for ratio in np.linspace(1.0, 0.7, 16):
+        trial = np.where(amax > 0, amax * ratio / qmax, 1.0)
+        err = ((np.clip(np.round(w / trial), -qmax, qmax) * trial - w) ** 2).sum(axis=0)
+        best_err, best = np.where(err < best_err, err, best_err), np.where(err < best_err, amax * ratio, best)
+    scale = np.where(best > 0, best / qmax, 1.0).astype(np.float32)
+    return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
 
 
 def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Path], None]]:
@@ -289,9 +312,6 @@ def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Pat
                                                          embeddings=True, n_calib=n_calib, extra_exclude=_last_layer(raw)),
         "row_ql_sq50_asym_emb_a63": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
                                                         embeddings=True, n_calib=n_calib, activation_qmax=63),
-        # Smoothed MatMuls (Q/K/V, FFN-in) give the bit to their weights: 7-bit rows, ±127 weights.
-        "row_ql_sq50_asym_emb_w8s": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                        embeddings=True, n_calib=n_calib, smoothed_ranges=(63, 127)),
         # Each weight column clipped where its squared error is least (data-free), for 7-bit weights.
         "row_ql_sq50_asym_emb_clip": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
                                                          embeddings=True, n_calib=n_calib, clip_search=True),

@@ -235,38 +235,6 @@ def test_seven_bit_asymmetric_rows_keep_eight_bit_weights_within_int16(tmp_path)
     assert np.abs(_run(dest, x) - ref).max() < 0.02 * np.abs(ref).max()
 
 
-def test_smoothed_matmuls_can_take_their_own_ranges(tmp_path):
-    """smoothed_ranges applies to smoothed inputs only: others keep activation_qmax/weight_qmax."""
-    rng = np.random.default_rng(4)
-    w = rng.standard_normal((64, 48)).astype(np.float32) / 8
-    src = _dense_graph(tmp_path / "fp32.onnx", w, np.zeros(48, np.float32))
-    x = rng.standard_normal((2, 7, 64)).astype(np.float32)
-    ref = _run(src, x)
-    factors = np.linspace(0.5, 2.0, 64).astype(np.float32)
-    onnx = pytest.importorskip("onnx")
-    for smooth, expect in (({"x": factors}, "rowq_inv_127"), (None, "rowq_inv_255")):
-        dest = tmp_path / f"q{smooth is None}.onnx"
-        quantize.rowwise_int8(src, dest, quantizer="qlinear", asymmetric=lambda name: True, weight_qmax=64,
-                              smooth=smooth, smoothed_ranges=(63, 127))
-        graph = onnx.load(str(dest)).graph
-        assert expect in {i.name for i in graph.initializer}
-        wq = next(onnx.numpy_helper.to_array(i) for i in graph.initializer if i.name.endswith("weight_int8"))
-        assert np.abs(wq.astype(int)).max() == (127 if smooth else 64)
-        assert np.abs(_run(dest, x) - ref).max() < 0.03 * np.abs(ref).max()
-
-
-def test_clip_search_never_has_more_weight_error_than_max_scaling():
-    rng = np.random.default_rng(5)
-    w = rng.standard_normal((256, 32)).astype(np.float32)
-    w[0, :8] = 12.0  # outliers: clipping them lowers the error of the rest of those columns
-    errors = {}
-    for search in (False, True):
-        q, scale = quantize.quantize_weight(w, 64, clip_search=search)
-        errors[search] = ((q * scale - w) ** 2).sum(axis=0)
-    assert np.all(errors[True] <= errors[False] + 1e-6)
-    assert errors[True][:8].sum() < errors[False][:8].sum()
-
-
 def test_int8_built_for_wide_accumulators_is_flagged_on_cpus_without_them():
     from sentictl.engine.cpu import int8_mismatch
 

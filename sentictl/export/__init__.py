@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from .. import config
 from ..console import Steps
-from ..engine.model import MANIFEST, MANIFEST_FORMAT
+from ..engine.model import MANIFEST, MANIFEST_FORMAT, data_entries
 from ..errors import ExportError, SentictlError
 from .checkpoint import local_checkpoint, resolve_checkpoint, tool_versions
 from .outdir import (
@@ -291,9 +291,8 @@ def _drop_unkept(work: Path, manifest: dict[str, Any], kept: list[str]) -> None:
     """Delete the files of variants not kept; their figures stay in the manifest for reference."""
     for name, entry in manifest["variants"].items():
         if name not in kept:
-            (work / entry["file"]).unlink(missing_ok=True)
-            if isinstance(entry.get("data"), dict):
-                (work / entry["data"]["file"]).unlink(missing_ok=True)
+            for item in (entry, *data_entries(entry)):
+                (work / item["file"]).unlink(missing_ok=True)
             entry["shipped"] = False
     _write_manifest(work, manifest)
 

@@ -64,31 +64,16 @@ def safe_weight_qmax(activation_qmax: int = 127, isa: str | None = None) -> int:
     (vpmaddubsw): 2 · 255 · 127 overflows 32767, 2 · 255 · 63 does not (ORT's reduce_range). VNNI
     and ARM accumulate in int32.
     """
-    from .variants import cpu_isa
+    from ..engine.cpu import WIDE_ACCUMULATORS, cpu_isa
 
-    if (isa or cpu_isa()) not in ("avx2", "avx512"):
+    if (isa or cpu_isa()) in WIDE_ACCUMULATORS:
         return 127
     return max(1, min(127, 32767 // (2 * (2 * activation_qmax + 1))))
 
 
-def quantize_weight(w: np.ndarray, qmax: int = 127, clip_search: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8, one scale per output column: (Wq [K, N] int8, scale [N] float32).
-
-    ``clip_search``: each column's range is the clipped max (100 % down to 70 % of max |w|) with
-    the least squared error over that column, instead of max |w| itself.
-    """
-    amax = np.abs(w).max(axis=0)
-    if clip_search:
-        best_err = np.full(w.shape[1], np.inf)
-        best = amax.copy()
-        for ratio in np.linspace(1.0, 0.7, 16):
-            trial = np.where(amax > 0, amax * ratio / qmax, 1.0)
-            err = ((np.clip(np.round(w / trial), -qmax, qmax) * trial - w) ** 2).sum(axis=0)
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best = np.where(better, amax * ratio, best)
-        amax = best
-    scale = amax / qmax
+def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8, one scale per output column: (Wq [K, N] int8, scale [N] float32)."""
+    scale = np.abs(w).max(axis=0) / qmax
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8)
     return q, scale
@@ -149,8 +134,6 @@ def rowwise_int8(
     quantizer: str = "elementwise",
     asymmetric: Callable[[str], bool] | None = None,
     unsigned_weights: bool = False,
-    smoothed_ranges: tuple[int, int] | None = None,
-    clip_search: bool = False,
 ) -> dict[str, Any]:
     """Rewrite the fp32 graph ``src`` into row-wise int8 at ``dest``; returns what was done.
 
@@ -165,14 +148,11 @@ def rowwise_int8(
     ``unsigned_weights``: store Wq + 128 as uint8 with zero point 128, so full 8-bit weights run on
     the u8·u8 kernels, which widen to 16 bits before multiplying and so cannot saturate (slower
     than u8·s8 on AVX2).
-    ``smoothed_ranges``: (activation_qmax, weight_qmax) for the MatMuls whose input is smoothed:
-    smoothing moves the outliers into the weights, so on a CPU whose int16 sums cap the product of
-    the two ranges, those MatMuls may give the bit to their weights instead of their activations.
     """
     if weight_qmax is None:
         weight_qmax = safe_weight_qmax(activation_qmax)
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(src))
     graph = model.graph
@@ -188,6 +168,7 @@ def rowwise_int8(
     new_inits: list[Any] = []
     const = _Consts(new_inits)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    zero = activation_qmax + 1
     replaced: dict[int, list[Any]] = {}  # position of an original node -> the nodes that replace it
     asym_count = 0
     dropped_weights: set[str] = set()
@@ -200,31 +181,29 @@ def rowwise_int8(
             nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
                                           [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
             src_x = f"{prefix}smoothed"
-        a_qmax, w_qmax = smoothed_ranges if (factors is not None and smoothed_ranges) else (activation_qmax, weight_qmax)
-        zero_x = a_qmax + 1
         k = int(inits[consumers[0].input[1]].dims[0])
         use_qlinear = quantizer == "qlinear" and opset >= 13
         asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
         if asym:
             q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const,
-                                                                               levels=2 * a_qmax + 1)
+                                                                               levels=2 * activation_qmax + 1)
         elif use_qlinear:
-            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, a_qmax, zero_x, opset, const)
+            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
         else:
-            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, a_qmax, zero_x, opset, const)
+            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, activation_qmax, zero, opset, const)
         nodes += q_nodes
         first = True
         for node in consumers:
             w = numpy_helper.to_array(inits[node.input[1]])
             if factors is not None:
                 w = w * factors[:, None]
-            wq, ws = quantize_weight(w, 127 if unsigned_weights else w_qmax, clip_search=clip_search)
+            wq, ws = quantize_weight(w, 127 if unsigned_weights else weight_qmax)
             base = _prefix(node.name)
             wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
             stored = (wq.astype(np.int16) + 128).astype(np.uint8) if unsigned_weights else wq
             new_inits += [numpy_helper.from_array(stored, wq_name), numpy_helper.from_array(ws, ws_name)]
             dropped_weights.add(node.input[1])
-            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero_x)]
+            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero)]
             if unsigned_weights:
                 inputs.append(const.zero_point(128))
             if use_qlinear:
@@ -289,9 +268,8 @@ def _int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[An
         table = numpy_helper.to_array(inits[node.input[0]])
         if table.ndim != 2:
             continue
-        scale = np.abs(table).max(axis=1, keepdims=True) / 127.0
-        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-        q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+        q_t, scale_t = quantize_weight(table.T)  # one scale per vocabulary row
+        q, scale = np.ascontiguousarray(q_t.T), scale_t[:, None]
         p = _prefix(node.name)
         new_inits += [numpy_helper.from_array(q, f"{p}table_int8"), numpy_helper.from_array(scale, f"{p}row_scale")]
         dropped.add(node.input[0])
@@ -311,7 +289,7 @@ def _elementwise_rows(x: str, p: str, qmax: int, zero: int, opset: int, const: "
 
     nodes = [
         helper.make_node("Abs", [x], [f"{p}abs"], name=f"{p}RowAbs"),
-        _reduce_max_last(f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const),
+        _reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=1),
         # An all-zero row (e.g. a padded token after some op) gets a harmless scale.
         helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
         helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}row_scale"],
@@ -333,19 +311,9 @@ def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int,
     the leading shape of x (to restore it after the GEMM)."""
     from onnx import helper
 
-    flat = const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))
-    if opset >= 18:
-        reduce = helper.make_node("ReduceMax", [f"{p}abs", const.axes_last()], [f"{p}absmax"], name=f"{p}RowMax", keepdims=0)
-    else:
-        reduce = helper.make_node("ReduceMax", [f"{p}abs"], [f"{p}absmax"], name=f"{p}RowMax", axes=[-1], keepdims=0)
-    nodes = [
-        helper.make_node("Shape", [x], [f"{p}shape"], name=f"{p}Shape"),
-        helper.make_node("Slice", [f"{p}shape", const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
-                                   const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64))],
-                         [f"{p}lead"], name=f"{p}Lead"),
-        helper.make_node("Reshape", [x, flat], [f"{p}rows"], name=f"{p}Flatten"),
+    nodes = _flatten_rows(x, p, k, const) + [
         helper.make_node("Abs", [f"{p}rows"], [f"{p}abs"], name=f"{p}RowAbs"),
-        reduce,
+        _reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=0),
         helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
         helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}scale"], name=f"{p}RowScale"),
         helper.make_node("Shape", [f"{p}scale"], [f"{p}n_rows"], name=f"{p}RowCount"),
@@ -365,22 +333,11 @@ def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts",
     row scales [tokens, 1], the leading shape, and scale·zero point [tokens, 1] for the correction."""
     from onnx import TensorProto, helper
 
-    def reduce(op: str, dest: str) -> Any:
-        if opset >= 18:
-            return helper.make_node(op, [f"{p}rows", const.axes_last()], [dest], name=f"{p}{op}", keepdims=0)
-        return helper.make_node(op, [f"{p}rows"], [dest], name=f"{p}{op}", axes=[-1], keepdims=0)
-
     zero_f = const.scalar("zero", 0.0)
     column = const.array("rowq_axis1", np.array([1], dtype=np.int64))
-    nodes = [
-        helper.make_node("Shape", [x], [f"{p}shape"], name=f"{p}Shape"),
-        helper.make_node("Slice", [f"{p}shape", const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
-                                   const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64))],
-                         [f"{p}lead"], name=f"{p}Lead"),
-        helper.make_node("Reshape", [x, const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))], [f"{p}rows"],
-                         name=f"{p}Flatten"),
-        reduce("ReduceMax", f"{p}max"),
-        reduce("ReduceMin", f"{p}min"),
+    nodes = _flatten_rows(x, p, k, const) + [
+        _reduce_last("ReduceMax", f"{p}rows", f"{p}max", f"{p}ReduceMax", opset, const, keepdims=0),
+        _reduce_last("ReduceMin", f"{p}rows", f"{p}min", f"{p}ReduceMin", opset, const, keepdims=0),
         helper.make_node("Max", [f"{p}max", zero_f], [f"{p}hi"], name=f"{p}Hi"),
         helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
         helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
@@ -445,13 +402,27 @@ def _skip_layer_norm(nodes: list[Any], inits: dict[str, Any], outputs: set[str])
     return out, len(swap)
 
 
-def _reduce_max_last(src: str, dest: str, name: str, opset: int, const: "_Consts") -> Any:
-    """ReduceMax over the last axis, kept: axes became an input in opset 18."""
+def _reduce_last(op: str, src: str, dest: str, name: str, opset: int, const: "_Consts", keepdims: int) -> Any:
+    """ReduceMax/ReduceMin over the last axis: axes became an input in opset 18."""
     from onnx import helper
 
     if opset >= 18:
-        return helper.make_node("ReduceMax", [src, const.axes_last()], [dest], name=name, keepdims=1)
-    return helper.make_node("ReduceMax", [src], [dest], name=name, axes=[-1], keepdims=1)
+        return helper.make_node(op, [src, const.axes_last()], [dest], name=name, keepdims=keepdims)
+    return helper.make_node(op, [src], [dest], name=name, axes=[-1], keepdims=keepdims)
+
+
+def _flatten_rows(x: str, p: str, k: int, const: "_Consts") -> list[Any]:
+    """x [..., K] → rows [tokens, K] (``{p}rows``), keeping x's leading shape (``{p}lead``) to restore later."""
+    from onnx import helper
+
+    return [
+        helper.make_node("Shape", [x], [f"{p}shape"], name=f"{p}Shape"),
+        helper.make_node("Slice", [f"{p}shape", const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
+                                   const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64))],
+                         [f"{p}lead"], name=f"{p}Lead"),
+        helper.make_node("Reshape", [x, const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))], [f"{p}rows"],
+                         name=f"{p}Flatten"),
+    ]
 
 
 def _prefix(node_name: str) -> str:

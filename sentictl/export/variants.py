@@ -68,17 +68,13 @@ def _fp32(raw: Path, work: Path, **_: Any) -> dict[str, Any]:
 
 def _layer_nodes(model_path: Path, layers: Sequence[int]) -> list[str]:
     """Names of the MatMul/Gather nodes inside the given encoder layers (by their '/layer.N/' path)."""
-    import re
-
     import onnx
 
-    wanted = set(layers)
-    pattern = re.compile(r"/layer\.(\d+)/")
+    from .quantize import in_layers
+
+    inside = in_layers(layers)
     graph = onnx.load(str(model_path), load_external_data=False).graph
-    return [
-        node.name for node in graph.node
-        if node.op_type in ("MatMul", "Gather") and (m := pattern.search(node.name)) and int(m.group(1)) in wanted
-    ]
+    return [node.name for node in graph.node if node.op_type in ("MatMul", "Gather") and inside(node.name)]
 
 
 INT8_RECIPES = ("rowwise", "tensor")
