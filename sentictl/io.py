@@ -10,10 +10,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
+import re
+import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .engine.records import (
     INVALID_ENCODING,
@@ -22,6 +25,8 @@ from .engine.records import (
     check_text,
     field_text,
     from_bytes,
+    record_bound,
+    too_long_record,
 )
 from .errors import InputError
 
@@ -164,15 +169,47 @@ def _detach(text_stream: io.TextIOWrapper) -> None:
         pass
 
 
-def _lines(stream: IO[bytes], source: str, encoding: str) -> Iterator[tuple[int, bytes | BadRecord]]:
-    """(line number, UTF-8 bytes of the line, or its invalid_encoding verdict) for any encoding."""
+# How much of an over-long record is skipped per read: the rest of it is never held.
+_SKIP = 1 << 16
+
+
+def _bounded(readline, limit: int, newline) -> Iterator[tuple[int, Any]]:
+    """(line number, line) for each line, or (line number, None) for a line over ``limit``.
+
+    A line is read at most ``limit + 1`` units (bytes or characters) at a time; the rest of an
+    over-long line is skipped in small reads, so `score /dev/zero` or a 1 GB line cannot grow
+    memory. The None comes before the skipping, so the report is out even if the line never ends.
+    """
+    n = 0
+    while True:
+        line = readline(limit + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) <= limit:
+            yield n, line
+            continue
+        yield n, None
+        while not line.endswith(newline):
+            line = readline(_SKIP)
+            if not line:
+                return
+
+
+def _lines(stream: IO[bytes], source: str, encoding: str, max_chars: int,
+           json: bool = False) -> Iterator[tuple[int, bytes | BadRecord]]:
+    """(line number, UTF-8 bytes of the line, or its verdict: invalid_encoding, too_long) for any encoding."""
+    limit = record_bound(max_chars, json=json)
     if encoding == "utf-8":
-        yield from enumerate(stream, 1)
+        for n, raw in _bounded(stream.readline, limit, b"\n"):
+            yield n, raw if raw is not None else too_long_record(limit, max_chars, source, n)
         return
     text = _text_lines(stream, encoding)
     try:
-        for n, line in enumerate(text, 1):
-            if _MARK in line:
+        for n, line in _bounded(text.readline, limit, "\n"):
+            if line is None:
+                yield n, too_long_record(limit, max_chars, source, n)
+            elif _MARK in line:
                 yield n, BadRecord(INVALID_ENCODING, f"invalid {encoding.upper()}", source, n)
             else:
                 yield n, line.encode("utf-8")
@@ -182,43 +219,65 @@ def _lines(stream: IO[bytes], source: str, encoding: str) -> Iterator[tuple[int,
 
 def read_lines(stream: IO[bytes], source: str, max_chars: int, encoding: str = "utf-8") -> Iterator[Verdict]:
     """One text per line."""
-    for n, raw in _lines(stream, source, encoding):
+    for n, raw in _lines(stream, source, encoding, max_chars):
         yield raw if isinstance(raw, BadRecord) else from_bytes(raw, max_chars, source=source, position=n)
 
 
 def read_jsonl(stream: IO[bytes], source: str, field: str, max_chars: int, encoding: str = "utf-8") -> Iterator[Verdict]:
     """One JSON object per line; the text is in ``field`` (dots reach into nested objects)."""
-    for n, raw in _lines(stream, source, encoding):
+    for n, raw in _lines(stream, source, encoding, max_chars, json=True):
         yield raw if isinstance(raw, BadRecord) else from_bytes(raw, max_chars, json_field=field, source=source,
                                                                 position=n)
 
 
-class _Tracked:
-    """Lines for csv.reader that remember running out: a row the reader returns after that ended
-    inside a quoted field (csv.reader otherwise accepts an unterminated quote at end of file)."""
+class _CsvLines:
+    """Physical lines for csv.reader, each at most ``limit`` characters.
 
-    def __init__(self, lines: Iterator[str]):
-        self.lines, self.exhausted = lines, False
+    An over-long line is skipped (never held) and stands in as an empty line, with ``overlong``
+    set, so the row it belongs to is reported as too_long. ``exhausted``: the lines ran out, so a
+    row the reader returns after that ended inside a quoted field (csv.reader otherwise accepts
+    an unterminated quote at end of file).
+    """
 
-    def __iter__(self) -> _Tracked:
+    def __init__(self, text_stream: io.TextIOWrapper, limit: int):
+        self.lines = _bounded(text_stream.readline, limit, ("\n", "\r"))
+        self.exhausted = False
+        self.overlong = False
+
+    def __iter__(self) -> _CsvLines:
         return self
 
     def __next__(self) -> str:
         try:
-            return next(self.lines)
+            _, line = next(self.lines)
         except StopIteration:
             self.exhausted = True
             raise
+        if line is None:
+            self.overlong = True
+            return "\n"
+        return line
+
+    def take_overlong(self) -> bool:
+        """Whether a line of the row just read was over the limit (and forget it)."""
+        overlong, self.overlong = self.overlong, False
+        return overlong
 
 
 def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encoding: str = "utf-8",
-             delimiter: str = ",") -> Iterator[Verdict]:
-    """A CSV (or, with delimiter "\\t", TSV) file with a header row; the text is in ``column``."""
+             delimiter: str = ",", keep: bool = False) -> Iterator[Verdict]:
+    """A CSV (or, with delimiter "\\t", TSV) file with a header row; the text is in ``column``.
+
+    keep: each Record carries its row as {column: value} (for --keep).
+    """
     # surrogateescape keeps a UTF-8 file readable past a bad byte; the row that holds it is reported.
     utf8 = encoding == "utf-8"
     text_stream = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape" if utf8 else _MARK_HANDLER,
                                    newline="")
-    lines = _Tracked(text_stream)
+    limit = record_bound(max_chars)
+    lines = _CsvLines(text_stream, limit)
+    # A quoted field may span lines: it is bounded as a line is (csv's limit is process-wide).
+    csv.field_size_limit(limit)
     reader = csv.reader(lines, delimiter=delimiter)
     kind = "TSV" if delimiter == "\t" else "CSV"
     bad_bytes = ("invalid_utf8", "invalid UTF-8") if utf8 else (INVALID_ENCODING, f"invalid {encoding.upper()}")
@@ -230,6 +289,8 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
         except csv.Error as exc:
             yield BadRecord("bad_csv", f"bad {kind} header: {exc}", source, 1)
             return
+        if lines.take_overlong():
+            raise InputError(f"{source}: the {kind} header is over {limit:,} characters: is this a {kind} file?")
         if column not in header:
             hint = ""
             if delimiter == "," and len(header) == 1 and "\t" in header[0]:
@@ -244,7 +305,12 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
             except StopIteration:
                 return
             except csv.Error as exc:
+                lines.take_overlong()
                 yield BadRecord("bad_csv", f"bad {kind}: {exc}", source, start)
+                continue
+            if lines.take_overlong():
+                yield BadRecord("too_long", f"a line of the row is over {limit:,} characters, more than --max-chars "
+                                            f"{max_chars:,} can take; skipped", source, start)
                 continue
             if lines.exhausted:
                 yield BadRecord("bad_csv", f"bad {kind}: the file ends inside the quoted field that starts on line "
@@ -260,7 +326,7 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
             if _has_surrogate(value):
                 yield BadRecord(*bad_bytes, source, start)
                 continue
-            yield check_text(value, max_chars, source, start)
+            yield check_text(value, max_chars, source, start, data=dict(zip(header, row)) if keep else None)
     finally:
         _detach(text_stream)
 
@@ -273,10 +339,12 @@ def _has_surrogate(value: str) -> bool:
     return False
 
 
-def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: str, max_chars: int) -> Iterator[Verdict]:
+def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: str, max_chars: int,
+                keep: bool = False) -> Iterator[Verdict]:
     """Dispatch on format: every reader gives the engine's verdicts (records.py decides them).
 
     A byte-order mark is removed, and a UTF-16 or UTF-32 file is read as the text it holds.
+    keep: CSV/TSV records carry their row (JSON records always carry their object).
     """
     stream, encoding = sniff_encoding(stream)
     if fmt == "json":
@@ -288,7 +356,8 @@ def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: st
     if fmt == "jsonl":
         return read_jsonl(stream, source, field, max_chars, encoding)
     if fmt in ("csv", "tsv"):
-        return read_csv(stream, source, column, max_chars, encoding, delimiter="\t" if fmt == "tsv" else ",")
+        return read_csv(stream, source, column, max_chars, encoding, delimiter="\t" if fmt == "tsv" else ",",
+                        keep=keep)
     return read_lines(stream, source, max_chars, encoding)
 
 
@@ -307,24 +376,146 @@ def _peek_first(stream: IO[bytes], encoding: str) -> tuple[IO[bytes], str]:
     return io.BufferedReader(_Prepend(head, stream)), ""
 
 
+# Ends a JSON string that _CappedStrings cut short: a noncharacter, which real texts do not hold.
+_CUT = "\uffff"
+_CUT_BYTES = b"\\uffff"
+_STRING_STOPS = re.compile(rb'["\\]')
+
+
+class _CappedStrings:
+    """A UTF-8 JSON byte stream in which no string holds more than ``limit`` bytes.
+
+    ijson holds a whole string before it hands it over, so a 1 GB string in an array would be
+    held whole. Here a string that grows past the limit is cut (at a character boundary, never
+    inside an escape or a surrogate pair), its rest skipped as it streams by, and ``\\uffff``
+    appended so the record can be recognised and reported as too_long. Everything else passes
+    through untouched; the scan jumps between quotes and backslashes at C speed.
+    """
+
+    def __init__(self, stream: Any, limit: int):
+        self.stream, self.limit = stream, limit
+        self.in_string = False
+        self.dropping = False
+        self.kept = 0  # bytes of the current string passed through
+        self.held = b""  # an escape split by a read boundary, completed by the next read
+        self.after_high = False  # the last unit passed was a high-surrogate escape: no cut here
+        self.cuts = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson asks for nothing first, to learn whether the stream gives bytes
+            return b""
+        while True:
+            chunk = self.stream.read(size if size and size > 0 else _SKIP)
+            if not chunk:
+                rest, self.held = self.held, b""
+                return rest
+            out = self._scan(self.held + chunk)
+            if out:
+                return out
+
+    def _scan(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        pos, end = 0, len(data)
+        self.held = b""
+        while pos < end:
+            if not self.in_string:
+                q = data.find(b'"', pos)
+                if q < 0:
+                    out.append(data[pos:])
+                    break
+                out.append(data[pos:q + 1])
+                pos = q + 1
+                self.in_string, self.dropping, self.kept, self.after_high = True, False, 0, False
+                continue
+            m = _STRING_STOPS.search(data, pos)
+            stop = m.start() if m else end
+            if stop > pos:  # plain UTF-8 bytes
+                pos = self._plain(data, pos, stop, out)
+            if stop == end:
+                break
+            if data[stop] == 0x22:  # the closing quote
+                if self.dropping:
+                    out.append(_CUT_BYTES)
+                out.append(b'"')
+                self.in_string = False
+                pos = stop + 1
+                continue
+            width = 6 if data[stop + 1:stop + 2] == b"u" else 2
+            if stop + width > end:  # an escape split by the read: finish it with the next one
+                self.held = data[stop:]
+                break
+            escape = data[stop:stop + width]
+            if not self.dropping and self.kept + width > self.limit and not self.after_high:
+                self._start_dropping()
+            if not self.dropping:
+                out.append(escape)
+                self.kept += width
+                self.after_high = width == 6 and escape[2:4].lower() in (b"d8", b"d9", b"da", b"db")
+            pos = stop + width
+        return b"".join(out)
+
+    def _plain(self, data: bytes, pos: int, stop: int, out: list[bytes]) -> int:
+        if self.dropping:
+            return stop
+        room = self.limit - self.kept
+        if stop - pos <= room:
+            out.append(data[pos:stop])
+            self.kept += stop - pos
+            self.after_high = False
+            return stop
+        cut = pos + max(room, 0)
+        if self.after_high and cut == pos:
+            cut += 1  # never between the halves of a surrogate pair
+        while cut < stop and data[cut] & 0xC0 == 0x80:  # never inside a character
+            cut += 1
+        out.append(data[pos:cut])
+        self.kept += cut - pos
+        if cut < stop:
+            self.after_high = False
+            self._start_dropping()
+        return stop if self.dropping else cut
+
+    def _start_dropping(self) -> None:
+        self.dropping = True
+        self.cuts += 1
+
+
+def _holds_cut(value: Any) -> bool:
+    """Whether a parsed JSON value holds a string _CappedStrings cut short."""
+    if isinstance(value, str):
+        return value.endswith(_CUT)
+    if isinstance(value, dict):
+        return any(_holds_cut(k) or _holds_cut(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_cut(v) for v in value)
+    return False
+
+
 def read_json_array(stream: IO[bytes], source: str, field: str, max_chars: int,
                     encoding: str = "utf-8") -> Iterator[Verdict]:
     """A JSON array of strings, or of objects holding the text in ``field`` (dots reach nested fields).
 
-    Parsed as a stream (ijson), so a large file is never held whole. A record's position is its
-    item number, counting from 1. Broken JSON ends the file with one bad_json report naming the
-    last good item: what came before it is scored.
+    Parsed as a stream (ijson), so a large file is never held whole, and no string in it is held
+    past the record bound either (a longer one makes its item too_long). A record's position is
+    its item number, counting from 1. Broken JSON ends the file with one bad_json report naming
+    the last good item: what came before it is scored.
     """
     import ijson
 
+    source_stream: Any = stream
     if encoding != "utf-8":
         # Only read() is offered: ijson would take readinto() straight from the UTF-16/32 stream.
         recoder = codecs.EncodedFile(stream, data_encoding="utf-8", file_encoding=encoding)
-        stream = type("Recoded", (), {"read": lambda self, size=-1: recoder.read(size)})()
-    n = 0
+        source_stream = type("Recoded", (), {"read": lambda self, size=-1: recoder.read(size)})()
+    limit = record_bound(max_chars, json=True)
+    capped = _CappedStrings(source_stream, limit)
+    n = reported = 0
     try:
-        for n, item in enumerate(ijson.items(stream, "item", use_float=True), 1):
-            if isinstance(item, str):
+        for n, item in enumerate(ijson.items(capped, "item", use_float=True), 1):
+            if reported < capped.cuts and _holds_cut(item):
+                reported += 1
+                yield too_long_record(limit, max_chars, source, n, what=f"a string in item {n}")
+            elif isinstance(item, str):
                 yield check_text(item, max_chars, source, n)
             elif isinstance(item, dict):
                 value = field_text(item, field, source, n)
@@ -337,6 +528,21 @@ def read_json_array(stream: IO[bytes], source: str, field: str, max_chars: int,
     except UnicodeDecodeError:
         yield BadRecord("invalid_utf8" if encoding == "utf-8" else INVALID_ENCODING,
                         f"invalid {encoding.upper()} after item {n}; the rest of the file is not read", source, n + 1)
+
+
+def check_inputs(names: Sequence[str]) -> None:
+    """Before any work: every named input exists, is no directory and can be read (InputError, exit 1)."""
+    for name in names:
+        if name == "-":
+            continue
+        try:
+            st = os.stat(name)
+        except OSError as exc:
+            raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"cannot read {name}: Is a directory")
+        if not os.access(name, os.R_OK):
+            raise InputError(f"cannot read {name}: Permission denied")
 
 
 def open_input(name: str) -> IO[bytes]:

@@ -65,9 +65,10 @@ class CsvWriter:
     TextIOWrapper would close stdout when collected) and write errors are reported like JSONL's.
     """
 
-    def __init__(self, stream: IO[bytes] | OutputStream, what: str | None = None):
+    def __init__(self, stream: IO[bytes] | OutputStream, what: str | None = None, keep: Sequence[str] = ()):
         self.out = _as_output(stream, what)
         self.labels: list[str] | None = None
+        self.keep = list(keep)  # --keep columns, first (an absent value is an empty cell; JSON values as JSON)
 
     def write(self, results: Sequence[dict[str, Any]]) -> None:
         buf = io.StringIO(newline="")
@@ -75,12 +76,22 @@ class CsvWriter:
         for r in results:
             if self.labels is None:
                 self.labels = list(r["scores"])
-                writer.writerow(["text", "label", "score", *self.labels, "model", "cache_hit", "truncated"])
+                writer.writerow([*self.keep, "text", "label", "score", *self.labels, "model", "cache_hit", "truncated"])
             writer.writerow(
-                [r["text"], r["label"], r["score"], *(r["scores"][k] for k in self.labels), r["model"],
+                [*(_cell(r.get(k)) for k in self.keep),
+                 r["text"], r["label"], r["score"], *(r["scores"][k] for k in self.labels), r["model"],
                  str(r["cache_hit"]).lower(), str(r.get("truncated", False)).lower()]
             )
         self.out.write(buf.getvalue().encode("utf-8"))
+
+
+def _cell(value: Any) -> str:
+    """A kept value as a CSV cell: strings as they are, nothing as an empty cell, the rest as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
 
 
 # ----------------------------------------------------------------------------- outputs never clobber inputs
@@ -124,31 +135,70 @@ def input_identities(inputs: Sequence[str | os.PathLike]) -> dict[tuple[int, int
     return found
 
 
-def _clobbers(option: str, target: str, ident: tuple[int, int] | None, inputs: dict[tuple[int, int], str]) -> OutputError | None:
-    if ident is None or ident not in inputs:
+# The files SQLite keeps beside a cache file: all three hold (or will hold) the cache.
+CACHE_SUFFIXES = ("", "-wal", "-shm")
+
+
+def _protected(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | None) -> dict[tuple[int, int], tuple[str, str]]:
+    """Files no output may be: the inputs, and the result cache with its -wal/-shm, by (st_dev, st_ino).
+
+    Values: (how to name the file, what it is) for the refusal message.
+    """
+    found = {ident: ("stdin, an input" if name == "stdin" else f"the input {name}", "an input")
+             for ident, name in input_identities(inputs).items()}
+    if cache is not None:
+        for suffix in CACHE_SUFFIXES:
+            try:
+                ident = _identity(os.stat(f"{os.fspath(cache)}{suffix}"))
+            except OSError:
+                continue
+            if ident is not None:
+                found.setdefault(ident, (f"the result cache {os.fspath(cache)}{suffix}", "the result cache"))
+    return found
+
+
+def _clobbers(option: str, target: str, ident: tuple[int, int] | None,
+              protected: dict[tuple[int, int], tuple[str, str]]) -> OutputError | None:
+    if ident is None or ident not in protected:
         return None
-    source = inputs[ident]
-    what = "stdin, an input" if source == "stdin" else f"the input {source}"
+    what, kind = protected[ident]
     if option == "stdout":
-        return OutputError(f"stdout is the same file as {what}: refusing to overwrite an input "
+        return OutputError(f"stdout is the same file as {what}: refusing to overwrite {kind} "
                            "(redirect the output to another file)")
-    return OutputError(f"{option} {target} is the same file as {what}: refusing to overwrite an input "
+    return OutputError(f"{option} {target} is the same file as {what}: refusing to overwrite {kind} "
                        f"(choose another {option} file)")
 
 
-def check_stdout(inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse a stdout that is one of the input files (`score f.txt >> f.txt`); pipes and ttys are fine."""
-    err = _clobbers("stdout", "", _fd_identity(1), input_identities(inputs))
+def _names_cache(option: str, path: str, cache: str | os.PathLike | None) -> OutputError | None:
+    """An output path that names the cache (or its -wal/-shm) before SQLite created it."""
+    if cache is None:
+        return None
+    real = os.path.realpath(path)
+    for suffix in CACHE_SUFFIXES:
+        if real == os.path.realpath(f"{os.fspath(cache)}{suffix}"):
+            return OutputError(f"{option} {path} is the result cache file {os.fspath(cache)}{suffix}: refusing to "
+                               f"overwrite the result cache (choose another {option} file)")
+    return None
+
+
+def check_stdout(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | None = None) -> None:
+    """Refuse a stdout that is one of the input files (`score f.txt >> f.txt`) or the result cache
+    (`score f.txt > "$SENTICTL_CACHE"`); pipes and ttys are fine."""
+    err = _clobbers("stdout", "", _fd_identity(1), _protected(inputs, cache))
     if err:
         raise err
 
 
-def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors") -> None:
-    """Before any work: refuse an output path that is an input, or that cannot be created.
+def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors",
+                      cache: str | os.PathLike | None = None) -> None:
+    """Before any work: refuse an output path that is an input or the result cache, or that cannot be created.
 
     Only looks (stat, access); :func:`open_output` does the authoritative check on what it opens.
     """
     path = os.fspath(path)
+    err = _names_cache(option, path, cache)
+    if err:
+        raise err
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -166,7 +216,7 @@ def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLik
         raise OutputError(f"cannot write {option} to {path}: {_reason(exc)}") from None
     if stat.S_ISDIR(st.st_mode):
         raise OutputError(f"cannot write {option} to {path}: Is a directory")
-    err = _clobbers(option, path, _identity(st), input_identities(inputs))
+    err = _clobbers(option, path, _identity(st), _protected(inputs, cache))
     if err:
         raise err
     if _identity(st) is not None and _identity(st) == _fd_identity(1):
@@ -175,20 +225,24 @@ def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLik
         raise OutputError(f"cannot write {option} to {path}: Permission denied")
 
 
-def open_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors") -> IO[bytes]:
-    """Open ``path`` for writing; it is truncated only after checking it is no input (nor stdout).
+def open_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors",
+                cache: str | os.PathLike | None = None) -> IO[bytes]:
+    """Open ``path`` for writing; it is truncated only after checking it is no input, cache file (nor stdout).
 
     Opening with "wb" would empty an input before any check could run; here the file is opened
-    without O_TRUNC, compared by (st_dev, st_ino) with every input, and only then truncated.
+    without O_TRUNC, compared by (st_dev, st_ino) with every input and cache file, and only then truncated.
     """
     path = os.fspath(path)
+    err = _names_cache(option, path, cache)
+    if err:
+        raise err
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         raise OutputError(f"cannot write {option} to {path}: {_reason(exc)}") from None
     try:
         ident = _fd_identity(fd)
-        err = _clobbers(option, path, ident, input_identities(inputs))
+        err = _clobbers(option, path, ident, _protected(inputs, cache))
         if err:
             raise err
         if ident is not None and ident == _fd_identity(1):

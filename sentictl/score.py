@@ -5,13 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 import orjson
 
 from .console import progress_bar
-from .engine import BadRecord, Engine, Record
-from .errors import OutputError
+from .engine import BadRecord, Engine, Record, Verdict
+from .errors import InputError, OutputError
 from .io import detect_format, open_input, read_source
 from .outputs import CsvWriter, JsonlWriter, OutputStream
 
@@ -33,12 +33,16 @@ class ScoreSummary:
 
     def line(self) -> str:
         rate = self.texts / self.seconds if self.seconds > 0 else 0.0
-        parts = [f"{self.texts} texts scored", f"{self.cache_hits} cache hits"]
+        parts = [_count(self.texts, "text") + " scored", _count(self.cache_hits, "cache hit")]
         if self.empty:
             parts.append(f"{self.empty} empty skipped")
         if self.errors:
-            parts.append(f"{self.errors} bad records")
+            parts.append(_count(self.errors, "bad record"))
         return f"sentictl: {', '.join(parts)} in {self.seconds:.2f} s ({rate:,.0f} texts/s)"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def run_score(
@@ -53,17 +57,21 @@ def run_score(
     errors: IO[bytes] | None = None,
     progress: bool | None = None,
     errors_name: str | None = None,
+    keep: Sequence[str] = (),
 ) -> ScoreSummary:
     """Classify every record of every input, writing results as they are ready.
 
     A write that fails (full disk, I/O error) raises OutputError naming the output, e.g.
     "cannot write results to stdout: No space left on device"; what was written stays written.
-    ``errors_name``: the --errors path, for that message.
+    An input that fails mid-read (EIO) raises InputError: what was scored before stays written.
+    ``errors_name``: the --errors path, for that message. ``keep``: input columns or fields
+    (dots reach nested JSON fields) copied into each result, before its own keys (None when absent).
     """
     if out is None and sys.stdout is None:  # started with `>&-`
         raise OutputError("cannot write results to stdout: Bad file descriptor (stdout is closed)")
     out = out or sys.stdout.buffer
-    writer = CsvWriter(out) if output == "csv" else JsonlWriter(out)  # names stdout "results to stdout"
+    keep = list(keep)
+    writer = CsvWriter(out, keep=keep) if output == "csv" else JsonlWriter(out)  # names stdout "results to stdout"
     if errors is None:
         report_to = OutputStream(sys.stderr.buffer, "bad-record reports to stderr")
     else:
@@ -75,11 +83,13 @@ def run_score(
         try:
             bar = progress_bar(name, stream, progress)
             pending: list[Record] = []
-            for rec in read_source(stream, name, detect_format(name, fmt), field_name, column, engine.max_chars):
+            records = _read_guarded(name, lambda: read_source(stream, name, detect_format(name, fmt), field_name,
+                                                              column, engine.max_chars, keep=bool(keep)))
+            for rec in records:
                 if isinstance(rec, Record):
                     pending.append(rec)
                     if len(pending) >= CHUNK:
-                        _flush(engine, pending, writer, summary, bar, stream)
+                        _flush(engine, pending, writer, summary, bar, stream, keep)
                         pending = []
                 elif rec.reason == "empty":
                     # Blank lines are part of ordinary text files: counted, not reported one by one.
@@ -87,7 +97,7 @@ def run_score(
                 else:
                     _report(report_to, rec)
                     summary.errors += 1
-            _flush(engine, pending, writer, summary, bar, stream)
+            _flush(engine, pending, writer, summary, bar, stream, keep)
             if bar is not None:
                 bar.close()
         finally:
@@ -97,10 +107,39 @@ def run_score(
     return summary
 
 
-def _flush(engine: Engine, pending: list[Record], writer: Any, summary: ScoreSummary, bar: Any, stream: IO[bytes]) -> None:
+def _read_guarded(name: str, read: Callable[[], Iterator[Verdict]]) -> Iterator[Verdict]:
+    """The records ``read`` gives, with an input that fails mid-read (EIO, a vanished network file) as one
+    InputError line instead of a traceback."""
+    try:
+        yield from read()
+    except OSError as exc:
+        raise InputError(f"cannot read {'stdin' if name == '-' else name}: {exc.strerror or exc}") from None
+
+
+def kept_values(data: Any, keep: Sequence[str]) -> dict[str, Any]:
+    """The --keep columns or fields of a record's row or JSON object (a dotted name reaches nested fields)."""
+    out: dict[str, Any] = {}
+    for name in keep:
+        value = None
+        if isinstance(data, dict):
+            if name in data:
+                value = data[name]
+            else:
+                value = data
+                for part in name.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+        out[name] = value
+    return out
+
+
+def _flush(engine: Engine, pending: list[Record], writer: Any, summary: ScoreSummary, bar: Any, stream: IO[bytes],
+           keep: Sequence[str] = ()) -> None:
     if not pending:
         return
-    results = engine.classify([r.text for r in pending])
+    results: Sequence[dict[str, Any]] = engine.classify([r.text for r in pending])
+    if keep:
+        # New dicts: the engine may hand one result object to several equal texts.
+        results = [{**kept_values(rec.data, keep), **r} for rec, r in zip(pending, results)]
     writer.write(results)
     summary.texts += len(results)
     summary.cache_hits += sum(1 for r in results if r["cache_hit"])

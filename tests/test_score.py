@@ -33,7 +33,7 @@ def test_stdin_to_json_lines(score):
     assert result["label"] in ("positive", "negative", "neutral")
     assert set(result["scores"]) == {"positive", "negative", "neutral"}
     assert result["model"] == "tiny:int8" and result["cache_hit"] is False
-    assert b"1 texts scored" in run.stderr
+    assert b"1 text scored" in run.stderr
 
 
 def test_second_run_hits_the_cache(score):
@@ -85,7 +85,7 @@ def test_bad_records_reported_with_line_numbers_and_the_rest_scored(score):
     assert [r["text"] for r in lines(run.stdout)] == ["good one", "good two"]
     errors = [orjson.loads(line) for line in run.stderr.splitlines() if line.startswith(b"{")]
     assert errors == [{"source": "-", "line": 3, "reason": "invalid_utf8", "error": "invalid UTF-8"}]
-    assert b"1 empty skipped" in run.stderr and b"1 bad records" in run.stderr
+    assert b"1 empty skipped" in run.stderr and b"1 bad record" in run.stderr and b"1 bad records" not in run.stderr
 
 
 def test_jsonl_bad_json_and_missing_field(score, tmp_path):

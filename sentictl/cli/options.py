@@ -116,11 +116,18 @@ def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp",
     )
 
 
+def cache_location(opts: dict[str, Any]) -> str | None:
+    """Where the shared cache lives from cache_options values, or None with --no-cache."""
+    if opts.get("no_cache"):
+        return None
+    return os.fspath(opts.get("cache_path") or config.default_cache_path())
+
+
 def open_cache(opts: dict[str, Any]):
     """The shared cache from cache_options values, or None with --no-cache."""
-    if opts.get("no_cache"):
+    path = cache_location(opts)
+    if path is None:
         return None
     from ..engine.cache import ResultCache
 
-    path = opts.get("cache_path") or config.default_cache_path()
     return ResultCache(path, ttl=opts.get("cache_ttl"))

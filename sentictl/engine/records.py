@@ -152,14 +152,29 @@ def field_text(obj: Any, field: str, source: str = "-", position: int = 0) -> st
     return value
 
 
+def record_bound(max_chars: int, *, json: bool = False) -> int:
+    """The most bytes a record (a line with its line ending, a JSON string) may take under --max-chars.
+
+    A cheap bound that needs no decoding: UTF-8 needs at most 4 bytes per character, a JSON escape
+    at most 12 (``\\ud83d\\ude00`` for one), and a line ending 2. Readers stop reading a record at
+    this many bytes, so memory stays flat whatever the input.
+    """
+    return max_chars * (12 if json else 4) + 2
+
+
+def too_long_record(bound: int, max_chars: int, source: str = "-", position: int = 0,
+                    what: str = "line") -> BadRecord:
+    """The verdict for a record cut off at ``bound`` bytes while reading (its rest is skipped, never held)."""
+    return BadRecord("too_long", f"{what} is over {bound:,} bytes, more than --max-chars {max_chars:,} characters "
+                                 f"can take; skipped", source, position)
+
+
 def from_bytes(raw: bytes | None, max_chars: int, *, json_field: str | None = None,
                source: str = "-", position: int = 0) -> Verdict:
     """The verdict for received bytes: the text itself, or (json_field) a field of a JSON object."""
     if raw is None or not raw.strip():
         return BadRecord("empty", "empty record: nothing to classify", source, position)
-    # A cheap bound before decoding: UTF-8 needs at most 4 bytes per character (and a JSON
-    # escape at most 12 per character, e.g. \ud83d\ude00 for two).
-    bound = max_chars * (12 if json_field is not None else 4) + 2
+    bound = record_bound(max_chars, json=json_field is not None)
     if len(raw) > bound:
         return BadRecord("too_long", f"record is {len(raw):,} bytes, over the limit of {max_chars:,} characters "
                                      f"(--max-chars)", source, position)
