@@ -69,18 +69,21 @@ class ResolvedModel:
 
 def resolve_model_dir(option: str | os.PathLike | None = None) -> ResolvedModel:
     """--model-dir > SENTICTL_MODEL_DIR > the default export location > the bundled model."""
-    if option:
-        return ResolvedModel(Path(option).expanduser(), "given with --model-dir")
     configured = getenv("MODEL_DIR")
+    # click fills --model-dir from SENTICTL_MODEL_DIR itself: the same value came from the environment.
+    if option and (not configured or os.fspath(option) != configured):
+        return ResolvedModel(Path(option).expanduser(), "given with --model-dir")
     if configured:
-        return ResolvedModel(Path(configured).expanduser(), "from SENTICTL_MODEL_DIR")
+        return ResolvedModel(Path(configured).expanduser(), "set by SENTICTL_MODEL_DIR")
     if (DEFAULT_MODEL_DIR / "manifest.json").is_file() or (
         (DEFAULT_MODEL_DIR / "config.json").is_file() and any(DEFAULT_MODEL_DIR.glob("*.onnx"))
     ):  # a sentictl export, or a folder from `optimum-cli export onnx --model ProsusAI/finbert models/finbert`
-        return ResolvedModel(DEFAULT_MODEL_DIR, f"the default export location ({DEFAULT_MODEL_DIR})")
+        # Relative to the current directory: say so, since one folder up the same command runs another model.
+        return ResolvedModel(DEFAULT_MODEL_DIR, f"the default export location {DEFAULT_MODEL_DIR}, relative to the "
+                                                f"current directory (--model-dir or SENTICTL_MODEL_DIR to pin one)")
     bundled = bundled_model_dir()
     return ResolvedModel(
         bundled,
-        f"no exported model in {DEFAULT_MODEL_DIR} and no --model-dir/SENTICTL_MODEL_DIR",
+        f"no exported model in {DEFAULT_MODEL_DIR} (relative to the current directory) and no --model-dir/SENTICTL_MODEL_DIR",
         bundled=True,
     )

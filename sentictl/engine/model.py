@@ -7,6 +7,7 @@ transformers or optimum (a test checks ``sys.modules``).
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -486,8 +487,34 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
+def stderr_is_terminal() -> bool:
+    """Whether a person watches stderr: the chosen-model line is for them, not for logs and pipes."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # stderr closed or replaced by an object without a file
+        return False
+
+
+def announce(resolved: config.ResolvedModel, name: str | None = None, quiet: bool = False) -> None:
+    """Say which model directory a command uses, and why, in one stderr line.
+
+    The bundled model is always named (its figures are not FinBERT's). Any other directory is named
+    when stderr is a terminal: the default one is relative to the current directory, so the same
+    command can run another model one folder up.
+    """
+    if quiet:
+        return
+    if resolved.bundled:
+        notice(
+            f"using the bundled {config.BUNDLED_MODEL_NAME} model ({resolved.reason}); "
+            f"for FinBERT run `sentictl export` (or `sentictl export --model DIR` offline)"
+        )
+    elif stderr_is_terminal():
+        notice(f"using {name + ' from ' if name else ''}{resolved.path.absolute()}: {resolved.reason}")
+
+
 def load(model_dir: str | Path | None = None, *, quiet: bool = False, **kwargs: Any) -> Model:
-    """Resolve the model directory (see config.resolve_model_dir), say which one, and load it."""
+    """Resolve the model directory (see config.resolve_model_dir), say which one and why, and load it."""
     resolved = config.resolve_model_dir(model_dir)
     if resolved.bundled:
         if not (resolved.path / MANIFEST).is_file():
@@ -495,12 +522,10 @@ def load(model_dir: str | Path | None = None, *, quiet: bool = False, **kwargs: 
                 f"no model to use: {resolved.reason}, and this install has no bundled model. "
                 f"Run `sentictl export` (FinBERT from the hub) or pass --model-dir"
             )
-        if not quiet:
-            notice(
-                f"using the bundled {config.BUNDLED_MODEL_NAME} model ({resolved.reason}); "
-                f"for FinBERT run `sentictl export` (or `sentictl export --model DIR` offline)"
-            )
+        announce(resolved, quiet=quiet)
     model = Model(resolved.path, **kwargs)
+    if not resolved.bundled:
+        announce(resolved, model.name, quiet=quiet)
     if is_foreign(model.manifest) and not quiet:
         notice(
             f"{resolved.path} has no {MANIFEST}: read as an optimum folder ({model.variant} from "
