@@ -20,6 +20,10 @@ from .options import CONTEXT, load_model, model_options, opt
 def info(**opts: Any) -> None:
     """Show which model a command would use, why, and how it would run it (JSON).
 
+    "chosen" gives the model directory as an absolute path and the reason it was picked (the default,
+    models/finbert, is relative to the current directory). "variants" lists the variants whose files
+    the folder ships; "not_shipped" names the ones the manifest keeps only figures for, and why.
+
     Also reads a folder written by `optimum-cli export onnx` (no manifest.json): "origin" says so,
     and "parity" is null there, as nothing was measured.
 
@@ -43,12 +47,18 @@ def info(**opts: Any) -> None:
         # a directory with problems is still described, loaded without verification.
         problems = verify(resolved.path)
     model = load_model(opts, quiet=True, verify="off" if problems else "stamp")
-    out = {"sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled, **model.info()}
+    out = {"sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled,
+           # The directory is resolved against the current directory when it is the default one.
+           "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
+           **model.info()}
+    listed = model.manifest["variants"]
+    # What can run here; a variant kept in the manifest only for its figures is listed apart, with why.
     out["variants"] = {
-        name: {**{k: v.get(k) for k in ("file", "precision", "provider", "usable") if k in v},
+        name: {**{k: v.get(k) for k in ("file", "precision", "provider", "usable", "unusable_reason") if k in v},
                **({"weights_file": v["data"].get("file")} if isinstance(v.get("data"), dict) else {})}
-        for name, v in model.manifest["variants"].items()
+        for name, v in listed.items() if v.get("shipped", True)
     }
+    out["not_shipped"] = {name: _not_shipped_reason(v) for name, v in listed.items() if not v.get("shipped", True)}
     out["cache"] = str(config.default_cache_path())
     foreign = is_foreign(model.manifest)
     out["manifest"] = None if foreign else MANIFEST
@@ -69,3 +79,12 @@ def info(**opts: Any) -> None:
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     if opts["verify"] and out["problems"]:
         sys.exit(CHECK_FAILED)
+
+
+def _not_shipped_reason(variant: dict[str, Any]) -> str:
+    """Why a variant the manifest lists cannot run: its file was left out of the folder at export."""
+    size = variant.get("bytes")
+    left_out = f"{variant.get('file')}" + (f" ({size / 1e6:.0f} MB)" if isinstance(size, int) else "")
+    return (f"{left_out} is not in this folder: it was left out when the folder was made (as `sentictl export "
+            f"--keep` does, to keep a bundle small) and the manifest keeps only its export figures, so score, serve, "
+            f"eval and bench cannot run it")
