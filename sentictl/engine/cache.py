@@ -15,16 +15,25 @@ commit (disk full, I/O error) kills the thread and every later call waits foreve
 included. This module drives SQLite through connections it owns instead, and keeps sqlitedict's
 table layout (``key TEXT PRIMARY KEY, value BLOB`` in table ``results``), so
 ``SqliteDict(path, tablename="results", decode=orjson.loads)`` still reads the file.
+
+The cache path may lie in a directory others can write (``/tmp``), and sentictl may run as root, so
+the file is opened the way the kernel's ``fs.protected_symlinks`` would, whatever the host sets
+(see ``_open_path``): a symlink at the cache path (or at its -wal, -shm, -journal or .lock) owned by
+another user is never followed, and the cache's files are created 0600 (their directory 0700): they
+hold every text verbatim.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -43,6 +52,158 @@ BUSY_TIMEOUT_S = 10.0
 RETRY_AFTER_S = 30.0
 # SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
 _DAMAGED_CODES = (11, 26)
+# The files SQLite (and _set_aside) keep beside the database, by suffix.
+COMPANIONS = ("-wal", "-shm", "-journal", ".lock")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# Held while a connection is prepared and opened. This module creates the -wal/-shm files itself
+# and closes its descriptor on them: were another thread's SQLite to open and lock that same new
+# file in between, the close would drop its POSIX locks (SQLite's own warning, "How To Corrupt").
+_OPENING = threading.Lock()
+
+
+class UnsafeCachePath(OSError):
+    """The cache path is a symlink (or file) sentictl will not open: another user could aim it anywhere."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.EPERM, message)
+
+
+def _refuse_link(link: str, st: os.stat_result, euid: int) -> None:
+    if st.st_uid != euid:
+        raise UnsafeCachePath(f"{link} is a symbolic link owned by uid {st.st_uid}, not by this process's "
+                              f"uid {euid}: sentictl does not follow it; remove it or choose another --cache")
+
+
+def _shared_dir(st: os.stat_result) -> bool:
+    """A sticky directory everyone may write (/tmp): where the kernel's protected_* rules apply."""
+    return bool(st.st_mode & stat.S_ISVTX and st.st_mode & stat.S_IWOTH)
+
+
+def _resolve(path: Path) -> tuple[str, list[str]]:
+    """The cache path with every symlink resolved, each checked before it is followed; and the names
+    still missing (directories to create, then the file) below the deepest one that exists.
+
+    The file's own symlink (the last name, also when a chain of links ends there) must be owned by
+    this process's user. A directory symlink on the way is followed as the kernel's
+    protected_symlinks follows it: anywhere but in a sticky world-writable directory, and there only
+    when it is owned by this user or by that directory's owner (/tmp's root, say).
+    """
+    euid = os.geteuid()
+    if path.is_absolute():
+        done, todo = "/", list(path.parts[1:])
+    else:
+        done, todo = os.getcwd(), list(path.parts)
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            done = os.path.dirname(done)
+            continue
+        here = os.path.join(done, part)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            if ".." in todo:
+                raise
+            return done, [part, *todo]
+        if not stat.S_ISLNK(st.st_mode):
+            done = here
+            continue
+        if not todo:
+            _refuse_link(here, st, euid)
+        else:
+            parent = os.stat(done)
+            if _shared_dir(parent) and st.st_uid not in (euid, parent.st_uid):
+                raise UnsafeCachePath(f"{here} is a symbolic link owned by uid {st.st_uid} in a directory "
+                                      f"anyone may write: sentictl does not follow it; choose another --cache")
+        hops += 1
+        if hops > 40:
+            raise OSError(errno.ELOOP, f"too many levels of symbolic links in {path}")
+        target = Path(os.readlink(here))
+        if target.is_absolute():
+            done, todo = "/", [*target.parts[1:], *todo]
+        else:
+            todo = [*target.parts, *todo]
+    return done, []
+
+
+def _check_file(name: str, euid: int, directory: os.stat_result) -> os.stat_result | None:
+    """lstat of one of the cache's files, refused when another user could have aimed it anywhere."""
+    try:
+        st = os.lstat(name)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        _refuse_link(name, st, euid)
+    elif _shared_dir(directory) and (st.st_uid not in (euid, directory.st_uid) or st.st_nlink > 1):
+        # What fs.protected_regular refuses, and a second name (a hard link another user made to
+        # their victim): such a file can be anything by the time SQLite opens it.
+        raise UnsafeCachePath(f"{name} belongs to uid {st.st_uid} or has other names, in a directory anyone "
+                              f"may write: sentictl does not open it; choose another --cache")
+    return st
+
+
+def _create(name: str, owner: os.stat_result | None = None) -> bool:
+    """Create an empty 0600 file, never through a symlink; False when the name exists already."""
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        if owner is not None:  # root beside a user's database: that user's, as SQLite itself does
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+    finally:
+        os.close(fd)
+    return True
+
+
+def _open_path(path: Path) -> tuple[str, tuple[int, int]]:
+    """The real path SQLite may open for the cache at path, its files vetted and, where missing,
+    created 0600 (directories 0700); and the (device, inode) the database file must still have once
+    SQLite has opened it. Raises UnsafeCachePath (or OSError) instead.
+
+    Creating a missing file (the database, its -wal and -shm; the -journal a fresh one needs while
+    it is switched to WAL) with O_CREAT|O_EXCL|O_NOFOLLOW decides a race with another user at once:
+    either the name is this process's file, which in a sticky directory nobody else can replace,
+    or it already exists and is checked like any other. SQLite gives its -wal/-shm/-journal the
+    database file's mode (and, as root, owner), so a 0600 database keeps them 0600 too.
+    """
+    euid = os.geteuid()
+    for _ in range(5):
+        parent, missing = _resolve(path)
+        if len(missing) > 1:
+            for name in missing[:-1]:  # directories sentictl creates: 0700, as the files are 0600
+                parent = os.path.join(parent, name)
+                try:
+                    os.mkdir(parent, 0o700)
+                except FileExistsError:
+                    break
+            else:
+                missing = missing[-1:]
+            if len(missing) > 1:
+                continue  # someone else made one of them meanwhile: resolve again
+        real = os.path.join(parent, missing[0]) if missing else parent
+        directory = os.stat(os.path.dirname(real))
+        st = _check_file(real, euid, directory)
+        for suffix in COMPANIONS:
+            _check_file(real + suffix, euid, directory)
+        created = False
+        if st is None:
+            if not _create(real):
+                continue  # appeared between the check and now: check it again
+            created = True
+            st = os.lstat(real)
+        elif stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, f"{real} is a directory")
+        owner = st if euid == 0 and st.st_uid != 0 else None
+        for suffix in ("-wal", "-shm", "-journal") if created else ("-wal", "-shm"):
+            if not _create(real + suffix, owner):
+                _check_file(real + suffix, euid, directory)
+        return real, (st.st_dev, st.st_ino)
+    raise UnsafeCachePath(f"{path} kept changing while sentictl opened it")
 
 
 def _encode(value: Any) -> bytes:
@@ -106,24 +267,30 @@ class ResultCache:
         self._announced = False
         self._closed = False
         self._slots = {"read": _Slot(threading.Lock()), "write": _Slot(threading.Lock())}
+        # The database file's real path once vetted (self.path may be the user's own symlink to it).
+        self._file = str(self.path)
         # Open now so that a bad location is said at start, not at the first batch.
         self._run("read", lambda conn: None)
 
     # ------------------------------------------------------------------ connections
     def _connect(self) -> tuple[sqlite3.Connection, int]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout, isolation_level=None,
-                               check_same_thread=False)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL is the WAL setting that survives an application crash without an fsync per commit.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)')
-            inode = os.stat(self.path).st_ino
-        except BaseException:
-            conn.close()
-            raise
+        with _OPENING:
+            real, (device, inode) = _open_path(self.path)
+            self._file = real
+            # SQLite is given the path with no symlink left in it, so it opens the file just vetted.
+            conn = sqlite3.connect(real, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
+            try:
+                now = os.stat(real)
+                if (now.st_dev, now.st_ino) != (device, inode):
+                    raise UnsafeCachePath(f"{real} was replaced while sentictl opened it")
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                # NORMAL is the WAL setting that survives an application crash without an fsync per commit.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute(f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)')
+            except BaseException:
+                conn.close()
+                raise
         return conn, inode
 
     def _ensure(self, slot: _Slot) -> sqlite3.Connection:
@@ -131,7 +298,7 @@ class ResultCache:
             self._drop(slot)  # another operation moved a damaged file aside: reopen the fresh one
         if slot.conn is None:
             try:  # known before connecting, so a file found damaged is not confused with its successor
-                slot.inode = os.stat(self.path).st_ino
+                slot.inode = os.stat(self._file).st_ino
             except OSError:
                 slot.inode = None
             slot.conn, slot.inode = self._connect()
@@ -210,14 +377,15 @@ class ResultCache:
         self._drop(slot)
         if self.on_failure is not None:
             self.on_failure("damaged")
+        real = self._file
         try:
-            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(f"{real}.lock", os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
         except OSError:
             return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                inode = os.stat(self.path).st_ino
+                inode = os.stat(real).st_ino
             except OSError:
                 return
             # Another process already rotated it: the file at this path is a fresh cache.
@@ -225,10 +393,14 @@ class ResultCache:
                 return
             if not self._damaged():
                 return
-            target = f"{self.path}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+            # A rename keeps the file's mode: the damaged copy stays as private as the cache was.
+            target = f"{real}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
             for suffix in ("", "-wal", "-shm"):
                 try:
-                    os.replace(f"{self.path}{suffix}", f"{target}{suffix}")
+                    # An empty -wal/-shm (as _open_path creates them) holds nothing of the damaged file.
+                    if suffix and os.lstat(f"{real}{suffix}").st_size == 0:
+                        continue
+                    os.replace(f"{real}{suffix}", f"{target}{suffix}")
                 except FileNotFoundError:
                     continue
             self._generation += 1
@@ -241,7 +413,7 @@ class ResultCache:
     def _damaged(self) -> bool:
         """PRAGMA quick_check on a connection of its own: only asked after SQLite reported damage."""
         try:
-            conn = sqlite3.connect(str(self.path), timeout=self.busy_timeout)
+            conn = sqlite3.connect(self._file, timeout=self.busy_timeout)
             try:
                 rows = conn.execute("PRAGMA quick_check").fetchall()
             finally:
@@ -307,8 +479,9 @@ class ResultCache:
     def stats(self) -> dict[str, Any]:
         """Entries, size on disk, and this process's hit/miss counters."""
         entries = self._run("read", lambda conn: conn.execute(f'SELECT COUNT(*) FROM "{TABLE}"').fetchone()[0])
-        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")
-                   if p.is_file() and p.name.startswith(self.path.name) and ".corrupt-" not in p.name)
+        real = Path(self._file)
+        size = sum(p.stat().st_size for p in real.parent.glob(glob_escape(real.name) + "*")
+                   if p.is_file() and p.name.startswith(real.name) and ".corrupt-" not in p.name)
         return {
             "path": str(self.path),
             "entries": entries,
