@@ -228,11 +228,33 @@ def test_tokenize_and_decode(tei):
         ("/decode", {"ids": []}, 400, "Empty"),
         ("/decode", {"ids": [[1], []]}, 400, "Empty"),
         ("/decode", {"ids": [[1]] * 9}, 413, "Validation"),
-        ("/decode", {"ids": [-1]}, 422, "Validation"),
+        ("/decode", {"ids": [-1]}, 422, "Tokenizer"),  # no token has it: the tokenizer's error, as TEI
         ("/decode", {"ids": "1 2"}, 422, "Validation"),
     ):
         got, error = _post(tei, path, body)
         assert (got, error["error_type"]) == (status, error_type), (path, body, error)
+
+
+def test_decode_refuses_ids_outside_the_vocabulary_with_teis_tokenizer_error(tei, tiny_model_dir):
+    """An id that names no token is 422 Tokenizer with TEI's error body, not 200 [""] (issue 17, item 4)."""
+    from tokenizers import Tokenizer
+
+    size = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    status, [last] = _post(tei, "/decode", {"ids": [size - 1], "skip_special_tokens": False})
+    assert status == 200 and last  # the vocabulary's last id is a token
+    for body, where, bad in (
+        ({"ids": [size]}, "ids[0]", size),
+        ({"ids": [101, size + 1000]}, "ids[1]", size + 1000),
+        ({"ids": [[101, 102], [101, size]]}, "ids[1][1]", size),
+        ({"ids": [-1]}, "ids[0]", -1),
+        ({"ids": [[5], [7, -3]], "skip_special_tokens": False}, "ids[1][1]", -3),
+        ({"ids": [2**32]}, "ids[0]", 2**32),
+        ({"ids": [2**63]}, "ids[0]", 2**63),
+    ):
+        status, error = _post(tei, "/decode", body)
+        assert status == 422 and set(error) == {"error", "error_type"}, (body, error)
+        assert error["error_type"] == "Tokenizer", (body, error)
+        assert error["error"].startswith(f"{where}: {bad} is not a token id") and f"0 to {size - 1}" in error["error"]
 
 
 def test_every_error_names_one_of_teis_types(tei):

@@ -221,7 +221,9 @@ def request_models(max_client_batch_size: int) -> RequestModels:
         prompt_name: str | None = Field(None, description="Not supported (classification models have no prompts): "
                                                           "must be null.")
 
-    token_ids = list[Annotated[int, Field(ge=0, le=2**32 - 1)]]
+    # The bounds are documented, not enforced here: an id outside the vocabulary (negative, or past
+    # its end) is the tokenizer's to refuse (422 Tokenizer, as TEI), which /decode checks.
+    token_ids = list[Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": 2**32 - 1})]]
 
     class DecodeRequest(BaseModel):
         """text-embeddings-inference's /decode request."""

@@ -139,10 +139,32 @@ class TeiRoutes:
         for i, ids in enumerate(sequences):
             if not ids:
                 raise EmptyInput(f"{f'ids[{i}]' if batch else 'ids'}: no ids: nothing to decode")
+        self.refuse_unknown_ids(engine, sequences, batch)
         try:
             return engine.decode(sequences, req.skip_special_tokens)
         except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception
             raise TokenizerFailed(f"cannot decode these ids: {exc}") from None
+
+    @staticmethod
+    def refuse_unknown_ids(engine: Engine, sequences: list[list[int]], batch: bool) -> None:
+        """Tokenizer (422, as TEI) for the first id that names no token: tokenizers would decode it
+        as nothing, and a 200 with "" would hide the client's mistake."""
+        tokenizer = engine.model.tokenizer
+        known: dict[int, bool] = {}
+        for i, ids in enumerate(sequences):
+            for j, token_id in enumerate(ids):
+                ok = known.get(token_id)
+                if ok is None:
+                    try:
+                        ok = token_id >= 0 and tokenizer.id_to_token(token_id) is not None
+                    except OverflowError:  # past the tokenizer's u32
+                        ok = False
+                    known[token_id] = ok
+                if not ok:
+                    size = tokenizer.get_vocab_size(with_added_tokens=True)
+                    where = f"ids[{i}][{j}]" if batch else f"ids[{j}]"
+                    raise TokenizerFailed(f"{where}: {token_id} is not a token id of this model "
+                                          f"(its vocabulary has ids 0 to {size - 1})")
 
     # -------------------------------------------------------------- /info
     async def info(self) -> Response:
