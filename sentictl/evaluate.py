@@ -173,16 +173,23 @@ def run_eval(
         "skipped": {},
     }
     order = ["fp32"] + [v for v in wanted if v != "fp32"]
+    # The variants a gate must see: the ones named in --variants, else every one this machine can
+    # run (a variant built for an absent provider is not expected under "all"; a failed run is).
+    expected: list[str] = []
     reference: np.ndarray | None = None
     for name in order:
+        if name in wanted and (explicit or shipped(name)):
+            expected.append(name)
         if not shipped(name):
             # e.g. the bundled model: its fp32 figures are in the manifest, its fp32 file is not.
-            report["skipped"][name] = "its file is not shipped with this model (only its export figures are in the manifest)"
+            report["skipped"][name] = NOT_SHIPPED
             continue
         target = manifest["variants"][name].get("provider", "cpu")
         run_on = provider if provider != "auto" else target
         if run_on not in have:
             if not explicit:
+                if name in expected:
+                    expected.remove(name)
                 report["skipped"][name] = f"built for the {target} provider, which is not available here (name it in --variants to run it on cpu)"
                 continue
             run_on = "cpu"
@@ -193,7 +200,7 @@ def run_eval(
             )
             probs, _ = model.predict_proba(texts)
         except SentictlError as exc:
-            report["skipped"][name] = str(exc)
+            report["skipped"][name] = (str(exc).splitlines() or [type(exc).__name__])[0]
             continue
         except Exception as exc:  # ORT kernels missing for a variant on this provider
             report["skipped"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
@@ -210,11 +217,41 @@ def run_eval(
             result["drop_points"] = round((base - result["accuracy"]) * 100, 4)
     if "fp32" not in wanted:
         report["variants"].get("fp32", {})["reference_only"] = True
+    report["expected"] = expected
     return report
 
 
+NOT_SHIPPED = "its file is not shipped with this model; only its export figures are in the manifest"
+
+
+def unchecked_gates(report: dict[str, Any], min_accuracy: float | None = None,
+                    max_drop: float | None = None) -> list[str]:
+    """The requested gates a report could not check, each with the reason (empty list: all were checked).
+
+    A gate that was asked for but never evaluated must not read as a pass: --max-drop needs fp32,
+    the reference, to have run; both need every expected variant (named in --variants, or under "all"
+    every shipped one this machine can run) to have run.
+    """
+    skipped = report.get("skipped", {})
+    needed: dict[str, list[str]] = {}
+    if max_drop is not None and "fp32" not in report["variants"]:
+        needed.setdefault("fp32", []).append(f"--max-drop {max_drop} (measured against fp32)")
+    for name in report.get("expected", []):
+        if name not in report["variants"]:
+            if min_accuracy is not None:
+                needed.setdefault(name, []).append(f"--min-accuracy {min_accuracy}")
+            if max_drop is not None and name != "fp32":
+                needed.setdefault(name, []).append(f"--max-drop {max_drop}")
+    # One line per variant that did not run, naming every gate it leaves unchecked.
+    out = [f"{name} was skipped ({skipped.get(name, 'it did not run')}), so {' and '.join(gates)} could not be checked"
+           for name, gates in needed.items()]
+    if min_accuracy is not None and not report["variants"] and not needed:
+        out.append(f"--min-accuracy {min_accuracy} could not be checked: no variant was evaluated")
+    return out
+
+
 def check_gates(report: dict[str, Any], min_accuracy: float | None = None, max_drop: float | None = None) -> list[str]:
-    """The gates a report misses (empty list: all passed)."""
+    """The gates a report misses (empty list: all passed); see unchecked_gates for the ones it could not check."""
     failures = []
     for name, result in report["variants"].items():
         if result.get("reference_only"):

@@ -90,7 +90,10 @@ def pick_variants(manifest: dict[str, Any], spec: str | None, provider: str) -> 
     """auto: the variants built for the provider that will run them; all; or a comma list."""
     from ..engine.model import available_providers
 
-    have = list(manifest["variants"])
+    # A variant listed only for its export figures (its file not shipped, e.g. the bundled model's
+    # fp32) cannot be measured: all/auto leave it out, naming it is refused before anything runs.
+    have = [v for v, entry in manifest["variants"].items() if entry.get("shipped", True)]
+    not_shipped = [v for v in manifest["variants"] if v not in have]
     spec = (spec or "auto").strip().lower()
     if spec == "all":
         return have
@@ -98,12 +101,20 @@ def pick_variants(manifest: dict[str, Any], spec: str | None, provider: str) -> 
         runnable = set(available_providers())
         target = provider if provider != "auto" else None
         chosen = [
-            v for v, entry in manifest["variants"].items()
-            if entry.get("usable", True)
-            and (entry.get("provider", "cpu") == target if target else entry.get("provider", "cpu") in runnable)
+            v for v in have
+            if manifest["variants"][v].get("usable", True)
+            and (manifest["variants"][v].get("provider", "cpu") == target if target
+                 else manifest["variants"][v].get("provider", "cpu") in runnable)
         ]
-        return chosen or ["fp32"]
+        return chosen or (["fp32"] if "fp32" in have else have[:1])
     wanted = [v.strip() for v in spec.split(",") if v.strip()]
+    absent = [v for v in wanted if v in not_shipped]
+    if absent:
+        raise SentictlError(
+            f"cannot bench {', '.join(absent)}: {'its file is' if len(absent) == 1 else 'their files are'} not shipped "
+            f"with this model (the manifest keeps only the export figures); it ships {', '.join(have) or 'no variant'}: "
+            f"use --variants {','.join(have) or 'auto'}, or export a model with `sentictl export`"
+        )
     unknown = [v for v in wanted if v not in have]
     if unknown:
         raise SentictlError(f"this model has no variant {', '.join(unknown)} (it has: {', '.join(have)})")
@@ -151,10 +162,11 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every contender with one thread budget; write bench.json/.md/.png to ``out``."""
     from .. import config
-    from ..engine.model import read_manifest
+    from ..engine.model import announce, read_manifest
 
     resolved = config.resolve_model_dir(model_dir)
     manifest = read_manifest(resolved.path)
+    announce(resolved, manifest.get("name"), quiet=quiet)
     model_path = str(resolved.path.resolve())
     texts_path = Path(texts_path) if texts_path else default_texts()
     texts = read_texts(texts_path, limit)
@@ -222,7 +234,7 @@ def run_bench(
         "threads": threads,
         "thread_budget": f"{threads} threads for every contender (ORT intra-op, torch, tokenizers/rayon, OMP)",
         "model": {"dir": model_path, "name": manifest.get("name"), "source": manifest.get("source"),
-                  "max_length": manifest["max_length"]},
+                  "max_length": manifest["max_length"], "chosen_because": resolved.reason},
         "texts": {"file": str(texts_path), "n": len(texts)},
         "variants": chosen,
         "batch_sizes": sizes,

@@ -18,9 +18,15 @@ from .stats import BUDGET, summarize
 
 def worker() -> None:
     """Entry point of a measurement child: a JSON job on stdin, the result to job['result_path']."""
+    from ..errors import SentictlError
+
     job = json.loads(sys.stdin.read())
     kind = job["kind"]
-    result = {"tokenize": _tokenize_job, "infer": _infer_job, "cache": _cache_job, "pipeline": _pipeline_job}[kind](job)
+    try:
+        result = {"tokenize": _tokenize_job, "infer": _infer_job, "cache": _cache_job, "pipeline": _pipeline_job}[kind](job)
+    except SentictlError as exc:
+        # The message is written for a person; the parent reports it as is (not a traceback's last line).
+        result = {"error": (str(exc).splitlines() or [type(exc).__name__])[0]}
     Path(job["result_path"]).write_text(json.dumps(result))
 
 

@@ -18,7 +18,8 @@ from .options import CONTEXT, model_options, opt, run_tokens
       help="One text per line. Default: 50 financial sentences that ship with sentictl (pass your own for real figures).")
 @opt("--limit", env="BENCH_LIMIT", type=click.IntRange(min=1), default=400, help="Use the first N texts.")
 @opt("--variants", env="BENCH_VARIANTS", default=None,
-      help="auto (the variants built for the provider), all, or a comma list such as fp32,int8. "
+      help="auto (the variants built for the provider), all, or a comma list such as fp32,int8, among the "
+           "variants whose file the model ships (`sentictl info` lists them; naming another exits 1). "
            "Default: --variant if given, else auto.")
 @opt("--batch-sizes", env="BENCH_BATCH_SIZES", default="1,8,32,64",
       help="Texts per call; every inference contender also runs 'budget' (all texts in one call, length-sorted).")
@@ -83,22 +84,28 @@ def bench_command(**opts: Any) -> None:
 @opt("--text-column", env="EVAL_TEXT_COLUMN", default="text", help="CSV column holding the text.")
 @opt("--label-column", env="EVAL_LABEL_COLUMN", default="label", help="CSV column holding the gold label.")
 @opt("--variants", env="EVAL_VARIANTS", default="all",
-      help="all (every variant this machine can run) or a comma list such as fp32,int8 (named ones run on cpu if need be).")
+      help="all (every variant whose file the model ships and this machine can run) or a comma list such as "
+           "fp32,int8 (named ones run on cpu if need be).")
 @opt("--min-accuracy", env="EVAL_MIN_ACCURACY", type=click.FloatRange(0, 1), default=None,
-      help="Exit 4 if any evaluated variant's accuracy (0–1) is below this.")
+      help="Exit 4 if any evaluated variant's accuracy (0–1) is below this, or if a variant named in "
+           "--variants could not be evaluated.")
 @opt("--max-drop", env="EVAL_MAX_DROP", type=click.FloatRange(min=0), default=None,
-      help="Exit 4 if any variant is more than this many accuracy points below fp32.")
+      help="Exit 4 if any variant is more than this many accuracy points below fp32, or if fp32 could not "
+           "run (a model that ships without its fp32 file, like the bundled one, cannot pass this gate).")
 @opt("--json", "as_json", env="JSON", is_flag=True, help="Print the report as JSON instead of tables.")
 @opt("-q", "--quiet", env="QUIET", is_flag=True, help="No progress on stderr.")
 def eval_command(**opts: Any) -> None:
     """Accuracy, macro-F1, per-class precision/recall, confusion and agreement with fp32, per variant.
 
     Labels in the data are matched by name (ignoring case) to the model's labels; unknown ones are
-    an error that lists them. fp32 is always run: it is the reference for agreement and --max-drop.
+    an error that lists them. fp32 runs too whenever the model ships its file: it is the reference
+    for agreement and --max-drop. A model that ships without it (the bundled finsent-mini keeps only
+    fp32's export figures) reports fp32 as skipped, and a --max-drop gate on it exits 4, unchecked.
 
     \b
-    Exit status: 0 all gates passed; 1 the run could not start (model, data, output); 2 usage error;
-    4 a gate (--min-accuracy, --max-drop) was missed; 130 interrupted.
+    Exit status: 0 every requested gate was checked and passed; 1 the run could not start (model,
+    data, output); 2 usage error; 4 a gate (--min-accuracy, --max-drop) was missed or could not be
+    checked; 130 interrupted.
 
     \b
     Examples:
@@ -108,7 +115,7 @@ def eval_command(**opts: Any) -> None:
     """
     import orjson
 
-    from ..evaluate import check_gates, format_report, run_eval
+    from ..evaluate import check_gates, format_report, run_eval, unchecked_gates
     from ..outputs import check_stdout, writing_stdout
 
     check_stdout([opts["data"]])  # `eval --data d.csv >> d.csv` would append the report to the data
@@ -119,14 +126,17 @@ def eval_command(**opts: Any) -> None:
         long=opts["long_mode"], max_batch_tokens=run_tokens(opts), quiet=opts["quiet"],
     )
     failures = check_gates(report, opts["min_accuracy"], opts["max_drop"])
+    unchecked = unchecked_gates(report, opts["min_accuracy"], opts["max_drop"])
     report["gates"] = {"min_accuracy": opts["min_accuracy"], "max_drop": opts["max_drop"], "failures": failures,
-                       "passed": not failures}
+                       "unchecked": unchecked, "passed": not failures and not unchecked}
     with writing_stdout("the report"):
         if opts["as_json"]:
             click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
         else:
             click.echo(format_report(report))
-    if failures:
-        for failure in failures:
-            notice(f"gate missed: {failure}")
+    for failure in failures:
+        notice(f"gate missed: {failure}")
+    for reason in unchecked:
+        notice(f"gate not checked: {reason}")
+    if failures or unchecked:
         sys.exit(CHECK_FAILED)
