@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -249,3 +251,36 @@ def test_a_damaged_file_moved_aside_keeps_its_mode_and_the_lock_is_0600(tmp_path
     assert mode(moved) == 0o600
     assert mode(tmp_path / "cache.sqlite.lock") == 0o600
     assert mode(path) == 0o600
+
+
+def test_root_beside_a_users_cache_leaves_the_files_that_users():
+    """sudo on a user's own cache: the -wal/-shm sentictl creates are the database owner's, as
+    SQLite makes them, so the user's next run can still open them."""
+    top = Path(tempfile.mkdtemp())  # pytest's tmp_path is root's 0700: the user could not reach it
+    try:
+        top.chmod(0o711)
+        _root_beside_a_users_cache(top / "home")
+    finally:
+        shutil.rmtree(top)
+
+
+def _root_beside_a_users_cache(home: Path) -> None:
+    home.mkdir()
+    os.chown(home, NOBODY, NOBODY)
+    path = home / "cache.sqlite"
+    pid = os.fork()
+    if pid == 0:  # the user makes the cache
+        code = 1
+        try:
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            ResultCache(path, strict=True).close()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    with ResultCache(path, strict=True) as cache:  # root uses it
+        assert cache.put_many("ns", [("x", result())]) == 1
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            st = os.lstat(name)
+            assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (NOBODY, 0o600), name

@@ -146,17 +146,13 @@ def _check_file(name: str, euid: int, directory: os.stat_result) -> os.stat_resu
     return st
 
 
-def _create(name: str, owner: os.stat_result | None = None) -> bool:
+def _create(name: str) -> bool:
     """Create an empty 0600 file, never through a symlink; False when the name exists already."""
     try:
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
     except FileExistsError:
         return False
-    try:
-        if owner is not None:  # root beside a user's database: that user's, as SQLite itself does
-            os.fchown(fd, owner.st_uid, owner.st_gid)
-    finally:
-        os.close(fd)
+    os.close(fd)
     return True
 
 
@@ -198,9 +194,8 @@ def _open_path(path: Path) -> tuple[str, tuple[int, int]]:
             st = os.lstat(real)
         elif stat.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, f"{real} is a directory")
-        owner = st if euid == 0 and st.st_uid != 0 else None
         for suffix in ("-wal", "-shm", "-journal") if created else ("-wal", "-shm"):
-            if not _create(real + suffix, owner):
+            if not _create(real + suffix):
                 _check_file(real + suffix, euid, directory)
         return real, (st.st_dev, st.st_ino)
     raise UnsafeCachePath(f"{path} kept changing while sentictl opened it")
