@@ -281,17 +281,30 @@ def test_readme_test_command_is_what_ci_runs() -> None:
         assert TEST_COMMAND in ci.read_text(encoding="utf-8")
 
 
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (lower case, punctuation dropped, spaces to hyphens)."""
+    out, fenced = set(), False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (m := re.match(r"#{1,6}\s+(.*)", line)):
+            out.add(re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-"))
+    return out
+
+
 def test_readme_links_and_headings() -> None:
-    """Every local link resolves, no heading carries a stray HTML comment, README stays short."""
+    """Every local link (and its #anchor) in README and docs/ resolves, no heading carries a stray
+    HTML comment, README stays short."""
     text = README.read_text(encoding="utf-8")
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
-        if re.match(r"[a-z]+://", target):
-            continue
-        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
-    for doc in sorted((ROOT / "docs").glob("*.md")):
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8")):
-            if not re.match(r"[a-z]+://", target):
-                assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)} links to {target}, which does not exist"
+    for doc in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", doc.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path = (doc.parent / target) if target else doc
+            where = f"{doc.relative_to(ROOT)} links to {target}{'#' + anchor if anchor else ''}"
+            assert path.exists(), f"{where}, which does not exist"
+            if anchor and path.suffix == ".md":
+                assert anchor in anchors(path), f"{where}: no such heading"
     for n, line in enumerate(text.splitlines(), 1):
         if line.startswith("#"):
             assert "<!--" not in line and "-->" not in line, f"README.md:{n}: an HTML comment leaked into a heading"
