@@ -49,6 +49,10 @@ class OutputError(SentictlError):
     """An output that cannot be written: the same file as an input, a missing directory, a full disk."""
 
 
+class InferenceError(SentictlError):
+    """The model failed on an input (ONNX Runtime raised): a token id past its tables, a text past its positions."""
+
+
 class IntegrityError(ManifestError):
     """A model file whose bytes do not match the sha256 its manifest records (edited or corrupt)."""
 

@@ -89,7 +89,7 @@ def run_score(
                 if isinstance(rec, Record):
                     pending.append(rec)
                     if len(pending) >= CHUNK:
-                        _flush(engine, pending, writer, summary, bar, stream, keep)
+                        _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
                         pending = []
                 elif rec.reason == "empty":
                     # Blank lines are part of ordinary text files: counted, not reported one by one.
@@ -97,7 +97,7 @@ def run_score(
                 else:
                     _report(report_to, rec)
                     summary.errors += 1
-            _flush(engine, pending, writer, summary, bar, stream, keep)
+            _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
             if bar is not None:
                 bar.close()
         finally:
@@ -132,14 +132,21 @@ def kept_values(data: Any, keep: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _flush(engine: Engine, pending: list[Record], writer: Any, summary: ScoreSummary, bar: Any, stream: IO[bytes],
-           keep: Sequence[str] = ()) -> None:
+def _flush(engine: Engine, pending: list[Record], writer: Any, report_to: OutputStream, summary: ScoreSummary,
+           bar: Any, stream: IO[bytes], keep: Sequence[str] = ()) -> None:
     if not pending:
         return
-    results: Sequence[dict[str, Any]] = engine.classify([r.text for r in pending])
-    if keep:
-        # New dicts: the engine may hand one result object to several equal texts.
-        results = [{**kept_values(rec.data, keep), **r} for rec, r in zip(pending, results)]
+    outcomes = engine.classify_each([r.text for r in pending])
+    results: list[dict[str, Any]] = []
+    for rec, outcome in zip(pending, outcomes):
+        if isinstance(outcome, BadRecord):
+            _report(report_to, BadRecord(outcome.reason, outcome.message, rec.source, rec.position))
+            summary.errors += 1
+        elif keep:
+            # A new dict: the engine may hand one result object to several equal texts.
+            results.append({**kept_values(rec.data, keep), **outcome})
+        else:
+            results.append(outcome)  # type: ignore[arg-type]
     writer.write(results)
     summary.texts += len(results)
     summary.cache_hits += sum(1 for r in results if r["cache_hit"])

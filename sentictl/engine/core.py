@@ -17,7 +17,8 @@ from .. import config
 from .batching import length_groups
 from .cache import ResultCache
 from .model import Model
-from .records import BadRecord, Input, Verdict, check_pair, check_text, from_bytes
+from ..errors import InferenceError
+from .records import INFERENCE_ERROR, BadRecord, Input, Verdict, check_pair, check_text, from_bytes
 from .results import Result
 
 # What the engine classifies: a text (cut at its end when too long), or an Input.
@@ -178,6 +179,24 @@ class Engine:
                     self.cache.put_many(space, [(_key(t), fresh[t]) for t in group])
         return results
 
+    def classify_each(self, texts: Sequence[Item], lengths: Mapping[Any, int] | None = None, *,
+                      logits: bool = False) -> list[Result | BadRecord]:
+        """classify(), except that a text the model fails on becomes an ``inference_error`` BadRecord
+        while the rest of the batch is classified: the failing texts are found by halving the batch
+        (log2(n) extra runs for one poison text), so one bad record never stops a stream."""
+        try:
+            return list(self.classify(texts, lengths, logits=logits))
+        except InferenceError as exc:
+            unique = list(dict.fromkeys(texts))
+            if len(unique) == 1:
+                bad = BadRecord(INFERENCE_ERROR, str(exc))
+                return [bad] * len(texts)
+            half = len(unique) // 2
+            done: dict[Any, Result | BadRecord] = {}
+            for part in (unique[:half], unique[half:]):
+                done.update(zip(part, self.classify_each(part, lengths, logits=logits)))
+            return [done[t] for t in texts]
+
     def classify(self, texts: Sequence[Item], lengths: Mapping[Any, int] | None = None, *,
                  logits: bool = False) -> list[Result]:
         """Results in input order: repeated texts are inferred once, cached ones not at all.
@@ -190,9 +209,24 @@ class Engine:
         if logits:
             known = {t: r for t, r in known.items() if "logits" in r}
         misses = [t for t in dict.fromkeys(texts) if t not in known]
-        fresh = self.infer(misses, lengths)
+        try:
+            fresh = self.infer(misses, lengths)
+        except Exception as exc:
+            if not _is_runtime_error(exc):
+                raise
+            raise InferenceError(f"inference failed: {_first_line(exc)}") from exc
         known.update(zip(misses, fresh if logits else map(_without_logits, fresh)))
         return [known[t] for t in texts]
+
+
+def _is_runtime_error(exc: BaseException) -> bool:
+    """Whether ONNX Runtime raised it (its errors are plain pybind11 classes of its own module)."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _raw(item: Item) -> str | tuple[str, str]:

@@ -31,7 +31,9 @@ REASONS = {
     "bad_csv": "the CSV row cannot be parsed (or the file ends inside a quoted field)",
     "invalid_encoding": "the bytes are not valid in the file's declared encoding (UTF-16 or UTF-32)",
     "output_too_large": "the result record is larger than the Kafka broker or producer accepts",
+    "inference_error": "the model failed on this text (ONNX Runtime raised; the other texts of its batch were scored)",
 }
+INFERENCE_ERROR = "inference_error"
 INVALID_ENCODING = "invalid_encoding"
 OUTPUT_TOO_LARGE = "output_too_large"
 

@@ -1,0 +1,63 @@
+"""A model that fails on some texts (issue 18, item 4): the failing record is found and reported as
+``inference_error``, the rest of its batch is scored; nothing crashes, nothing loops.
+
+The model is a real export whose tokenizer knows words past the embedding table (the checkpoint's
+vocabulary was grown after training), as happens when a tokenizer from another checkpoint is put
+beside a graph: ONNX Runtime's Gather fails on exactly the texts holding those words.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from conftest import sentictl_env
+
+POISON = "zebrafinch"
+
+
+@pytest.fixture(scope="module")
+def poisoned_model(tmp_path_factory):
+    from support.checkpoints import _WORDS, build_checkpoint, write_vocab
+    from transformers import BertTokenizerFast
+
+    from sentictl.export import run_export
+
+    ckpt = build_checkpoint(tmp_path_factory.mktemp("ckpt") / "grown-vocab")
+    # The same vocabulary plus one word: its id is one past the embedding table's last row.
+    write_vocab(ckpt / "vocab.txt", [*_WORDS, POISON])
+    tok = BertTokenizerFast(vocab_file=str(ckpt / "vocab.txt"), do_lower_case=True)
+    tok.model_max_length = 128
+    tok.save_pretrained(ckpt)
+    out = tmp_path_factory.mktemp("models") / "grown-vocab"
+    run_export(str(ckpt), out=out, variants="int8", quiet=True)
+    return out
+
+
+def test_score_reports_the_poison_record_and_scores_the_rest(poisoned_model):
+    texts = [f"profit rose {i}" for i in range(20)]
+    texts[13] = f"the {POISON} rose"
+    run = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(poisoned_model)],
+                         input="\n".join(texts).encode() + b"\n", capture_output=True, env=sentictl_env(), timeout=300)
+    assert b"Traceback" not in run.stderr, run.stderr.decode()
+    assert run.returncode == 3
+    scored = [orjson.loads(line)["text"] for line in run.stdout.splitlines()]
+    assert scored == texts[:13] + texts[14:]
+    (bad,) = [orjson.loads(line) for line in run.stderr.splitlines() if line.startswith(b"{")]
+    assert bad["reason"] == "inference_error" and bad["line"] == 14
+    assert b"19 texts scored" in run.stderr and b"1 bad record" in run.stderr
+
+
+def test_engine_classify_each_isolates_every_poison_text(poisoned_model):
+    from sentictl.engine import BadRecord, Engine
+    from sentictl.engine.model import Model
+
+    engine = Engine(Model(poisoned_model, threads=1))
+    texts = ["profit rose", f"{POISON} fell", "losses widened", f"a {POISON}", "profit rose"]
+    got = engine.classify_each(texts)
+    assert [isinstance(g, BadRecord) for g in got] == [False, True, False, True, False]
+    assert got[0] == got[4] and got[2]["text"] == "losses widened"
+    assert {g.reason for g in got if isinstance(g, BadRecord)} == {"inference_error"}
