@@ -61,3 +61,32 @@ def test_engine_classify_each_isolates_every_poison_text(poisoned_model):
     assert [isinstance(g, BadRecord) for g in got] == [False, True, False, True, False]
     assert got[0] == got[4] and got[2]["text"] == "losses widened"
     assert {g.reason for g in got if isinstance(g, BadRecord)} == {"inference_error"}
+
+
+def test_bridge_sends_the_poison_record_to_the_dlq_and_delivers_the_rest(kafka_bootstrap, poisoned_model, topic_name):
+    from conftest import run_sentictl
+    from test_bridge import Reader, bridge_args, committed, create_topic, done_counts, produce
+
+    src, out, dlq, group = topic_name("in"), topic_name("out"), topic_name("dlq"), topic_name("g")
+    create_topic(kafka_bootstrap, src, 1)
+    values = [f"profit rose {i}".encode() for i in range(20)]
+    values[7] = f"the {POISON} rose".encode()
+    ends = produce(kafka_bootstrap, src, values, partition_of=lambda i: 0)
+
+    run = run_sentictl(*bridge_args(kafka_bootstrap, poisoned_model, src, out, group, "--dlq", dlq,
+                                    "--batch-size", "20", "--max-messages", "20", "--no-cache"), timeout=120)
+    stderr = run.stderr.decode()
+    assert run.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    counts = done_counts(stderr)
+    assert counts["produced"] == 19 and counts["dlq"] == 1 and counts["bad"] == 1
+
+    reader = Reader(kafka_bootstrap)
+    good = reader.read([out], expect=19)
+    (dead,) = reader.read([dlq], expect=1)
+    reader.close()
+    assert sorted(orjson.loads(r.value)["text"] for r in good) == sorted(v.decode() for i, v in enumerate(values) if i != 7)
+    headers = dict(dead.headers)
+    assert headers["sentictl-error"] == b"inference_error" and headers["sentictl-source-offset"] == b"7"
+    assert dead.value == values[7]
+    assert committed(kafka_bootstrap, group, src) == ends

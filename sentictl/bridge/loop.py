@@ -266,7 +266,19 @@ class Bridge(Delivery):
                 good.append((m, verdict.text, verdict.data))
             else:
                 bad.append((m, verdict))
-        results = self.engine.classify([text for _, text, _ in good]) if good else []
+        # A record the model fails on (ONNX Runtime raised) is found by halving the batch and goes to the
+        # DLQ as inference_error; retrying the whole batch would fail on it for ever.
+        outcomes = self.engine.classify_each([text for _, text, _ in good]) if good else []
+        results: list[Any] = []
+        scored: list[tuple[Any, str, Any]] = []
+        for entry, outcome in zip(good, outcomes):
+            if isinstance(outcome, BadRecord):
+                m = entry[0]
+                bad.append((m, BadRecord(outcome.reason, outcome.message, m.topic, m.offset)))
+            else:
+                scored.append(entry)
+                results.append(outcome)
+        good = scored
 
         offsets: dict[Any, Any] = {}
         for m in messages:
