@@ -172,7 +172,8 @@ class Session:
         assert done.returncode == want, (
             f"{where}: `{command}` exited {done.returncode}, README implies {want}\n"
             f"--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}{self.job_logs()}")
-        assert "Traceback (most recent call last)" not in err, f"{where}: `{command}` printed a traceback:\n{err[-3000:]}"
+        assert "Traceback (most recent call last)" not in err, \
+            f"{where}: `{command}` printed a traceback:\n{err[-3000:]}"
         self.ran += 1
         if STATEFUL.match(bare):
             self.prelude.append(bare)
@@ -204,13 +205,15 @@ class Session:
             p.kill()
             p.wait()
         self.jobs.clear()
-        assert not left, f"{where}: background job(s) started at {[s for s, _ in left]} still running at the block's end"
+        assert not left, \
+            f"{where}: background job(s) started at {[s for s, _ in left]} still running at the block's end"
 
 
 def venv_dir() -> Path:
     prefix = Path(sys.prefix)
     if sys.prefix == sys.base_prefix or not (prefix / "bin" / "activate").exists():
-        pytest.skip("README's blocks activate a venv: run this test with the project's venv (.venv/bin/python -m pytest)")
+        pytest.skip("README's blocks activate a venv: run this test with the project's venv "
+                    "(.venv/bin/python -m pytest)")
     return prefix
 
 
