@@ -181,7 +181,9 @@ def run_bench(
             import importlib.util
 
             if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-                checkpoint, no_baseline = None, "torch/transformers are not installed (pip install 'sentictl[export]')"
+                from ..export.stack import INSTALL_HINT
+
+                checkpoint, no_baseline = None, f"torch/transformers are not installed ({INSTALL_HINT})"
         except ValueError:
             pass
 

@@ -62,6 +62,10 @@ INT8_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
 def export(**opts: Any) -> None:
     """Export a checkpoint to an ONNX model directory (needs the export extra).
 
+    \b
+    Install the extra with PyTorch's CPU build (without the index, pip fetches the multi-GB CUDA one):
+     pip install 'sentictl[export]' --extra-index-url https://download.pytorch.org/whl/cpu
+
     Downloads (or loads) the checkpoint, exports it with optimum, optimizes the graph, builds the
     requested variants (int8: per-channel int8 weights, per-token activation scales computed at
     run time for this CPU; fp16: for CUDA;
@@ -70,8 +74,8 @@ def export(**opts: Any) -> None:
     weights in a .onnx.data file beside it unless --single-file).
 
     \b
-    Exit status: 0 the model folder was written; 1 it could not be (checkpoint, parity, an unsafe
-    --out, a full disk); 2 usage error; 130 interrupted.
+    Exit status: 0 the model folder was written; 1 it could not be (the export extra is not
+    installed, checkpoint, parity, an unsafe --out, a full disk); 2 usage error; 130 interrupted.
 
     \b
     Examples:

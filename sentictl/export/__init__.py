@@ -36,6 +36,7 @@ from .parity import (
     mark_unusable,
     parity_sentences,
 )
+from . import stack
 from .external import ALIGN, externalize
 from .variants import ALL_VARIANTS, build_variant, cpu_isa, parse_variants
 
@@ -97,6 +98,8 @@ def run_export(
     int8 = {"per_channel": per_channel, "quantize_ops": quantize_ops, "fp32_layers": fp32_layers,
             "int8_recipe": int8_recipe, "smooth_alpha": smooth_alpha, "int8_isa": int8_isa}
     int8 = {k: v for k, v in int8.items() if v is not None}
+    # Before anything else (the hub above all): a plain install must hear "install the export extra".
+    stack.require()
     wanted = parse_variants(variants)
     kept = _parse_keep(keep, wanted)
     # Every check on the output folder comes before anything heavy is loaded or anything written.
@@ -107,7 +110,28 @@ def run_export(
     check_out_location(out, local)
     check_existing_out(out, force)
     steps = Steps("export", 3 + len(wanted) + (1 if eval_data else 0), quiet)
+    with stack.quiet_third_party():
+        return _export(model, revision, out, local, wanted, kept, max_length, opset, eval_data, max_drop,
+                       int8, steps, external_data, force)
 
+
+def _export(
+    model: str,
+    revision: str | None,
+    out: Path,
+    local: Path | None,
+    wanted: list[str],
+    kept: list[str],
+    max_length: int | None,
+    opset: int | None,
+    eval_data: str | Path | None,
+    max_drop: float,
+    int8: dict[str, Any],
+    steps: Steps,
+    external_data: bool,
+    force: bool,
+) -> dict[str, Any]:
+    """The steps of run_export once every argument is checked: checkpoint, build, install."""
     steps.start(f"loading checkpoint {model}")
     checkpoint, source = resolve_checkpoint(model, revision)
     if local is None:  # a hub snapshot: the output must not be inside the cache folder either
@@ -115,10 +139,8 @@ def run_export(
     try:
         import torch  # noqa: F401  (fail early with a clear message)
         from transformers import AutoConfig, AutoTokenizer
-    except ImportError as exc:
-        raise ExportError(
-            f"export needs the export extra ({exc.name} is missing): pip install 'sentictl[export]'"
-        ) from None
+    except ImportError as exc:  # found by stack.require() but broken (a dependency of its own missing)
+        raise ExportError(stack.missing_message(exc.name or "torch or transformers")) from None
     hf_config = AutoConfig.from_pretrained(checkpoint)
     id2label = {int(k): str(v) for k, v in (hf_config.id2label or {}).items()}
     if not id2label or len(id2label) != getattr(hf_config, "num_labels", len(id2label)):
@@ -164,7 +186,10 @@ def _build(
     name: str,
     external_data: bool = True,
 ) -> dict[str, Any]:
-    from optimum.exporters.onnx import main_export
+    try:
+        from optimum.exporters.onnx import main_export
+    except ImportError as exc:
+        raise ExportError(stack.missing_message(exc.name or "optimum-onnx")) from None
 
     from ..engine.integrity import hash_and_stamp
 

@@ -40,15 +40,29 @@ def resolve_checkpoint(model: str, revision: str | None) -> tuple[Path, dict[str
     try:
         path = Path(snapshot_download(repo_id=model, revision=revision, allow_patterns=_HUB_FILES))
     except Exception as exc:  # offline, DNS, 401/404, missing cache entry: all end the same way
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(
-            f"cannot get {model} from the Hugging Face hub ({type(exc).__name__}: {reason[:200]}).\n"
+            f"cannot get {model} from the Hugging Face hub ({type(exc).__name__}: {first_sentences(str(exc))})\n"
             f"  On a machine without hub access, export from a local checkpoint directory instead:\n"
             f"    sentictl export --model /path/to/finbert   # a folder with config.json, weights and vocab\n"
             f"  or point HF_HOME at a cache that already holds {model} (with HF_HUB_OFFLINE=1)."
         ) from None
     resolved = path.name if len(path.name) == 40 else revision
     return path, {"id": model, "revision": resolved or revision, "kind": "hub"}
+
+
+def first_sentences(text: str, limit: int = 400) -> str:
+    """The first line of an error, whole; past ``limit`` characters, cut after its last full sentence.
+
+    Hub errors run to several lines (request ids, URLs); the first says what went wrong. A cut
+    never falls mid-sentence: with no sentence end before ``limit``, the whole line is kept.
+    """
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    if not line:
+        return "no message"
+    if len(line) <= limit:
+        return line
+    cut = max(line.rfind(end, 0, limit) for end in (". ", "! ", "? ", "; "))
+    return line[: cut + 1] + " …" if cut > 0 else line
 
 
 def tool_versions() -> dict[str, str]:
