@@ -220,13 +220,8 @@ def test_no_verify_on_an_untouched_copy_still_gets_its_own_namespace(tiny_model_
 # ----------------------------------------------------------------------------- stamps
 def _count_hashes(monkeypatch) -> list[str]:
     hashed: list[str] = []
-    real = integrity._hash
-
-    def counting(path):
-        hashed.append(os.path.basename(path))
-        return real(path)
-
-    monkeypatch.setattr(integrity, "_hash", counting)
+    # Every hash of a file's bytes (streamed, of bytes read into memory, or of a private copy) passes here.
+    monkeypatch.setattr(integrity, "_note_hash", lambda path: hashed.append(os.path.basename(path)))
     return hashed
 
 

@@ -13,7 +13,9 @@ builds the manifest the engine would otherwise read:
   ``*_int8``, ``*quantized*`` → int8; ``*fp16*`` → fp16; anything else fp32);
 - ``sha256`` left empty: :class:`sentictl.engine.model.Model` hashes the files it runs (trusting a
   verified stamp, see :mod:`sentictl.engine.integrity`) and derives the fingerprint from those
-  hashes, so an edited file is a new model, never a stale cache entry.
+  hashes, so an edited file is a new model, never a stale cache entry. That includes every file
+  the graph's external-data entries name (read from the graph itself, whatever the file is called:
+  ``model.onnx_data``, ``model.onnx.data``, ``weights.bin``).
 
 Hot path: json and pathlib only.
 """
@@ -204,5 +206,12 @@ def identity(manifest: dict[str, Any]) -> dict[str, Any]:
     results too; the folder's name does not, so a moved or copied folder keeps its cache entries.
     """
     tok = manifest["tokenizer"]
-    return {"kind": manifest["foreign"]["kind"],
-            "tokens": [tok.get("cls_token"), tok.get("sep_token"), tok.get("pad_token"), tok.get("pad_id")]}
+    out: dict[str, Any] = {"kind": manifest["foreign"]["kind"],
+                           "tokens": [tok.get("cls_token"), tok.get("sep_token"), tok.get("pad_token"), tok.get("pad_id")]}
+    # Weights files the graph names besides <graph>.data / <graph>_data (ONNX's location can be any
+    # name, e.g. weights.bin): [location, sha256] pairs the engine records when it loads the variant.
+    # Only when there are some, so every other folder keeps the fingerprint (and cache entries) it had.
+    extra = manifest["foreign"].get("external_data")
+    if extra:
+        out["external_data"] = extra
+    return out

@@ -114,12 +114,34 @@ def check_existing_out(out: Path, force: bool) -> None:
         )
 
 
+def seal(work: Path) -> None:
+    """Make every file of a finished build read-only (0444), keeping the verified stamps valid.
+
+    A chmod moves a file's ctime, which voids its stamp (see sentictl.engine.integrity): a stamp
+    that was valid just before is written again for the file as it is after (same bytes, nobody
+    else can reach the private build folder), so the first load after an export hashes nothing.
+    """
+    from ..engine.integrity import read_stamp, write_stamp
+
+    for path in work.iterdir():
+        if path.is_symlink() or not path.is_file():
+            continue
+        sha = read_stamp(path)
+        path.chmod(0o444)
+        if sha is not None:
+            write_stamp(path, sha)
+
+
 def install(work: Path, out: Path, force: bool) -> None:
     """Move the finished ``work`` folder to ``out``, replacing only an empty folder or a previous sentictl model.
 
-    A previous model is first renamed aside (.NAME.old-XXXX), then the new one is renamed in, then
-    the old one is deleted; if the rename in fails, the old one is moved back.
+    Its files are made read-only first (:func:`seal`). A previous model is first renamed aside
+    (.NAME.old-XXXX), then the new one is renamed in, then the old one is deleted; if the rename in
+    fails, the old one is moved back. So an export never writes into a file that exists already:
+    a server still running the previous model keeps whatever it loaded, and every new file is a
+    new inode.
     """
+    seal(work)
     check_existing_out(out, force)  # again: the folder may have changed during the build
     if not out.exists() and not out.is_symlink():
         work.rename(out)
