@@ -84,6 +84,6 @@ def resolve_model_dir(option: str | os.PathLike | None = None) -> ResolvedModel:
     bundled = bundled_model_dir()
     return ResolvedModel(
         bundled,
-        f"no exported model in {DEFAULT_MODEL_DIR} (relative to the current directory) and no --model-dir/SENTICTL_MODEL_DIR",
+        f"no exported model in {DEFAULT_MODEL_DIR} under the current directory, and no --model-dir/SENTICTL_MODEL_DIR",
         bundled=True,
     )

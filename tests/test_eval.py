@@ -196,3 +196,7 @@ def test_eval_on_a_model_without_its_fp32_file(sentictl, tiny_checkpoint, tweets
     assert "not shipped" in report["skipped"]["fp32"]
     table = sentictl("eval", "--model-dir", str(out), "--data", str(tweets_slice), *cols)
     assert table.returncode == 0 and b"n/a" in table.stdout
+    # A --max-drop gate needs fp32: asked for, it cannot pass unchecked (it used to exit 0 here).
+    gated = sentictl("eval", "--model-dir", str(out), "--data", str(tweets_slice), *cols, "--max-drop", "100")
+    assert gated.returncode == 4
+    assert b"gate not checked: fp32 was skipped (its file is not shipped" in gated.stderr

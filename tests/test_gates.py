@@ -148,3 +148,12 @@ def test_a_failing_bench_job_reports_the_message_not_the_class_path(tiny_model_d
            "max_batch_tokens": 1024}
     result = run_job(job, thread_env(1))
     assert "int4" in result["error"] and "sentictl.errors" not in result["error"]
+
+
+@needs_bundle
+def test_score_names_a_variant_that_is_not_shipped_in_plain_words(tmp_path):
+    run = run_sentictl("score", "--variant", "fp32", "--no-cache", input="Profit rose.\n", cwd=tmp_path)
+    assert run.returncode == FAILED
+    err = run.stderr.decode()
+    assert "the fp32 variant's file is not shipped with this model" in err and "use --variant int8" in err
+    assert "Traceback" not in err

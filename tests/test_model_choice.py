@@ -84,7 +84,7 @@ def test_info_names_an_explicit_choice(tiny_model_dir, tmp_path):
 def test_info_names_the_bundled_choice(tmp_path):
     chosen = orjson.loads(run_sentictl("info", cwd=tmp_path).stdout)["chosen"]
     assert chosen["bundled"] is True and chosen["path"] == str(BUNDLED)
-    assert "no exported model in models/finbert (relative to the current directory)" in chosen["reason"]
+    assert "no exported model in models/finbert under the current directory" in chosen["reason"]
 
 
 def test_score_on_a_terminal_names_the_model_and_why(workdir):
