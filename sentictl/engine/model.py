@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import config
 from ..console import notice
-from ..errors import ManifestError, ModelNotFound, SentictlError
+from ..errors import IntegrityError, ManifestError, ModelNotFound, SentictlError
 from . import integrity
 from .cpu import int8_mismatch
 from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
@@ -158,7 +158,11 @@ class Model:
         self.max_batch_size = max(1, int(max_batch_size))
         entry = self.manifest["variants"][self.variant]
         self.verify_mode = verify
-        self.fingerprint = self._verify(entry, verify)
+        try:
+            self.fingerprint = self._verify(entry, verify)
+        except BaseException:
+            self._discard_private()
+            raise
         # Results of the two long-text modes differ, so they must never share cache entries.
         self.cache_namespace = f"{self.fingerprint}:{long}"
         self.name = f"{self.manifest.get('name', self.model_dir.name)}:{self.variant}"
@@ -169,35 +173,125 @@ class Model:
         mismatch = int8_mismatch(entry)
         if mismatch:
             notice(f"{self.name}: {mismatch}")
-        self._load_tokenizer()
-        self._load_session(entry, threads)
+        try:
+            self._load_tokenizer()
+            self._load_session(entry, threads)
+        finally:
+            self._discard_private()
 
     def _verify(self, entry: dict[str, Any], mode: str) -> str:
-        """Check the files this model runs (variant, tokenizer); return the fingerprint to use."""
+        """Read the files this model runs (graph, every external-data file it names, tokenizer) into
+        private memory, check exactly those bytes, keep them for loading; return the fingerprint.
+
+        Nothing on disk is read after this: the tokenizer and the ORT session are built from these
+        bytes, so a file replaced, edited or truncated while the process runs changes nothing it runs.
+        """
         tok = self.manifest["tokenizer"]
-        if is_foreign(self.manifest) and mode != "off":
-            # No manifest records their hashes: the hashes of the files as they are now are the
-            # model's identity (a stamp spares hashing them again on the next run).
-            for item in (entry, tok, *data_entries(entry)):
-                item["sha256"] = integrity.current_sha256(self.model_dir / item["file"], mode)
+        # No manifest records a foreign folder's hashes: the hashes of its files as they are now are
+        # its identity (a stamp spares hashing them again on the next run).
+        foreign = is_foreign(self.manifest) and mode != "off"
+        graph_path = self.model_dir / entry["file"]
+        if not graph_path.is_file():
+            raise ManifestError(f"{graph_path} is missing: the model directory is incomplete; re-run `sentictl export`")
+        self._graph, sha = self._read(graph_path, None if foreign else entry.get("sha256"), mode)
+        if foreign:
+            entry["sha256"] = sha
+        recorded = {d["file"]: d for d in data_entries(entry)}
+        # Large weights files are copied (and checked on the way) into a private folder ORT maps them
+        # from; without one (no writable folder), they are kept in memory instead (costs RSS).
+        self._private = integrity.private_dir()
+        self._external: dict[str, bytes | None] = {}
+        extra: list[list[Any]] = []  # a foreign graph's weights files beyond <graph>.data / <graph>_data
+        try:
+            locations = integrity.external_locations(self._graph)
+        except ValueError as exc:
+            raise ManifestError(f"onnxruntime cannot load {graph_path}: it is not a readable ONNX model ({exc})") from None
+        for location in locations:
+            path = self.model_dir / location
+            if not integrity.safe_location(location):
+                raise ManifestError(f"{graph_path} keeps weights in {location!r}, outside its folder: refused")
+            if not path.is_file():
+                raise ManifestError(f"{path} is missing: {entry['file']} keeps its weights there (copy both "
+                                    f"files together, or re-run `sentictl export`)")
+            item = recorded.get(location)
+            if item is None and not foreign and mode != "off":
+                raise IntegrityError(f"{graph_path} keeps weights in {location}, for which {MANIFEST} records no "
+                                     f"sha256: re-run `sentictl export`")
+            sha = self._take(path, location, None if foreign else (item or {}).get("sha256"), mode)
+            if foreign and item is not None:
+                item["sha256"] = sha
+            elif foreign:
+                extra.append([location, sha])
+        for location, item in recorded.items():
+            if location in self._external:
+                continue
+            # A weights file the manifest names but the graph does not read: never loaded, still checked.
+            path = self.model_dir / location
+            if not path.is_file():
+                raise ManifestError(f"{path} is missing: {entry['file']} keeps its weights there (copy both "
+                                    f"files together, or re-run `sentictl export`)")
+            if foreign:
+                item["sha256"] = integrity.current_sha256(path, mode)
+            elif mode != "off":
+                integrity.check_file(path, item.get("sha256"), mode, MANIFEST)
+        tok_path = self.model_dir / tok["file"]
+        self._tokenizer_bytes, sha = self._read(tok_path, None if foreign else tok.get("sha256"), mode)
+        if foreign:
+            tok["sha256"] = sha
+            if extra:  # part of the identity (foreign.identity): replacing weights.bin is a new model
+                self.manifest["foreign"]["external_data"] = extra
             return fingerprint(self.manifest, self.variant)
         genuine = fingerprint(self.manifest, self.variant)
-        checked = [(self.model_dir / item["file"], item.get("sha256")) for item in (entry, *data_entries(entry))]
-        checked.append((self.model_dir / tok["file"], tok.get("sha256")))
         if mode == "off":
-            return integrity.unverified_fingerprint(genuine, [path for path, _ in checked])
-        for path, expected in checked:
-            integrity.check_file(path, expected, mode, MANIFEST)
+            files = [graph_path, *(self.model_dir / name for name in self._external), tok_path]
+            return integrity.unverified_fingerprint(genuine, files)
         return genuine
+
+    def _read(self, path: Path, expected: str | None, mode: str) -> tuple[bytes, str | None]:
+        """A file's bytes in private memory, checked (see integrity.read_verified); a missing file is one line."""
+        try:
+            return integrity.read_verified(path, expected, mode, MANIFEST)
+        except FileNotFoundError:
+            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`") from None
+        except IsADirectoryError:
+            raise ManifestError(f"{path} is a directory, not a model file") from None
+
+    def _take(self, path: Path, location: str, expected: str | None, mode: str) -> str | None:
+        """Check an external-data file and keep what was checked for loading: a private copy, or its bytes."""
+        if self._private is None:
+            self._external[location], sha = self._read(path, expected, mode)
+            return sha
+        dest = self._private / location
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sha = integrity.copy_verified(path, dest, expected, mode, MANIFEST)
+        except FileNotFoundError:
+            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`") from None
+        except IsADirectoryError:
+            raise ManifestError(f"{path} is a directory, not a model file") from None
+        self._external[location] = None
+        return sha
+
+    def _discard_private(self) -> None:
+        """Remove the private copies: ORT keeps its mappings of them, nobody can open them any more."""
+        private = getattr(self, "_private", None)
+        if private is not None:
+            import shutil
+
+            shutil.rmtree(private, ignore_errors=True)
+            self._private = None
 
     def _load_tokenizer(self) -> None:
         from tokenizers import Tokenizer
 
         path = self.model_dir / self.manifest["tokenizer"]["file"]
         try:
-            tok = Tokenizer.from_file(str(path))
+            # From the verified bytes (Model._verify), never the file again.
+            tok = Tokenizer.from_buffer(self._tokenizer_bytes)
         except Exception as exc:  # tokenizers raises plain Exception on a bad file
             raise ManifestError(f"cannot load tokenizer {path}: {exc}") from None
+        finally:
+            del self._tokenizer_bytes
         tok.no_padding()
         tok.no_truncation()
         self.tokenizer = tok
@@ -213,12 +307,6 @@ class Model:
         import onnxruntime as ort
 
         path = self.model_dir / entry["file"]
-        if not path.is_file():
-            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`")
-        for data in data_entries(entry):
-            if not (self.model_dir / data["file"]).is_file():
-                raise ManifestError(f"{self.model_dir / data['file']} is missing: {entry['file']} keeps its weights "
-                                    f"there (copy both files together, or re-run `sentictl export`)")
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -236,10 +324,29 @@ class Model:
         providers = [_ORT_PROVIDER[self.provider]]
         if self.provider != "cpu":
             providers.append("CPUExecutionProvider")
+        # The verified bytes, never the model folder's files: ORT would map <graph>.data from there
+        # (MAP_PRIVATE of the file, so a `cp` over it changes live weights, and truncating it kills
+        # the process with SIGBUS). It maps the private copies instead (see _take), or copies the
+        # in-memory bytes while it builds the session (they are freed after).
+        graph, external = self._graph, self._external
+        del self._graph, self._external
+        source: str | bytes = graph
+        if self._private is not None:
+            source = str(self._private / path.name)
+            with open(source, "xb") as fh:
+                fh.write(graph)
+            graph = b""  # ORT reads the copy: free these bytes before it loads (a single-file graph is large)
+        elif external:
+            names = list(external)
+            opts.add_external_initializers_from_files_in_memory(
+                names, [external[n] for n in names], [len(external[n]) for n in names])  # type: ignore[arg-type]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+            self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:
             raise ManifestError(f"onnxruntime cannot load {path}: {exc}") from None
+        finally:
+            del graph, external, source
+            self._discard_private()
         _return_freed_memory()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.threads = threads
