@@ -49,7 +49,7 @@ def bench_command(**opts: Any) -> None:
     \b
     Examples:
       sentictl bench --model-dir models/finbert --texts headlines.txt --out bench-out
-      sentictl bench --variants fp32,int8 --batch-sizes 1,32 --threads 2 --baseline none
+      sentictl bench --variants all --batch-sizes 1,32 --threads 2 --baseline none
     """
     import orjson
 
@@ -110,7 +110,7 @@ def eval_command(**opts: Any) -> None:
     \b
     Examples:
       sentictl eval --data labelled.csv
-      sentictl eval --data tweets.csv --variants fp32,int8 --max-drop 0.5 --min-accuracy 0.85
+      sentictl eval --model-dir models/finbert --data tweets.csv --variants fp32,int8 --max-drop 0.5 --min-accuracy 0.85
       sentictl eval --data news.csv --text-column headline --label-column sentiment --json
     """
     import orjson
