@@ -181,9 +181,9 @@ def run_bench(
             import importlib.util
 
             if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-                from ..export.stack import INSTALL_HINT
+                from ..export.stack import INSTALL_COMMAND
 
-                checkpoint, no_baseline = None, f"torch/transformers are not installed ({INSTALL_HINT})"
+                checkpoint, no_baseline = None, f"torch/transformers are not installed: {INSTALL_COMMAND}"
         except ValueError:
             pass
 

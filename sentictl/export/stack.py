@@ -14,8 +14,8 @@ from ..errors import ExportError
 MODULES = (("torch", "torch"), ("transformers", "transformers"), ("onnx", "onnx"),
            ("optimum.exporters.onnx", "optimum-onnx"))
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-INSTALL_HINT = (f"pip install 'sentictl[export]' --extra-index-url {TORCH_CPU_INDEX}   "
-                f"(the extra index gives PyTorch's CPU build; without it pip fetches the multi-GB CUDA one)")
+INSTALL_COMMAND = f"pip install 'sentictl[export]' --extra-index-url {TORCH_CPU_INDEX}"
+INSTALL_HINT = f"{INSTALL_COMMAND}   (the extra index gives PyTorch's CPU build; without it pip fetches the multi-GB CUDA one)"
 
 # Third-party lines that name nothing the user can act on: optimum asks for accelerate to check for
 # tied weights (a BERT classifier has none worth deduplicating), transformers complains about the
