@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from typing import Any, Callable
 
 from .. import console
 from ..engine import BadRecord, Engine, Record
 from ..engine.records import OUTPUT_TOO_LARGE as TOO_LARGE
+from ..errors import SentictlError
 from ..kafka import (
     TopicTemplate,
     connect_with_retry,
@@ -46,8 +48,14 @@ class Bridge(Delivery):
     """One consumer-group member: connect(), run(timeout=, count=), close()."""
 
     def __init__(self, model: Any, cache: Any, settings: BridgeSettings,
-                 log: Callable[[str], None] | None = None, progress: bool = True):
+                 log: Callable[[str], None] | None = None, progress: bool = True,
+                 reload: Callable[[], Any] | None = None):
+        """``reload``: loads (and verifies) the model folder again, for request_reload (SIGHUP)."""
         self.model = model
+        self._reload = reload
+        self._reload_wanted = False
+        self._loader: threading.Thread | None = None
+        self._loaded: Any = None
         self.cache = cache
         self.engine = Engine(model, cache, max_chars=settings.max_chars)
         self.s = settings
@@ -114,6 +122,7 @@ class Bridge(Delivery):
             if self.cache is not None:
                 metrics = self.metrics
                 self.cache.on_failure = lambda op: metrics.cache_failures.labels(op).inc()
+            self.metrics.show_model(self.model)
             self.log(f"metrics on http://{s.metrics_host}:{s.metrics_port}/metrics")
         mode = "exactly-once" if s.exactly_once else "at-least-once"
         self.log(f"{', '.join(s.inputs)} → {s.out} via {kafka.describe()}, group {s.group}, "
@@ -146,6 +155,53 @@ class Bridge(Delivery):
         """Ask run() to return after the batch in hand (safe from a signal handler)."""
         self._stop = True
 
+    # -- reloading the model ----------------------------------------------------------------
+
+    def request_reload(self) -> None:
+        """Load the model folder again beside the running model, and switch between two batches (safe
+        from a signal handler: it only sets a flag the loop reads)."""
+        self._reload_wanted = True
+
+    def _check_reload(self) -> None:
+        """Between batches: start a requested reload in the background, or switch to a model it loaded.
+
+        The batch in hand always finishes on the model it started on; its records carry that model's
+        fingerprint (the sentictl-model header). A folder that fails leaves the running model classifying.
+        """
+        if self._reload_wanted and self._loader is None and self._reload is not None:
+            self._reload_wanted = False
+            self.log(f"SIGHUP: loading the model folder again beside {self.model.name} ({self.model.fingerprint})")
+            self._loader = threading.Thread(target=self._load_new, name="sentictl-reload", daemon=True)
+            self._loader.start()
+        if self._loader is None or self._loader.is_alive():
+            return
+        self._loader = None
+        loaded, self._loaded = self._loaded, None
+        old = self.model
+        if not isinstance(loaded, BaseException):
+            try:
+                engine = Engine(loaded, self.cache, max_chars=self.s.max_chars)
+                out = check_settings(self.s, labels=engine.labels)  # the topic templates against its labels
+            except Exception as exc:  # noqa: BLE001 - reported as a failed reload like a load error
+                loaded = exc
+        if isinstance(loaded, BaseException):
+            message = str(loaded) if isinstance(loaded, SentictlError) else f"{type(loaded).__name__}: {loaded}"
+            if self.metrics:
+                self.metrics.reload_failures.inc()
+            self.log(f"reload failed, still classifying with {old.name} ({old.fingerprint}): {message}")
+            return
+        self.model, self.engine, self.out, self._fp = loaded, engine, out, loaded.fingerprint.encode()
+        if self.metrics:
+            self.metrics.show_model(loaded, previous=old)
+            self.metrics.reloads.inc()
+        self.log(f"reloaded: {loaded.name} {old.fingerprint} → {loaded.fingerprint}")
+
+    def _load_new(self) -> None:
+        try:
+            self._loaded = self._reload()  # type: ignore[misc]
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
+            self._loaded = exc
+
     def run(self, timeout: float | None = None, count: int | None = None) -> BridgeStats:
         """Process batches until stop(), `timeout` seconds, `count` consumed records or --idle-timeout."""
         if self.consumer is None:
@@ -155,6 +211,7 @@ class Bridge(Delivery):
         last_record = None
         last_progress, progress_count = time.monotonic(), self.stats.consumed
         while not self._stop:
+            self._check_reload()
             now = time.monotonic()
             if timeout is not None and now - started >= timeout:
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import BridgeError
 
@@ -74,10 +75,25 @@ class BridgeMetrics:
                                      ["op"], registry=r)
         for op in ("poll", "deliver", "commit", "probe"):
             self.kafka_retries.labels(op)
+        self.model = Gauge("sentictl_bridge_model_info", "The model classifying: 1 for its fingerprint, name and variant",
+                           ["fingerprint", "name", "variant"], registry=r)
+        self.reloads = Counter("sentictl_bridge_reloads", "Models reloaded (SIGHUP) and switched to", registry=r)
+        self.reload_failures = Counter("sentictl_bridge_reload_failures",
+                                       "Reloads refused: the folder failed to verify or load; the previous model "
+                                       "kept classifying", registry=r)
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=r)
         except OSError as exc:
             raise BridgeError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+
+    def show_model(self, model: Any, previous: Any = None) -> None:
+        """sentictl_bridge_model_info for the model now classifying (and no longer for the previous one)."""
+        if previous is not None:
+            try:
+                self.model.remove(previous.fingerprint, previous.name, previous.variant)
+            except KeyError:
+                pass
+        self.model.labels(model.fingerprint, model.name, model.variant).set(1)
 
     def close(self) -> None:
         """Stop the metrics HTTP server."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import BridgeError
 from ..kafka import (
@@ -18,9 +18,13 @@ from .settings import (
 )
 
 
-def run_bridge(model: Any, cache: Any, settings: BridgeSettings, progress: bool = True) -> BridgeStats:
-    """Connect, process until a stop condition or SIGTERM/SIGINT, commit, close; return the counters."""
-    bridge = Bridge(model, cache, settings, progress=progress)
+def run_bridge(model: Any, cache: Any, settings: BridgeSettings, progress: bool = True,
+               reload: Callable[[], Any] | None = None) -> BridgeStats:
+    """Connect, process until a stop condition or SIGTERM/SIGINT, commit, close; return the counters.
+
+    ``reload`` loads the model folder again: on SIGHUP the bridge switches to it between two batches.
+    """
+    bridge = Bridge(model, cache, settings, progress=progress, reload=reload)
 
     def on_signal(signum, _frame):
         bridge.log(f"{signal.Signals(signum).name}: finishing the batch in hand, then committing and closing")
@@ -30,6 +34,8 @@ def run_bridge(model: Any, cache: Any, settings: BridgeSettings, progress: bool 
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if reload is not None and hasattr(signal, "SIGHUP"):
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda signum, frame: bridge.request_reload())
     lost = False
     try:
         try:

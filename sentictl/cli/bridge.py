@@ -130,7 +130,9 @@ def bridge_command(**opts: Any) -> None:
     model = load_model(opts, spin=False, verify="always")
     cache = open_cache(opts)
     try:
-        run_bridge(model, cache, settings, progress=not opts["quiet"])
+        # SIGHUP loads the folder again (verified like the first load) and switches between batches.
+        run_bridge(model, cache, settings, progress=not opts["quiet"],
+                   reload=lambda: load_model(opts, quiet=True, spin=False, verify="always"))
     finally:
         if cache is not None:
             cache.close()

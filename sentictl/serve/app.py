@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from typing import Any, Callable, Iterator
 
@@ -27,7 +28,9 @@ from starlette.responses import Response
 
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
 from ..errors import (
+    BackendError,
     BadRequest,
+    NotFound,
     Overloaded,
     PayloadTooLarge,
     SentictlError,
@@ -75,6 +78,9 @@ class Service:
         self.publisher: Publisher | None = None
         self.started = time.time()
         self._loader: asyncio.Task | None = None
+        self._reloading: asyncio.Task | None = None
+        self._reload_again = False
+        self._reload_lock = asyncio.Lock()  # one reload at a time
         self.max_concurrent_requests = settings.max_concurrent_requests or DEFAULT_CONCURRENT_REQUESTS
         self._in_progress = 0
         # Read when scraped: a set() on every request and answer cost ~4 % of the cache-hit path.
@@ -85,10 +91,18 @@ class Service:
     async def lifespan(self, app: Any):
         """Load the model in the background; on shutdown drain the batcher and the publisher."""
         # In the background so the port opens at once and /health can say "not yet".
-        self._loader = asyncio.get_running_loop().create_task(self._load())
+        loop = asyncio.get_running_loop()
+        self._loader = loop.create_task(self._load())
+        hup = _on_signal(loop, "SIGHUP", lambda: self.request_reload("SIGHUP"))
         try:
             yield
         finally:
+            if hup:
+                loop.remove_signal_handler(signal.SIGHUP)
+            if self._reloading is not None and not self._reloading.done():
+                self._reloading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._reloading
             if not self._loader.done():
                 self._loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -124,9 +138,76 @@ class Service:
         self.batcher.start()
         self.engine = engine
         self.metrics.ready.set(1)
+        self.metrics.show_model(engine)
         info = engine.info()
         log.info("model %s ready (%s on %s); serving on http://%s:%d", engine.name, info["variant"], info["provider"],
                  self.settings.host, self.settings.port)
+
+    # -------------------------------------------------------------- reloading the model
+    def request_reload(self, why: str) -> None:
+        """Reload the model in the background (SIGHUP); one asked for during a reload runs after it."""
+        if self.engine is None:
+            log.info("%s: the model is still loading; nothing to reload yet", why)
+            return
+        if self._reloading is not None and not self._reloading.done():
+            self._reload_again = True
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self._reload_loop(why))
+
+    async def _reload_loop(self, why: str) -> None:
+        while True:
+            self._reload_again = False
+            await self.reload(why)
+            if not self._reload_again:
+                return
+
+    async def reload(self, why: str) -> dict[str, Any]:
+        """Load and verify the model folder again beside the running model, then switch to it between batches.
+
+        Requests already admitted finish on the model they started on (their batcher jobs carry it);
+        the old model is freed once the last of them is answered. A folder that fails to load or
+        verify leaves the running model serving: one log line, sentictl_reload_failures_total.
+        Returns what /admin/reload answers.
+        """
+        async with self._reload_lock:
+            return await self._reload(why)
+
+    async def _reload(self, why: str) -> dict[str, Any]:
+        old = self.engine
+        if old is None or self.batcher is None:
+            raise Unhealthy("the model is still loading; retry when GET /health answers 200")
+        started = time.perf_counter()
+        log.info("%s: loading the model folder again beside %s (%s)", why, old.name, old.fingerprint)
+        try:
+            model = await asyncio.to_thread(self.load)
+            engine = Engine(model, self.cache, max_chars=self.settings.max_chars)
+        except Exception as exc:  # noqa: BLE001 - whatever stops the new model, the old one keeps serving
+            message = str(exc) if isinstance(exc, SentictlError) else f"{type(exc).__name__}: {exc}"
+            self.metrics.reload_failures.inc()
+            log.error("reload failed, still serving %s (%s): %s", old.name, old.fingerprint, message)
+            return {"status": "failed", "error": message, "fingerprint": old.fingerprint}
+        # The switch: everything below runs on the event loop without awaiting, so no request sees half of it.
+        self.engine = engine
+        self.batcher.engine = engine
+        if self.reader is not None:
+            self.reader = CacheReader(engine)
+        self.metrics.show_model(engine, previous=old)
+        self.metrics.reloads.inc()
+        seconds = time.perf_counter() - started
+        log.info("reloaded: %s %s → %s in %.2f s", engine.name, old.fingerprint, engine.fingerprint, seconds)
+        return {"status": "reloaded", "fingerprint": engine.fingerprint, "previous": old.fingerprint,
+                "seconds": round(seconds, 3)}
+
+    async def admin_reload(self, request: Request) -> Response:
+        """POST /admin/reload: reload the model now (only with --api-key; SIGHUP does the same)."""
+        if not self.settings.token:
+            raise NotFound("POST /admin/reload is only served with --api-key (send the server SIGHUP to reload)")
+        # Shielded: a client that hangs up does not cancel a reload half-way (it completes or fails on its own).
+        outcome = await asyncio.shield(asyncio.get_running_loop().create_task(self.reload("POST /admin/reload")))
+        if outcome["status"] != "reloaded":
+            raise BackendError(f"reload failed, the previous model ({outcome['fingerprint']}) is still serving: "
+                               f"{outcome['error']}")
+        return json_response(outcome)
 
     # -------------------------------------------------------------- shared request steps
     def ready(self) -> Engine:
@@ -190,7 +271,10 @@ class Service:
         """Results (with logits) in input order for texts or engine Inputs: cache hits at once, misses
         through the batcher. logits: a cached result without them (stored by an older version) is a miss."""
         unique = list(dict.fromkeys(texts))
-        known: dict[Any, Result] = await self.reader.lookup(unique) if self.reader is not None else {}
+        reader = self.reader
+        if reader is not None and reader.engine is not engine:
+            reader = CacheReader(engine)  # a request admitted before a reload: the old model's cache entries
+        known: dict[Any, Result] = await reader.lookup(unique) if reader is not None else {}
         if logits:
             known = {t: r for t, r in known.items() if "logits" in r}
         misses = [t for t in unique if t not in known]
@@ -201,7 +285,7 @@ class Service:
             # Tokenizing is CPU work: off the event loop, like inference.
             lengths = await asyncio.to_thread(engine.token_counts, misses)
             assert self.batcher is not None  # set together with the engine
-            job = await self.batcher.submit(misses, lengths)
+            job = await self.batcher.submit(misses, lengths, engine)
             timings = {"queue": job.started - job.enqueued, "inference": job.finished - job.started}
             known.update(zip(misses, job.future.result()))
         results = [known[t] for t in texts]
@@ -220,7 +304,8 @@ class Service:
             as_json = ctype == "application/json" or ctype.endswith("+json")
             texts, listed = await self.off_loop(len(body), self.sentiment_texts, engine, body, as_json)
             results, timings = await self.classify(engine, texts)
-            return timed([demo_shape(r) for r in results] if listed else demo_shape(results[0]), started, timings)
+            return timed([demo_shape(r) for r in results] if listed else demo_shape(results[0]), started, timings,
+                         engine.fingerprint)
 
     def sentiment_texts(self, engine: Engine, body: bytes, as_json: bool) -> tuple[list[str], bool]:
         """The accepted texts of a /sentiment body, and whether they came as a list ({"texts": [...]})."""
@@ -243,6 +328,18 @@ class Service:
     async def prometheus(self) -> Response:
         """Prometheus metrics in the text format."""
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _on_signal(loop: asyncio.AbstractEventLoop, name: str, callback: Callable[[], None]) -> bool:
+    """Run callback on the event loop when the signal comes (where the platform has it); whether it was set."""
+    sig = getattr(signal, name, None)
+    if sig is None:
+        return False
+    try:
+        loop.add_signal_handler(sig, callback)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), or no signals here
+        return False
+    return True
 
 
 def parse_json(body: bytes) -> Any:

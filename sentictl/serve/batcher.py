@@ -5,6 +5,10 @@ arrival-order batch with its token counts (the engine splits it into length grou
 the results), and the CacheReader asks ``Engine.lookup`` once for every request of an
 event-loop iteration.
 
+Each job carries the engine its request started on, and a batch only ever holds jobs of one
+engine: when the model is reloaded (Service.reload), requests already admitted finish on the
+old model and new ones run on the new, never a batch that mixes the two.
+
 The queue has no bound of its own: the routes admit at most --max-concurrent-requests requests
 of at most --max-client-batch-size texts each, so a request that was admitted is never refused
 here (a refusal a retry could not fix when the request alone is larger than a queue bound).
@@ -37,6 +41,7 @@ class Job:
     tokens: int
     future: asyncio.Future
     enqueued: float
+    engine: Engine | None = None
     started: float = 0.0
     finished: float = 0.0
 
@@ -74,12 +79,12 @@ class Batcher:
                 job.future.set_exception(Unhealthy("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[Any], lengths: list[int]) -> Job:
-        """Queue texts or engine Inputs (with their token counts) for inference and wait for their results
-        (with logits); BackendError when inference failed."""
+    async def submit(self, texts: list[Any], lengths: list[int], engine: Engine | None = None) -> Job:
+        """Queue texts or engine Inputs (with their token counts) for inference on ``engine`` (default: the
+        batcher's current one) and wait for their results (with logits); BackendError when inference failed."""
         loop = asyncio.get_running_loop()
         tokens = sum(lengths)
-        job = Job(texts, lengths, tokens, loop.create_future(), loop.time())
+        job = Job(texts, lengths, tokens, loop.create_future(), loop.time(), engine or self.engine)
         self._pending.append(job)
         self._queued_texts += len(texts)
         self._queued_tokens += tokens
@@ -96,7 +101,8 @@ class Batcher:
         texts = tokens = 0
         while self._pending:
             job = self._pending[0]
-            if batch and (tokens + job.tokens > self.max_batch_tokens or texts + len(job.texts) > self.max_batch_size):
+            if batch and (tokens + job.tokens > self.max_batch_tokens or texts + len(job.texts) > self.max_batch_size
+                          or job.engine is not batch[0].engine):
                 break
             self._pending.popleft()
             self._queued_texts -= len(job.texts)
@@ -139,9 +145,10 @@ class Batcher:
                 job.started = started
             # The token counts let the engine split this arrival-order batch into length groups.
             lengths = {t: n for job in batch for t, n in zip(job.texts, job.lengths)}
+            engine = batch[0].engine or self.engine
             try:
                 results = await loop.run_in_executor(
-                    self._executor, functools.partial(self.engine.classify, texts, lengths, logits=True))
+                    self._executor, functools.partial(engine.classify, texts, lengths, logits=True))
             except Exception:  # every waiting caller must hear about it (the details go to the log)
                 log.exception("inference failed for a batch of %d texts", len(texts))
                 for job in batch:

@@ -48,6 +48,13 @@ class Metrics:
         self.publish_retries = Counter("sentictl_publish_retries", "Fan-out sends retried after a failure.", registry=r)
         self.publish_pending = Gauge("sentictl_publish_pending", "Results waiting for the broker's acknowledgement.", registry=r)
         self.ready = Gauge("sentictl_model_ready", "1 once the model is loaded.", registry=r)
+        self.model = Gauge("sentictl_model_info", "The model serving: 1 for its fingerprint, name and variant.",
+                           ["fingerprint", "name", "variant"], registry=r)
+        self.reloads = Counter("sentictl_reloads", "Models reloaded (SIGHUP, POST /admin/reload) and switched to.",
+                               registry=r)
+        self.reload_failures = Counter(
+            "sentictl_reload_failures", "Reloads refused: the folder failed to verify or load; the previous model "
+            "kept serving.", registry=r)
         self.cache_failures = Counter(
             "sentictl_cache_failures", "Result-cache operations that failed (the texts were answered uncached).",
             ["op"], registry=r,
@@ -68,6 +75,21 @@ class Metrics:
             "sentictl_requests_in_progress", "Classification requests in progress: /sentiment, /predict, POST /, /invocations (--max-concurrent-requests).",
             registry=r,
         )
+
+
+    def show_model(self, engine: Any, previous: Any = None) -> None:
+        """sentictl_model_info for the model now serving (and no longer for the previous one)."""
+        if previous is not None:
+            try:
+                self.model.remove(*_model_labels(previous))
+            except KeyError:
+                pass
+        self.model.labels(*_model_labels(engine)).set(1)
+
+
+def _model_labels(engine: Any) -> tuple[str, str, str]:
+    info = engine.info()
+    return engine.fingerprint, str(info.get("name") or engine.name), str(info.get("variant"))
 
 
 class MetricsMiddleware:

@@ -54,13 +54,17 @@ def error_response(exc: HttpError) -> Response:
     return json_response(exc.body(), http_status(type(exc)), dict(exc.headers) or None)
 
 
-def timed(data: Any, started: float, timings: Mapping[str, float]) -> Response:
-    """A JSON answer with TEI's timing headers (milliseconds)."""
-    return json_response(data, headers={
+def timed(data: Any, started: float, timings: Mapping[str, float], fingerprint: str | None = None) -> Response:
+    """A JSON answer with TEI's timing headers (milliseconds) and the fingerprint of the model that
+    computed its results (x-model-fingerprint: a reload may switch models between two requests)."""
+    headers = {
         "x-total-time": _ms(time.perf_counter() - started),
         "x-queue-time": _ms(timings["queue"]),
         "x-inference-time": _ms(timings["inference"]),
-    })
+    }
+    if fingerprint is not None:
+        headers["x-model-fingerprint"] = fingerprint
+    return json_response(data, headers=headers)
 
 
 def _ms(seconds: float) -> str:

@@ -110,6 +110,8 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
           for path in ("/health", "/", "/ping")),
         route("/info", tei.info, ["GET"], secured=True, with_request=False),
         route("/metrics", service.prometheus, ["GET"], secured=True, with_request=False),
+        # Without --api-key it answers 404 (anyone could make the server reload); SIGHUP works either way.
+        route("/admin/reload", service.admin_reload, ["POST"], secured=True, with_request=True),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=service.lifespan,

@@ -71,6 +71,9 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
     # uvicorn drains connections on SIGTERM, then re-raises the signal with the handler that was
     # in place before it started; a no-op handler here makes that a clean exit 0.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # SIGHUP reloads the model (Service.reload, set up once the event loop runs); until then it must
+    # not stop the server, as its default action would.
+    hup = signal.signal(signal.SIGHUP, signal.SIG_IGN) if hasattr(signal, "SIGHUP") else None
     try:
         server.run(sockets=sockets)
     except SystemExit:
@@ -79,6 +82,8 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
             fatal.append(f"could not start serving on {settings.host}:{settings.port}")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if hup is not None:
+            signal.signal(signal.SIGHUP, hup)
         for sock in sockets:
             sock.close()
     if fatal:

@@ -58,7 +58,7 @@ class TeiRoutes:
                 await self.refuse_over_length(engine, items, single)
             results, timings = await s.classify(engine, items, logits=req.raw_scores)
             out = [predictions(r, req.raw_scores) for r in results]
-            return timed(out[0] if single else out, started, timings)
+            return timed(out[0] if single else out, started, timings, engine.fingerprint)
 
     def predict_inputs(self, engine: Engine, body: bytes) -> tuple[Any, list[Any], bool]:
         """The validated request, what to classify for each of its inputs, and whether it was one input."""
