@@ -82,7 +82,7 @@ def score_file(tmp_path, tiny_model_dir):
         texts = [orjson.loads(line)["text"] for line in result.stdout.splitlines() if line.strip()]
         reports = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith(b"{")]
         assert all(r["source"] == ("-" if via_stdin else str(path)) and r["error"] for r in reports), reports
-        summary = next(line for line in stderr.splitlines() if "texts scored" in line)
+        summary = next(line for line in stderr.splitlines() if " scored, " in line)
         empty = int(summary.split(" empty skipped")[0].rsplit(", ", 1)[1]) if "empty skipped" in summary else 0
         return result.returncode, texts, reports, empty
 
