@@ -279,12 +279,23 @@ def test_every_error_names_one_of_teis_types(tei):
 
 
 # ------------------------------------------------------------------------------ TEI's clients and document
-def test_huggingface_hub_inference_client(tei, monkeypatch):
+@pytest.fixture
+def hub_online(monkeypatch):
+    """The tests run offline (HF_HUB_OFFLINE=1), which huggingface_hub's client also applies to a local
+    base_url, and bakes into the HTTP session it caches per thread: lift it, with fresh sessions, for
+    one test (loopback only), and drop the online session afterwards."""
     import huggingface_hub
+    from huggingface_hub.utils import reset_sessions
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    reset_sessions()
+    yield
+    reset_sessions()
+
+
+def test_huggingface_hub_inference_client(tei, hub_online):
     from huggingface_hub import InferenceClient
 
-    # The tests run offline (HF_HUB_OFFLINE=1), which the client also applies to a local base_url.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     text = "Quarterly revenue beat analysts' estimates."
     best = _post(tei, "/predict", {"inputs": text})[1][0]
     answer = InferenceClient(base_url=tei.url).text_classification(text)
@@ -369,14 +380,12 @@ def test_teis_flag_names_and_what_info_reports(tiny_model_dir):
     assert "--coalesce-tokens (SENTICTL_COALESCE_TOKENS) is deprecated" in err and "--max-batch-tokens" in err
 
 
-def test_max_batch_tokens_variable_and_the_api_key_through_the_client(tiny_model_dir, monkeypatch):
-    import huggingface_hub
+def test_max_batch_tokens_variable_and_the_api_key_through_the_client(tiny_model_dir, hub_online):
     from huggingface_hub import InferenceClient
 
     s = Server(["--model-dir", str(tiny_model_dir), "--no-cache"],
                env=sentictl_env(SENTICTL_SERVE_MAX_BATCH_TOKENS="4096", SENTICTL_TOKEN="k3y")).wait_healthy()
     try:
-        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
         assert s.client.get("/info", headers={"authorization": "Bearer k3y"}).json()["max_batch_tokens"] == 4096
         answer = InferenceClient(base_url=s.url, api_key="k3y").text_classification("Profit rose.")
         first = answer[0] if isinstance(answer, list) else answer
