@@ -17,16 +17,16 @@ builds the manifest the engine would otherwise read:
   the graph's external-data entries name (read from the graph itself, whatever the file is called:
   ``model.onnx_data``, ``model.onnx.data``, ``weights.bin``).
 
-Hot path: json and pathlib only.
+Hot path: orjson (via jsonfile) and pathlib only.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError, ModelNotFound
+from .jsonfile import read_object
 
 KIND = "optimum"
 CONFIG = "config.json"
@@ -65,14 +65,9 @@ def precision(file_name: str) -> str:
 
 def _json(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return read_object(path, what)
     except FileNotFoundError:
         return {}
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"{path} is not readable JSON ({type(exc).__name__}): the {what} cannot be read") from None
-    if not isinstance(data, dict):
-        raise ManifestError(f"{path} is not a JSON object: the {what} cannot be read")
-    return data
 
 
 def _token(value: Any) -> str | None:

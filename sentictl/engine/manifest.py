@@ -15,6 +15,7 @@ import orjson
 from .. import config
 from ..errors import ManifestError, ModelNotFound
 from . import foreign, integrity
+from .jsonfile import read_object
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -38,10 +39,7 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
             f"{model_dir} has no {MANIFEST} (nor model.onnx + config.json): is it a directory written by "
             f"`sentictl export` or `optimum-cli export onnx --task text-classification`?"
         )
-    try:
-        manifest = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise ManifestError(f"{path} is not valid JSON ({exc}); re-run `sentictl export`") from None
+    manifest = read_object(path, "model manifest", "re-run `sentictl export`")
     for key in ("labels", "max_length", "variants", "tokenizer"):
         if key not in manifest:
             raise ManifestError(f"{path} lacks '{key}'; re-run `sentictl export`")

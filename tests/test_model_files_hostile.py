@@ -1,0 +1,69 @@
+"""Hostile model folders (issue 18, item 5): JSON nested past any sane depth, and files too large to
+be what they claim, cost one line and exit 1 from every door, never a traceback."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import free_port, run_sentictl
+from sentictl.config import bundled_model_dir
+
+DEEP = "[" * 100_000 + "]" * 100_000
+DEEP_OBJECT = '{"a":' * 100_000 + "1" + "}" * 100_000
+
+
+@pytest.fixture
+def foreign_with_deep_config(tmp_path):
+    """An optimum-style folder (no manifest.json) whose config.json nests 100,000 levels deep."""
+    folder = tmp_path / "deep"
+    shutil.copytree(bundled_model_dir(), folder)
+    (folder / "manifest.json").unlink()
+    (folder / "config.json").write_text(DEEP_OBJECT)
+    return folder
+
+
+@pytest.fixture
+def deep_manifest(tmp_path):
+    folder = tmp_path / "deep-manifest"
+    shutil.copytree(bundled_model_dir(), folder)
+    (folder / "manifest.json").write_text(DEEP)
+    return folder
+
+
+@pytest.fixture
+def huge_manifest(tmp_path):
+    folder = tmp_path / "huge-manifest"
+    shutil.copytree(bundled_model_dir(), folder)
+    with open(folder / "manifest.json", "w") as fh:
+        fh.write('{"pad": "')
+        fh.write("x" * (17 << 20))
+        fh.write('"}')
+    return folder
+
+
+def door(name: str, folder) -> list[str]:
+    return {
+        "score": ["score", "--no-cache", "--model-dir", str(folder), "-"],
+        "info": ["info", "--model-dir", str(folder)],
+        "serve": ["serve", "--no-cache", "--model-dir", str(folder), "--port", str(free_port())],
+        "bridge": ["bridge", "--no-cache", "--model-dir", str(folder), "--in", "news", "--out", "scored",
+                   "--bootstrap", f"127.0.0.1:{free_port()}", "--connect-timeout", "2"],
+    }[name]
+
+
+@pytest.mark.parametrize("which, says", [
+    ("foreign_with_deep_config", "is not readable JSON"),
+    ("deep_manifest", "is not readable JSON"),
+    ("huge_manifest", "is over 16 MB"),
+])
+@pytest.mark.parametrize("name", ["score", "info", "serve", "bridge"])
+def test_a_hostile_json_file_is_one_line_from_every_door(request, which, says, name):
+    folder = request.getfixturevalue(which)
+    run = run_sentictl(*door(name, folder), input=b"Profit rose\n", timeout=60)
+    err = run.stderr.decode()
+    assert "Traceback" not in err and "RecursionError" not in err, err
+    assert run.returncode == 1, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and says in lines[0], err
