@@ -67,3 +67,20 @@ def test_a_hostile_json_file_is_one_line_from_every_door(request, which, says, n
     assert run.returncode == 1, err
     lines = [line for line in err.strip().splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and says in lines[0], err
+
+
+def test_info_verify_on_a_truncated_weights_file_lists_the_problem_and_exits_4(tiny_model_dir, tmp_path):
+    import orjson
+
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir, folder)
+    data = folder / "model_int8.onnx.data"
+    data.chmod(0o644)
+    with open(data, "r+b") as fh:
+        fh.truncate(100)
+    run = run_sentictl("info", "--model-dir", str(folder), "--verify", "--variant", "int8")
+    assert "Traceback" not in run.stderr.decode()
+    assert run.returncode == 4, run.stderr.decode()
+    out = orjson.loads(run.stdout)
+    assert out["verified"] is False and out["loadable"] is False
+    assert out["problems"] == ["int8 weights: model_int8.onnx.data does not match its sha256"]

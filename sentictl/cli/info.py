@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .. import __version__, config
+from ..errors import SentictlError
 from ..exitcodes import CHECK_FAILED
 from .options import CONTEXT, load_model, model_options, opt
 
@@ -46,7 +47,15 @@ def info(**opts: Any) -> None:
         # Hash every file first (matching ones get stamped, so loading does not hash them again);
         # a directory with problems is still described, loaded without verification.
         problems = verify(resolved.path)
-    model = load_model(opts, quiet=True, verify="off" if problems else "stamp")
+    try:
+        model = load_model(opts, quiet=True, verify="off" if problems else "stamp")
+    except SentictlError as exc:
+        if not problems:
+            raise
+        # Files that fail their check may not load at all (a truncated weights file): the problems
+        # are the answer, exit 4, not the loader's message.
+        click.echo(orjson.dumps(_unloadable(resolved, problems, exc), option=orjson.OPT_INDENT_2).decode())
+        sys.exit(CHECK_FAILED)
     out = {"sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled,
            # The directory is resolved against the current directory when it is the default one.
            "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
@@ -79,6 +88,17 @@ def info(**opts: Any) -> None:
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     if opts["verify"] and out["problems"]:
         sys.exit(CHECK_FAILED)
+
+
+def _unloadable(resolved: Any, problems: list[str], exc: Exception) -> dict[str, Any]:
+    """What info --verify says of a folder whose files failed their check and cannot even be loaded."""
+    from ..engine.manifest import read_manifest
+
+    manifest = read_manifest(resolved.path)
+    return {"sentictl": __version__,
+            "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
+            "model_dir": str(resolved.path), "name": manifest.get("name"), "source": manifest.get("source"),
+            "loadable": False, "load_error": str(exc), "verified": False, "problems": problems}
 
 
 def _not_shipped_reason(variant: dict[str, Any]) -> str:
