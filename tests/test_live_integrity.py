@@ -257,3 +257,18 @@ def test_hot_path_still_never_imports_onnx(export_a):
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=sentictl_env(), timeout=120)
     assert out.stdout.decode().strip() == "[]", out.stderr.decode()
+
+
+def test_a_private_folder_that_cannot_take_the_copy_falls_back_to_memory(export_a, tmp_path, monkeypatch):
+    """Disk full (or read-only) where the private copy goes: loaded from memory, checked all the same."""
+    real = integrity.copy_verified
+
+    def full(source, dest, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(integrity, "copy_verified", full)
+    m = engine.Model(export_a, provider="cpu", variant="int8", verify="always")
+    monkeypatch.setattr(integrity, "copy_verified", real)
+    reference = engine.Model(export_a, provider="cpu", variant="int8")
+    assert m.fingerprint == reference.fingerprint and m.classify(TEXTS) == reference.classify(TEXTS)
+    assert m._private is None

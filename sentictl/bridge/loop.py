@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from .. import console
 from ..engine import BadRecord, Engine, Record
+from ..engine.model import release_when_freed
 from ..engine.records import OUTPUT_TOO_LARGE as TOO_LARGE
 from ..errors import SentictlError
 from ..kafka import (
@@ -191,6 +192,7 @@ class Bridge(Delivery):
             self.log(f"reload failed, still classifying with {old.name} ({old.fingerprint}): {message}")
             return
         self.model, self.engine, self.out, self._fp = loaded, engine, out, loaded.fingerprint.encode()
+        release_when_freed(old)
         if self.metrics:
             self.metrics.show_model(loaded, previous=old)
             self.metrics.reloads.inc()

@@ -74,7 +74,9 @@ def bridge_command(**opts: Any) -> None:
     adds the headers sentictl-model (fingerprint) and sentictl-label. Raw input becomes the result
     record; JSON input becomes the object with a "sentiment" field. Records that cannot be
     classified go to --dlq with sentictl-error and sentictl-source-* headers. SIGTERM/SIGINT
-    finish the batch, commit and exit 0. Several bridges with one --group share the partitions.
+    finish the batch, commit and exit 0. SIGHUP reloads the model folder (verified, beside the
+    running model) and switches between two batches; a folder that fails leaves the running model
+    classifying (one line). Several bridges with one --group share the partitions.
 
     Kafka client settings by their librdkafka/Java names: -X NAME=VALUE and --kafka-config FILE
     (group.id, auto.offset.reset, session.timeout.ms, max.poll.interval.ms and max.poll.records set
@@ -127,6 +129,9 @@ def bridge_command(**opts: Any) -> None:
     # (every label) before connecting.
     check_settings(settings)
     # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
+    from ..engine.model import fix_mmap_threshold
+
+    fix_mmap_threshold()  # before the model loads: a reload (SIGHUP) then gives the old model's memory back
     model = load_model(opts, spin=False, verify="always")
     cache = open_cache(opts)
     try:

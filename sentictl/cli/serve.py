@@ -77,9 +77,16 @@ def serve_command(**opts: Any) -> None:
       POST /decode        TEI: {"ids", "skip_special_tokens"} -> texts
       GET  /health        200 once the model is loaded, 503 before (also GET / and /ping)
       GET  /info (TEI's fields and sentictl's), /metrics (Prometheus), /openapi.json
+      POST /admin/reload  with --api-key only: reload the model folder now (as SIGHUP)
 
     Concurrent requests are coalesced into batches (--max-batch-tokens, --max-wait-ms); cached
     texts are answered without queueing. SIGTERM lets in-flight requests finish, then exits 0.
+    SIGHUP reloads the model folder without dropping a request: it is loaded and verified beside
+    the running model, then switched to between batches (requests in flight finish on the model
+    they started on; every answer names its model in the x-model-fingerprint header). A folder
+    that fails to verify or load leaves the running model serving (one log line,
+    sentictl_reload_failures_total). The model's files are read once and checked as read: later
+    changes to the folder change nothing the server runs until it is told to reload.
     Texts follow the same record rules as score and bridge (one trailing line ending and a BOM
     removed). Every error answers {"error", "error_type", "reason"} with TEI's error types and
     statuses: Empty 400 (reason "empty"), Validation 422 (413 for a body, text or batch over a

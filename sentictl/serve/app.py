@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
+from ..engine.model import release_when_freed
 from ..errors import (
     BackendError,
     BadRequest,
@@ -181,6 +182,10 @@ class Service:
         try:
             model = await asyncio.to_thread(self.load)
             engine = Engine(model, self.cache, max_chars=self.settings.max_chars)
+            if self.publisher is not None and engine.labels != old.labels:
+                # --publish checked its topics for the labels it started with.
+                raise SentictlError(f"its labels ({', '.join(engine.labels)}) differ from the running model's "
+                                    f"({', '.join(old.labels)}), whose topics --publish set up: restart the server")
         except Exception as exc:  # noqa: BLE001 - whatever stops the new model, the old one keeps serving
             message = str(exc) if isinstance(exc, SentictlError) else f"{type(exc).__name__}: {exc}"
             self.metrics.reload_failures.inc()
@@ -193,6 +198,8 @@ class Service:
             self.reader = CacheReader(engine)
         self.metrics.show_model(engine, previous=old)
         self.metrics.reloads.inc()
+        gone = old.fingerprint
+        release_when_freed(old.model, lambda: log.info("the previous model (%s) is freed", gone))
         seconds = time.perf_counter() - started
         log.info("reloaded: %s %s → %s in %.2f s", engine.name, old.fingerprint, engine.fingerprint, seconds)
         return {"status": "reloaded", "fingerprint": engine.fingerprint, "previous": old.fingerprint,

@@ -8,6 +8,7 @@ import signal
 from typing import Any, Callable
 
 from ..engine import ResultCache
+from ..engine.model import fix_mmap_threshold
 from ..errors import SentictlError
 from .connections import (
     MAX_HEADER_BYTES,
@@ -31,6 +32,8 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
     import uvicorn
 
     _configure_logging()
+    # Before the model loads: a reload (SIGHUP) then gives the old model's memory back (see there).
+    fix_mmap_threshold()
     fatal: list[str] = []
     server_box: list[Any] = []
 
