@@ -64,6 +64,9 @@ KNOBS: dict[str, dict[str, Any]] = {
     "mem-pattern": {"attrs": {"enable_mem_pattern": True}},  # ORT's default, off in sentictl since issue 13
     # serve only: skip sentictl's malloc_trim after loading; "mem-pattern+no-trim" = serve before issue 13.
     "no-trim": {"sentictl_no_trim": True},
+    # serve only: verified weights handed to ORT from memory (the fallback when no private folder can
+    # be made) instead of from a private copy ORT maps (issue 18); ORT copies them while it loads.
+    "in-memory-weights": {"sentictl_in_memory": True},
     "no-arena-no-pattern": {"attrs": {"enable_cpu_mem_arena": False, "enable_mem_pattern": False}},
     "init-device-alloc": {"config": {"session.use_device_allocator_for_initializers": "1"}},
     "env-arena-same-as-requested": {"config": {"session.use_env_allocators": "1"}, "env_arena": 1},
@@ -177,6 +180,10 @@ def install_knob(knob: dict[str, Any]) -> None:
     _libc_tune(knob)
     if "env_arena" in knob:
         _register_env_arena(int(knob["env_arena"]))
+    if knob.get("sentictl_in_memory"):
+        import sentictl.engine.integrity as integrity
+
+        integrity.private_dir = lambda: None
     if knob.get("sentictl_no_trim"):
         import sentictl.engine.model as engine_model
 
