@@ -2,19 +2,48 @@
 
 notice: one line; Steps: numbered steps of a long job with their durations (export, bench);
 progress_bar: a byte bar for file inputs, only when a person watches stderr (score).
+
+A library prints nothing: while the public Python API (``sentictl.load``, ``Classifier``) runs,
+:func:`library_notices` sends notices to the ``sentictl`` logger instead of stderr, so the program
+that imports sentictl decides whether and where they appear. The switch is a context variable, so
+a command running in another thread (or task) of the same process keeps its stderr lines.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import IO, Any
+
+LOGGER = logging.getLogger("sentictl")
+LOGGER.addHandler(logging.NullHandler())  # no "last resort" stderr output for library users
+_TO_LOGGING: ContextVar[bool] = ContextVar("sentictl_notices_to_logging", default=False)
 
 
 def notice(message: str) -> None:
-    """One line on stderr, prefixed with the program name; never raises (stderr may be gone)."""
+    """One line on stderr, prefixed with the program name; never raises (stderr may be gone).
+
+    Inside :func:`library_notices`, a WARNING on the ``sentictl`` logger instead.
+    """
+    if _TO_LOGGING.get():
+        LOGGER.warning(message)
+        return
     line(f"sentictl: {message}")
+
+
+@contextmanager
+def library_notices() -> Iterator[None]:
+    """Within this block (this thread or task only), notices go to the ``sentictl`` logger, not stderr."""
+    token = _TO_LOGGING.set(True)
+    try:
+        yield
+    finally:
+        _TO_LOGGING.reset(token)
 
 
 def line(text: str) -> None:
