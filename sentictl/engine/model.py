@@ -302,12 +302,18 @@ class Model:
         except OSError:
             # The private folder cannot take the copy (disk full, read-only): keep the bytes in memory
             # instead, those of the copies made so far too (they were checked when copied).
-            for done in [name for name, data in self._external.items() if data is None]:
-                self._external[done] = (self._private / done).read_bytes()
-            self._discard_private()
+            self._copies_into_memory(self._external)
             return self._take(path, location, expected, mode)
         self._external[location] = None
         return sha
+
+    def _copies_into_memory(self, external: dict[str, bytes | None]) -> None:
+        """Read the private copies made so far back into ``external`` and drop the private folder."""
+        private = self._private
+        if private is not None:
+            for done in [name for name, data in external.items() if data is None]:
+                external[done] = (private / done).read_bytes()
+        self._discard_private()
 
     def _discard_private(self) -> None:
         """Remove the private copies: ORT keeps its mappings of them, nobody can open them any more."""
@@ -369,11 +375,17 @@ class Model:
         del self._graph, self._external
         source: str | bytes = graph
         if self._private is not None:
-            source = str(self._private / path.name)
-            with open(source, "xb") as fh:
-                fh.write(graph)
-            graph = b""  # ORT reads the copy: free these bytes before it loads (a single-file graph is large)
-        elif external:
+            try:
+                with open(self._private / path.name, "xb") as fh:
+                    fh.write(graph)
+            except OSError:
+                # The private folder cannot take the graph (disk full, a file size limit): load
+                # everything from memory instead (verified all the same; costs RSS while loading).
+                self._copies_into_memory(external)
+            else:
+                source = str(self._private / path.name)
+                graph = b""  # ORT reads the copy: free these bytes before it loads (a single-file graph is large)
+        if isinstance(source, bytes) and external:
             names = list(external)
             opts.add_external_initializers_from_files_in_memory(
                 names, [external[n] for n in names], [len(external[n]) for n in names])  # type: ignore[arg-type]
