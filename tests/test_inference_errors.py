@@ -90,3 +90,54 @@ def test_bridge_sends_the_poison_record_to_the_dlq_and_delivers_the_rest(kafka_b
     assert headers["sentictl-error"] == b"inference_error" and headers["sentictl-source-offset"] == b"7"
     assert dead.value == values[7]
     assert committed(kafka_bootstrap, group, src) == ends
+
+
+def test_the_grown_vocabulary_is_said_once_at_load(poisoned_model):
+    run = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(poisoned_model)],
+                         input=b"profit rose\n", capture_output=True, env=sentictl_env(), timeout=300)
+    assert run.returncode == 0
+    assert run.stderr.decode().count("more than the model's embedding table holds") == 1
+
+
+@pytest.fixture
+def foreign_copy(tiny_model_dir, tmp_path):
+    """The tiny export as an optimum folder (no manifest.json), files writable."""
+    import shutil
+
+    folder = tmp_path / "optimum"
+    shutil.copytree(tiny_model_dir, folder)
+    for path in folder.iterdir():
+        path.chmod(0o644)
+    (folder / "manifest.json").unlink()
+    return folder
+
+
+def test_a_pad_id_past_the_embedding_table_is_a_start_up_error(foreign_copy):
+    cfg = orjson.loads((foreign_copy / "config.json").read_bytes())
+    (foreign_copy / "config.json").write_bytes(orjson.dumps({**cfg, "pad_token_id": 5000}))
+    for door in (["score", "--no-cache"], ["serve", "--no-cache", "--port", "0"]):
+        run = subprocess.run([sys.executable, "-m", "sentictl", *door, "--model-dir", str(foreign_copy)],
+                             input=b"profit rose\nlosses widened sharply\n", capture_output=True, env=sentictl_env(),
+                             timeout=120)
+        err = run.stderr.decode()
+        assert run.returncode == 1 and "Traceback" not in err, err
+        (line,) = [x for x in err.splitlines() if x.startswith("Error:")]
+        assert "fails on a padded batch of two texts" in line and "pad token id 5000" in line
+
+
+def test_a_folder_that_declares_no_max_length_gets_the_one_its_graph_runs(foreign_copy):
+    cfg = orjson.loads((foreign_copy / "config.json").read_bytes())
+    del cfg["max_position_embeddings"]
+    (foreign_copy / "config.json").write_bytes(orjson.dumps(cfg))
+    tok_cfg = orjson.loads((foreign_copy / "tokenizer_config.json").read_bytes())
+    tok_cfg.pop("model_max_length", None)
+    (foreign_copy / "tokenizer_config.json").write_bytes(orjson.dumps(tok_cfg))
+    long_text = " ".join(["profit rose sharply"] * 100)  # 300 words: past the graph's 128 positions
+    run = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(foreign_copy)],
+                         input=f"{long_text}\nlosses widened\n".encode(), capture_output=True, env=sentictl_env(),
+                         timeout=120)
+    err = run.stderr.decode()
+    assert run.returncode == 0, err
+    assert "fails on 512 tokens: using 128" in err
+    first, second = [orjson.loads(line) for line in run.stdout.splitlines()]
+    assert first["truncated"] is True and second["text"] == "losses widened"

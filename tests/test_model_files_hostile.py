@@ -84,3 +84,14 @@ def test_info_verify_on_a_truncated_weights_file_lists_the_problem_and_exits_4(t
     out = orjson.loads(run.stdout)
     assert out["verified"] is False and out["loadable"] is False
     assert out["problems"] == ["int8 weights: model_int8.onnx.data does not match its sha256"]
+
+
+def test_a_tokenizer_too_large_to_be_one_is_refused_before_it_is_read(tmp_path):
+    folder = tmp_path / "huge-tokenizer"
+    shutil.copytree(bundled_model_dir(), folder)
+    with open(folder / "tokenizer.json", "r+b") as fh:
+        fh.truncate(65 << 20)  # sparse: the size is what is checked, before any byte is read
+    run = run_sentictl("score", "--no-cache", "--model-dir", str(folder), input=b"Profit rose\n", timeout=60)
+    err = run.stderr.decode()
+    assert run.returncode == 1 and "Traceback" not in err, err
+    assert "over the 64 MB a tokenizer may take" in err

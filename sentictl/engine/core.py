@@ -16,7 +16,7 @@ from typing import Any, Hashable, Mapping, Sequence
 from .. import config
 from .batching import length_groups
 from .cache import ResultCache
-from .model import Model
+from .model import Model, is_runtime_error, runtime_message
 from ..errors import InferenceError
 from .records import INFERENCE_ERROR, BadRecord, Input, Verdict, check_pair, check_text, from_bytes
 from .results import Result
@@ -212,21 +212,11 @@ class Engine:
         try:
             fresh = self.infer(misses, lengths)
         except Exception as exc:
-            if not _is_runtime_error(exc):
+            if not is_runtime_error(exc):
                 raise
-            raise InferenceError(f"inference failed: {_first_line(exc)}") from exc
+            raise InferenceError(f"inference failed: {runtime_message(exc)}") from exc
         known.update(zip(misses, fresh if logits else map(_without_logits, fresh)))
         return [known[t] for t in texts]
-
-
-def _is_runtime_error(exc: BaseException) -> bool:
-    """Whether ONNX Runtime raised it (its errors are plain pybind11 classes of its own module)."""
-    return type(exc).__module__.startswith("onnxruntime")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _raw(item: Item) -> str | tuple[str, str]:

@@ -92,6 +92,13 @@ def _labels(cfg: dict[str, Any], path: Path) -> dict[str, str]:
     return {str(k): labels[k] for k in sorted(labels)}
 
 
+def _declares_max_length(cfg: dict[str, Any], tok_cfg: dict[str, Any]) -> bool:
+    """Whether the folder says how long a text may be (else _max_length assumes BERT's 512)."""
+    positions, declared = cfg.get("max_position_embeddings"), tok_cfg.get("model_max_length")
+    return (isinstance(positions, int) and not isinstance(positions, bool) and positions > 2) or (
+        isinstance(declared, (int, float)) and not isinstance(declared, bool) and 2 < declared < _NO_LIMIT)
+
+
 def _max_length(cfg: dict[str, Any], tok_cfg: dict[str, Any]) -> int:
     limits = []
     positions = cfg.get("max_position_embeddings")
@@ -190,6 +197,8 @@ def synthesize(model_dir: Path) -> dict[str, Any]:
             "kind": KIND,
             "note": "no manifest.json: labels from config.json, fingerprint from the files' sha256, no parity figures",
             "quantization": ort_cfg.get("quantization") if isinstance(ort_cfg.get("quantization"), dict) else None,
+            # Neither max_position_embeddings nor model_max_length: 512 is a guess the engine checks at load.
+            "max_length_assumed": not _declares_max_length(cfg, tok_cfg),
         },
     }
 

@@ -208,6 +208,7 @@ class Model:
             self._load_session(entry, threads)
         finally:
             self._discard_private()
+        self._probe()
 
     def _verify(self, entry: dict[str, Any], mode: str) -> str:
         """Read the files this model runs (graph, every external-data file it names, tokenizer) into
@@ -265,6 +266,7 @@ class Model:
             elif mode != "off":
                 integrity.check_file(path, item.get("sha256"), mode, MANIFEST)
         tok_path = self.model_dir / tok["file"]
+        _check_tokenizer_size(tok_path)
         self._tokenizer_bytes, sha = self._read(tok_path, None if foreign else tok.get("sha256"), mode)
         if foreign:
             tok["sha256"] = sha
@@ -355,7 +357,9 @@ class Model:
             opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
+        # Fatal only: a failed run is an exception the engine reports in its own words (inference_error,
+        # a start-up check), so ORT's own error line on stderr would only say it twice.
+        opts.log_severity_level = 4
         if not self.spin:
             # Idle ORT threads otherwise spin for a while after each run, taking the CPU that a
             # server's event loop needs to answer and gather the next batch.
@@ -401,6 +405,57 @@ class Model:
         self.threads = threads
         if is_foreign(self.manifest):
             self._check_foreign_outputs(path)
+
+    def _probe(self) -> None:
+        """Check the limits the engine relies on against the graph, with three tiny runs (and, where the
+        folder only let us guess its max length, one at that length): a model that would fail on every
+        batch is a start-up error, not a stream of inference errors.
+
+        - a padded batch of two (the pad id must be a row of the embedding table);
+        - a text as long as max_length (positions), when the folder did not declare it: the longest
+          power of two that runs is used instead, with a notice;
+        - the tokenizer's last id: past the embedding table, texts holding such ids fail one by one
+          (reported as inference_error by the engine): said once here.
+        """
+        cls, sep = self._cls, self._sep
+        # A graph of static shape (CoreML's) runs a fixed batch, always padded to its width.
+        pair = [[cls, sep], [cls, cls, sep]][: int(self.static_shape[0]) if self.static_shape else 2]
+        try:
+            self._forward(pair)
+        except Exception as exc:
+            if not is_runtime_error(exc):
+                raise
+            raise ManifestError(f"{self.model_dir}: the model fails on a padded batch of two texts "
+                                f"({runtime_message(exc)}): is the pad token id {self._pad} right for it?") from None
+        if (self.manifest.get("foreign") or {}).get("max_length_assumed") and not self.static_shape:
+            self._probe_length()
+        last = self.tokenizer.get_vocab_size() - 1
+        try:
+            self._forward([[cls, last, sep]])
+        except Exception as exc:
+            if not is_runtime_error(exc):
+                raise
+            notice(f"{self.name}: the tokenizer knows {last + 1:,} tokens, more than the model's embedding table "
+                   f"holds: texts holding the extra ones are reported as inference_error")
+
+    def _probe_length(self) -> None:
+        """The folder declares no max length: keep the longest power of two (up to the guess) the graph runs."""
+        length = self.max_length
+        while length >= 8:
+            try:
+                self._forward([[self._cls] * (length - 1) + [self._sep]])
+            except Exception as exc:
+                if not is_runtime_error(exc):
+                    raise
+                length = 1 << ((length - 1).bit_length() - 1)  # the next power of two down
+                continue
+            if length != self.max_length:
+                notice(f"{self.name}: the folder declares no max length (max_position_embeddings, "
+                       f"model_max_length) and the graph fails on {self.max_length} tokens: using {length}")
+                self.max_length = length
+            return
+        raise ManifestError(f"{self.model_dir}: the model fails even on a text of 8 tokens: is it a text "
+                            f"classifier for this tokenizer?")
 
     def _check_foreign_outputs(self, path: Path) -> None:
         """A folder optimum wrote for another task has no (batch, labels) logits: say so instead of misreading it."""
@@ -638,6 +693,32 @@ class Model:
             "labels": self.labels,
             "long": self.long,
         }
+
+
+# The largest tokenizer.json a model may bring: real ones are a few MB (BERT's 0.7 MB, a 250,000-token
+# multilingual one about 17 MB); a 10-million-entry vocabulary took 42 s and 2.8 GB before failing.
+TOKENIZER_MAX_BYTES = 64 << 20
+
+
+def _check_tokenizer_size(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # missing or unreadable: reading it says so in its own words
+    if size > TOKENIZER_MAX_BYTES:
+        raise ManifestError(f"{path} is {size / 1e6:,.0f} MB, over the {TOKENIZER_MAX_BYTES >> 20} MB a tokenizer may "
+                            f"take: is it the right file?")
+
+
+def is_runtime_error(exc: BaseException) -> bool:
+    """Whether ONNX Runtime raised it (its errors are plain pybind11 classes of its own module)."""
+    return type(exc).__module__.startswith("onnxruntime")
+
+
+def runtime_message(exc: BaseException) -> str:
+    """The first line of an ONNX Runtime error, bounded."""
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
