@@ -14,6 +14,7 @@ the model again in the receiving process, once per process, refusing a folder th
 from __future__ import annotations
 
 import enum
+import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,7 +29,7 @@ from .errors import ManifestError, SentictlError
 if TYPE_CHECKING:
     from .engine.cache import ResultCache
     from .engine.core import Engine
-    from .engine.records import BadRecord
+    from .engine.records import Verdict
 
 __all__ = ["DEFAULT_CACHE", "CacheDefault", "Classifier", "ModelMismatch", "Result", "SentictlError", "load"]
 
@@ -189,6 +190,7 @@ class Classifier:
         self._resolved = resolved
         self._options = options
         self._model_dir = Path(resolved.path).absolute()
+        self._closed = False
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -279,19 +281,15 @@ class Classifier:
     def _classify_chunk(self, texts: Sequence[str | None]) -> list[Result]:
         from .engine.records import BadRecord, Record
 
-        verdicts: list[Record | BadRecord] = [self._verdict(t) for t in texts]
-        good = [i for i, v in enumerate(verdicts) if isinstance(v, Record)]
-        outcomes = self._engine.classify_each([verdicts[i].text for i in good])  # type: ignore[union-attr]
+        verdicts = [self._verdict(t) for t in texts]
+        records = {i: v for i, v in enumerate(verdicts) if isinstance(v, Record)}
+        outcomes = dict(zip(records, self._engine.classify_each([r.text for r in records.values()])))
         out: list[Result] = []
-        by_index = dict(zip(good, outcomes))
-        for i, verdict in enumerate(verdicts):
-            outcome = by_index.get(i, verdict)
-            text = texts[i] if isinstance(texts[i], str) else ""
+        for i, (given, verdict) in enumerate(zip(texts, verdicts)):
+            outcome = outcomes[i] if isinstance(verdict, Record) else verdict
             if isinstance(outcome, BadRecord):
-                out.append(Result(text=text, label=None, score=None, scores={}, model=self.name, error=outcome.reason,
-                                  message=outcome.message))
-            elif isinstance(outcome, Record):  # not reached: every Record got an outcome
-                raise AssertionError("a record without an outcome")
+                out.append(Result(text=given if isinstance(given, str) else "", label=None, score=None, scores={},
+                                  model=self.name, error=outcome.reason, message=outcome.message))
             else:
                 out.append(Result(text=outcome["text"], label=outcome["label"], score=float(outcome["score"]),
                                   scores={k: float(v) for k, v in outcome["scores"].items()},
@@ -299,7 +297,7 @@ class Classifier:
                                   truncated=bool(outcome.get("truncated", False))))
         return out
 
-    def _verdict(self, text: object) -> Any:
+    def _verdict(self, text: object) -> Verdict:
         from .engine.records import BadRecord
 
         if text is None:
@@ -310,7 +308,8 @@ class Classifier:
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Close the cache (the model is freed with the object)."""
+        """Close the cache (later calls run uncached; the model is freed with the object)."""
+        self._closed = True
         cache = self._engine.cache
         if cache is not None:
             cache.close()
@@ -339,7 +338,7 @@ def _reopen(model_dir: str | None, options: _Options, fingerprint: str) -> Class
     key = (model_dir, options, fingerprint)
     with _REOPEN_LOCK:
         found = _REOPENED.get(key)
-        if found is not None:
+        if found is not None and not found._closed:  # a task may have closed it: then open a fresh one
             return found
         bundled = model_dir is None
         path = config.bundled_model_dir() if bundled else Path(model_dir)  # type: ignore[arg-type]
@@ -357,7 +356,7 @@ def _reopen(model_dir: str | None, options: _Options, fingerprint: str) -> Class
 
 def _is_missing(value: object) -> bool:
     """None, or a float NaN (pandas' missing value in a column of texts)."""
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def describe(engine: Engine, resolved: config.ResolvedModel, cache: Path | None = None, *,
@@ -365,8 +364,8 @@ def describe(engine: Engine, resolved: config.ResolvedModel, cache: Path | None 
     """The facts ``sentictl info`` prints about a loaded model: which folder and why, how it runs,
     its variants, origin and parity figures (+ "verified" and "problems" with verify)."""
     from . import __version__
-    from .engine.manifest import is_foreign, verify as verify_files
-    from .engine.model import MANIFEST
+    from .engine.manifest import MANIFEST, is_foreign
+    from .engine.manifest import verify as verify_files
 
     model = engine.model
     out: dict[str, Any] = {

@@ -89,6 +89,18 @@ def test_results_come_in_input_order_beyond_one_chunk(clf):
     assert forward == list(reversed(backward))
 
 
+def test_one_classifier_serves_several_threads(clf, tmp_path):
+    texts = headlines(600)
+    alone = clf.classify(texts)
+    with cf.ThreadPoolExecutor(4) as pool:  # concurrent inference on one session
+        parts = list(pool.map(clf.classify, [texts[i::4] for i in range(4)] * 2))
+    assert parts == [alone[i % 4::4] for i in range(8)]
+    with sentictl.load(threads=1, cache=tmp_path / "c.sqlite") as cached, cf.ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(cached.classify, [texts[i::4] for i in range(4)] * 2))  # ... and one cache
+    assert [[dataclasses.replace(r, cache_hit=False) for r in part] for part in parts] == \
+        [alone[i % 4::4] for i in range(8)]
+
+
 def test_a_single_string_is_refused(clf):
     with pytest.raises(TypeError, match=r"classify\(\[text\]\)"):
         clf.classify("Profit rose.")  # type: ignore[arg-type]
@@ -182,6 +194,15 @@ def test_pickle_round_trip(clf):
     assert pickle.loads(pickle.dumps(again)) is again
 
 
+def test_a_reopened_classifier_that_was_closed_is_not_reused(tmp_path):
+    with sentictl.load(threads=1, cache=tmp_path / "c.sqlite") as clf:
+        shipped = pickle.dumps(clf)
+    with pickle.loads(shipped) as first:
+        first.classify(["Profit rose."])
+    second = pickle.loads(shipped)
+    assert second is not first and second.classify(["Profit rose."])[0].cache_hit
+
+
 def test_unpickling_refuses_a_folder_that_holds_another_model(tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(sentictl.load().model_dir, folder)
@@ -225,10 +246,11 @@ def test_loading_and_classifying_print_nothing(here, tmp_path):
     # The bundled model (whose CLI notice suggests `sentictl export`), an unavailable provider, a
     # cache that cannot be created: the CLI would say each on stderr; a library says nothing.
     (tmp_path / "file").write_text("")
+    unusable = str(tmp_path / "file" / "cache.sqlite")
     code = ("import sentictl, onnxruntime as ort\n"
             "cuda = 'CUDAExecutionProvider' in ort.get_available_providers()\n"
-            "clf = sentictl.load(provider='cpu' if cuda else 'cuda', cache=%r)\n"
-            "print(len(clf.classify(['Profit rose.', ''])))\n" % str(tmp_path / "file" / "cache.sqlite"))
+            f"clf = sentictl.load(provider='cpu' if cuda else 'cuda', cache={unusable!r})\n"
+            "print(len(clf.classify(['Profit rose.', ''])))\n")
     proc = _python(code, cwd=here)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"2\n", b"")
     # The notices went to the `sentictl` logger, for a program that configures logging.
