@@ -340,10 +340,9 @@ def _reopen(model_dir: str | None, options: _Options, fingerprint: str) -> Class
         found = _REOPENED.get(key)
         if found is not None and not found._closed:  # a task may have closed it: then open a fresh one
             return found
-        bundled = model_dir is None
-        path = config.bundled_model_dir() if bundled else Path(model_dir)  # type: ignore[arg-type]
+        path = config.bundled_model_dir() if model_dir is None else Path(model_dir)
         clf = _open(path, options)
-        if bundled:  # and so it stays, pickled again
+        if model_dir is None:  # the bundled model, and so it stays when pickled again
             clf._resolved = config.ResolvedModel(path, "the bundled model, as the pickled classifier ran", bundled=True)
         if clf.fingerprint != fingerprint:
             clf.close()
