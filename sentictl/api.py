@@ -29,6 +29,7 @@ from .errors import ManifestError, SentictlError
 if TYPE_CHECKING:
     from .engine.cache import ResultCache
     from .engine.core import Engine
+    from .engine.model import Model
     from .engine.records import Verdict
 
 __all__ = ["DEFAULT_CACHE", "CacheDefault", "Classifier", "ModelMismatch", "Result", "SentictlError", "load"]
@@ -240,7 +241,7 @@ class Classifier:
         """What ``sentictl info`` shows for this model, as a dict ("cache": this classifier's cache file
         or None). verify: also hash every file against manifest.json ("verified", "problems")."""
         with library_notices():
-            return describe(self._engine, self._resolved, self.cache_path, verify=verify)
+            return describe(self._engine.model, self._resolved, self.cache_path, verify=verify)
 
     # ------------------------------------------------------------------ classification
     def classify(self, texts: Iterable[str | None]) -> list[Result]:
@@ -358,15 +359,15 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def describe(engine: Engine, resolved: config.ResolvedModel, cache: Path | None = None, *,
-             verify: bool = False) -> dict[str, Any]:
+def describe(model: Model, resolved: config.ResolvedModel, cache: Path | None = None, *,
+             verify: bool = False, problems: list[str] | None = None) -> dict[str, Any]:
     """The facts ``sentictl info`` prints about a loaded model: which folder and why, how it runs,
-    its variants, origin and parity figures (+ "verified" and "problems" with verify)."""
+    its variants, origin and parity figures (+ "verified" and "problems" with verify; ``problems``:
+    those already found, else the files are checked here)."""
     from . import __version__
     from .engine.manifest import MANIFEST, is_foreign
     from .engine.manifest import verify as verify_files
 
-    model = engine.model
     out: dict[str, Any] = {
         "sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled,
         "chosen": {"path": str(Path(resolved.path).absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
@@ -390,7 +391,9 @@ def describe(engine: Engine, resolved: config.ResolvedModel, cache: Path | None 
         parity = model.manifest.get("parity")
         out["parity"] = parity.get("fp32_vs_pytorch_max_abs_diff") if isinstance(parity, dict) else None
     if verify:
-        problems = verify_files(model.model_dir)
+        if problems is None:
+            problems = verify_files(model.model_dir)
+        # Without a manifest no sha256 is recorded: nothing can be verified, only found missing.
         out["verified"] = None if foreign and not problems else not problems
         out["problems"] = problems
     return out

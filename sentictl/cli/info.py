@@ -39,7 +39,8 @@ def info(**opts: Any) -> None:
     """
     import orjson
 
-    from ..engine.model import MANIFEST, is_foreign, verify
+    from ..api import describe
+    from ..engine.model import MANIFEST, verify
 
     resolved = config.resolve_model_dir(opts["model_dir"])
     problems: list[str] | None = None
@@ -56,35 +57,7 @@ def info(**opts: Any) -> None:
         # are the answer, exit 4, not the loader's message.
         click.echo(orjson.dumps(_unloadable(resolved, problems, exc), option=orjson.OPT_INDENT_2).decode())
         sys.exit(CHECK_FAILED)
-    out = {"sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled,
-           # The directory is resolved against the current directory when it is the default one.
-           "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
-           **model.info()}
-    listed = model.manifest["variants"]
-    # What can run here; a variant kept in the manifest only for its figures is listed apart, with why.
-    out["variants"] = {
-        name: {**{k: v.get(k) for k in ("file", "precision", "provider", "usable", "unusable_reason") if k in v},
-               **({"weights_file": v["data"].get("file")} if isinstance(v.get("data"), dict) else {})}
-        for name, v in listed.items() if v.get("shipped", True)
-    }
-    out["not_shipped"] = {name: _not_shipped_reason(v) for name, v in listed.items() if not v.get("shipped", True)}
-    out["cache"] = str(config.default_cache_path())
-    foreign = is_foreign(model.manifest)
-    out["manifest"] = None if foreign else MANIFEST
-    if foreign:
-        out["origin"] = (f"{model.manifest['foreign']['kind']} folder without {MANIFEST}: labels from config.json, "
-                         f"fingerprint from the files' sha256, no parity figures")
-        out["parity"] = None
-    else:
-        out["origin"] = "sentictl export"
-        parity = model.manifest.get("parity")
-        out["parity"] = parity.get("fp32_vs_pytorch_max_abs_diff") if isinstance(parity, dict) else None
-    if opts["verify"]:
-        if problems is None:
-            problems = verify(model.model_dir)
-        # Without a manifest no sha256 is recorded: nothing can be verified, only found missing.
-        out["verified"] = None if foreign and not problems else not problems
-        out["problems"] = problems
+    out = describe(model, resolved, config.default_cache_path(), verify=opts["verify"], problems=problems)
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     if opts["verify"] and out["problems"]:
         sys.exit(CHECK_FAILED)
@@ -99,12 +72,3 @@ def _unloadable(resolved: Any, problems: list[str], exc: Exception) -> dict[str,
             "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
             "model_dir": str(resolved.path), "name": manifest.get("name"), "source": manifest.get("source"),
             "loadable": False, "load_error": str(exc), "verified": False, "problems": problems}
-
-
-def _not_shipped_reason(variant: dict[str, Any]) -> str:
-    """Why a variant the manifest lists cannot run: its file was left out of the folder at export."""
-    size = variant.get("bytes")
-    left_out = f"{variant.get('file')}" + (f" ({size / 1e6:.0f} MB)" if isinstance(size, int) else "")
-    return (f"{left_out} is not in this folder: it was left out when the folder was made (as `sentictl export "
-            f"--keep` does, to keep a bundle small) and the manifest keeps only its export figures, so score, serve, "
-            f"eval and bench cannot run it")
