@@ -28,6 +28,7 @@ from .errors import ManifestError, SentictlError
 
 if TYPE_CHECKING:
     from .engine.cache import ResultCache
+    from .engine.rediscache import RedisCache
     from .engine.core import Engine
     from .engine.model import Model
     from .engine.records import Verdict
@@ -170,12 +171,12 @@ def _open(model_dir: str | os.PathLike[str] | None, options: _Options) -> Classi
     return Classifier(Engine(model, cache, max_chars=options.max_chars), resolved, options)
 
 
-def _open_cache(option: str | CacheDefault | None) -> ResultCache | None:
+def _open_cache(option: str | CacheDefault | None) -> ResultCache | RedisCache | None:
     if option is None:
         return None
-    from .engine.cache import ResultCache
+    from .engine.cache import open_cache
 
-    return ResultCache(config.default_cache_path() if option is DEFAULT_CACHE else option)
+    return open_cache(config.default_cache_location() if option is DEFAULT_CACHE else option)
 
 
 class Classifier:
@@ -359,7 +360,7 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def describe(model: Model, resolved: config.ResolvedModel, cache: Path | None = None, *,
+def describe(model: Model, resolved: config.ResolvedModel, cache: Path | str | None = None, *,
              verify: bool = False, problems: list[str] | None = None) -> dict[str, Any]:
     """The facts ``sentictl info`` prints about a loaded model: which folder and why, how it runs,
     its variants, origin and parity figures (+ "verified" and "problems" with verify; ``problems``:

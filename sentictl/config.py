@@ -43,8 +43,16 @@ def getenv(name: str, default: str | None = None) -> str | None:
     return value if value else default
 
 
+def default_cache_location() -> str | Path:
+    """The shared result cache: SENTICTL_CACHE (a file, or a redis:// URL kept as given), else the default file."""
+    configured = getenv("CACHE")
+    if configured and configured.lower().startswith(("redis://", "rediss://", "unix://")):
+        return configured
+    return default_cache_path()
+
+
 def default_cache_path() -> Path:
-    """The shared result cache: SENTICTL_CACHE or a file in the user cache directory."""
+    """The shared result cache file: SENTICTL_CACHE or a file in the user cache directory."""
     configured = getenv("CACHE")
     if configured:
         return Path(configured).expanduser()

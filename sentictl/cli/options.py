@@ -85,14 +85,51 @@ def _no_verify(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     return value
 
 
+class CacheLocation(click.ParamType):
+    """--cache: a redis://, rediss:// or unix:// URL passes unchanged; anything else is a file path."""
+
+    name = "PATH|URL"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..engine.rediscache import is_url
+
+        if is_url(value):
+            return value
+        return click.Path(dir_okay=False).convert(value, param, ctx)
+
+
+def cache_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """A password typed into --cache shows in `ps`: say where it belongs instead (it still works)."""
+    from urllib.parse import urlsplit
+
+    from ..engine.rediscache import is_url
+
+    if is_url(value) and ctx.get_parameter_source(param.name or "") == click.core.ParameterSource.COMMANDLINE:
+        try:
+            secret = urlsplit(value).password or "password=" in value.lower()
+        except ValueError:
+            secret = False
+        if secret:
+            from ..console import notice
+
+            notice("the --cache URL holds a password, which any user can read in `ps`: put the URL in "
+                   "SENTICTL_CACHE or the password in a file named by --cache-password-file")
+    return value
+
+
 def cache_options(f: Callable) -> Callable:
     """Options for the shared result cache."""
     options = [
-        opt("--cache", "cache_path", env="CACHE", type=click.Path(dir_okay=False), default=None,
-             help="Result cache file (SQLite), shared by every command. Default: the user cache dir."),
+        opt("--cache", "cache_path", env="CACHE", type=CacheLocation(), default=None, callback=cache_given,
+             help="Result cache: a SQLite file, or a Redis server shared by a fleet "
+                  "(redis://[user@]host:6379/0, rediss://..., unix:///run/redis.sock). Default: a file in the "
+                  "user cache dir. Example: --cache redis://cache.internal:6379/0"),
+        opt("--cache-password-file", env="CACHE_PASSWORD_FILE", type=click.Path(dir_okay=False), default=None,
+             help="File holding the Redis password (kept out of the URL, so out of `ps` and logs)."),
         opt("--no-cache", env="NO_CACHE", is_flag=True, default=False, help="Neither read nor write the result cache."),
         opt("--cache-ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
-             help="Ignore cached results older than this many seconds (0 or unset: keep forever)."),
+             help="Ignore cached results older than this many seconds (0 or unset: keep forever); Redis "
+                  "entries expire then."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -117,17 +154,41 @@ def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp",
 
 
 def cache_location(opts: dict[str, Any]) -> str | None:
-    """Where the shared cache lives from cache_options values, or None with --no-cache."""
+    """Where the shared cache lives from cache_options values (a path or a Redis URL), or None with --no-cache."""
     if opts.get("no_cache"):
         return None
-    return os.fspath(opts.get("cache_path") or config.default_cache_path())
+    return os.fspath(opts.get("cache_path") or config.default_cache_location())
 
 
-def open_cache(opts: dict[str, Any]):
-    """The shared cache from cache_options values, or None with --no-cache."""
-    path = cache_location(opts)
-    if path is None:
+def cache_file(opts: dict[str, Any]) -> str | None:
+    """The shared cache's file, or None with --no-cache or a Redis URL (no file an output could clobber)."""
+    from ..engine.rediscache import is_url
+
+    location = cache_location(opts)
+    return None if location is None or is_url(location) else location
+
+
+def cache_password(opts: dict[str, Any]) -> str | None:
+    """The Redis password from --cache-password-file (one line), or None."""
+    name = opts.get("cache_password_file")
+    if not name:
         return None
-    from ..engine.cache import ResultCache
+    try:
+        with open(name, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--cache-password-file {name}: {getattr(exc, 'strerror', None) or exc}") from None
 
-    return ResultCache(path, ttl=opts.get("cache_ttl"))
+
+def open_cache(opts: dict[str, Any], strict: bool = False):
+    """The shared cache from cache_options values (a SQLite file or Redis), or None with --no-cache."""
+    location = cache_location(opts)
+    if location is None:
+        return None
+    from ..engine.cache import open_cache as open_backend
+    from ..errors import CacheError
+
+    try:
+        return open_backend(location, ttl=opts.get("cache_ttl"), strict=strict, password=cache_password(opts))
+    except CacheError as exc:
+        raise click.ClickException(str(exc)) from None

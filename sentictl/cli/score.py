@@ -10,7 +10,7 @@ import click
 from .. import config
 from ..console import line, notice
 from ..exitcodes import BAD_RECORDS
-from .options import CONTEXT, cache_location, cache_options, load_model, model_options, open_cache, opt
+from .options import CONTEXT, cache_file, cache_options, load_model, model_options, open_cache, opt
 
 # The keys of every result: a --keep column of the same name would be ambiguous.
 RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "truncated")
@@ -82,7 +82,7 @@ def score(**opts: Any) -> None:
     check_inputs(inputs)
     # Outputs never clobber an input or the result cache: refuse before loading anything (and
     # before --errors is emptied or the cache is opened).
-    cache_path = cache_location(opts)
+    cache_path = cache_file(opts)  # None for a Redis URL: no file an output could overwrite
     check_stdout(inputs, cache=cache_path)
     if errors_path:
         check_output_path(errors_path, inputs, "--errors", cache=cache_path)

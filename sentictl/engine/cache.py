@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import math
 import os
 import sqlite3
 import stat
@@ -529,3 +530,40 @@ def _expired(blob: bytes, cutoff: float) -> bool:
         return _decode(blob)["t"] < cutoff
     except (orjson.JSONDecodeError, TypeError, KeyError):
         return True  # unreadable entries are garbage either way
+
+
+def parse_size(value: str | int | None) -> int | None:
+    """A size in bytes from "500M", "2G", "1048576" (K/M/G/T are powers of 1024); None or 0: unbounded."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value or None
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    scale = 1
+    if text and text[-1] in "KMGT":
+        scale = 1024 ** ("KMGT".index(text[-1]) + 1)
+        text = text[:-1]
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a size: use bytes or a K/M/G suffix (500M, 2G)") from None
+    if number < 0 or math.isnan(number) or math.isinf(number):
+        raise ValueError(f"{value!r} is not a size: use bytes or a K/M/G suffix (500M, 2G)")
+    return int(number * scale) or None
+
+
+def open_cache(location: str | os.PathLike, ttl: float | None = None, *, strict: bool = False,
+               password: str | None = None, max_size: int | None = None,
+               on_failure: Callable[[str], None] | None = None):
+    """The result cache at a location: a redis://, rediss:// or unix:// URL (Redis), else a SQLite file.
+
+    The one place a backend is chosen; every door and the `cache` command open their cache here.
+    password: for a Redis URL without one (read from --cache-password-file, so it never shows in ps).
+    max_size: the SQLite file's bound in bytes (Redis bounds itself: maxmemory).
+    """
+    from .rediscache import RedisCache, is_url
+
+    if is_url(os.fspath(location)):
+        return RedisCache(os.fspath(location), ttl=ttl, strict=strict, password=password, on_failure=on_failure,
+                          timeout=2.0 if strict else None)
+    return ResultCache(location, ttl=ttl, strict=strict, on_failure=on_failure)
