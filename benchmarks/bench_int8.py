@@ -49,16 +49,16 @@ WORK = HERE / "_work"
 BUDGETS = (256, 1024, 8192)
 BASE_BUDGET = 1024
 
-# Recipes an export can be asked for (run_export keyword arguments for the int8 variant).
+# Recipes an export can be asked for (sentictl.export.int8_config keyword arguments).
 RECIPES: dict[str, dict[str, Any]] = {
-    "tensor_all": {"int8_recipe": "tensor", "fp32_layers": []},          # the all-int8 graph before issue 13
-    "tensor_l0": {"int8_recipe": "tensor", "fp32_layers": [0]},          # the default before issue 13
-    "tensor_l0_gather": {"int8_recipe": "tensor", "fp32_layers": [0], "quantize_ops": ["MatMul", "Gather"]},
-    "rowwise": {"int8_recipe": "rowwise"},            # the default now: smoothing 0.5, int8 embeddings
-    "rowwise_matmul": {"int8_recipe": "rowwise", "quantize_ops": ["MatMul"]},          # embeddings left fp32
-    "rowwise_nosmooth": {"int8_recipe": "rowwise", "smooth_alpha": 0.0},
-    "rowwise_l0": {"int8_recipe": "rowwise", "fp32_layers": [0]},
-    "rowwise_portable": {"int8_recipe": "rowwise", "int8_isa": "avx2"},
+    "tensor_all": {"recipe": "tensor", "fp32_layers": []},          # the all-int8 graph before issue 13
+    "tensor_l0": {"recipe": "tensor", "fp32_layers": [0]},          # the default before issue 13
+    "tensor_l0_gather": {"recipe": "tensor", "fp32_layers": [0], "quantize_ops": ["MatMul", "Gather"]},
+    "rowwise": {"recipe": "rowwise"},            # the default now: smoothing 0.5, int8 embeddings
+    "rowwise_matmul": {"recipe": "rowwise", "quantize_ops": ["MatMul"]},          # embeddings left fp32
+    "rowwise_nosmooth": {"recipe": "rowwise", "smooth": 0.0},
+    "rowwise_l0": {"recipe": "rowwise", "fp32_layers": [0]},
+    "rowwise_portable": {"recipe": "rowwise", "isa": "avx2"},
 }
 
 
@@ -75,12 +75,12 @@ def texts(n: int) -> list[str]:
 
 def export_recipe(ckpt: Path, recipe: str) -> Path:
     """An export of ckpt (fp32 + int8 with the recipe), built once under benchmarks/_work/int8."""
-    from sentictl.export import run_export
+    from sentictl.export import int8_config, run_export
 
     out = WORK / "int8" / ckpt.name / recipe
     if not (out / "manifest.json").is_file():
         print(f"exporting {ckpt} with {recipe} → {out}", file=sys.stderr)
-        run_export(str(ckpt), out=out, variants="fp32,int8", force=True, quiet=True, **RECIPES[recipe])
+        run_export(str(ckpt), out=out, variants="fp32,int8", force=True, quiet=True, int8=int8_config(**RECIPES[recipe]))
     return out
 
 

@@ -227,11 +227,13 @@ def _ffn_out(name: str) -> bool:
 
 def _today(raw: Path, dest: Path, fp32_layers: tuple[int, ...]) -> None:
     """sentictl's per-tensor recipe (`export --int8-recipe tensor`), with the given layers in fp32."""
+    from sentictl.export.options import TensorInt8
     from sentictl.export.variants import build_variant
 
     work = dest.parent / f"_{dest.stem}"
     work.mkdir(exist_ok=True)
-    entry = build_variant("int8", raw, work, int8_recipe="tensor", fp32_layers=fp32_layers)
+    entry = build_variant("int8", raw, work, int8=TensorInt8(fp32_layers=fp32_layers), checkpoint=raw, length=0,
+                          opset=None)
     shutil.move(str(work / entry["file"]), dest)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -241,7 +243,7 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
              activation_qmax: int = 127, quantizer: str = "elementwise",
              asymmetric: Callable[[str], bool] | None = None, unsigned_weights: bool = False,
              clip_search: bool = False) -> None:
-    """Row-wise int8 (sentictl.export.quantize): one activation scale per token.
+    """Row-wise int8 (rowwise_int8_experiment below): one activation scale per token.
 
     ``clip_search``: every weight column's range clipped where its squared error is least (see
     _mse_clipped; measured worse, so it lives here, not in the product).
@@ -253,15 +255,16 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
     exclude = (lambda n: keep(n) or extra_exclude(n)) if extra_exclude else keep
     smooth = None
     if alpha is not None:
-        weights = rq.matmul_inputs(src, exclude)
-        maxima = rq.calibrate(src, raw / "tokenizer.json", _calibration_texts(n_calib), weights)
-        smooth = {x: rq.smoothing_factors(maxima[x], ws, alpha) for x, ws in weights.items()}
+        from sentictl.export.smoothing import smoothing_for
+
+        smooth = smoothing_for(src, raw / "tokenizer.json", _calibration_texts(n_calib), exclude, alpha)
     plain = rq.quantize_weight
     if clip_search:
         rq.quantize_weight = _mse_clipped
     try:
-        rq.rowwise_int8(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings, activation_qmax=activation_qmax,
-                        quantizer=quantizer, asymmetric=asymmetric, unsigned_weights=unsigned_weights)
+        rowwise_int8_experiment(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings,
+                                activation_qmax=activation_qmax, quantizer=quantizer, asymmetric=asymmetric,
+                                unsigned_weights=unsigned_weights)
     finally:
         rq.quantize_weight = plain
 
@@ -278,6 +281,214 @@ def _mse_clipped(w: Any, qmax: int = 127) -> tuple[Any, Any]:
         best_err, best = np.where(err < best_err, err, best_err), np.where(err < best_err, amax * ratio, best)
     scale = np.where(best > 0, best / qmax, 1.0).astype(np.float32)
     return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale
+
+
+# ----------------------------------------------------------------------------- rejected row-wise variants
+# The row-wise rewriter as it was while issue 13 measured its alternatives: symmetric rows (one ±max
+# scale per token) built from elementwise ops or one per-axis QuantizeLinear, 7-bit activations
+# (activation_qmax 63) and uint8 weights. sentictl.export.quantize keeps only what won (asymmetric
+# rows via QuantizeLinear, int8 weights); with quantizer="qlinear", asymmetric=everything and
+# activation_qmax=127 this function writes the very same graph (tests/test_quant_experiments.py).
+def safe_weight_qmax_for(activation_qmax: int = 127, isa: str | None = None) -> int:
+    """The widest weight range whose u8·s8 pair sums fit int16 when activations span 2·activation_qmax+1 levels."""
+    from sentictl.engine.cpu import WIDE_ACCUMULATORS, cpu_isa
+
+    if (isa or cpu_isa()) in WIDE_ACCUMULATORS:
+        return 127
+    return max(1, min(127, 32767 // (2 * (2 * activation_qmax + 1))))
+
+
+def rowwise_int8_experiment(
+    src: Path,
+    dest: Path,
+    *,
+    exclude: Callable[[str], bool] | None = None,
+    smooth: dict[str, Any] | None = None,
+    embeddings: bool = False,
+    weight_qmax: int | None = None,
+    activation_qmax: int = 127,
+    quantizer: str = "elementwise",
+    asymmetric: Callable[[str], bool] | None = None,
+    unsigned_weights: bool = False,
+) -> dict[str, Any]:
+    """sentictl's row-wise rewriter with the measured alternatives switchable; returns what was done.
+
+    ``quantizer``: "elementwise" (Mul, Round, Add, Cast on [B, S, K]) or "qlinear" (rows flattened to
+    [B·S, K], one per-axis QuantizeLinear). ``asymmetric(node_name)``: MatMuls whose rows get a
+    min/max range and zero point of their own (qlinear only). ``activation_qmax``: rows in
+    0..2·activation_qmax+1. ``unsigned_weights``: Wq + 128 as uint8 with zero point 128 (u8·u8 kernels).
+    """
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from sentictl.export import quantize as rq
+
+    if weight_qmax is None:
+        weight_qmax = safe_weight_qmax_for(activation_qmax)
+    model = onnx.load(str(src))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes_in = list(graph.node)
+    position = {id(n): k for k, n in enumerate(nodes_in)}
+    targets = [n for n in rq.weight_matmuls(graph, nodes_in) if not (exclude and exclude(n.name))]
+    by_input: dict[str, list[Any]] = {}
+    for node in targets:
+        by_input.setdefault(node.input[0], []).append(node)
+    new_inits: list[Any] = []
+    const = rq.Consts(new_inits)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    zero = activation_qmax + 1
+    replaced: dict[int, list[Any]] = {}
+    asym_count = 0
+    dropped: set[str] = set()
+    for x, consumers in by_input.items():
+        prefix = rq.node_prefix(consumers[0].name)
+        nodes: list[Any] = []
+        factors = (smooth or {}).get(x)
+        src_x = x
+        if factors is not None:
+            nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
+                                          [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
+            src_x = f"{prefix}smoothed"
+        k = int(inits[consumers[0].input[1]].dims[0])
+        use_qlinear = quantizer == "qlinear" and opset >= 13
+        asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
+        if asym:
+            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const,
+                                                                               levels=2 * activation_qmax + 1)
+        elif use_qlinear:
+            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
+        else:
+            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, activation_qmax, zero, opset, const)
+        nodes += q_nodes
+        first = True
+        for node in consumers:
+            w = numpy_helper.to_array(inits[node.input[1]])
+            if factors is not None:
+                w = w * factors[:, None]
+            wq, ws = rq.quantize_weight(w, 127 if unsigned_weights else weight_qmax)
+            base = rq.node_prefix(node.name)
+            wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
+            stored = (wq.astype(np.int16) + 128).astype(np.uint8) if unsigned_weights else wq
+            new_inits += [numpy_helper.from_array(stored, wq_name), numpy_helper.from_array(ws, ws_name)]
+            dropped.add(node.input[1])
+            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero)]
+            if unsigned_weights:
+                inputs.append(const.zero_point(128))
+            if use_qlinear:
+                n = int(wq.shape[1])
+                product = f"{base}rows_raw" if asym else f"{base}rows_out"
+                mm = [helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{base}MatMulIntegerToFloat",
+                                       domain=rq.MS_DOMAIN)]
+                if asym:
+                    colsum = -(wq.astype(np.int64).sum(axis=0) * ws).astype(np.float32)[None, :]
+                    new_inits.append(numpy_helper.from_array(colsum, f"{base}neg_colsum"))
+                    mm.append(helper.make_node("Gemm", [correction, f"{base}neg_colsum", product], [f"{base}rows_out"],
+                                               name=f"{base}ZeroPointCorrection"))
+                mm += [
+                    helper.make_node("Concat", [lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
+                                     [f"{base}out_shape"], name=f"{base}OutShape", axis=0),
+                    helper.make_node("Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"),
+                ]
+                asym_count += asym
+            else:
+                mm = [helper.make_node("MatMulIntegerToFloat", inputs, list(node.output), name=f"{base}MatMulIntegerToFloat",
+                                       domain=rq.MS_DOMAIN)]
+            replaced[position[id(node)]] = (nodes if first else []) + mm
+            first = False
+    if embeddings:
+        replaced.update(rq.int8_embeddings(nodes_in, inits, new_inits, dropped))
+    out_nodes, fused = rq.finish_graph(model, replaced, new_inits, dropped)
+    if not any(o.domain == rq.MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(rq.MS_DOMAIN, 1))
+    onnx.save(model, str(dest))
+    return {
+        "matmuls_int8": len(targets),
+        "row_quantizers": len(by_input),
+        "smoothed_inputs": sum(1 for x in by_input if smooth and x in smooth),
+        "skip_layer_norms": fused,
+        "asymmetric_matmuls": asym_count,
+        "embeddings_int8": any(n.op_type == "Gather" and n.name.endswith("GatherInt8") for n in out_nodes),
+    }
+
+
+def _elementwise_rows(x: str, p: str, qmax: int, zero: int, opset: int, const: Any) -> tuple[list[Any], str, str]:
+    """x [..., K] → uint8 [..., K] and its row scales [..., 1], with standard elementwise ops."""
+    from onnx import TensorProto, helper
+
+    from sentictl.export.quantize import reduce_last
+
+    nodes = [
+        helper.make_node("Abs", [x], [f"{p}abs"], name=f"{p}RowAbs"),
+        reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=1),
+        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
+        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}row_scale"],
+                         name=f"{p}RowScale"),
+        helper.make_node("Div", [const.scalar("one", 1.0), f"{p}row_scale"], [f"{p}row_inv"], name=f"{p}RowInv"),
+        helper.make_node("Mul", [x, f"{p}row_inv"], [f"{p}scaled"], name=f"{p}RowMul"),
+        helper.make_node("Round", [f"{p}scaled"], [f"{p}rounded"], name=f"{p}RowRound"),
+        helper.make_node("Add", [f"{p}rounded", const.scalar(f"u8_offset_{zero}", float(zero))], [f"{p}shifted"],
+                         name=f"{p}RowShift"),
+        helper.make_node("Cast", [f"{p}shifted"], [f"{p}quantized"], name=f"{p}RowCast", to=TensorProto.UINT8),
+    ]
+    return nodes, f"{p}quantized", f"{p}row_scale"
+
+
+def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int, const: Any) -> tuple[list[Any], str, str, str]:
+    """Symmetric rows: x [..., K] → uint8 [tokens, K] (one per-axis QuantizeLinear), scales [tokens, 1], leading shape."""
+    import numpy as np
+    from onnx import helper
+
+    from sentictl.export.quantize import flatten_rows, reduce_last
+
+    nodes = flatten_rows(x, p, k, const) + [
+        helper.make_node("Abs", [f"{p}rows"], [f"{p}abs"], name=f"{p}RowAbs"),
+        reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=0),
+        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
+        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node("Shape", [f"{p}scale"], [f"{p}n_rows"], name=f"{p}RowCount"),
+        helper.make_node("Expand", [const.array(f"rowq_zp_vec_{zero}", np.array([zero], dtype=np.uint8)), f"{p}n_rows"],
+                         [f"{p}zero_points"], name=f"{p}RowZeroPoints"),
+        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zero_points"], [f"{p}quantized"],
+                         name=f"{p}RowQuantize", axis=0),
+        helper.make_node("Unsqueeze", [f"{p}scale", const.array("rowq_axis1", np.array([1], dtype=np.int64))],
+                         [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
+    ]
+    return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead"
+
+
+def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: Any, levels: int = 255) -> tuple[list[Any], str, str, str, str]:
+    """sentictl's asymmetric rows (quantize.asymmetric_rows) over 0..levels: levels 127 is the 7-bit experiment."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    from sentictl.export.quantize import asymmetric_rows, flatten_rows, reduce_last
+
+    if levels == 255:
+        return asymmetric_rows(x, p, k, opset, const)
+    zero_f = const.scalar("zero", 0.0)
+    column = const.array("rowq_axis1", np.array([1], dtype=np.int64))
+    nodes = flatten_rows(x, p, k, const) + [
+        reduce_last("ReduceMax", f"{p}rows", f"{p}max", f"{p}ReduceMax", opset, const, keepdims=0),
+        reduce_last("ReduceMin", f"{p}rows", f"{p}min", f"{p}ReduceMin", opset, const, keepdims=0),
+        helper.make_node("Max", [f"{p}max", zero_f], [f"{p}hi"], name=f"{p}Hi"),
+        helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
+        helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
+        helper.make_node("Max", [f"{p}span", const.scalar("row_eps", 1e-12)], [f"{p}span_safe"], name=f"{p}SpanSafe"),
+        helper.make_node("Mul", [f"{p}span_safe", const.scalar(f"inv_{levels}", 1.0 / levels)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node("Div", [f"{p}lo", f"{p}scale"], [f"{p}lo_steps"], name=f"{p}LoSteps"),
+        helper.make_node("Neg", [f"{p}lo_steps"], [f"{p}zp_raw"], name=f"{p}ZeroPointRaw"),
+        helper.make_node("Round", [f"{p}zp_raw"], [f"{p}zp_round"], name=f"{p}ZeroPointRound"),
+        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar(f"u8_max_{levels}", float(levels))], [f"{p}zp_f"],
+                         name=f"{p}ZeroPointClip"),
+        helper.make_node("Cast", [f"{p}zp_f"], [f"{p}zp_u8"], name=f"{p}ZeroPointCast", to=TensorProto.UINT8),
+        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0),
+        helper.make_node("Unsqueeze", [f"{p}scale", column], [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
+        helper.make_node("Mul", [f"{p}scale", f"{p}zp_f"], [f"{p}offset"], name=f"{p}RowOffset"),
+        helper.make_node("Unsqueeze", [f"{p}offset", column], [f"{p}offset_col"], name=f"{p}RowOffsetColumn"),
+    ]
+    return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead", f"{p}offset_col"
 
 
 def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Path], None]]:

@@ -76,9 +76,9 @@ def test_bundled_model_does_not_depend_on_the_batch(texts):
 
 def test_per_tensor_recipe_fails_the_same_check(tiny_checkpoint, tmp_path_factory, texts):
     """The old recipe's results move with the batch: the check above would catch a regression."""
-    from sentictl.export import run_export
+    from sentictl.export import TensorInt8, run_export
 
     out = tmp_path_factory.mktemp("tensor") / "tiny-tensor"
-    run_export(str(tiny_checkpoint), out=out, variants="int8", int8_recipe="tensor", fp32_layers=[], quiet=True)
+    run_export(str(tiny_checkpoint), out=out, variants="int8", int8=TensorInt8(fp32_layers=()), quiet=True)
     _, worst = spread(out, "int8", texts)
     assert worst > TOLERANCE

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from sentictl.engine import model as engine
-from sentictl.export import quantize
+from sentictl.export import quantize, smoothing
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -38,14 +38,14 @@ def _run(path, x):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
-@pytest.fixture(params=["elementwise", "qlinear"])
-def dense(tmp_path, request):
+@pytest.fixture
+def dense(tmp_path):
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((64, 48)) * 0.1).astype(np.float32)
     bias = rng.standard_normal(48).astype(np.float32)
     src = _dense_graph(tmp_path / "fp32.onnx", w, bias)
     dest = tmp_path / "int8.onnx"
-    done = quantize.rowwise_int8(src, dest, quantizer=request.param)
+    done = quantize.rowwise_int8(src, dest)
     return src, dest, done, rng
 
 
@@ -96,7 +96,7 @@ def test_smoothing_keeps_the_function(dense, tmp_path):
     src, _, _, rng = dense
     factors = rng.uniform(0.5, 2.0, 64).astype(np.float32)
     dest = tmp_path / "smooth.onnx"
-    done = quantize.rowwise_int8(src, dest, smooth={"x": factors}, quantizer="qlinear")
+    done = quantize.rowwise_int8(src, dest, smooth={"x": factors})
     assert done["smoothed_inputs"] == 1
     x = rng.standard_normal((2, 6, 64)).astype(np.float32)
     ref = _run(src, x)
@@ -106,7 +106,7 @@ def test_smoothing_keeps_the_function(dense, tmp_path):
 def test_smoothing_factors_balance_activations_and_weights():
     act = np.array([100.0, 1.0, 1.0], dtype=np.float32)
     w = np.ones((3, 4), dtype=np.float32)
-    s = quantize.smoothing_factors(act, [w, 2 * w], alpha=0.5)
+    s = smoothing.smoothing_factors(act, [w, 2 * w], alpha=0.5)
     assert s[0] > s[1] and s[1] == pytest.approx(s[2])
     assert s[0] == pytest.approx(10 / np.sqrt(2), rel=1e-5)
 
@@ -128,6 +128,8 @@ def test_default_export_is_rowwise(tiny_model_dir):
     assert "per token" in q["activations"]
     assert q["smoothing"]["alpha"] == 0.5
     assert q["operators"] == ["MatMul", "Gather"] and q["embeddings"].startswith("int8")
+    assert q["config"] == {"recipe": "rowwise", "quantize_ops": ["MatMul", "Gather"], "fp32_layers": [],
+                           "smooth": 0.5, "isa": "auto"}  # the config as given; q["isa"] is what auto became
     ops = {n.op_type for n in onnx.load(str(tiny_model_dir / "model_int8.onnx")).graph.node}
     assert "MatMulIntegerToFloat" in ops
     assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
@@ -140,6 +142,7 @@ def test_per_tensor_recipe_stays_selectable(tiny_checkpoint, tmp_path, sentictl)
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     q = orjson.loads((out / "manifest.json").read_bytes())["variants"]["int8"]["quantization"]
     assert q["recipe"] == "tensor" and q["fp32_layers"] == []
+    assert q["config"] == {"recipe": "tensor", "quantize_ops": ["MatMul"], "fp32_layers": [], "isa": "auto"}
     ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
     assert "DynamicQuantizeLinear" in ops
     assert engine.verify(out) == []
@@ -153,36 +156,34 @@ def test_unknown_recipe_is_a_usage_error(tiny_checkpoint, tmp_path, sentictl):
 
 def test_cli_recipe_names_match_the_export_package():
     from sentictl.cli import export as cli_export
-    from sentictl.export import variants
+    from sentictl.export import options
 
-    assert cli_export.INT8_RECIPES == variants.INT8_RECIPES
-    assert cli_export.DEFAULT_INT8_RECIPE == variants.DEFAULT_INT8_RECIPE
-    assert cli_export.INT8_ISAS == variants.INT8_ISAS
+    assert cli_export.INT8_RECIPES == options.INT8_RECIPES == tuple(options.INT8_CONFIGS)
+    assert cli_export.DEFAULT_INT8_RECIPE == options.DEFAULT_INT8_RECIPE
+    assert cli_export.INT8_ISAS == options.INT8_ISAS
 
 
 def test_weights_are_narrowed_where_int16_sums_saturate():
-    assert quantize.safe_weight_qmax(127, "avx2") == 64  # 2 · 255 · 64 ≤ 32767
-    assert quantize.safe_weight_qmax(127, "avx512_vnni") == 127
-    assert quantize.safe_weight_qmax(127, "arm64") == 127
+    assert quantize.safe_weight_qmax("avx2") == 64  # 2 · 255 · 64 ≤ 32767
+    assert quantize.safe_weight_qmax("avx512_vnni") == 127
+    assert quantize.safe_weight_qmax("arm64") == 127
 
 
-def test_asymmetric_rows_for_one_sided_inputs(tmp_path):
-    """GELU-like inputs (mostly ≥ 0): a per-row zero point halves the error and keeps rows independent."""
+def test_rows_get_a_zero_point_of_their_own(tmp_path):
+    """One-sided (GELU-like) rows use their whole uint8 range, and stay independent of their batch-mates."""
     rng = np.random.default_rng(1)
-    # Weights on an exact grid (every column's max is 64, the narrowest weight range used): int8
-    # stores them without error, so what differs is the activations' quantization alone.
     w = rng.integers(-64, 65, (64, 48)).astype(np.float32)
     w[0] = 64
     src = _dense_graph(tmp_path / "fp32.onnx", w / 256, rng.standard_normal(48).astype(np.float32))
-    sym, asym = tmp_path / "sym.onnx", tmp_path / "asym.onnx"
-    quantize.rowwise_int8(src, sym, quantizer="qlinear", weight_qmax=64)
-    done = quantize.rowwise_int8(src, asym, quantizer="qlinear", asymmetric=lambda name: True, weight_qmax=64)
-    assert done["asymmetric_matmuls"] == 1
+    dest = tmp_path / "asym.onnx"
+    quantize.rowwise_int8(src, dest, weight_qmax=64)
+    ops = [n.op_type for n in onnx.load(str(dest)).graph.node]
+    assert "ReduceMin" in ops and "Gemm" in ops  # the row's own minimum, and the zero-point correction
     x = np.abs(rng.standard_normal((2, 9, 64))).astype(np.float32) - 0.1
     ref = _run(src, x)
-    assert np.abs(_run(asym, x) - ref).mean() < 0.7 * np.abs(_run(sym, x) - ref).mean()
+    assert np.abs(_run(dest, x) - ref).max() < 0.02 * np.abs(ref).max()
     loud = np.concatenate([x[:1], x[1:] * 100])
-    assert np.array_equal(_run(asym, loud)[0], _run(asym, x[:1])[0])
+    assert np.array_equal(_run(dest, loud)[0], _run(dest, x[:1])[0])
 
 
 def test_rowwise_options_are_recorded(tiny_checkpoint, tmp_path, sentictl):
@@ -199,40 +200,9 @@ def test_rowwise_options_are_recorded(tiny_checkpoint, tmp_path, sentictl):
 def test_rowwise_rejects_operators_it_cannot_quantize(tiny_checkpoint, tmp_path, sentictl):
     run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x"), "--variants", "int8",
                    "--quantize-ops", "MatMul,Attention")
-    assert run.returncode == 1
+    assert run.returncode == 2  # refused before anything is loaded or written
     assert b"rowwise int8 recipe quantizes MatMul and Gather, not Attention" in run.stderr
     assert b"Traceback" not in run.stderr
-
-
-def test_unsigned_weights_keep_eight_bits_without_saturating(tmp_path):
-    """u8·u8 kernels widen before multiplying: full-range weights are exact where u8·s8 would saturate."""
-    rng = np.random.default_rng(2)
-    w = rng.integers(-127, 128, (64, 48)).astype(np.float32)
-    w[0] = 127
-    src = _dense_graph(tmp_path / "fp32.onnx", w / 256, np.zeros(48, np.float32))
-    dest = tmp_path / "u8.onnx"
-    quantize.rowwise_int8(src, dest, quantizer="qlinear", asymmetric=lambda name: True, unsigned_weights=True)
-    x = rng.standard_normal((2, 5, 64)).astype(np.float32)
-    ref = _run(src, x)
-    assert np.abs(_run(dest, x) - ref).max() < 0.01 * np.abs(ref).max()
-
-
-def test_seven_bit_asymmetric_rows_keep_eight_bit_weights_within_int16(tmp_path):
-    """activation_qmax 63: rows in 0..127, so full ±127 weights cannot saturate u8·s8 pair sums."""
-    assert quantize.safe_weight_qmax(63, "avx2") == 127  # 2 · 127 · 127 ≤ 32767
-    rng = np.random.default_rng(3)
-    w = rng.integers(-127, 128, (64, 48)).astype(np.float32)
-    w[0] = 127
-    src = _dense_graph(tmp_path / "fp32.onnx", w / 256, np.zeros(48, np.float32))
-    dest = tmp_path / "a63.onnx"
-    quantize.rowwise_int8(src, dest, quantizer="qlinear", asymmetric=lambda name: True, activation_qmax=63,
-                          weight_qmax=quantize.safe_weight_qmax(63, "avx2"))
-    onnx = pytest.importorskip("onnx")
-    names = {i.name for i in onnx.load(str(dest)).graph.initializer}
-    assert {"rowq_inv_127", "rowq_u8_max_127"} <= names and "rowq_inv_255" not in names
-    x = rng.standard_normal((2, 7, 64)).astype(np.float32)
-    ref = _run(src, x)
-    assert np.abs(_run(dest, x) - ref).max() < 0.02 * np.abs(ref).max()
 
 
 def test_int8_built_for_wide_accumulators_is_flagged_on_cpus_without_them():

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from .. import config
 from ..console import notice
 from .options import CONTEXT, opt
 
-# The same names as sentictl.export.variants (a test checks): importing the export package here
+# The same names as sentictl.export.options (a test checks): importing the export package here
 # would add ~0.2 s to every command's start.
 INT8_RECIPES = ("rowwise", "tensor")
 DEFAULT_INT8_RECIPE = "rowwise"
@@ -83,21 +84,55 @@ def export(**opts: Any) -> None:
      sentictl export --model ./my-checkpoint --out models/mine --variants all
      sentictl export --eval-data labelled.csv --max-drop 0.5
     """
-    from ..export import run_export
-
-    manifest = run_export(
-        model=opts["model"], revision=opts["revision"], out=opts["out"], variants=opts["variants"],
-        max_length=opts["max_length"], opset=opts["opset"], eval_data=opts["eval_data"],
-        max_drop=opts["max_drop"], force=opts["force"], keep=opts["keep"],
-        quantize_ops=None if opts["quantize_ops"] is None else [op.strip() for op in opts["quantize_ops"].split(",") if op.strip()],
-        fp32_layers=None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"]),
-        int8_recipe=opts["int8_recipe"], smooth_alpha=opts["smooth_alpha"], int8_isa=opts["int8_isa"],
-        external_data=opts["external_data"],
+    from ..export import (
+        ExportOptionError,
+        ExportOptions,
+        int8_config,
+        resolve_out,
+        run_export,
     )
-    from ..export import resolve_out
 
+    ctx = click.get_current_context()
+    try:
+        int8 = int8_config(
+            opts["int8_recipe"],
+            quantize_ops=_given(ctx, "quantize_ops", None if opts["quantize_ops"] is None else opts["quantize_ops"].split(",")),
+            fp32_layers=_given(ctx, "fp32_layers", None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"])),
+            smooth=_given(ctx, "smooth_alpha", opts["smooth_alpha"]),
+            isa=_given(ctx, "int8_isa", opts["int8_isa"]),
+        )
+        options = ExportOptions(
+            model=opts["model"], revision=opts["revision"], out=opts["out"], variants=opts["variants"],
+            max_length=opts["max_length"], opset=opts["opset"], eval_data=opts["eval_data"],
+            max_drop=opts["max_drop"], force=opts["force"], keep=opts["keep"], int8=int8,
+            external_data=opts["external_data"],
+        )
+    except ExportOptionError as exc:
+        raise click.UsageError(_with_sources(ctx, exc)) from None
+    manifest = run_export(options)
     out = resolve_out(opts["model"], opts["out"])  # the folder run_export wrote, absolute
     notice(f"wrote {out} ({', '.join(manifest['variants'])})")
+
+
+# Config field → this command's parameter name, where they differ.
+_PARAMS = {"smooth": "smooth_alpha", "isa": "int8_isa", "recipe": "int8_recipe"}
+
+
+def _given(ctx: click.Context, param: str, value: Any) -> Any:
+    """The value when the user set it (command line or environment); None when it is click's default."""
+    source = ctx.get_parameter_source(param)
+    return value if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) else None
+
+
+def _with_sources(ctx: click.Context, exc: Any) -> str:
+    """The error's message, plus which of its options came from an environment variable."""
+    params = {p.name: p for p in ctx.command.params}
+    envs = [
+        f"{params[name].opts[0]} is set by {params[name].envvar}"
+        for name in (_PARAMS.get(field, field) for field in exc.options)
+        if name in params and ctx.get_parameter_source(name) == ParameterSource.ENVIRONMENT
+    ]
+    return str(exc) + (f" ({'; '.join(envs)})" if envs else "")
 
 
 def _layers(spec: str) -> list[int]:

@@ -12,15 +12,27 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .. import config
 from ..console import Steps
 from ..engine.model import MANIFEST, MANIFEST_FORMAT, data_entries
-from ..errors import ExportError, SentictlError
+from ..errors import ExportError
+from . import stack
 from .checkpoint import local_checkpoint, resolve_checkpoint, tool_versions
+from .external import ALIGN, externalize
+from .options import (
+    ALL_VARIANTS,
+    ExportOptionError,
+    ExportOptions,
+    Int8Config,
+    RowwiseInt8,
+    TensorInt8,
+    int8_config,
+)
 from .outdir import (
     check_existing_out,
     check_out_location,
@@ -36,9 +48,7 @@ from .parity import (
     mark_unusable,
     parity_sentences,
 )
-from . import stack
-from .external import ALIGN, externalize
-from .variants import ALL_VARIANTS, build_variant, cpu_isa, parse_variants
+from .variants import build_variant, cpu_isa, parse_variants
 
 # CoreML's static graph stays one file: ORT's CoreML provider compiles the model itself, and that
 # path has not been run with external data here (no Apple machine).
@@ -52,11 +62,17 @@ __all__ = [
     "ALL_VARIANTS",
     "PARITY_FILE",
     "PARITY_LIMIT",
+    "ExportOptionError",
+    "ExportOptions",
+    "Int8Config",
+    "RowwiseInt8",
+    "TensorInt8",
     "check_existing_out",
     "check_out_location",
     "cpu_isa",
     "default_out",
     "install",
+    "int8_config",
     "local_checkpoint",
     "mark_unusable",
     "parity_sentences",
@@ -67,75 +83,54 @@ __all__ = [
 ]
 
 
-def run_export(
-    model: str = config.DEFAULT_HUB_MODEL,
-    revision: str | None = None,
-    out: str | Path | None = None,
-    variants: str = "auto",
-    max_length: int | None = None,
-    opset: int | None = None,
-    eval_data: str | Path | None = None,
-    max_drop: float = 1.0,
-    force: bool = False,
-    per_channel: bool = True,
-    quantize_ops: Sequence[str] | None = None,
-    keep: str | None = None,
-    fp32_layers: Sequence[int] | None = None,
-    quiet: bool = False,
-    int8_recipe: str | None = None,
-    smooth_alpha: float | None = None,
-    int8_isa: str | None = None,
-    external_data: bool = True,
-) -> dict[str, Any]:
+def run_export(model: str | ExportOptions = config.DEFAULT_HUB_MODEL, **options: Any) -> dict[str, Any]:
     """Export a checkpoint to a model directory; returns the manifest written.
 
-    int8 options (see variants.py): ``int8_recipe`` rowwise (default) or tensor; ``quantize_ops`` and
-    ``fp32_layers`` None take the recipe's defaults; ``smooth_alpha`` SmoothQuant strength for rowwise (None: off);
-    ``int8_isa`` the CPU the int8 graph is built for (None: this one; avx2 runs correctly everywhere).
-    ``external_data``: each fp32/int8/fp16 variant's weights in a page-aligned ``<file>.data`` beside it
-    (see external.py), which ONNX Runtime maps instead of copying.
+    ``run_export(ExportOptions(...))``, or ``run_export("ckpt", out=..., variants="all", int8=RowwiseInt8(smooth=0.3))``
+    with ExportOptions' fields as keywords (an unknown keyword is a TypeError, never ignored).
     """
-    int8 = {"per_channel": per_channel, "quantize_ops": quantize_ops, "fp32_layers": fp32_layers,
-            "int8_recipe": int8_recipe, "smooth_alpha": smooth_alpha, "int8_isa": int8_isa}
-    int8 = {k: v for k, v in int8.items() if v is not None}
+    opts = model if isinstance(model, ExportOptions) else ExportOptions(model=model, **options)
+    if isinstance(model, ExportOptions) and options:
+        raise TypeError("run_export(ExportOptions(...)) takes no other arguments")
     # Before anything else (the hub above all): a plain install must hear "install the export extra".
     stack.require()
-    wanted = parse_variants(variants)
-    kept = _parse_keep(keep, wanted)
     # Every check on the output folder comes before anything heavy is loaded or anything written.
-    local = local_checkpoint(model)
+    local = local_checkpoint(opts.model)
     if local is not None:
-        resolve_checkpoint(model, revision)  # cheap for a folder: is it a checkpoint at all?
-    out = resolve_out(model, out)
+        resolve_checkpoint(opts.model, opts.revision)  # cheap for a folder: is it a checkpoint at all?
+    out = resolve_out(opts.model, opts.out)
     check_out_location(out, local)
-    check_existing_out(out, force)
-    steps = Steps("export", 3 + len(wanted) + (1 if eval_data else 0), quiet)
+    check_existing_out(out, opts.force)
+    steps = Steps("export", 3 + len(opts.wanted) + (1 if opts.eval_data else 0), opts.quiet)
     with stack.quiet_third_party():
-        return _export(model, revision, out, local, wanted, kept, max_length, opset, eval_data, max_drop,
-                       int8, steps, external_data, force)
+        return _export(opts, out, local, steps)
 
 
-def _export(
-    model: str,
-    revision: str | None,
-    out: Path,
-    local: Path | None,
-    wanted: list[str],
-    kept: list[str],
-    max_length: int | None,
-    opset: int | None,
-    eval_data: str | Path | None,
-    max_drop: float,
-    int8: dict[str, Any],
-    steps: Steps,
-    external_data: bool,
-    force: bool,
-) -> dict[str, Any]:
+def _export(opts: ExportOptions, out: Path, local: Path | None, steps: Steps) -> dict[str, Any]:
     """The steps of run_export once every argument is checked: checkpoint, build, install."""
-    steps.start(f"loading checkpoint {model}")
-    checkpoint, source = resolve_checkpoint(model, revision)
+    steps.start(f"loading checkpoint {opts.model}")
+    checkpoint, source = resolve_checkpoint(opts.model, opts.revision)
     if local is None:  # a hub snapshot: the output must not be inside the cache folder either
         check_out_location(out, checkpoint.resolve())
+    hf_config, tokenizer, id2label, length = _load_checkpoint(opts, checkpoint)
+    steps.done(f"{len(id2label)} labels, max length {length}")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        source_model = _Source(checkpoint, source, hf_config, tokenizer, id2label, length)
+        manifest = _build(work, source_model, opts, steps, out.name)
+        _drop_unkept(work, manifest, list(opts.kept))
+        work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
+        install(work, out, opts.force)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _load_checkpoint(opts: ExportOptions, checkpoint: Path) -> tuple[Any, Any, dict[int, str], int]:
+    """The checkpoint's config, fast tokenizer, label map and the export's max length."""
     try:
         import torch  # noqa: F401  (fail early with a clear message)
         from transformers import AutoConfig, AutoTokenizer
@@ -144,116 +139,46 @@ def _export(
     hf_config = AutoConfig.from_pretrained(checkpoint)
     id2label = {int(k): str(v) for k, v in (hf_config.id2label or {}).items()}
     if not id2label or len(id2label) != getattr(hf_config, "num_labels", len(id2label)):
-        raise ExportError(f"{model} has no id2label map: is it a sequence-classification checkpoint?")
+        raise ExportError(f"{opts.model} has no id2label map: is it a sequence-classification checkpoint?")
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     if not getattr(tokenizer, "is_fast", False):
-        raise ExportError(f"{model} has no fast tokenizer (tokenizer.json) and none can be built from it")
+        raise ExportError(f"{opts.model} has no fast tokenizer (tokenizer.json) and none can be built from it")
     limit = int(getattr(hf_config, "max_position_embeddings", 512) or 512)
     model_max = getattr(tokenizer, "model_max_length", limit) or limit
-    length = min(int(max_length or limit), limit, int(model_max) if model_max < 10**8 else limit)
-    steps.done(f"{len(id2label)} labels, max length {length}")
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        manifest = _build(
-            work, checkpoint, source, hf_config, tokenizer, id2label, length, wanted, opset,
-            eval_data, max_drop, int8, steps, out.name, external_data,
-        )
-        _drop_unkept(work, manifest, kept)
-        work.chmod(0o755)  # mkdtemp makes it private; a model directory is meant to be shared
-        install(work, out, force)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return manifest
+    length = min(int(opts.max_length or limit), limit, int(model_max) if model_max < 10**8 else limit)
+    return hf_config, tokenizer, id2label, length
 
 
-def _build(
-    work: Path,
-    checkpoint: Path,
-    source: dict[str, Any],
-    hf_config: Any,
-    tokenizer: Any,
-    id2label: dict[int, str],
-    length: int,
-    wanted: list[str],
-    opset: int | None,
-    eval_data: str | Path | None,
-    max_drop: float,
-    int8: dict[str, Any],
-    steps: Steps,
-    name: str,
-    external_data: bool = True,
-) -> dict[str, Any]:
-    try:
-        from optimum.exporters.onnx import main_export
-    except ImportError as exc:
-        raise ExportError(stack.missing_message(exc.name or "optimum-onnx")) from None
+@dataclass(frozen=True)
+class _Source:
+    """The loaded checkpoint an export is built from."""
 
-    from ..engine.integrity import hash_and_stamp
+    path: Path
+    info: dict[str, Any]  # the manifest's "source": id and revision
+    hf_config: Any
+    tokenizer: Any
+    id2label: dict[int, str]
+    length: int
 
+
+def _build(work: Path, src: _Source, opts: ExportOptions, steps: Steps, name: str) -> dict[str, Any]:
+    """optimum's export, every variant, the manifest, parity and (with eval data) accuracy, in ``work``."""
     raw = work / "_onnx"
     steps.start("exporting to ONNX with optimum (dynamic batch and sequence axes)")
-    try:
-        main_export(
-            str(checkpoint), raw, task="text-classification", opset=opset, do_validation=False,
-            local_files_only=True,
-        )
-    except Exception as exc:
-        raise ExportError(f"optimum could not export {source['id']} to ONNX: {exc}") from None
-    # optimum and transformers truncate at model_max_length: the export's length, as `score` does.
-    tokenizer.model_max_length = length
-    tokenizer.save_pretrained(raw)
-    shutil.copy(raw / "tokenizer.json", work / "tokenizer.json")
-    optimum_files = _keep_optimum_files(raw, work)
+    optimum_files = _optimum_export(raw, work, src, opts.opset)
     steps.done()
-
     variants: dict[str, dict[str, Any]] = {}
-    for variant in wanted:
+    for variant in opts.wanted:
         steps.start(f"building the {variant} variant")
-        entry = build_variant(variant, raw, work, checkpoint=checkpoint, length=length, opset=opset, **int8)
-        data = externalize(work / entry["file"]) if external_data and variant in EXTERNAL_VARIANTS else None
-        # Stamped as verified (in the user cache dir, keyed by inode: the rename of `work` keeps
-        # it valid), so the first score after an export need not hash the file again.
-        entry["sha256"] = hash_and_stamp(work / entry["file"])
-        entry["bytes"] = (work / entry["file"]).stat().st_size
-        if data is not None:
-            entry["data"] = {"file": data.name, "sha256": hash_and_stamp(data), "bytes": data.stat().st_size,
-                             "alignment": ALIGN}
-        entry["usable"] = True
-        variants[variant] = entry
-        total = entry["bytes"] + (entry["data"]["bytes"] if data is not None else 0)
-        steps.done(f"{entry['file']}" + (f" + {data.name}" if data is not None else "") + f", {total / 1e6:.1f} MB")
+        variants[variant] = entry = _build_one(variant, raw, work, src, opts)
+        total = entry["bytes"] + (entry["data"]["bytes"] if "data" in entry else 0)
+        steps.done(entry["file"] + (f" + {entry['data']['file']}" if "data" in entry else "") + f", {total / 1e6:.1f} MB")
     shutil.rmtree(raw, ignore_errors=True)
-
-    tok_entry = {
-        "file": "tokenizer.json",
-        "sha256": hash_and_stamp(work / "tokenizer.json"),
-        "cls_token": tokenizer.cls_token or "[CLS]",
-        "sep_token": tokenizer.sep_token or "[SEP]",
-        "pad_id": int(tokenizer.pad_token_id or 0),
-        "lowercase": bool(getattr(tokenizer, "do_lower_case", False)),
-    }
-    manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "name": name,
-        "source": source,
-        "task": "text-classification",
-        "architecture": (getattr(hf_config, "architectures", None) or [None])[0],
-        "labels": {str(k): v for k, v in sorted(id2label.items())},
-        "max_length": length,
-        "tokenizer": tok_entry,
-        "variants": variants,
-        "optimum_files": optimum_files,
-        "tools": tool_versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "opset": opset,
-    }
+    manifest = _manifest(src, variants, optimum_files, name, opts.opset, work)
     _write_manifest(work, manifest)
 
     steps.start(f"parity check on {len(parity_sentences())} built-in sentences")
-    manifest["parity"] = check_parity(work, checkpoint, tokenizer, length, variants)
+    manifest["parity"] = check_parity(work, src.path, src.tokenizer, src.length, variants)
     _write_manifest(work, manifest)
     worst = manifest["parity"]["fp32_vs_pytorch_max_abs_diff"]
     if worst > PARITY_LIMIT:
@@ -264,18 +189,92 @@ def _build(
     steps.done(f"fp32 vs PyTorch max |Δprob| {worst:.1e}; " + ", ".join(
         f"{v}: {variants[v]['parity'].get('label_agreement', 1.0):.0%} agree" for v in variants if v != "fp32"
     ))
-
-    if eval_data:
-        steps.start(f"evaluating every variant on {eval_data}")
-        labels = [id2label[i] for i in range(len(id2label))]
-        from ..evaluate import read_labelled
-
-        texts, gold = read_labelled(eval_data, labels)
-        manifest["eval"] = evaluate_variants(work, texts, gold, variants, max_drop, labels)
-        manifest["eval"]["data"] = str(eval_data)
-        steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants if "accuracy" in variants[v].get("eval", {})))
+    if opts.eval_data:
+        steps.start(f"evaluating every variant on {opts.eval_data}")
+        _evaluate(work, manifest, src, opts)
+        steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants
+                             if "accuracy" in variants[v].get("eval", {})))
     _write_manifest(work, manifest)
     return manifest
+
+
+def _optimum_export(raw: Path, work: Path, src: _Source, opset: int | None) -> list[dict[str, Any]]:
+    """optimum's plain ONNX export into ``raw``, tokenizer.json into ``work``; the optimum files kept."""
+    try:
+        from optimum.exporters.onnx import main_export
+    except ImportError as exc:
+        raise ExportError(stack.missing_message(exc.name or "optimum-onnx")) from None
+    try:
+        main_export(
+            str(src.path), raw, task="text-classification", opset=opset, do_validation=False,
+            local_files_only=True,
+        )
+    except Exception as exc:
+        raise ExportError(f"optimum could not export {src.info['id']} to ONNX: {exc}") from None
+    # optimum and transformers truncate at model_max_length: the export's length, as `score` does.
+    src.tokenizer.model_max_length = src.length
+    src.tokenizer.save_pretrained(raw)
+    shutil.copy(raw / "tokenizer.json", work / "tokenizer.json")
+    return _keep_optimum_files(raw, work)
+
+
+def _build_one(variant: str, raw: Path, work: Path, src: _Source, opts: ExportOptions) -> dict[str, Any]:
+    """One variant's files (graph, and its weights file unless single-file) and its manifest entry."""
+    from ..engine.integrity import hash_and_stamp
+
+    entry = build_variant(variant, raw, work, int8=opts.int8, checkpoint=src.path, length=src.length, opset=opts.opset)
+    data = externalize(work / entry["file"]) if opts.external_data and variant in EXTERNAL_VARIANTS else None
+    # Stamped as verified (in the user cache dir, keyed by inode: the rename of `work` keeps
+    # it valid), so the first score after an export need not hash the file again.
+    entry["sha256"] = hash_and_stamp(work / entry["file"])
+    entry["bytes"] = (work / entry["file"]).stat().st_size
+    if data is not None:
+        entry["data"] = {"file": data.name, "sha256": hash_and_stamp(data), "bytes": data.stat().st_size,
+                         "alignment": ALIGN}
+    entry["usable"] = True
+    return entry
+
+
+def _manifest(src: _Source, variants: dict[str, dict[str, Any]], optimum_files: list[dict[str, Any]], name: str,
+              opset: int | None, work: Path) -> dict[str, Any]:
+    """The manifest before parity: source, labels, tokenizer, variants, tools."""
+    from ..engine.integrity import hash_and_stamp
+
+    tokenizer = src.tokenizer
+    tok_entry = {
+        "file": "tokenizer.json",
+        "sha256": hash_and_stamp(work / "tokenizer.json"),
+        "cls_token": tokenizer.cls_token or "[CLS]",
+        "sep_token": tokenizer.sep_token or "[SEP]",
+        "pad_id": int(tokenizer.pad_token_id or 0),
+        "lowercase": bool(getattr(tokenizer, "do_lower_case", False)),
+    }
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "source": src.info,
+        "task": "text-classification",
+        "architecture": (getattr(src.hf_config, "architectures", None) or [None])[0],
+        "labels": {str(k): v for k, v in sorted(src.id2label.items())},
+        "max_length": src.length,
+        "tokenizer": tok_entry,
+        "variants": variants,
+        "optimum_files": optimum_files,
+        "tools": tool_versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "opset": opset,
+    }
+
+
+def _evaluate(work: Path, manifest: dict[str, Any], src: _Source, opts: ExportOptions) -> None:
+    """Each variant's accuracy on the labelled eval data, into the manifest."""
+    from ..evaluate import read_labelled
+
+    assert opts.eval_data is not None
+    labels = [src.id2label[i] for i in range(len(src.id2label))]
+    texts, gold = read_labelled(opts.eval_data, labels)
+    manifest["eval"] = evaluate_variants(work, texts, gold, manifest["variants"], opts.max_drop, labels)
+    manifest["eval"]["data"] = str(opts.eval_data)
 
 
 # What optimum's ORTModelForSequenceClassification.from_pretrained(dir, file_name=...) and
@@ -298,17 +297,6 @@ def _keep_optimum_files(raw: Path, work: Path) -> list[dict[str, Any]]:
         kept.append({"file": name, "sha256": hash_and_stamp(work / name)})
     if not any(entry["file"] == "config.json" for entry in kept):
         raise ExportError("optimum wrote no config.json: the model directory could not be loaded by optimum")
-    return kept
-
-
-def _parse_keep(keep: str | None, wanted: list[str]) -> list[str]:
-    """Which variants' files stay in the directory (default: every one built)."""
-    if not keep:
-        return list(wanted)
-    kept = [v.strip() for v in keep.split(",") if v.strip()]
-    missing = [v for v in kept if v not in wanted]
-    if missing or not kept:
-        raise SentictlError(f"--keep {keep}: only built variants can be kept ({', '.join(wanted)})")
     return kept
 
 

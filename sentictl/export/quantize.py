@@ -5,32 +5,39 @@ DynamicQuantizeMatMul) picks one uint8 range for a whole [batch, seq, hidden] te
 outlier, or the padding and length of the texts it shares a run with, moves every other text's
 quantization grid. This module rewrites each MatMul with a constant weight W [K, N] instead as
 
-    s  = max(|x|, over K) / 127                     one scale per token, shape [batch, seq, 1]
-    xq = uint8(round(x / s) + 128)                  symmetric int8, shifted to uint8 so that ORT's
-                                                    u8·s8 (VNNI) GEMM kernels run
-    y  = MatMulIntegerToFloat(xq, Wq, s, w_scale, zero point 128)
+    hi, lo = max(max_K x, 0), min(min_K x, 0)       each token row's own range (zero included)
+    s  = (hi - lo) / 255,  z = round(-lo / s)       one scale and one uint8 zero point per row
+    xq = uint8(round(x / s) + z)                    so that ORT's u8·s8 (VNNI) GEMM kernels run
+    y  = MatMulIntegerToFloat(xq, Wq, s, w_scale) - s·z ⊗ colsum(Wq·w_scale)
                                                     W as int8, one scale per output column
 
 Every token row is quantized on its own, so the integer products are exactly the same whatever
 else is in the batch. The attention products (Q·Kᵀ, softmax·V) have no constant weight and stay in
 fp32; so do the pooler and classifier (Gemm, one row per text).
 
-Optional, measured in benchmarks/NOTES.md (issue 13):
+Each token row is quantized over its own [min, max] with a zero point of its own (asymmetric: twice
+the resolution for one-sided inputs such as GELU outputs), paid for with one rank-1 correction per
+output. Optional, measured in benchmarks/NOTES.md (issue 13):
 - ``smooth``: SmoothQuant-style factors that move BERT's outlier channels from the activations
   into the weights (x / s, diag(s) W: exact in fp32), from per-channel maxima on calibration text;
 - ``embeddings``: the word-embedding table as int8 with one scale per vocabulary row
   (a weight-only change: no activation is quantized, so it cannot depend on the batch).
 
-Imports onnx (export extra) inside functions, like the rest of sentictl.export.
+The rejected alternatives (symmetric rows, elementwise quantizers, unsigned weights, 7-bit
+activations) live in benchmarks/quant_experiments.py. Imports onnx (export extra) inside functions,
+like the rest of sentictl.export.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from ..errors import ExportError
 
 MS_DOMAIN = "com.microsoft"
 _LAYER = re.compile(r"/layer\.(\d+)/")
@@ -57,18 +64,15 @@ def weight_matmuls(graph: Any, nodes: Sequence[Any] | None = None) -> list[Any]:
     return out
 
 
-def safe_weight_qmax(activation_qmax: int = 127, isa: str | None = None) -> int:
-    """The widest int8 weight range whose u8·s8 products cannot saturate on this CPU.
+def safe_weight_qmax(isa: str | None = None) -> int:
+    """The widest int8 weight range whose u8·s8 products cannot saturate on this CPU (None: this one).
 
     Without VNNI (AVX2, AVX-512F), x86 int8 GEMMs add pairs of u8·s8 products in saturating int16
-    (vpmaddubsw): 2 · 255 · 127 overflows 32767, 2 · 255 · 63 does not (ORT's reduce_range). VNNI
-    and ARM accumulate in int32.
+    (vpmaddubsw): 2 · 255 · 127 overflows 32767, 2 · 255 · 64 does not. VNNI and ARM accumulate in int32.
     """
     from ..engine.cpu import WIDE_ACCUMULATORS, cpu_isa
 
-    if (isa or cpu_isa()) in WIDE_ACCUMULATORS:
-        return 127
-    return max(1, min(127, 32767 // (2 * (2 * activation_qmax + 1))))
+    return 127 if (isa or cpu_isa()) in WIDE_ACCUMULATORS else 32767 // (2 * 255)
 
 
 def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
@@ -79,49 +83,6 @@ def quantize_weight(w: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndar
     return q, scale
 
 
-def calibrate(model_path: Path, tokenizer_path: Path, texts: Sequence[str], names: Iterable[str],
-              max_length: int = 128) -> dict[str, np.ndarray]:
-    """Per-channel max |x| of the named activations over the texts' real tokens (fp32 graph).
-
-    Texts run one at a time, so padding never enters the maxima.
-    """
-    import onnx
-    import onnxruntime as ort
-    from tokenizers import Tokenizer
-
-    names = list(dict.fromkeys(names))
-    model = onnx.load(str(model_path))
-    present = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in present:
-            model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    # No fusions: the activations asked for must survive as they are named in the graph.
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    inputs = {i.name for i in session.get_inputs()}
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    tok.no_padding()
-    tok.enable_truncation(max_length)
-    maxima: dict[str, np.ndarray] = {}
-    for enc in tok.encode_batch(list(texts)):
-        ids = np.array([enc.ids], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        values = session.run(names, {k: v for k, v in feed.items() if k in inputs})
-        for name, value in zip(names, values):
-            m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
-            maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
-    return maxima
-
-
-def smoothing_factors(act_max: np.ndarray, weights: Sequence[np.ndarray], alpha: float) -> np.ndarray:
-    """SmoothQuant: s_j = max|x_j|^α / max|W_j,:|^(1-α), over every weight that reads x."""
-    w_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
-    s = np.power(np.maximum(act_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha)
-    return np.clip(s, 1e-2, 1e2).astype(np.float32)
-
-
 def rowwise_int8(
     src: Path,
     dest: Path,
@@ -130,30 +91,18 @@ def rowwise_int8(
     smooth: dict[str, np.ndarray] | None = None,
     embeddings: bool = False,
     weight_qmax: int | None = None,
-    activation_qmax: int = 127,
-    quantizer: str = "elementwise",
-    asymmetric: Callable[[str], bool] | None = None,
-    unsigned_weights: bool = False,
 ) -> dict[str, Any]:
     """Rewrite the fp32 graph ``src`` into row-wise int8 at ``dest``; returns what was done.
 
-    ``exclude(node_name)``: MatMuls left in fp32. ``smooth``: activation name → per-channel
-    factors (see smoothing_factors). ``weight_qmax`` (None: for this CPU, see safe_weight_qmax)
-    and ``activation_qmax`` bound the int8 ranges; activations are stored as uint8 with the zero
-    point activation_qmax + 1. ``quantizer``: "elementwise" (Mul, Round, Add, Cast on [B, S, K])
-    or "qlinear" (rows flattened to [B·S, K], one per-axis QuantizeLinear). ``asymmetric(node_name)``:
-    MatMuls whose input rows get a min/max range and a zero point of their own instead of ±max
-    (twice the resolution for one-sided inputs such as GELU outputs; qlinear only), paid for with
-    one rank-1 correction per output (−row scale·zero point ⊗ column sums of Wq).
-    ``unsigned_weights``: store Wq + 128 as uint8 with zero point 128, so full 8-bit weights run on
-    the u8·u8 kernels, which widen to 16 bits before multiplying and so cannot saturate (slower
-    than u8·s8 on AVX2).
+    ``exclude(node_name)``: MatMuls left in fp32. ``smooth``: activation name → per-channel factors
+    (see smoothing.py). ``embeddings``: the word-embedding table as int8. ``weight_qmax`` (None: for
+    this CPU, see safe_weight_qmax) bounds the int8 weights.
     """
-    if weight_qmax is None:
-        weight_qmax = safe_weight_qmax(activation_qmax)
     import onnx
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
+    if weight_qmax is None:
+        weight_qmax = safe_weight_qmax()
     model = onnx.load(str(src))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
@@ -164,86 +113,23 @@ def rowwise_int8(
     by_input: dict[str, list[Any]] = {}
     for node in targets:
         by_input.setdefault(node.input[0], []).append(node)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    if opset < 13:
+        raise ExportError(f"row-wise int8 needs opset 13 or later (per-row QuantizeLinear), not {opset}")
 
     new_inits: list[Any] = []
-    const = _Consts(new_inits)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-    zero = activation_qmax + 1
+    const = Consts(new_inits)
     replaced: dict[int, list[Any]] = {}  # position of an original node -> the nodes that replace it
-    asym_count = 0
-    dropped_weights: set[str] = set()
+    dropped: set[str] = set()
     for x, consumers in by_input.items():
-        prefix = _prefix(consumers[0].name)
-        nodes: list[Any] = []
-        factors = (smooth or {}).get(x)
-        src_x = x
-        if factors is not None:
-            nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
-                                          [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
-            src_x = f"{prefix}smoothed"
-        k = int(inits[consumers[0].input[1]].dims[0])
-        use_qlinear = quantizer == "qlinear" and opset >= 13
-        asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
-        if asym:
-            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const,
-                                                                               levels=2 * activation_qmax + 1)
-        elif use_qlinear:
-            q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
-        else:
-            q_nodes, quantized, row_scale = _elementwise_rows(src_x, prefix, activation_qmax, zero, opset, const)
-        nodes += q_nodes
-        first = True
-        for node in consumers:
-            w = numpy_helper.to_array(inits[node.input[1]])
-            if factors is not None:
-                w = w * factors[:, None]
-            wq, ws = quantize_weight(w, 127 if unsigned_weights else weight_qmax)
-            base = _prefix(node.name)
-            wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
-            stored = (wq.astype(np.int16) + 128).astype(np.uint8) if unsigned_weights else wq
-            new_inits += [numpy_helper.from_array(stored, wq_name), numpy_helper.from_array(ws, ws_name)]
-            dropped_weights.add(node.input[1])
-            inputs = [quantized, wq_name, row_scale, ws_name, const.zero_point(0 if asym else zero)]
-            if unsigned_weights:
-                inputs.append(const.zero_point(128))
-            if use_qlinear:
-                # [tokens, N] back to the activation's leading shape.
-                n = int(wq.shape[1])
-                product = f"{base}rows_raw" if asym else f"{base}rows_out"
-                mm = [helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{base}MatMulIntegerToFloat",
-                                       domain=MS_DOMAIN)]
-                if asym:
-                    # Σ (q − zp)·w = Σ q·w − zp·colsum(w): a rank-1 update, one Gemm with K = 1.
-                    colsum = -(wq.astype(np.int64).sum(axis=0) * ws).astype(np.float32)[None, :]
-                    new_inits.append(numpy_helper.from_array(colsum, f"{base}neg_colsum"))
-                    mm.append(helper.make_node("Gemm", [correction, f"{base}neg_colsum", product], [f"{base}rows_out"],
-                                               name=f"{base}ZeroPointCorrection"))
-                mm += [
-                    helper.make_node("Concat", [lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
-                                     [f"{base}out_shape"], name=f"{base}OutShape", axis=0),
-                    helper.make_node("Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"),
-                ]
-                asym_count += asym
-            else:
-                mm = [helper.make_node("MatMulIntegerToFloat", inputs, list(node.output), name=f"{base}MatMulIntegerToFloat",
-                                       domain=MS_DOMAIN)]
-            replaced[position[id(node)]] = (nodes if first else []) + mm
-            first = False
-
+        rewritten = _quantize_consumers(x, consumers, (smooth or {}).get(x), inits, weight_qmax, opset, const, new_inits)
+        for node, nodes in zip(consumers, rewritten):
+            replaced[position[id(node)]] = nodes
+            dropped.add(node.input[1])
     if embeddings:
-        replaced.update(_int8_embeddings(nodes_in, inits, new_inits, dropped_weights))
+        replaced.update(int8_embeddings(nodes_in, inits, new_inits, dropped))
 
-    out_nodes = []
-    for k, node in enumerate(nodes_in):
-        out_nodes.extend(replaced.get(k, [node]))
-    out_nodes, fused = _skip_layer_norm(out_nodes, inits, {o.name for o in graph.output})
-    # Weights still read by a node left in fp32 (an excluded MatMul sharing a tensor) are kept.
-    still_read = {i for n in out_nodes for i in n.input}
-    kept = [i for i in graph.initializer if i.name not in dropped_weights or i.name in still_read]
-    del graph.node[:]
-    graph.node.extend(out_nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(kept + new_inits)
+    out_nodes, fused = finish_graph(model, replaced, new_inits, dropped)
     if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     onnx.save(model, str(dest))
@@ -252,12 +138,90 @@ def rowwise_int8(
         "row_quantizers": len(by_input),
         "smoothed_inputs": sum(1 for x in by_input if smooth and x in smooth),
         "skip_layer_norms": fused,
-        "asymmetric_matmuls": asym_count,
         "embeddings_int8": any(n.op_type == "Gather" and n.name.endswith("GatherInt8") for n in out_nodes),
     }
 
 
-def _int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[Any], dropped: set[str]) -> dict[int, list[Any]]:
+def _quantize_consumers(x: str, consumers: list[Any], factors: np.ndarray | None, inits: dict[str, Any], weight_qmax: int,
+                        opset: int, const: Consts, new_inits: list[Any]) -> list[list[Any]]:
+    """The nodes that replace each MatMul reading ``x``: one row quantizer (with the first), then each int8 product."""
+    from onnx import helper, numpy_helper
+
+    prefix = node_prefix(consumers[0].name)
+    nodes: list[Any] = []
+    src_x = x
+    if factors is not None:
+        nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
+                                      [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
+        src_x = f"{prefix}smoothed"
+    k = int(inits[consumers[0].input[1]].dims[0])
+    q_nodes, *outputs = asymmetric_rows(src_x, prefix, k, opset, const)
+    nodes += q_nodes
+    rows = RowsQuantized(*outputs)
+    out: list[list[Any]] = []
+    for node in consumers:
+        w = numpy_helper.to_array(inits[node.input[1]])
+        if factors is not None:
+            w = w * factors[:, None]
+        out.append((nodes if not out else []) + int8_matmul(node, w, weight_qmax, rows, const, new_inits))
+    return out
+
+
+class RowsQuantized(NamedTuple):
+    """The outputs of a row quantizer (see asymmetric_rows) that an int8 MatMul reads."""
+
+    quantized: str  # uint8 [tokens, K]
+    row_scale: str  # [tokens, 1]
+    lead: str  # the activation's leading shape, to restore after the GEMM
+    correction: str  # scale·zero point [tokens, 1]
+
+
+def int8_matmul(node: Any, w: np.ndarray, weight_qmax: int, rows: RowsQuantized, const: Consts,
+                new_inits: list[Any]) -> list[Any]:
+    """MatMul(x, W) → MatMulIntegerToFloat on the quantized rows, the zero-point correction and the unflatten."""
+    from onnx import helper, numpy_helper
+
+    wq, ws = quantize_weight(w, weight_qmax)
+    base = node_prefix(node.name)
+    wq_name, ws_name = f"{base}weight_int8", f"{base}weight_scale"
+    new_inits += [numpy_helper.from_array(wq, wq_name), numpy_helper.from_array(ws, ws_name)]
+    inputs = [rows.quantized, wq_name, rows.row_scale, ws_name, const.zero_point(0)]
+    n = int(wq.shape[1])
+    # Σ (q − zp)·w = Σ q·w − zp·colsum(w): a rank-1 update, one Gemm with K = 1.
+    colsum = -(wq.astype(np.int64).sum(axis=0) * ws).astype(np.float32)[None, :]
+    new_inits.append(numpy_helper.from_array(colsum, f"{base}neg_colsum"))
+    return [
+        helper.make_node("MatMulIntegerToFloat", inputs, [f"{base}rows_raw"], name=f"{base}MatMulIntegerToFloat",
+                         domain=MS_DOMAIN),
+        helper.make_node("Gemm", [rows.correction, f"{base}neg_colsum", f"{base}rows_raw"], [f"{base}rows_out"],
+                         name=f"{base}ZeroPointCorrection"),
+        # [tokens, N] back to the activation's leading shape.
+        helper.make_node("Concat", [rows.lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
+                         [f"{base}out_shape"], name=f"{base}OutShape", axis=0),
+        helper.make_node("Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"),
+    ]
+
+
+def finish_graph(model: Any, replaced: dict[int, list[Any]], new_inits: list[Any], dropped: set[str]) -> tuple[list[Any], int]:
+    """Put the replacement nodes in place of the originals (by position), fuse SkipLayerNorms and swap the
+    initializers; returns the new node list and how many SkipLayerNormalizations were fused."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    out_nodes = []
+    for k, node in enumerate(list(graph.node)):
+        out_nodes.extend(replaced.get(k, [node]))
+    out_nodes, fused = fuse_skip_layer_norm(out_nodes, inits, {o.name for o in graph.output})
+    # Weights still read by a node left in fp32 (an excluded MatMul sharing a tensor) are kept.
+    still_read = {i for n in out_nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name not in dropped or i.name in still_read]
+    del graph.node[:]
+    graph.node.extend(out_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    return out_nodes, fused
+
+
+def int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[Any], dropped: set[str]) -> dict[int, list[Any]]:
     """The word-embedding Gather reads an int8 table with one scale per row (per vocabulary entry)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -270,7 +234,7 @@ def _int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[An
             continue
         q_t, scale_t = quantize_weight(table.T)  # one scale per vocabulary row
         q, scale = np.ascontiguousarray(q_t.T), scale_t[:, None]
-        p = _prefix(node.name)
+        p = node_prefix(node.name)
         new_inits += [numpy_helper.from_array(q, f"{p}table_int8"), numpy_helper.from_array(scale, f"{p}row_scale")]
         dropped.add(node.input[0])
         ids = node.input[1]
@@ -283,70 +247,25 @@ def _int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[An
     return out
 
 
-def _elementwise_rows(x: str, p: str, qmax: int, zero: int, opset: int, const: "_Consts") -> tuple[list[Any], str, str]:
-    """x [..., K] → uint8 [..., K] and its row scales [..., 1], with standard elementwise ops."""
-    from onnx import TensorProto, helper
-
-    nodes = [
-        helper.make_node("Abs", [x], [f"{p}abs"], name=f"{p}RowAbs"),
-        _reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=1),
-        # An all-zero row (e.g. a padded token after some op) gets a harmless scale.
-        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
-        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}row_scale"],
-                         name=f"{p}RowScale"),
-        # One division per row, then a multiply per element (a division per element costs more).
-        helper.make_node("Div", [const.scalar("one", 1.0), f"{p}row_scale"], [f"{p}row_inv"], name=f"{p}RowInv"),
-        helper.make_node("Mul", [x, f"{p}row_inv"], [f"{p}scaled"], name=f"{p}RowMul"),
-        helper.make_node("Round", [f"{p}scaled"], [f"{p}rounded"], name=f"{p}RowRound"),
-        helper.make_node("Add", [f"{p}rounded", const.scalar(f"u8_offset_{zero}", float(zero))], [f"{p}shifted"],
-                         name=f"{p}RowShift"),
-        helper.make_node("Cast", [f"{p}shifted"], [f"{p}quantized"], name=f"{p}RowCast", to=TensorProto.UINT8),
-    ]
-    return nodes, f"{p}quantized", f"{p}row_scale"
-
-
-def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int,
-                  const: "_Consts") -> tuple[list[Any], str, str, str]:
-    """x [..., K] → uint8 [tokens, K] with one per-axis QuantizeLinear, row scales [tokens, 1], and
-    the leading shape of x (to restore it after the GEMM)."""
-    from onnx import helper
-
-    nodes = _flatten_rows(x, p, k, const) + [
-        helper.make_node("Abs", [f"{p}rows"], [f"{p}abs"], name=f"{p}RowAbs"),
-        _reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=0),
-        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
-        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}scale"], name=f"{p}RowScale"),
-        helper.make_node("Shape", [f"{p}scale"], [f"{p}n_rows"], name=f"{p}RowCount"),
-        helper.make_node("Expand", [const.array(f"rowq_zp_vec_{zero}", np.array([zero], dtype=np.uint8)), f"{p}n_rows"],
-                         [f"{p}zero_points"], name=f"{p}RowZeroPoints"),
-        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zero_points"], [f"{p}quantized"],
-                         name=f"{p}RowQuantize", axis=0),
-        helper.make_node("Unsqueeze", [f"{p}scale", const.array("rowq_axis1", np.array([1], dtype=np.int64))],
-                         [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
-    ]
-    return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead"
-
-
-def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts",
-                     levels: int = 255) -> tuple[list[Any], str, str, str, str]:
-    """x [..., K] → uint8 [tokens, K] over each row's own [min, max] (zero included) in 0..levels, the
+def asymmetric_rows(x: str, p: str, k: int, opset: int, const: Consts) -> tuple[list[Any], str, str, str, str]:
+    """x [..., K] → uint8 [tokens, K] over each row's own [min, max] (zero included) in 0..255, the
     row scales [tokens, 1], the leading shape, and scale·zero point [tokens, 1] for the correction."""
     from onnx import TensorProto, helper
 
     zero_f = const.scalar("zero", 0.0)
     column = const.array("rowq_axis1", np.array([1], dtype=np.int64))
-    nodes = _flatten_rows(x, p, k, const) + [
-        _reduce_last("ReduceMax", f"{p}rows", f"{p}max", f"{p}ReduceMax", opset, const, keepdims=0),
-        _reduce_last("ReduceMin", f"{p}rows", f"{p}min", f"{p}ReduceMin", opset, const, keepdims=0),
+    nodes = flatten_rows(x, p, k, const) + [
+        reduce_last("ReduceMax", f"{p}rows", f"{p}max", f"{p}ReduceMax", opset, const, keepdims=0),
+        reduce_last("ReduceMin", f"{p}rows", f"{p}min", f"{p}ReduceMin", opset, const, keepdims=0),
         helper.make_node("Max", [f"{p}max", zero_f], [f"{p}hi"], name=f"{p}Hi"),
         helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
         helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
         helper.make_node("Max", [f"{p}span", const.scalar("row_eps", 1e-12)], [f"{p}span_safe"], name=f"{p}SpanSafe"),
-        helper.make_node("Mul", [f"{p}span_safe", const.scalar(f"inv_{levels}", 1.0 / levels)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node("Mul", [f"{p}span_safe", const.scalar("inv_255", 1.0 / 255)], [f"{p}scale"], name=f"{p}RowScale"),
         helper.make_node("Div", [f"{p}lo", f"{p}scale"], [f"{p}lo_steps"], name=f"{p}LoSteps"),
         helper.make_node("Neg", [f"{p}lo_steps"], [f"{p}zp_raw"], name=f"{p}ZeroPointRaw"),
         helper.make_node("Round", [f"{p}zp_raw"], [f"{p}zp_round"], name=f"{p}ZeroPointRound"),
-        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max" if levels == 255 else f"u8_max_{levels}", float(levels))], [f"{p}zp_f"],
+        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max", 255.0)], [f"{p}zp_f"],
                          name=f"{p}ZeroPointClip"),
         helper.make_node("Cast", [f"{p}zp_f"], [f"{p}zp_u8"], name=f"{p}ZeroPointCast", to=TensorProto.UINT8),
         helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0),
@@ -357,7 +276,7 @@ def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: "_Consts",
     return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead", f"{p}offset_col"
 
 
-def _skip_layer_norm(nodes: list[Any], inits: dict[str, Any], outputs: set[str]) -> tuple[list[Any], int]:
+def fuse_skip_layer_norm(nodes: list[Any], inits: dict[str, Any], outputs: set[str]) -> tuple[list[Any], int]:
     """Add(bias, y) → Add(·, residual) → LayerNormalization becomes one SkipLayerNormalization.
 
     ORT fuses this itself for the DynamicQuantizeMatMul graph but not after MatMulIntegerToFloat
@@ -402,7 +321,7 @@ def _skip_layer_norm(nodes: list[Any], inits: dict[str, Any], outputs: set[str])
     return out, len(swap)
 
 
-def _reduce_last(op: str, src: str, dest: str, name: str, opset: int, const: "_Consts", keepdims: int) -> Any:
+def reduce_last(op: str, src: str, dest: str, name: str, opset: int, const: Consts, keepdims: int) -> Any:
     """ReduceMax/ReduceMin over the last axis: axes became an input in opset 18."""
     from onnx import helper
 
@@ -411,7 +330,7 @@ def _reduce_last(op: str, src: str, dest: str, name: str, opset: int, const: "_C
     return helper.make_node(op, [src], [dest], name=name, axes=[-1], keepdims=keepdims)
 
 
-def _flatten_rows(x: str, p: str, k: int, const: "_Consts") -> list[Any]:
+def flatten_rows(x: str, p: str, k: int, const: Consts) -> list[Any]:
     """x [..., K] → rows [tokens, K] (``{p}rows``), keeping x's leading shape (``{p}lead``) to restore later."""
     from onnx import helper
 
@@ -425,13 +344,13 @@ def _flatten_rows(x: str, p: str, k: int, const: "_Consts") -> list[Any]:
     ]
 
 
-def _prefix(node_name: str) -> str:
+def node_prefix(node_name: str) -> str:
     """'/bert/encoder/layer.0/attention/self/query/MatMul' → '/bert/encoder/layer.0/attention/self/query/rowq_'."""
     head, _, _ = node_name.rpartition("/")
     return f"{head}/rowq_"
 
 
-class _Consts:
+class Consts:
     """Shared scalar initializers, created once per graph."""
 
     def __init__(self, sink: list[Any]):
@@ -457,21 +376,6 @@ class _Consts:
 
     def zero_point(self, value: int) -> str:
         return self._add(f"rowq_zero_point_{value}", np.array(value, dtype=np.uint8))
-
-
-def matmul_inputs(model_path: Path, exclude: Callable[[str], bool] | None = None) -> dict[str, list[np.ndarray]]:
-    """Activation name → the fp32 weights of every quantizable MatMul that reads it (for smoothing)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(model_path)).graph
-    inits = {i.name: i for i in graph.initializer}
-    out: dict[str, list[np.ndarray]] = {}
-    for node in weight_matmuls(graph):
-        if exclude and exclude(node.name):
-            continue
-        out.setdefault(node.input[0], []).append(numpy_helper.to_array(inits[node.input[1]]))
-    return out
 
 
 def weight_matmuls_in(model_path: Path, only: Callable[[str], bool]) -> list[str]:

@@ -7,34 +7,31 @@ entry (the caller adds sha256, size and parity).
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..engine.cpu import cpu_isa
-from ..errors import SentictlError
-
-ALL_VARIANTS = ("fp32", "int8", "fp16", "coreml")
+from .options import Int8Config, RowwiseInt8, TensorInt8
 
 
 def parse_variants(spec: str) -> list[str]:
     """'auto' or a comma list → the variants to build (fp32 is always built: it is the reference)."""
-    spec = (spec or "auto").strip().lower()
-    if spec == "auto":
-        wanted = ["fp32", "int8"]
-    elif spec == "all":
-        wanted = list(ALL_VARIANTS)
-    else:
-        wanted = [v.strip() for v in spec.split(",") if v.strip()]
-        unknown = [v for v in wanted if v not in ALL_VARIANTS]
-        if unknown:
-            raise SentictlError(f"unknown variant(s) {', '.join(unknown)}: choose from auto, all, {', '.join(ALL_VARIANTS)}")
-    return ["fp32"] + [v for v in ALL_VARIANTS if v in wanted and v != "fp32"]
+    from .options import ExportOptions
+
+    return list(ExportOptions(variants=spec).wanted)
 
 
-def build_variant(variant: str, raw: Path, work: Path, **options: Any) -> dict[str, Any]:
+def build_variant(variant: str, raw: Path, work: Path, *, int8: Int8Config, checkpoint: Path, length: int,
+                  opset: int | None) -> dict[str, Any]:
     """Build one variant from the raw export in ``raw`` into ``work``; its manifest entry."""
-    builder = {"fp32": _fp32, "int8": _int8, "fp16": _fp16, "coreml": _coreml}[variant]
-    return builder(raw, work, **options)
+    if variant == "fp32":
+        return _fp32(raw, work)
+    if variant == "int8":
+        return _int8_rowwise(raw, work, int8) if isinstance(int8, RowwiseInt8) else _int8_tensor(raw, work, int8)
+    if variant == "fp16":
+        return _fp16(raw, work)
+    return _coreml(raw, work, checkpoint, length, opset)
 
 
 def _optimize(raw: Path, dest: Path, gpu: bool, fp16: bool) -> None:
@@ -55,7 +52,7 @@ def _optimize(raw: Path, dest: Path, gpu: bool, fp16: bool) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _fp32(raw: Path, work: Path, **_: Any) -> dict[str, Any]:
+def _fp32(raw: Path, work: Path) -> dict[str, Any]:
     _optimize(raw, work / "model.onnx", gpu=False, fp16=False)
     return {
         "file": "model.onnx",
@@ -77,64 +74,37 @@ def _layer_nodes(model_path: Path, layers: Sequence[int]) -> list[str]:
     return [node.name for node in graph.node if node.op_type in ("MatMul", "Gather") and inside(node.name)]
 
 
-INT8_RECIPES = ("rowwise", "tensor")
-INT8_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
-
-
-def _target_isa(isa: str | None) -> str:
+def _target_isa(isa: str) -> str:
     """The CPU an int8 graph is built for: this one (auto), or one named for a model shipped elsewhere.
 
     It matters: x86 CPUs without VNNI add pairs of u8·s8 products in saturating int16, so a graph
     built for VNNI with full-range weights computes wrong sums there. avx2 is safe on every CPU.
     """
-    if isa in (None, "auto"):
-        return cpu_isa()
-    if isa not in INT8_ISAS:
-        raise SentictlError(f"unknown int8 target {isa!r}: choose from {', '.join(INT8_ISAS)}")
-    return isa
-DEFAULT_INT8_RECIPE = "rowwise"
+    return cpu_isa() if isa == "auto" else isa
 
 
-def _int8(raw: Path, work: Path, int8_recipe: str = DEFAULT_INT8_RECIPE, **options: Any) -> dict[str, Any]:
-    if int8_recipe not in INT8_RECIPES:
-        raise SentictlError(f"unknown int8 recipe {int8_recipe!r}: choose from {', '.join(INT8_RECIPES)}")
-    return _int8_rowwise(raw, work, **options) if int8_recipe == "rowwise" else _int8_tensor(raw, work, **options)
-
-
-# SmoothQuant strength of the rowwise recipe: 0.5 lifted held-out agreement with fp32 on the
-# fine-tuned MiniLM from 99.48 % to 99.69 % (benchmarks/NOTES.md, issue 13); 0 turns it off.
-DEFAULT_SMOOTH_ALPHA = 0.5
-
-
-def _int8_rowwise(raw: Path, work: Path, quantize_ops: Sequence[str] = ("MatMul", "Gather"), fp32_layers: Sequence[int] = (),
-                  smooth_alpha: float | None = DEFAULT_SMOOTH_ALPHA, int8_isa: str | None = None,
-                  **_: Any) -> dict[str, Any]:
+def _int8_rowwise(raw: Path, work: Path, cfg: RowwiseInt8) -> dict[str, Any]:
     """Per-token activation scales (sentictl/export/quantize.py): results independent of the batch."""
     from . import quantize
 
-    unknown = sorted(set(quantize_ops) - {"MatMul", "Gather"})
-    if unknown:
-        raise SentictlError(f"the rowwise int8 recipe quantizes MatMul and Gather, not {', '.join(unknown)}: "
-                            f"use --int8-recipe tensor for other operators")
-    isa = _target_isa(int8_isa)
+    isa = _target_isa(cfg.isa)
     # Without VNNI, u8·s8 kernels add pairs of products in saturating int16: 7-bit weights avoid it.
-    qmax = quantize.safe_weight_qmax(127, isa)
-    exclude = quantize.in_layers(fp32_layers) if "MatMul" in quantize_ops else (lambda name: True)
+    qmax = quantize.safe_weight_qmax(isa)
+    matmuls = "MatMul" in cfg.quantize_ops
+    exclude = quantize.in_layers(cfg.fp32_layers) if matmuls else (lambda name: True)
     src = raw / "model.onnx"
     smooth = None
-    if smooth_alpha:
+    if cfg.smooth:
         from .parity import parity_sentences
+        from .smoothing import smoothing_for
 
-        weights = quantize.matmul_inputs(src, exclude)
-        maxima = quantize.calibrate(src, raw / "tokenizer.json", parity_sentences(), weights)
-        smooth = {x: quantize.smoothing_factors(maxima[x], ws, smooth_alpha) for x, ws in weights.items()}
+        smooth = smoothing_for(src, raw / "tokenizer.json", parity_sentences(), exclude, cfg.smooth)
     # Gather: the word-embedding table as int8 with a scale per vocabulary row, a weight-only change
     # that cost no agreement and no time and takes bert-base's file from 184 to 114 MB.
     # Asymmetric rows (each token's own min..max and zero point): LayerNorm outputs with BERT's
     # one-sided outlier channels and GELU outputs use the whole 8 bits (NOTES.md, issue 13).
     done = quantize.rowwise_int8(src, work / "model_int8.onnx", exclude=exclude, smooth=smooth,
-                                 embeddings="Gather" in quantize_ops, weight_qmax=qmax, quantizer="qlinear",
-                                 asymmetric=lambda name: True)
+                                 embeddings="Gather" in cfg.quantize_ops, weight_qmax=qmax)
     return {
         "file": "model_int8.onnx",
         "precision": "int8",
@@ -145,32 +115,32 @@ def _int8_rowwise(raw: Path, work: Path, quantize_ops: Sequence[str] = ("MatMul"
             "isa": isa,
             "per_channel": True,
             "operators": ["MatMul"] + (["Gather"] if done["embeddings_int8"] else []),
-            "fp32_layers": list(fp32_layers),
-            "fp32_nodes": len(quantize.weight_matmuls_in(src, exclude)) if fp32_layers else 0,
+            "fp32_layers": list(cfg.fp32_layers),
+            "fp32_nodes": len(quantize.weight_matmuls_in(src, exclude)) if cfg.fp32_layers else 0,
             "int8_matmuls": done["matmuls_int8"],
             "weights": f"int8 symmetric, one scale per output column (±{qmax})",
             "activations": "uint8 asymmetric, one range per token computed at run time (batch-independent)",
             "attention_products": "fp32",
-            "smoothing": {"alpha": smooth_alpha, "calibration": "built-in parity sentences"} if smooth else None,
+            "smoothing": {"alpha": cfg.smooth, "calibration": "built-in parity sentences"} if smooth else None,
             "embeddings": "int8, one scale per vocabulary row" if done["embeddings_int8"] else "fp32",
+            "config": cfg.to_manifest(),
         },
     }
 
 
-def _int8_tensor(raw: Path, work: Path, per_channel: bool = True, quantize_ops: Sequence[str] = ("MatMul",),
-                 fp32_layers: Sequence[int] = (0,), int8_isa: str | None = None, **_: Any) -> dict[str, Any]:
+def _int8_tensor(raw: Path, work: Path, cfg: TensorInt8) -> dict[str, Any]:
     """The recipe before issue 13: optimum's dynamic quantization, one activation range per run."""
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
-    isa = _target_isa(int8_isa)
+    isa = _target_isa(cfg.isa)
     factory = getattr(AutoQuantizationConfig, isa)
     # The first encoder layer is the most sensitive to int8: keeping it in fp32 lifted label
     # agreement with fp32 from 98.2 % to 98.6 % on held-out tweets for ~8 % of the speed on
     # bert-base (benchmarks/NOTES.md).
-    excluded = _layer_nodes(raw / "model.onnx", fp32_layers) if fp32_layers else []
+    excluded = _layer_nodes(raw / "model.onnx", cfg.fp32_layers) if cfg.fp32_layers else []
     kwargs: dict[str, Any] = {
-        "is_static": False, "per_channel": per_channel, "operators_to_quantize": list(quantize_ops),
+        "is_static": False, "per_channel": True, "operators_to_quantize": list(cfg.quantize_ops),
         "nodes_to_exclude": excluded or None,
     }
     if isa in ("avx2", "avx512"):
@@ -190,18 +160,19 @@ def _int8_tensor(raw: Path, work: Path, per_channel: bool = True, quantize_ops: 
             "recipe": "tensor",
             "mode": "dynamic",
             "isa": isa,
-            "per_channel": per_channel,
-            "operators": list(quantize_ops),
-            "fp32_layers": list(fp32_layers),
+            "per_channel": True,
+            "operators": list(cfg.quantize_ops),
+            "fp32_layers": list(cfg.fp32_layers),
             "fp32_nodes": len(excluded),
             "weights": "int8 symmetric",
             "activations": "uint8 asymmetric, per tensor, computed at run time (depends on the batch)",
             "reduce_range": kwargs.get("reduce_range", False),
+            "config": cfg.to_manifest(),
         },
     }
 
 
-def _fp16(raw: Path, work: Path, **_: Any) -> dict[str, Any]:
+def _fp16(raw: Path, work: Path) -> dict[str, Any]:
     _optimize(raw, work / "model_fp16.onnx", gpu=True, fp16=True)
     return {
         "file": "model_fp16.onnx",
@@ -212,7 +183,7 @@ def _fp16(raw: Path, work: Path, **_: Any) -> dict[str, Any]:
     }
 
 
-def _coreml(raw: Path, work: Path, checkpoint: Path, length: int, opset: int | None, **_: Any) -> dict[str, Any]:
+def _coreml(raw: Path, work: Path, checkpoint: Path, length: int, opset: int | None) -> dict[str, Any]:
     from optimum.exporters.onnx import main_export
 
     # CoreML cannot compile dynamic shapes, so the graph is exported with fixed [1, max_length]
