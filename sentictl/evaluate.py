@@ -14,6 +14,7 @@ import numpy as np
 
 from .console import notice
 from .errors import InputError, SentictlError
+from .variantlist import parse_variant_list
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -115,18 +116,6 @@ def read_labelled(
     return [text for _, text in rows], [index[(lab or "").strip().lower()] for lab, _ in rows]
 
 
-def parse_variant_list(spec: str | None, manifest: dict[str, Any]) -> list[str]:
-    """'all' (or empty) → every variant of the manifest; else a comma list checked against it."""
-    have = list(manifest["variants"])
-    if not spec or spec.strip().lower() == "all":
-        return have
-    wanted = [v.strip() for v in spec.split(",") if v.strip()]
-    unknown = [v for v in wanted if v not in have]
-    if unknown:
-        raise SentictlError(f"this model has no variant {', '.join(unknown)} (it has: {', '.join(have)})")
-    return wanted
-
-
 # ----------------------------------------------------------------------------- run
 def run_eval(
     model_dir: str | Path | None,
@@ -161,7 +150,7 @@ def run_eval(
     )
     texts, gold = read_labelled(data, labels, text_column, label_column)
     explicit = bool(variants) and variants.strip().lower() != "all"
-    wanted = parse_variant_list(variants, manifest)
+    wanted = parse_variant_list(variants, list(manifest["variants"]))
     have = set(available_providers())
     report: dict[str, Any] = {
         "data": str(data),

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..console import Steps
 from ..errors import SentictlError
+from ..variantlist import parse_variant_list
 from .jobs import padding_engine, worker
 from .processes import (
     cold_start,
@@ -115,10 +116,7 @@ def pick_variants(manifest: dict[str, Any], spec: str | None, provider: str) -> 
             f"with this model (the manifest keeps only the export figures); it ships {', '.join(have) or 'no variant'}: "
             f"use --variants {','.join(have) or 'auto'}, or export a model with `sentictl export`"
         )
-    unknown = [v for v in wanted if v not in have]
-    if unknown:
-        raise SentictlError(f"this model has no variant {', '.join(unknown)} (it has: {', '.join(have)})")
-    return wanted
+    return parse_variant_list(spec, have)
 
 
 def config_preference(provider: str) -> tuple[str, ...]:
