@@ -165,8 +165,8 @@ def test_out_below_the_current_directory_is_allowed(tiny_checkpoint, tmp_path, m
     monkeypatch.chdir(tmp_path)
     out = resolve_out(str(tiny_checkpoint), None)
     assert out == tmp_path.resolve() / "models" / "tiny-finbert"
-    export._check_out_location(out, tiny_checkpoint.resolve())  # no error
-    export._check_out_location(tmp_path.resolve() / "models" / "x" / "y", None)
+    export.check_out_location(out, tiny_checkpoint.resolve())  # no error
+    export.check_out_location(tmp_path.resolve() / "models" / "x" / "y", None)
 
 
 # --- an existing folder is replaced only when it is a previous sentictl model -----------------------
@@ -214,14 +214,14 @@ def test_install_replaces_empty_folder_and_previous_model_only(tmp_path):
     new = models / ".new1"
     new.mkdir()
     (new / "manifest.json").write_text("{}")
-    export._install(new, models / "empty", force=False)
+    export.install(new, models / "empty", force=False)
     assert (models / "empty" / "manifest.json").is_file() and not new.exists()
     # previous model: replaced with force, old one gone
     _fake_previous_model(models / "prev")
     new = models / ".new2"
     new.mkdir()
     (new / "model.onnx").write_bytes(b"new")
-    export._install(new, models / "prev", force=True)
+    export.install(new, models / "prev", force=True)
     assert (models / "prev" / "model.onnx").read_bytes() == b"new"
     assert sorted(p.name for p in models.iterdir()) == ["empty", "prev"]
 
@@ -241,7 +241,7 @@ def test_install_moves_the_old_model_back_when_the_new_one_cannot_go_in(tmp_path
 
     monkeypatch.setattr(Path, "rename", rename)
     with pytest.raises(OSError, match="simulated"):
-        export._install(new, models / "prev", force=True)
+        export.install(new, models / "prev", force=True)
     assert _snapshot(models / "prev") == before
     assert sorted(p.name for p in models.iterdir()) == [".new", "prev"]  # no .old left behind
 

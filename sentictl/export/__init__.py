@@ -54,10 +54,6 @@ from .variants import build_variant, cpu_isa, parse_variants
 # path has not been run with external data here (no Apple machine).
 EXTERNAL_VARIANTS = ("fp32", "int8", "fp16")
 
-# The names these helpers had before export became a package; tests still call them so.
-_install = install
-_check_out_location = check_out_location
-
 __all__ = [
     "ALL_VARIANTS",
     "PARITY_FILE",
