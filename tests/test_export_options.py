@@ -102,3 +102,17 @@ def test_one_variant_list_parser():
         parse_variant_list("fp16", have)
     with pytest.raises(SentictlError, match="no variant"):
         parse_variant_list(" , ", have)
+
+
+def test_manifests_written_before_the_config_was_recorded_still_load():
+    """The bundled model's manifest predates quantization.config: the engine reads it as before."""
+    import json
+
+    from sentictl import config
+    from sentictl.engine.model import load
+
+    folder = config.bundled_model_dir()
+    quantization = json.loads((folder / "manifest.json").read_text())["variants"]["int8"]["quantization"]
+    assert "config" not in quantization
+    model = load(folder, quiet=True, provider="cpu", variant="int8", threads=1)
+    assert model.variant == "int8"

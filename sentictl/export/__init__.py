@@ -32,6 +32,7 @@ from .options import (
     RowwiseInt8,
     TensorInt8,
     int8_config,
+    parse_variants,
 )
 from .outdir import (
     check_existing_out,
@@ -48,7 +49,7 @@ from .parity import (
     mark_unusable,
     parity_sentences,
 )
-from .variants import build_variant, cpu_isa, parse_variants
+from .variants import build_variant, cpu_isa
 
 # CoreML's static graph stays one file: ORT's CoreML provider compiles the model itself, and that
 # path has not been run with external data here (no Apple machine).

@@ -144,6 +144,13 @@ def int8_config(recipe: str | None = None, **given: Any) -> Int8Config:
     return cls(**settings)
 
 
+def parse_variants(spec: str | None) -> list[str]:
+    """'auto', 'all' or a comma list → the variants to build, fp32 first (always built: it is the reference)."""
+    chosen = parse_variant_list(spec or "auto", ALL_VARIANTS, keywords={"auto": ("fp32", "int8")},
+                                what="sentictl export builds no variant")
+    return ["fp32"] + [v for v in ALL_VARIANTS if v in chosen and v != "fp32"]
+
+
 @dataclass(frozen=True)
 class ExportOptions:
     """Everything `sentictl export` is asked for; validated on construction, before anything is loaded."""
@@ -167,9 +174,7 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.int8, (RowwiseInt8, TensorInt8)):
             raise ExportOptionError(f"int8 must be RowwiseInt8 or TensorInt8, not {type(self.int8).__name__}")
-        chosen = parse_variant_list(self.variants, ALL_VARIANTS, keywords={"auto": ("fp32", "int8")},
-                                    what="sentictl export builds no variant")
-        wanted = ("fp32",) + tuple(v for v in ALL_VARIANTS if v in chosen and v != "fp32")
+        wanted = tuple(parse_variants(self.variants))
         kept = parse_variant_list(self.keep, wanted, what="--keep: this export builds no variant") if self.keep else wanted
         object.__setattr__(self, "wanted", wanted)
         object.__setattr__(self, "kept", tuple(kept))

@@ -15,13 +15,6 @@ from ..engine.cpu import cpu_isa
 from .options import Int8Config, RowwiseInt8, TensorInt8
 
 
-def parse_variants(spec: str) -> list[str]:
-    """'auto' or a comma list → the variants to build (fp32 is always built: it is the reference)."""
-    from .options import ExportOptions
-
-    return list(ExportOptions(variants=spec).wanted)
-
-
 def build_variant(variant: str, raw: Path, work: Path, *, int8: Int8Config, checkpoint: Path, length: int,
                   opset: int | None) -> dict[str, Any]:
     """Build one variant from the raw export in ``raw`` into ``work``; its manifest entry."""
