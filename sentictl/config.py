@@ -43,6 +43,18 @@ def getenv(name: str, default: str | None = None) -> str | None:
     return value if value else default
 
 
+# The local cache's bound (--cache-max-size): past it the least recently used entries go. 1 GiB
+# holds about two million headline results (~500 bytes each with the text) and is small beside
+# any disk sentictl runs on; a fixed size, not a share of the free disk, so it never changes
+# between runs. "0" is unbounded.
+DEFAULT_CACHE_MAX_SIZE = "1G"
+
+
+def default_cache_max_size() -> str:
+    """SENTICTL_CACHE_MAX_SIZE, else DEFAULT_CACHE_MAX_SIZE (a size such as "500M")."""
+    return getenv("CACHE_MAX_SIZE", DEFAULT_CACHE_MAX_SIZE) or DEFAULT_CACHE_MAX_SIZE
+
+
 def default_cache_location() -> str | Path:
     """The shared result cache: SENTICTL_CACHE (a file, or a redis:// URL kept as given), else the default file."""
     configured = getenv("CACHE")

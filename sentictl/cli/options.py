@@ -98,6 +98,28 @@ class CacheLocation(click.ParamType):
         return click.Path(dir_okay=False).convert(value, param, ctx)
 
 
+class Size(click.IntRange):
+    """A size in bytes, or with a K/M/G suffix (500M, 2G); 0 is unbounded."""
+
+    name = "SIZE"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from ..engine.cache import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value)) or 0
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+    def get_metavar(self, *args: Any, **kwargs: Any) -> str:
+        return "SIZE"
+
+
 def cache_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A password typed into --cache shows in `ps`: say where it belongs instead (it still works)."""
     from urllib.parse import urlsplit
@@ -126,6 +148,10 @@ def cache_options(f: Callable) -> Callable:
                   "user cache dir. Example: --cache redis://cache.internal:6379/0"),
         opt("--cache-password-file", env="CACHE_PASSWORD_FILE", type=click.Path(dir_okay=False), default=None,
              help="File holding the Redis password (kept out of the URL, so out of `ps` and logs)."),
+        opt("--cache-max-size", env="CACHE_MAX_SIZE", type=Size(), default=config.DEFAULT_CACHE_MAX_SIZE,
+             help="Bound of the cache file with its -wal/-shm (bytes, or K/M/G: 500M, 2G; 0: unbounded): past it "
+                  "the least recently used entries are evicted in batches, off the lookup path. A Redis cache is "
+                  "bounded by its own maxmemory."),
         opt("--no-cache", env="NO_CACHE", is_flag=True, default=False, help="Neither read nor write the result cache."),
         opt("--cache-ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
              help="Ignore cached results older than this many seconds (0 or unset: keep forever); Redis "
@@ -189,6 +215,7 @@ def open_cache(opts: dict[str, Any], strict: bool = False):
     from ..errors import CacheError
 
     try:
-        return open_backend(location, ttl=opts.get("cache_ttl"), strict=strict, password=cache_password(opts))
+        return open_backend(location, ttl=opts.get("cache_ttl"), strict=strict, password=cache_password(opts),
+                            max_size=opts.get("cache_max_size", "default"))
     except CacheError as exc:
         raise click.ClickException(str(exc)) from None

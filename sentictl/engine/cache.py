@@ -51,6 +51,21 @@ _CHUNK = 500
 BUSY_TIMEOUT_S = 10.0
 # After a failure, how long the cache is left alone before it is tried again.
 RETRY_AFTER_S = 30.0
+# The bounded cache (--cache-max-size): its janitor thread wakes this often (and when a write finds
+# the file near the bound), records last-use times of hits, deletes expired entries and evicts the
+# least recently used ones, a batch per transaction so no write waits long behind it.
+JANITOR_EVERY_S = 2.0
+# A hit refreshes its entry's last-use time only when that is older than this: LRU to the minute
+# costs one UPDATE per entry per minute, not one per hit.
+TOUCH_AFTER_S = 60.0
+# Evict when the file's used pages pass HIGH of the bound, down to LOW (entries are scattered over
+# the file's pages, so evicting frees room inside pages that later writes fill first).
+HIGH_WATER = 0.9
+LOW_WATER = 0.8
+# Rows per DELETE transaction while evicting or expiring.
+_EVICT_BATCH = 2000
+# How often expired entries (--cache-ttl) are swept, besides those a lookup met.
+SWEEP_EVERY_S = 60.0
 # SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
 _DAMAGED_CODES = (11, 26)
 # The files SQLite (and _set_aside) keep beside the database, by suffix.
@@ -246,7 +261,7 @@ class ResultCache:
 
     def __init__(self, path: str | Path, ttl: float | None = None, *, strict: bool = False,
                  busy_timeout: float = BUSY_TIMEOUT_S, retry_after: float = RETRY_AFTER_S,
-                 on_failure: Callable[[str], None] | None = None):
+                 on_failure: Callable[[str], None] | None = None, max_size: int | None = None):
         self.path = Path(path).expanduser()
         self.ttl = ttl if ttl and ttl > 0 else None
         self.strict = strict
@@ -265,6 +280,19 @@ class ResultCache:
         self._slots = {"read": _Slot(threading.Lock()), "write": _Slot(threading.Lock())}
         # The database file's real path once vetted (self.path may be the user's own symlink to it).
         self._file = str(self.path)
+        # The bound in bytes of the file and its -wal/-shm (None: unbounded), and the janitor's state.
+        self.max_size = max_size if max_size and max_size > 0 else None
+        self.evicted = 0
+        self.expired = 0
+        self._touch: dict[str, float] = {}
+        self._stale: set[str] = set()
+        self._evicting: int | None = None  # the used bytes at the last batch of a pass under way
+        self._stalled = 0
+        self._wal_peak = 0
+        self._swept = 0.0
+        self._wake = threading.Event()
+        self._janitor: threading.Thread | None = None
+        self._stopping = False
         # Open now so that a bad location is said at start, not at the first batch.
         self._run("read", lambda conn: None)
 
@@ -280,10 +308,20 @@ class ResultCache:
                 if (now.st_dev, now.st_ino) != (device, inode):
                     raise UnsafeCachePath(f"{real} was replaced while sentictl opened it")
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                # A new file can hand freed pages back to the file system (only settable before any table).
+                if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # asking an existing file takes its lock
+                    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
                 conn.execute("PRAGMA journal_mode = WAL")
                 # NORMAL is the WAL setting that survives an application crash without an fsync per commit.
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute(f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)')
+                if self.max_size is not None:
+                    # The -wal counts against the bound: checkpoint and truncate it well inside it.
+                    wal = _wal_allowance(self.max_size)
+                    conn.execute(f"PRAGMA journal_size_limit = {wal // 2}")
+                    conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, wal // 2 // 4096)}")
+                # sqlitedict's layout plus the last-use time the bounded cache evicts by (NULL: oldest).
+                conn.execute(f'CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB, used REAL)')
+                _add_used_column(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -426,19 +464,21 @@ class ResultCache:
         keys = {cache_key(namespace, t): t for t in texts}
         key_list = list(keys)
 
-        def select(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
-            rows: list[tuple[str, bytes]] = []
+        def select(conn: sqlite3.Connection) -> list[tuple[str, bytes, float | None]]:
+            rows: list[tuple[str, bytes, float | None]] = []
             for start in range(0, len(key_list), _CHUNK):
                 part = key_list[start : start + _CHUNK]
                 marks = ",".join("?" * len(part))
-                rows += conn.execute(f'SELECT key, value FROM "{TABLE}" WHERE key IN ({marks})', part).fetchall()
+                rows += conn.execute(f'SELECT key, value, used FROM "{TABLE}" WHERE key IN ({marks})',
+                                     part).fetchall()
             return rows
 
         rows = (self._run("read", select) if key_list else None) or []
         found: dict[str, dict[str, Any]] = {}
         now = time.time()
         bad = 0
-        for key, blob in rows:
+        bounded = self.max_size is not None
+        for key, blob, used in rows:
             try:
                 doc = _decode(blob)
                 result, stored = doc["r"], doc["t"]
@@ -449,8 +489,12 @@ class ResultCache:
                 bad += 1
                 continue
             if self.ttl is not None and now - stored > self.ttl:
+                if bounded:
+                    self._stale.add(key)  # the janitor deletes it (unless a fresh result replaces it first)
                 continue
             found[keys[key]] = result
+            if bounded and (not is_number(used) or now - used > TOUCH_AFTER_S) and len(self._touch) < 100_000:
+                self._touch[key] = now  # recorded by the janitor, off the lookup's path
         with self._counter_lock:
             self.corrupt += bad
             self.hits += len(found)
@@ -460,17 +504,154 @@ class ResultCache:
     def put_many(self, namespace: str, results: Iterable[tuple[str, dict[str, Any]]]) -> int:
         """Store (text, result) pairs in one transaction; returns how many were written (0 on failure)."""
         now = time.time()
-        rows = [(cache_key(namespace, text), _encode({"r": result, "t": now})) for text, result in results]
+        rows = [(cache_key(namespace, text), _encode({"r": result, "t": now}), now) for text, result in results]
         if not rows:
             return 0
 
+        # What the rows take in the file: key, value, their index entries and page overhead.
+        need = sum(2 * len(key) + len(blob) + 48 for key, blob, _ in rows) if self.max_size is not None else 0
+        parts = [rows]
+        if self.max_size is not None and need > _wal_allowance(self.max_size) // 16:
+            # The -wal holds a transaction whole: under a small bound, several small ones.
+            per = max(1, len(rows) * (_wal_allowance(self.max_size) // 16) // need)
+            parts = [rows[i : i + per] for i in range(0, len(rows), per)]
+
         def write(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', rows)
-            conn.execute("COMMIT")
+            if self.max_size is not None:
+                used = _used_bytes(conn)
+                if used + need > self._budget():
+                    # The janitor fell behind (or has not started): make room here, so the bound holds.
+                    while self._evict_batch(conn, used, need) and (used := _used_bytes(conn)) + need > self._budget():
+                        pass
+                    self._checkpoint(conn)
+            for part in parts:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(f'REPLACE INTO "{TABLE}" (key, value, used) VALUES (?, ?, ?)', part)
+                conn.execute("COMMIT")
+                if self.max_size is not None:
+                    self._checkpoint(conn)
+            if self.max_size is not None:
+                if _used_bytes(conn) > self._budget() * HIGH_WATER or len(self._touch) > 10_000:
+                    self._wake.set()
             return len(rows)
 
-        return self._run("write", write) or 0
+        written = self._run("write", write) or 0
+        if self.max_size is not None or self.ttl is not None:
+            self._start_janitor()
+        return written
+
+    # ------------------------------------------------------------------ the bound (--cache-max-size)
+    def _budget(self) -> int:
+        """What the database file itself may use: the bound less the -wal's and -shm's share."""
+        assert self.max_size is not None
+        # The -wal holds each transaction whole, however it is checkpointed: the largest one seen counts.
+        wal = max(_wal_allowance(self.max_size), self._wal_peak + self._wal_peak // 8)
+        return max(self.max_size - wal - 32 * 1024, self.max_size // 4)
+
+    def _start_janitor(self) -> None:
+        if self._janitor is None and not self.strict and not self._stopping:
+            self._janitor = threading.Thread(target=self._janitor_loop, name="sentictl-cache-janitor", daemon=True)
+            self._janitor.start()
+
+    def _janitor_loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(JANITOR_EVERY_S)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                self.maintain()
+            except Exception:  # noqa: BLE001 - a janitor that dies would let the file grow unseen
+                time.sleep(JANITOR_EVERY_S)
+
+    def maintain(self) -> None:
+        """One janitor pass: record hits' last use, delete expired entries, evict past the bound."""
+        touch, self._touch = self._touch, {}
+        stale, self._stale = self._stale, set()
+        if touch:
+            pairs = [(used, key) for key, used in touch.items()]
+
+            def record(conn: sqlite3.Connection) -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(f'UPDATE "{TABLE}" SET used = ? WHERE key = ? AND (used IS NULL OR used < ?)',
+                                 [(used, key, used) for used, key in pairs])
+                conn.execute("COMMIT")
+
+            self._run("write", record)
+        if self.ttl is not None:
+            cutoff = time.time() - self.ttl
+            if stale:
+                keys = list(stale)
+                for start in range(0, len(keys), _CHUNK):
+                    part = keys[start : start + _CHUNK]
+                    self.expired += self._run("write", lambda conn: _delete_expired(conn, part, cutoff)) or 0
+            if time.monotonic() - self._swept > SWEEP_EVERY_S:
+                self._swept = time.monotonic()
+                # used >= stored time, so used older than the TTL is surely expired (a hit since then
+                # is deleted when a lookup meets it, above).
+                for _ in range(10_000):
+                    n = self._run("write", lambda conn: _delete_where(conn, "used < ?", (cutoff,))) or 0
+                    self.expired += n
+                    if n < _EVICT_BATCH:
+                        break
+        if self.max_size is not None:
+            for _ in range(10_000):
+                if not self._run("write", lambda conn: self._evict_batch(conn, _used_bytes(conn))):
+                    break
+            self._run("write", self._checkpoint)
+            self._run("write", self._shrink)
+
+    def _shrink(self, conn: sqlite3.Connection) -> None:
+        """A file larger than its budget with free pages (the bound was lowered): hand them back."""
+        pages, free = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "freelist_count"))
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+        if free and pages * size > self._budget():
+            conn.execute(f"PRAGMA incremental_vacuum({free})").fetchall()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Past half its allowance, copy the -wal into the file and truncate it, unless a reader is in it."""
+        assert self.max_size is not None
+        try:
+            wal = os.stat(self._file + "-wal").st_size
+        except OSError:
+            return
+        self._wal_peak = max(self._wal_peak, wal)
+        if wal <= _wal_allowance(self.max_size) // 4:
+            return
+        conn.execute("PRAGMA busy_timeout = 0")  # never wait for another process's reader here
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+
+    def _evict_batch(self, conn: sqlite3.Connection, used: int, need: int = 0) -> bool:
+        """Past the high water, delete one batch of least recently used entries; whether more should go.
+
+        Rows live in insertion order (rowid), and the oldest-used are mostly the oldest-inserted, so a
+        batch frees whole pages, which later writes reuse before the file grows."""
+        budget = self._budget() - need
+        if used <= budget * (HIGH_WATER if self._evicting is None else LOW_WATER):
+            self._evicting = None
+            return False
+        if self._evicting is not None and used >= self._evicting:
+            self._stalled += 1
+            if self._stalled >= 3:  # deleting no longer frees pages (entries used all over the file)
+                self._evicting, self._stalled = None, 0
+                return False
+        else:
+            self._stalled = 0
+        self._evicting = used
+        rows = conn.execute(f'SELECT COUNT(*) FROM "{TABLE}"').fetchone()[0]
+        if not rows:
+            return False
+        excess = int(rows * (used - budget * LOW_WATER) / used) + 1
+        # Small transactions: the -wal holds each one whole, and it counts against the bound.
+        n = _delete_where(conn, "1", (), min(excess, _EVICT_BATCH, max(50, rows // 10)), order="used")
+        self.evicted += n
+        self._checkpoint(conn)
+        if used > budget:  # pages freed by earlier batches: hand them back (files made with auto_vacuum)
+            conn.execute(f"PRAGMA incremental_vacuum({max(1, (used - budget) // 4096)})")
+        return n > 0
 
     def stats(self) -> dict[str, Any]:
         """Entries, size on disk, and this process's hit/miss counters."""
@@ -482,6 +663,7 @@ class ResultCache:
             "path": str(self.path),
             "entries": entries,
             "bytes": size,
+            "max_bytes": self.max_size,
             "ttl": self.ttl,
             "hits": self.hits,
             "misses": self.misses,
@@ -510,7 +692,17 @@ class ResultCache:
 
     def close(self) -> None:
         """Close the connections (SQLite checkpoints the WAL when the last one closes)."""
+        if self._janitor is not None or self._touch or self._stale:
+            self._stopping = True
+            self._wake.set()
+            if self._janitor is not None:
+                self._janitor.join(timeout=self.busy_timeout)
+            try:
+                self.maintain()  # this process's last hits and expired entries, before it goes
+            except Exception:  # noqa: BLE001 - closing never fails over the cache
+                pass
         self._closed = True
+        self._wake.set()
         for slot in self._slots.values():
             if slot.lock.acquire(timeout=self.busy_timeout):
                 try:
@@ -523,6 +715,53 @@ class ResultCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _wal_allowance(max_size: int) -> int:
+    """How much of the bound the -wal may take: a quarter, between 256 KiB and 16 MiB."""
+    return min(16 << 20, max(256 << 10, max_size // 4))
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database file's pages in use (free pages are reused before the file grows)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def _add_used_column(conn: sqlite3.Connection) -> None:
+    """Give a cache file made before the bound (or by sqlitedict) its last-use column and index."""
+    columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{TABLE}")')]
+    if "used" not in columns:
+        try:
+            conn.execute(f'ALTER TABLE "{TABLE}" ADD COLUMN used REAL')
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):  # another process added it first
+                raise
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "{TABLE}_used" ON "{TABLE}" (used)')
+
+
+def _delete_where(conn: sqlite3.Connection, where: str, params: tuple, limit: int = _EVICT_BATCH,
+                  order: str | None = None) -> int:
+    """Delete up to limit rows matching where (the first by order) in one transaction; how many."""
+    by = f" ORDER BY {order}" if order else ""
+    conn.execute("BEGIN IMMEDIATE")
+    n = conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN (SELECT key FROM "{TABLE}" WHERE {where}{by} LIMIT ?)',
+                     (*params, limit)).rowcount
+    conn.execute("COMMIT")
+    return n
+
+
+def _delete_expired(conn: sqlite3.Connection, keys: list[str], cutoff: float) -> int:
+    """Delete those of keys still holding an entry stored before cutoff (a fresh result may have replaced one)."""
+    conn.execute("BEGIN IMMEDIATE")
+    stale = [key for key, blob in conn.execute(
+        f'SELECT key, value FROM "{TABLE}" WHERE key IN ({",".join("?" * len(keys))})', keys) if _expired(blob, cutoff)]
+    if stale:
+        conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({",".join("?" * len(stale))})', stale)
+    conn.execute("COMMIT")
+    return len(stale)
 
 
 def _expired(blob: bytes, cutoff: float) -> bool:
@@ -553,17 +792,23 @@ def parse_size(value: str | int | None) -> int | None:
 
 
 def open_cache(location: str | os.PathLike, ttl: float | None = None, *, strict: bool = False,
-               password: str | None = None, max_size: int | None = None,
+               password: str | None = None, max_size: int | str | None = "default",
                on_failure: Callable[[str], None] | None = None):
     """The result cache at a location: a redis://, rediss:// or unix:// URL (Redis), else a SQLite file.
 
     The one place a backend is chosen; every door and the `cache` command open their cache here.
     password: for a Redis URL without one (read from --cache-password-file, so it never shows in ps).
-    max_size: the SQLite file's bound in bytes (Redis bounds itself: maxmemory).
+    max_size: the SQLite file's bound in bytes or as "500M" ("default": SENTICTL_CACHE_MAX_SIZE or 1G;
+    None or 0: unbounded). Redis bounds itself (maxmemory).
     """
+    from .. import config
     from .rediscache import RedisCache, is_url
+
+    if max_size == "default":
+        max_size = config.default_cache_max_size()
+    bound = parse_size(max_size)
 
     if is_url(os.fspath(location)):
         return RedisCache(os.fspath(location), ttl=ttl, strict=strict, password=password, on_failure=on_failure,
                           timeout=2.0 if strict else None)
-    return ResultCache(location, ttl=ttl, strict=strict, on_failure=on_failure)
+    return ResultCache(location, ttl=ttl, strict=strict, on_failure=on_failure, max_size=bound)
