@@ -43,14 +43,16 @@ def test_speedups_against_the_best_pipeline_batch():
 
 
 def test_padding_efficiency_counts_real_over_padded_tokens(tiny_model_dir):
+    from sentictl.engine import Engine
     from sentictl.engine.model import Model
 
     model = Model(tiny_model_dir, provider="cpu", variant="fp32")
     texts = ["profit", "profit rose sharply after record quarterly earnings"]
     short, long = (len(ids) + 2 for ids in model.encode(texts))
     # batch 2: one batch padded to the long text; batch 1: no padding at all.
-    assert bench._padding_engine(model, texts, 2) == pytest.approx((short + long) / (2 * long))
-    assert bench._padding_engine(model, texts, 1) == 1.0
+    engine = Engine(model)
+    assert bench._padding_engine(engine, texts, 2) == pytest.approx((short + long) / (2 * long))
+    assert bench._padding_engine(engine, texts, 1) == 1.0
 
 
 def test_bench_smoke_on_tiny_model(sentictl, tiny_model_dir, tmp_path):

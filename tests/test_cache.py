@@ -26,13 +26,22 @@ class CountingModel:
     """A fake model that records what it was asked to infer."""
 
     cache_namespace = "fake:truncate"
+    long = "truncate"
+    provider = "cpu"
+    static_shape = None
 
     def __init__(self):
         self.calls: list[list[str]] = []
 
-    def classify(self, texts):
-        self.calls.append(list(texts))
-        return [{"text": t, "label": "neutral", "score": 1.0, "scores": {"neutral": 1.0}, "model": "fake", "cache_hit": False} for t in texts]
+    def encode_inputs(self, inputs):
+        from sentictl.engine.model import Encoded
+
+        return [Encoded(x, [[0, 0]], [[0, 0]], [1.0], False) for x in inputs]
+
+    def run(self, encoded):
+        self.calls.append([e.input.text for e in encoded])
+        return [{"text": e.input.text, "label": "neutral", "score": 1.0, "scores": {"neutral": 1.0}, "model": "fake",
+                 "cache_hit": False} for e in encoded]
 
 
 def test_batch_dedup_and_one_inference_for_misses(cache_path):

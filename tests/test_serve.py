@@ -654,19 +654,25 @@ def test_length_groups_keep_every_index_and_cut_padding():
     # Runs free: no padding at all, every group holds a single length.
     assert all(len({lengths[i] for i in g}) == 1 for g in length_groups(lengths, overhead=0))
 
+    from sentictl.engine.model import Encoded
+    from sentictl.engine.records import Input
+
     class Echo:
         cache_namespace = "ns"
         provider = "cpu"
         static_shape = None
+        long = "truncate"
         calls: list = []
 
-        def classify(self, texts):
-            self.calls.append(list(texts))
-            return [{"text": t} for t in texts]
+        def run(self, encoded):
+            self.calls.append([e.input.text for e in encoded])
+            return [{"text": e.input.text} for e in encoded]
 
     # The engine runs an arrival-order batch in those groups and answers in input order.
     texts = [f"t{i}" for i in range(len(lengths))]
     echo = Echo()
-    out = Engine(echo).infer(texts, dict(zip(texts, lengths)))
+    encoded = [Encoded(Input(t), [[0] * n], [[0] * n], [1.0], False) for t, n in zip(texts, lengths)]
+    out = Engine(echo).infer(encoded, arrival_order=True)
     assert [r["text"] for r in out] == texts
     assert len(echo.calls) == len(length_groups(lengths))
+    assert sorted(t for call in echo.calls for t in call) == sorted(texts)

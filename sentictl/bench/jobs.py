@@ -53,18 +53,12 @@ def _measure(fn: Any, texts: list[str], size: int | str, repeats: int, warmup: i
     return summarize(latencies, passes, len(texts))
 
 
-def padding_engine(model: Any, texts: list[str], size: int | str) -> float:
+def padding_engine(engine: Any, texts: list[str], size: int | str) -> float:
     """Real tokens ÷ padded tokens when the engine batches ``texts`` in calls of ``size``."""
     real = padded = 0
     for chunk in ([texts] if size == BUDGET else _chunks(texts, int(size))):
-        items, _ = model.inference_items(chunk)
-        for batch in model.batches(items):
-            lengths = [len(items[k].ids) + 2 for k in batch]
-            real += sum(lengths)
-            if model.static_shape:
-                padded += int(model.static_shape[0]) * int(model.static_shape[1])
-            else:
-                padded += max(lengths) * len(lengths)
+        r, p = engine.padding(chunk)
+        real, padded = real + r, padded + p
     return real / padded if padded else 1.0
 
 
@@ -87,33 +81,37 @@ def _tokenize_job(job: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "notes": [f"texts: mean {sum(lengths) / len(lengths):.1f} tokens, max {max(lengths)} (with [CLS]/[SEP])"]}
 
 
-def _load(job: dict[str, Any]) -> Any:
+def _load(job: dict[str, Any], cache: Any = None) -> Any:
+    """The engine of the job's model (and cache): what every door runs."""
+    from ..engine import Engine
     from ..engine.model import Model
 
-    return Model(job["model_dir"], provider=job["provider"], variant=job["variant"], threads=job["threads"],
-                 long=job["long"], max_batch_tokens=job["max_batch_tokens"])
+    model = Model(job["model_dir"], provider=job["provider"], variant=job["variant"], threads=job["threads"],
+                  long=job["long"], max_batch_tokens=job["max_batch_tokens"])
+    return Engine(model, cache)
 
 
 def _infer_job(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
-    model = _load(job)
+    engine = _load(job)
     load_s = time.perf_counter() - t0
     texts = job["texts"]
+    info = engine.info()
     rows = []
     for b in list(job["batch_sizes"]) + [BUDGET]:
-        row = {"batch_size": b, **_measure(model.predict_proba, texts, b, job["repeats"], job["warmup"])}
-        row["padding_efficiency"] = padding_engine(model, texts, b)
-        row["provider"] = model.provider
+        row = {"batch_size": b, **_measure(engine.classify, texts, b, job["repeats"], job["warmup"])}
+        row["padding_efficiency"] = padding_engine(engine, texts, b)
+        row["provider"] = info["provider"]
         rows.append(row)
-    return {"rows": rows, "notes": [f"{model.variant} on {model.provider}: model load {load_s:.2f} s"]}
+    return {"rows": rows, "notes": [f"{info['variant']} on {info['provider']}: model load {load_s:.2f} s"]}
 
 
 def _cache_job(job: dict[str, Any]) -> dict[str, Any]:
-    from ..engine import Engine, ResultCache
+    from ..engine import ResultCache
 
     texts = job["texts"]
     cache = ResultCache(Path(job["tmp"]) / "cache.sqlite")
-    engine = Engine(_load(job), cache)
+    engine = _load(job, cache)
     try:
         engine.classify(texts)  # fill: every later call is a hit
 

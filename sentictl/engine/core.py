@@ -1,28 +1,56 @@
-"""The Engine: the one API every door calls (score, serve, bridge, bench, eval).
+"""The Engine: the one API every door calls (score, serve, bridge, bench, eval, the Python API).
 
-texts → cache lookup (model namespace = fingerprint + long-text mode, normalised text) → de-dup
-→ token-budget batches → tokenizers + ONNX Runtime → cache store → typed results in input order.
+texts → Inputs → cache lookup (key space = fingerprint + long-text mode [+ kind], key = text)
+→ de-dup → the misses encoded once by the tokenizer → token-budget batches → ONNX Runtime
+→ cache store → typed results in input order.
 
-Besides plain texts the engine takes :class:`~sentictl.engine.records.Input`s (sentence pairs, texts
-cut at their start), each kind cached in a key space of its own; results carry their raw logits
-to whoever asks for them (``logits=True``) and nobody else.
+One input type: a plain ``str`` is ``Input(str)``, converted at the door (:meth:`Engine.inputs`);
+sentence pairs and left-cut texts are Inputs too, each kind cached in a key space of its own.
+Results carry their raw logits to whoever asks for them (``logits=True``) and nobody else.
+
+A caller that coalesces work across requests (serve's batcher) splits :meth:`Engine.classify` in
+two: :meth:`Engine.prepare` (lookup, de-dup, encode the misses) per request, one
+:meth:`Engine.infer` for the misses of many requests, then :meth:`Pending.finish` per request.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, cast
 
 from .. import config
+from ..errors import InferenceError
 from .batching import length_groups
 from .cache import ResultCache
-from .model import Model, is_runtime_error, runtime_message
-from ..errors import InferenceError
+from .model import Encoded, Model, is_runtime_error, runtime_message
 from .records import INFERENCE_ERROR, BadRecord, Input, Verdict, check_pair, check_text, from_bytes
 from .results import Result
 
-# What the engine classifies: a text (cut at its end when too long), or an Input.
-Item = str | Input
+# What the engine's methods take: Inputs, or plain texts (each is Input(text)).
+Texts = Sequence[str | Input]
+
+
+class Pending:
+    """One classify call between its cache lookup and its inference: the hits, and the misses encoded."""
+
+    __slots__ = ("inputs", "known", "misses", "logits")
+
+    def __init__(self, inputs: list[Input], known: dict[Input, Result], misses: list[Encoded], logits: bool):
+        self.inputs = inputs
+        self.known = known
+        self.misses = misses
+        self.logits = logits
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the misses occupy in a batch."""
+        return sum(e.tokens for e in self.misses)
+
+    def finish(self, fresh: Sequence[Result]) -> list[Result]:
+        """Results in input order, given the results :meth:`Engine.infer` gave for ``misses``."""
+        known = self.known
+        for e, result in zip(self.misses, fresh):
+            known[e.input] = result if self.logits else _without_logits(result)
+        return [known[x] for x in self.inputs]
 
 
 class Engine:
@@ -51,6 +79,32 @@ class Engine:
     def fingerprint(self) -> str:
         return self.model.fingerprint
 
+    @property
+    def max_length(self) -> int:
+        """Tokens the model takes per input (special tokens included)."""
+        return self.model.max_length
+
+    @property
+    def long(self) -> str:
+        """The long-text mode: "truncate" or "chunk"."""
+        return self.model.long
+
+    @property
+    def max_batch_size(self) -> int:
+        """Most inputs of one inference run."""
+        return self.model.max_batch_size
+
+    @property
+    def run_tokens(self) -> int:
+        """Token budget of one inference run (--run-tokens)."""
+        return self.model.max_batch_tokens
+
+    @property
+    def precision(self) -> str:
+        """The weights' precision word in the manifest (e.g. "int8"), else the variant's name."""
+        entry = self.model.manifest["variants"][self.model.variant]
+        return str(entry.get("precision") or self.model.variant)
+
     def info(self) -> dict[str, Any]:
         """Model facts for /info and `sentictl info`."""
         return self.model.info()
@@ -69,34 +123,46 @@ class Engine:
         """The verdict for a sentence pair (both normalised; empty only when both are blank)."""
         return check_pair(first, second, self.max_chars)
 
-    def item(self, text: str, pair: str | None = None, truncate_from: str = "right") -> Item:
-        """What to classify for a text (or pair) and the side a too-long input loses: the plain text
-        when that is how the engine classifies it anyway (cut at the right, or chunked whole)."""
-        if pair is None and (truncate_from == "right" or self.model.long == "chunk"):
-            return text
+    # ------------------------------------------------------------------ inputs and tokens
+    def input(self, text: str, pair: str | None = None, truncate_from: str = "right") -> Input:
+        """The Input for a text (or pair) and the side a too-long input loses. In chunk mode a single
+        text is classified whole, so the side it would be cut at does not make it another input."""
+        if pair is None and self.model.long == "chunk":
+            truncate_from = "right"
         return Input(text, pair, truncate_from)
 
-    def token_counts(self, texts: Sequence[Item]) -> list[int]:
-        """Tokens each text (or Input) occupies in a batch, as the model will run it."""
-        if all(type(t) is str for t in texts):
-            return self.model.token_counts(texts)  # type: ignore[arg-type]
-        counts = self.input_lengths(texts)
-        plain = [i for i, t in enumerate(texts) if type(t) is str]
-        for i, n in zip(plain, self.model.token_counts([texts[i] for i in plain])):  # type: ignore[misc]
-            counts[i] = n
-        cap = self.model.max_length
-        return [n if type(t) is str else min(n, cap) for t, n in zip(texts, counts)]
+    def inputs(self, texts: Iterable[str | Input]) -> list[Input]:
+        """The door's texts as Inputs (a str is Input(str)), the engine's one input type."""
+        chunked = self.model.long == "chunk"
+        out = []
+        for t in texts:
+            if isinstance(t, str):
+                out.append(Input(t))
+            elif chunked and t.pair is None and t.truncate_from != "right":
+                out.append(Input(t.text))
+            else:
+                out.append(t)
+        return out
 
-    def input_lengths(self, items: Sequence[Item]) -> list[int]:
+    def encode(self, texts: Texts) -> list[Encoded]:
+        """Each text or Input as the model will run it (encoded once: infer() takes these)."""
+        return self.model.encode_inputs(self.inputs(texts))
+
+    def token_counts(self, texts: Texts) -> list[int]:
+        """Tokens each text or Input occupies in a batch, as the model will run it."""
+        return [e.tokens for e in self.encode(texts)]
+
+    def padding(self, texts: Texts) -> tuple[int, int]:
+        """Real and padded tokens of the runs the model makes of these texts (as classify batches them)."""
+        real = padded = 0
+        for lengths in self.model.runs(self.encode(texts)):
+            real += sum(lengths)
+            padded += self.model.padded(lengths)
+        return real, padded
+
+    def input_lengths(self, texts: Texts) -> list[int]:
         """Tokens each text or Input holds before any truncation (special tokens included)."""
-        counts = [0] * len(items)
-        plain = [i for i, t in enumerate(items) if type(t) is str]
-        for i, ids in zip(plain, self.model.encode([items[i] for i in plain])):  # type: ignore[misc]
-            counts[i] = len(ids) + 2  # [CLS] ids [SEP], as the model runs a text
-        others = [i for i, t in enumerate(items) if type(t) is not str]
-        for i, n in zip(others, self.model.input_lengths([_raw(items[i]) for i in others])):
-            counts[i] = n
-        return counts
+        return [len(e.ids) for e in self.model.tokenize([x.raw for x in self.inputs(texts)])]
 
     def tokenize(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[Any]:
         """``tokenizers`` Encodings of texts as the model sees them (special tokens included), uncut."""
@@ -106,152 +172,115 @@ class Engine:
         """The texts of token id sequences."""
         return self.model.decode(ids, skip_special_tokens)
 
-    # ------------------------------------------------------------------ classification
-    def _space(self, item: Item) -> str:
-        """The cache key space of an item: the model's namespace, and an Input's kind."""
-        return self.namespace if type(item) is str else f"{self.namespace}:{item.kind}"  # type: ignore[union-attr]
+    def unknown_id(self, token_id: int) -> bool:
+        """Whether an id names no token of this model's tokenizer."""
+        try:
+            return token_id < 0 or self.model.tokenizer.id_to_token(token_id) is None
+        except OverflowError:  # past the tokenizer's u32
+            return True
 
-    def lookup(self, texts: Sequence[Item], *, logits: bool = True) -> dict[Any, Result]:
-        """Cached results for the texts (or Inputs) that have one, marked cache_hit (no inference);
-        logits=False leaves out their logits (see classify)."""
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.tokenizer.get_vocab_size(with_added_tokens=True))
+
+    # ------------------------------------------------------------------ classification
+    def _space(self, x: Input) -> str:
+        """The cache key space of an input: the model's namespace, and a pair's or left-cut text's kind."""
+        return self.namespace if x.plain else f"{self.namespace}:{x.kind}"
+
+    def lookup(self, texts: Texts, *, logits: bool = True) -> dict[Input, Result]:
+        """Cached results for the inputs that have one, marked cache_hit (no inference); logits=False
+        leaves out their logits, logits=True leaves out an entry stored without them (see classify)."""
         if self.cache is None or not texts:
             return {}
-        if all(type(t) is str for t in texts):
-            found = self.cache.get_many(self.namespace, list(dict.fromkeys(texts)))
-            if logits:
-                return {text: {**result, "text": text, "cache_hit": True}  # type: ignore[typeddict-item]
-                        for text, result in found.items()}
-            out: dict[Any, Result] = {}
-            for text, result in found.items():
-                hit = out[text] = {**result, "text": text, "cache_hit": True}  # type: ignore[typeddict-item]
-                hit.pop("logits", None)
-            return out
-        found_items: dict[Any, Result] = {}
-        for space, group in _by_space(self, texts).items():
-            keys = {_key(item): item for item in group}
-            for key, result in self.cache.get_many(space, list(keys)).items():
-                found_items[keys[key]] = _as_found(keys[key], result if logits else _without_logits(result))
-        return found_items
+        spaces: dict[str, dict[str, Input]] = {}
+        for x in self.inputs(texts):
+            spaces.setdefault(self._space(x), {})[x.key] = x
+        found: dict[Input, Result] = {}
+        for space, keys in spaces.items():
+            for key, stored in self.cache.get_many(space, list(keys)).items():
+                if logits and "logits" not in stored:
+                    continue
+                x = keys[key]
+                hit = cast(Result, {**stored, "text": x.text, "cache_hit": True})
+                if x.pair is not None:
+                    hit["text_pair"] = x.pair
+                found[x] = hit if logits else _without_logits(hit)
+        return found
 
-    def infer(self, texts: Sequence[Item], lengths: Mapping[Any, int] | None = None) -> list[Result]:
-        """Run the model on texts (no cache lookup) and store the results; input order.
+    def prepare(self, texts: Texts, *, logits: bool = False, found: Mapping[Input, Result] | None = None) -> Pending:
+        """The first half of classify(): the inputs, their cached results (``found``: from a lookup
+        already made, e.g. one shared by several requests) and the misses, de-duplicated and encoded."""
+        inputs = self.inputs(texts)
+        unique = list(dict.fromkeys(inputs))
+        known = dict(self.lookup(unique, logits=logits) if found is None else found)
+        misses = [x for x in unique if x not in known]
+        return Pending(inputs, known, self.model.encode_inputs(misses) if misses else [], logits)
 
-        With ``lengths`` (token counts of an arrival-order batch, as a server gathers them), the
-        texts run in length groups that minimise padding plus per-run overhead; otherwise the
-        model's own length-sorted token-budget batching applies. Inputs run by kind, as the
-        tokenizer encodes them.
+    def infer(self, encoded: Sequence[Encoded], *, arrival_order: bool = False) -> list[Result]:
+        """Run the model on encoded inputs (no cache lookup) and store the results (with logits); input
+        order. Inputs repeated across the list run once.
+
+        ``arrival_order``: the inputs are an arrival-order batch (a server's); on cpu they run in
+        length groups that minimise padding plus per-run overhead. Otherwise the model's own
+        length-sorted token-budget batching applies, as for score's chunks.
+        InferenceError when ONNX Runtime fails.
         """
-        if not texts:
+        unique = list({e.input: e for e in encoded}.values())
+        if not unique:
             return []
-        if not all(type(t) is str for t in texts):
-            return self._infer_mixed(texts, lengths)
-        # The logits go into the cache with the rest (a stand-in model without them, as tests use, is fine).
-        run = getattr(self.model, "classify_with_logits", self.model.classify)
-        if lengths is None or self.model.provider != "cpu" or self.model.static_shape:
-            results: list[Any] = run(texts)
-        else:
-            results = [None] * len(texts)
-            for group in length_groups([lengths.get(t, 0) for t in texts]):
-                for i, result in zip(group, run([texts[i] for i in group])):
-                    results[i] = result
-        if self.cache is not None:
-            self.cache.put_many(self.namespace, zip(texts, results))
-        return results
-
-    def _infer_mixed(self, items: Sequence[Item], lengths: Mapping[Any, int] | None) -> list[Result]:
-        """infer() for a batch holding Inputs: plain texts as usual, each kind of Input in its own runs."""
-        results: list[Any] = [None] * len(items)
-        plain = [i for i, t in enumerate(items) if type(t) is str]
-        for i, result in zip(plain, self.infer([items[i] for i in plain], lengths)):  # type: ignore[misc]
-            results[i] = result
-        kinds: dict[str, list[int]] = defaultdict(list)
-        for i, item in enumerate(items):
-            if isinstance(item, Input):
-                kinds[item.truncate_from].append(i)
-        for side, where in kinds.items():
-            inputs = list(dict.fromkeys(items[i] for i in where))
-            fresh = {item: _as_found(item, result, cache_hit=False)
-                     for item, result in zip(inputs, self.model.classify_inputs([_raw(t) for t in inputs], side))}
-            for i in where:
-                results[i] = fresh[items[i]]
-            if self.cache is not None:
-                for space, group in _by_space(self, inputs).items():
-                    self.cache.put_many(space, [(_key(t), fresh[t]) for t in group])
-        return results
-
-    def classify_each(self, texts: Sequence[Item], lengths: Mapping[Any, int] | None = None, *,
-                      logits: bool = False) -> list[Result | BadRecord]:
-        """classify(), except that a text the model fails on becomes an ``inference_error`` BadRecord
-        while the rest of the batch is classified: the failing texts are found by halving the batch
-        (log2(n) extra runs for one poison text), so one bad record never stops a stream."""
         try:
-            return list(self.classify(texts, lengths, logits=logits))
-        except InferenceError as exc:
-            unique = list(dict.fromkeys(texts))
-            if len(unique) == 1:
-                bad = BadRecord(INFERENCE_ERROR, str(exc))
-                return [bad] * len(texts)
-            half = len(unique) // 2
-            done: dict[Any, Result | BadRecord] = {}
-            for part in (unique[:half], unique[half:]):
-                done.update(zip(part, self.classify_each(part, lengths, logits=logits)))
-            return [done[t] for t in texts]
-
-    def classify(self, texts: Sequence[Item], lengths: Mapping[Any, int] | None = None, *,
-                 logits: bool = False) -> list[Result]:
-        """Results in input order: repeated texts are inferred once, cached ones not at all.
-
-        logits: keep each result's raw ``logits`` ({label: value}); a cached result stored before
-        logits were kept is then inferred again. Without it, results have the Result contract's
-        fields only.
-        """
-        known = self.lookup(texts, logits=logits)
-        if logits:
-            known = {t: r for t, r in known.items() if "logits" in r}
-        misses = [t for t in dict.fromkeys(texts) if t not in known]
-        try:
-            fresh = self.infer(misses, lengths)
+            if arrival_order and self.model.provider == "cpu" and not self.model.static_shape:
+                results: dict[Input, Result] = {}
+                for group in length_groups([e.tokens for e in unique]):
+                    part = [unique[i] for i in group]
+                    results.update(zip((e.input for e in part), self.model.run(part)))
+            else:
+                results = dict(zip((e.input for e in unique), self.model.run(unique)))
         except Exception as exc:
             if not is_runtime_error(exc):
                 raise
             raise InferenceError(f"inference failed: {runtime_message(exc)}") from exc
-        known.update(zip(misses, fresh if logits else map(_without_logits, fresh)))
-        return [known[t] for t in texts]
+        if self.cache is not None:
+            spaces: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+            for x, result in results.items():
+                # Stored as it is answered (the cache keeps plain JSON objects).
+                spaces.setdefault(self._space(x), []).append((x.key, cast(dict[str, Any], result)))
+            for space, rows in spaces.items():
+                self.cache.put_many(space, rows)
+        return [results[e.input] for e in encoded]
+
+    def classify(self, texts: Texts, *, logits: bool = False) -> list[Result]:
+        """Results in input order: repeated texts are inferred once, cached ones not at all.
+
+        logits: keep each result's raw ``logits`` ({label: value}); a cached result stored before
+        logits were kept is then inferred again. Without it, results have no ``logits`` key.
+        """
+        pending = self.prepare(texts, logits=logits)
+        return pending.finish(self.infer(pending.misses))
+
+    def classify_each(self, texts: Texts, *, logits: bool = False) -> list[Result | BadRecord]:
+        """classify(), except that a text the model fails on becomes an ``inference_error`` BadRecord
+        while the rest of the batch is classified: the failing texts are found by halving the batch
+        (log2(n) extra runs for one poison text), so one bad record never stops a stream."""
+        try:
+            return list(self.classify(texts, logits=logits))
+        except InferenceError as exc:
+            inputs = self.inputs(texts)
+            unique = list(dict.fromkeys(inputs))
+            if len(unique) == 1:
+                bad = BadRecord(INFERENCE_ERROR, str(exc))
+                return [bad] * len(texts)
+            half = len(unique) // 2
+            done: dict[Input, Result | BadRecord] = {}
+            for part in (unique[:half], unique[half:]):
+                done.update(zip(part, self.classify_each(part, logits=logits)))
+            return [done[x] for x in inputs]
 
 
-def _raw(item: Item) -> str | tuple[str, str]:
-    """What the model's tokenizer takes for an item: a text, or a (text, text pair) tuple."""
-    if type(item) is str:
-        return item  # type: ignore[return-value]
-    return item.text if item.pair is None else (item.text, item.pair)  # type: ignore[union-attr]
-
-
-def _key(item: Item) -> str:
-    return item if type(item) is str else item.key  # type: ignore[return-value,union-attr]
-
-
-def _by_space(engine: Engine, items: Sequence[Item]) -> dict[str, list[Item]]:
-    groups: dict[str, list[Hashable]] = defaultdict(list)
-    for item in dict.fromkeys(items):
-        groups[engine._space(item)].append(item)
-    return groups  # type: ignore[return-value]
-
-
-def _as_found(item: Item, result: Any, cache_hit: bool = True) -> Result:
-    """A stored or fresh result as the caller of this item sees it: its text (and pair), cache_hit."""
-    out = {**result, "cache_hit": cache_hit}
-    if type(item) is str:
-        out["text"] = item
-    else:
-        out["text"] = item.text  # type: ignore[union-attr]
-        if item.pair is not None:  # type: ignore[union-attr]
-            out["text_pair"] = item.pair  # type: ignore[union-attr]
-    return out  # type: ignore[return-value]
-
-
-def _without_logits(result: Any) -> Any:
+def _without_logits(result: Result) -> Result:
     if "logits" not in result:
         return result
-    out = dict(result)
+    out = result.copy()
     del out["logits"]
     return out

@@ -35,6 +35,7 @@ from .manifest import (  # noqa: F401
     read_manifest,
     verify,
 )
+from .records import Input
 from .results import Result
 
 # ORT's provider names, and the variant each one prefers when the provider is picked.
@@ -145,13 +146,21 @@ def release_when_freed(model: "Model", then: Any = None) -> None:
     weakref.finalize(model, freed)
 
 
-@dataclass
-class Item:
-    """One unit of inference: a text, or one chunk of a long text."""
+@dataclass(slots=True)
+class Encoded:
+    """One input as the model runs it: its id rows (one, or a long text's chunks in chunk mode) with
+    their token type ids and weights (chunks count by their tokens), and whether it was cut."""
 
-    owner: int
-    ids: list[int]
-    weight: float
+    input: Input
+    rows: list[list[int]]
+    types: list[list[int]]
+    weights: list[float]
+    truncated: bool
+
+    @property
+    def tokens(self) -> int:
+        """Tokens it occupies in batches (special tokens included), which set batch budgets."""
+        return sum(len(r) for r in self.rows)
 
 
 class Model:
@@ -469,161 +478,7 @@ class Model:
                 f"export it with `optimum-cli export onnx --task text-classification`"
             )
 
-    # ----------------------------------------------------------------- tokenization
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Word-piece ids without special tokens, for every text."""
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Tokens each text will occupy in a batch ([CLS] + ids + [SEP]; capped when truncating)."""
-        cap = self.max_length if self.long == "truncate" else 1 << 30
-        return [min(len(ids) + 2, cap) for ids in self.encode(texts)]
-
-    def inference_items(self, texts: Sequence[str]) -> tuple[list[Item], list[bool]]:
-        """Turn texts into inference items, truncating or chunking the long ones."""
-        budget = self.max_length - 2
-        items: list[Item] = []
-        truncated = [False] * len(texts)
-        encoded = self.encode(texts)
-        for i, ids in enumerate(encoded):
-            if len(ids) <= budget:
-                items.append(Item(i, ids, 1.0))
-            elif self.long == "truncate":
-                truncated[i] = True
-                items.append(Item(i, ids[:budget], 1.0))
-            else:
-                for chunk in self._chunks(texts[i], budget):
-                    items.append(Item(i, chunk, float(len(chunk))))
-        return items, truncated
-
-    def _chunks(self, text: str, budget: int) -> list[list[int]]:
-        """Split a long text into pieces under the limit: whole sentences where possible."""
-        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
-        pieces: list[list[int]] = []
-        for ids in self.encode(sentences):
-            # A sentence longer than the limit is cut into fixed windows.
-            for start in range(0, len(ids), budget):
-                pieces.append(ids[start : start + budget])
-        chunks: list[list[int]] = []
-        current: list[int] = []
-        for piece in pieces:
-            if current and len(current) + len(piece) > budget:
-                chunks.append(current)
-                current = []
-            current = current + piece
-        if current:
-            chunks.append(current)
-        return chunks or [[]]
-
-    def batches(self, items: list[Item]) -> Iterable[list[int]]:
-        """Indices of items, sorted by length and grouped under the token budget."""
-        return self._groups([len(item.ids) + 2 for item in items])
-
-    def _groups(self, lengths: list[int]) -> Iterable[list[int]]:
-        """Indices of sequences of these lengths (special tokens included), sorted by length and
-        grouped under the token budget."""
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
-        if self.static_shape:
-            size = int(self.static_shape[0])
-            for start in range(0, len(order), size):
-                yield order[start : start + size]
-            return
-        batch: list[int] = []
-        for k in order:
-            length = lengths[k]
-            # Sorted ascending, so the newest item is the longest: it sets the padded width.
-            if batch and (
-                (len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size
-            ):
-                yield batch
-                batch = []
-            batch.append(k)
-        if batch:
-            yield batch
-
-    def _run(self, items: list[Item], batch: list[int]) -> np.ndarray:
-        """Logits of a batch of items ([CLS] + ids + [SEP] each)."""
-        return self._forward([[self._cls, *items[k].ids, self._sep] for k in batch])
-
-    def _forward(self, rows: list[list[int]], type_ids: list[list[int]] | None = None) -> np.ndarray:
-        """Logits (float64, rows x labels) of complete id sequences (special tokens included)."""
-        width = max(len(r) for r in rows)
-        n = len(rows)
-        if self.static_shape:
-            n, width = int(self.static_shape[0]), int(self.static_shape[1])
-        ids = np.full((n, width), self._pad, dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)
-        types = np.zeros((n, width), dtype=np.int64)
-        for r, row in enumerate(rows):
-            ids[r, : len(row)] = row
-            mask[r, : len(row)] = 1
-            if type_ids is not None:
-                types[r, : len(row)] = type_ids[r]
-        feed = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.input_names:
-            feed["token_type_ids"] = types
-        logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
-        return np.asarray(logits, dtype=np.float64)[: len(rows)]
-
-    # ----------------------------------------------------------------- public API
-    def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
-        """Class probabilities (n x labels, in label-id order) and a truncated flag per text."""
-        probs, _, truncated = self.scores(texts)
-        return probs, truncated
-
-    def scores(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[bool]]:
-        """Probabilities and raw logits (n x labels each, label-id order) and a truncated flag per text.
-
-        A chunked text's probabilities are its chunks' averaged by token count, and so are its logits.
-        """
-        if not texts:
-            return np.zeros((0, len(self.labels))), np.zeros((0, len(self.labels))), []
-        items, truncated = self.inference_items(texts)
-        logits = np.zeros((len(items), len(self.labels)))
-        for batch in self.batches(items):
-            logits[batch] = self._run(items, batch)
-        probs = _softmax(logits)
-        if len(items) == len(texts):
-            return probs, logits, truncated
-        # Chunked texts: average the chunks' probabilities weighted by their token counts.
-        out = np.zeros((len(texts), len(self.labels)))
-        out_logits = np.zeros((len(texts), len(self.labels)))
-        weight = np.zeros(len(texts))
-        for k, item in enumerate(items):
-            out[item.owner] += probs[k] * item.weight
-            out_logits[item.owner] += logits[k] * item.weight
-            weight[item.owner] += item.weight
-        return out / weight[:, None], out_logits / weight[:, None], truncated
-
-    def classify(self, texts: Sequence[str]) -> list[Result]:
-        """Results for texts, in input order (see the Result contract in docs/ARCHITECTURE.md)."""
-        probs, truncated = self.predict_proba(texts)
-        return [self.result(text, row, cut) for text, row, cut in zip(texts, probs, truncated)]
-
-    def classify_with_logits(self, texts: Sequence[str]) -> list[Result]:
-        """classify(), each result with its raw ``logits`` ({label: value}) too: what the engine caches,
-        so that raw scores come from the same entry (it gives them only to whoever asks)."""
-        probs, logits, truncated = self.scores(texts)
-        return [self.result(text, row, cut, raw) for text, row, cut, raw in zip(texts, probs, truncated, logits)]
-
-    def result(self, text: str, row: np.ndarray, truncated: bool = False, logits: np.ndarray | None = None) -> Result:
-        """Build one result record from a probability row (and the logits it came from)."""
-        best = int(row.argmax())
-        out: Result = {
-            "text": text,
-            "label": self.labels[best],
-            "score": round(float(row[best]), 6),
-            "scores": {label: round(float(p), 6) for label, p in zip(self.labels, row)},
-            "model": self.name,
-            "cache_hit": False,
-        }
-        if truncated:
-            out["truncated"] = True
-        if logits is not None:
-            out["logits"] = {label: round(float(v), 6) for label, v in zip(self.labels, logits)}
-        return out
-
-    # ----------------------------------------------------------------- pairs, either side, tokens
+    # ----------------------------------------------------------------- tokenization: the tokenizer's, one path
     @cached_property
     def _encoders(self) -> dict[str | None, Any]:
         return {}
@@ -662,22 +517,164 @@ class Model:
         """The texts of token id sequences."""
         return self.tokenizer.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
-    def input_lengths(self, inputs: Sequence[str | tuple[str, str]]) -> list[int]:
-        """Tokens each text or pair holds before any truncation (special tokens included)."""
-        return [len(e.ids) for e in self.tokenize(inputs)]
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids without special tokens, for every text (what chunking packs)."""
+        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
-    def classify_inputs(self, inputs: Sequence[str | tuple[str, str]], truncate_from: str = "right") -> list[Result]:
-        """Results (with logits) for texts or (text, text pair) tuples encoded as the tokenizer encodes
-        them, each cut to max_length tokens longest-first from ``truncate_from``; input order."""
-        if not inputs:
-            return []
-        encodings = self.tokenize(inputs, truncate_from=truncate_from)
-        logits = np.zeros((len(encodings), len(self.labels)))
-        for batch in self._groups([len(e.ids) for e in encodings]):
-            logits[batch] = self._forward([encodings[k].ids for k in batch], [encodings[k].type_ids for k in batch])
+    def encode_inputs(self, inputs: Sequence[Input]) -> list[Encoded]:
+        """Each input as the model will run it: encoded by the tokenizer (cut at its side), or, in chunk
+        mode, a single text over the limit as its sentence chunks."""
+        out: dict[int, Encoded] = {}
+        sides: dict[str | None, list[int]] = {}
+        for i, x in enumerate(inputs):
+            # Chunk mode classifies a single text whole: encoded uncut, chunked below when too long.
+            sides.setdefault(None if self.long == "chunk" and x.pair is None else x.truncate_from, []).append(i)
+        for side, where in sides.items():
+            for i, e in zip(where, self.tokenize([inputs[i].raw for i in where], truncate_from=side)):
+                if side is None and len(e.ids) > self.max_length:
+                    out[i] = self._chunked(inputs[i])
+                else:
+                    out[i] = Encoded(inputs[i], [e.ids], [e.type_ids], [1.0], bool(e.overflowing))
+        return [out[i] for i in range(len(inputs))]
+
+    def _chunked(self, x: Input) -> Encoded:
+        """A long text in chunk mode: its chunks, each weighted by its token count."""
+        chunks = self._chunks(x.text, self.max_length - 2)
+        rows = [[self._cls, *c, self._sep] for c in chunks]
+        return Encoded(x, rows, [[0] * len(r) for r in rows], [float(len(c)) for c in chunks], False)
+
+    def _chunks(self, text: str, budget: int) -> list[list[int]]:
+        """Split a long text into pieces under the limit: whole sentences where possible."""
+        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
+        pieces: list[list[int]] = []
+        for ids in self.encode(sentences):
+            # A sentence longer than the limit is cut into fixed windows.
+            for start in range(0, len(ids), budget):
+                pieces.append(ids[start : start + budget])
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        for piece in pieces:
+            if current and len(current) + len(piece) > budget:
+                chunks.append(current)
+                current = []
+            current = current + piece
+        if current:
+            chunks.append(current)
+        return chunks or [[]]
+
+    # ----------------------------------------------------------------- running
+    def _groups(self, lengths: list[int]) -> Iterable[list[int]]:
+        """Indices of sequences of these lengths (special tokens included), sorted by length and
+        grouped under the token budget."""
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        if self.static_shape:
+            size = int(self.static_shape[0])
+            for start in range(0, len(order), size):
+                yield order[start : start + size]
+            return
+        batch: list[int] = []
+        for k in order:
+            length = lengths[k]
+            # Sorted ascending, so the newest item is the longest: it sets the padded width.
+            if batch and (
+                (len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size
+            ):
+                yield batch
+                batch = []
+            batch.append(k)
+        if batch:
+            yield batch
+
+    def runs(self, encoded: Sequence[Encoded]) -> list[list[int]]:
+        """The row lengths of each run scores() makes of these inputs."""
+        lengths = [len(r) for e in encoded for r in e.rows]
+        return [[lengths[k] for k in batch] for batch in self._groups(lengths)]
+
+    def padded(self, lengths: Sequence[int]) -> int:
+        """Tokens a run of rows of these lengths occupies once padded."""
+        if self.static_shape:
+            return int(self.static_shape[0]) * int(self.static_shape[1])
+        return max(lengths) * len(lengths)
+
+    def _forward(self, rows: list[list[int]], type_ids: list[list[int]] | None = None) -> np.ndarray:
+        """Logits (float64, rows x labels) of complete id sequences (special tokens included)."""
+        width = max(len(r) for r in rows)
+        n = len(rows)
+        if self.static_shape:
+            n, width = int(self.static_shape[0]), int(self.static_shape[1])
+        ids = np.full((n, width), self._pad, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)
+        types = np.zeros((n, width), dtype=np.int64)
+        for r, row in enumerate(rows):
+            ids[r, : len(row)] = row
+            mask[r, : len(row)] = 1
+            if type_ids is not None:
+                types[r, : len(row)] = type_ids[r]
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = types
+        logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
+        return np.asarray(logits, dtype=np.float64)[: len(rows)]
+
+    def scores(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and raw logits (n x labels each, label-id order) of encoded inputs, run in
+        length-sorted batches under the token budget. A chunked text's are its chunks', averaged by token count."""
+        n = len(self.labels)
+        if not encoded:
+            return np.zeros((0, n)), np.zeros((0, n))
+        rows = [r for e in encoded for r in e.rows]
+        types = [t for e in encoded for t in e.types]
+        logits = np.zeros((len(rows), n))
+        for batch in self._groups([len(r) for r in rows]):
+            logits[batch] = self._forward([rows[k] for k in batch], [types[k] for k in batch])
         probs = _softmax(logits)
-        return [self.result(x if isinstance(x, str) else x[0], probs[k], bool(encodings[k].overflowing), logits[k])
-                for k, x in enumerate(inputs)]
+        if len(rows) == len(encoded):
+            return probs, logits
+        out, out_logits, weight = np.zeros((len(encoded), n)), np.zeros((len(encoded), n)), np.zeros(len(encoded))
+        k = 0
+        for owner, e in enumerate(encoded):
+            for w in e.weights:
+                out[owner] += probs[k] * w
+                out_logits[owner] += logits[k] * w
+                weight[owner] += w
+                k += 1
+        return out / weight[:, None], out_logits / weight[:, None]
+
+    def run(self, encoded: Sequence[Encoded]) -> list[Result]:
+        """Results (with logits) of encoded inputs, in their order: what the engine stores and answers."""
+        probs, logits = self.scores(encoded)
+        return [self.result(e.input, p, e.truncated, raw) for e, p, raw in zip(encoded, probs, logits)]
+
+    def result(self, x: Input, row: np.ndarray, truncated: bool, logits: np.ndarray) -> Result:
+        """One result from a probability row and the logits it came from."""
+        best = int(row.argmax())
+        out: Result = {
+            "text": x.text,
+            "label": self.labels[best],
+            "score": round(float(row[best]), 6),
+            "scores": {label: round(float(p), 6) for label, p in zip(self.labels, row)},
+            "model": self.name,
+            "cache_hit": False,
+        }
+        if truncated:
+            out["truncated"] = True
+        out["logits"] = {label: round(float(v), 6) for label, v in zip(self.labels, logits)}
+        if x.pair is not None:
+            out["text_pair"] = x.pair
+        return out
+
+    # ----------------------------------------------------------------- for tools and tests: plain texts
+    def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """Class probabilities (n x labels, in label-id order) and a truncated flag per text."""
+        encoded = self.encode_inputs([Input(t) for t in texts])
+        return self.scores(encoded)[0], [e.truncated for e in encoded]
+
+    def classify(self, texts: Sequence[str]) -> list[Result]:
+        """Results for plain texts, in input order, without logits (no cache: that is the Engine's)."""
+        results = self.run(self.encode_inputs([Input(t) for t in texts]))
+        for r in results:
+            del r["logits"]
+        return results
 
     def info(self) -> dict[str, Any]:
         """What /info and `sentictl info` show."""

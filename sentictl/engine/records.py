@@ -67,17 +67,28 @@ Verdict = Record | BadRecord
 
 @dataclass(frozen=True)
 class Input:
-    """A model input other than one text cut at its end: a sentence pair, or a text cut at its start.
+    """What the engine classifies: a text, a sentence pair, or a text cut at its start when too long.
 
-    A plain ``str`` is the common input (truncated at the right, cached under the text itself);
-    an Input is encoded as the tokenizer encodes it (pairs: ``[CLS] a [SEP] b [SEP]`` with the
-    second segment's token type ids, truncated longest-first) and cached in a key space of its
-    own, so a pair never shares an entry with a text.
+    ``Input(text)`` is the plain text every door sends (the engine takes a ``str`` as one); it is
+    cached under the text itself in the model's key space. Pairs and left-cut texts are cached in
+    key spaces of their own (see ``kind``), so a pair never shares an entry with a text. Every
+    input is encoded by the model's tokenizer (pairs: ``[CLS] a [SEP] b [SEP]`` with the second
+    segment's token type ids), cut longest-first from ``truncate_from`` when over the limit.
     """
 
     text: str
     pair: str | None = None
     truncate_from: str = "right"  # "right" or "left": which end a text over the model's limit loses
+
+    @property
+    def plain(self) -> bool:
+        """A single text cut at its end: the model's own key space."""
+        return self.pair is None and self.truncate_from == "right"
+
+    @property
+    def raw(self) -> str | tuple[str, str]:
+        """What the tokenizer takes: the text, or the (text, text pair) tuple."""
+        return self.text if self.pair is None else (self.text, self.pair)
 
     @property
     def kind(self) -> str:

@@ -1,4 +1,4 @@
-"""The typed result every door reports (the Result contract in docs/ARCHITECTURE.md)."""
+"""The engine's typed result: what every door reports, and what the cache stores (the same dict)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ class Result(_ResultFields, total=False):
     """One classified text: labels come from the checkpoint's id2label, in label-id order."""
 
     truncated: bool  # present (True) only when the text was cut to the model's limit
+    logits: dict[str, float]  # the raw logits, stored in the cache; given only to a caller asking for them
+    text_pair: str  # the second text of a sentence pair
 
 
 def valid_result(value: object) -> bool:

@@ -4,10 +4,12 @@ The text-embeddings-inference routes (/predict, /tokenize, /decode, /info) are i
 
 Request path: auth → a slot among --max-concurrent-requests (429 when none) → model ready? → body
 (bounded) → shape (pydantic models) → each text through the engine's record rules (in a worker
-thread for a large body) → cache lookup (hits answered at once) → misses tokenized in a worker
-thread and queued to the batcher → one worker thread runs ``Engine.classify`` on a coalesced
-batch → each caller gets its slice. For a large body only C-speed passes (hashing, encoding the
-answer) stay on the event loop. What a connection may hold before and around a route (read
+thread for a large body) → ``Engine.lookup`` (shared by the requests of one event-loop iteration)
+→ ``Engine.prepare``: the misses de-duplicated and encoded once (in a worker thread for a large
+body) → the batcher gathers the misses of concurrent requests and one worker thread runs
+``Engine.infer`` on them (length groups; the engine stores the results) → each caller's
+``Pending.finish`` puts its results in order. For a large body only C-speed passes (hashing,
+encoding the answer) stay on the event loop. What a connection may hold before and around a route (read
 timeouts, the connection cap) is connections.py's business.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -27,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
+from ..engine.records import Input
 from ..engine.model import release_when_freed
 from ..errors import (
     BackendError,
@@ -134,7 +138,7 @@ class Service:
         self.batcher = Batcher(
             engine, self.metrics, max_batch_tokens=self.settings.max_batch_tokens,
             max_wait_ms=self.settings.max_wait_ms,
-            max_batch_size=getattr(model, "max_batch_size", 64),
+            max_batch_size=engine.max_batch_size,
         )
         self.batcher.start()
         self.engine = engine
@@ -273,29 +277,29 @@ class Service:
         except ValidationError as exc:
             raise invalid(exc.errors(include_url=False), hint) from None
 
-    async def classify(self, engine: Engine, texts: list[Any],
+    async def classify(self, engine: Engine, texts: list[str | Input],
                        logits: bool = False) -> tuple[list[Result], dict[str, float]]:
-        """Results (with logits) in input order for texts or engine Inputs: cache hits at once, misses
-        through the batcher. logits: a cached result without them (stored by an older version) is a miss."""
-        unique = list(dict.fromkeys(texts))
+        """Results in input order for texts or Inputs, through the engine once: its lookup (shared with
+        the requests of this event-loop iteration), its misses encoded, inferred in a batch the batcher
+        coalesces, merged back. logits: keep the raw logits (a cached result stored without them is a miss)."""
+        inputs = engine.inputs(texts)
         reader = self.reader
         if reader is not None and reader.engine is not engine:
             reader = CacheReader(engine)  # a request admitted before a reload: the old model's cache entries
-        known: dict[Any, Result] = await reader.lookup(unique) if reader is not None else {}
-        if logits:
-            known = {t: r for t, r in known.items() if "logits" in r}
-        misses = [t for t in unique if t not in known]
-        self.metrics.cache_hits.inc(len(unique) - len(misses))
-        self.metrics.cache_misses.inc(len(misses))
+        found = await reader.lookup(inputs, logits) if reader is not None else None
+        # Encoding is CPU work: on the event loop for a few short texts (a thread hop costs more), else off it.
+        size = sum(len(x.text) + len(x.pair or "") for x in inputs)
+        pending = await self.off_loop(size, functools.partial(engine.prepare, inputs, logits=logits, found=found))
+        self.metrics.cache_hits.inc(len(pending.known))
+        self.metrics.cache_misses.inc(len(pending.misses))
         timings = {"queue": 0.0, "inference": 0.0}
-        if misses:
-            # Tokenizing is CPU work: off the event loop, like inference.
-            lengths = await asyncio.to_thread(engine.token_counts, misses)
+        fresh: list[Result] = []
+        if pending.misses:
             assert self.batcher is not None  # set together with the engine
-            job = await self.batcher.submit(misses, lengths, engine)
+            job = await self.batcher.submit(pending.misses, engine)
             timings = {"queue": job.started - job.enqueued, "inference": job.finished - job.started}
-            known.update(zip(misses, job.future.result()))
-        results = [known[t] for t in texts]
+            fresh = job.future.result()
+        results = pending.finish(fresh)
         if self.publisher is not None:
             self.publisher.publish(results)
         return results, timings

@@ -1,9 +1,9 @@
 """Request coalescing on top of the Engine: inference batches across requests, shared cache lookups.
 
-Neither class caches or batches by itself: the Batcher hands ``Engine.classify`` one
-arrival-order batch with its token counts (the engine splits it into length groups and stores
-the results), and the CacheReader asks ``Engine.lookup`` once for every request of an
-event-loop iteration.
+Neither class caches or batches by itself: the Batcher hands ``Engine.infer`` the encoded misses
+of the requests it gathered (one arrival-order batch: the engine de-duplicates it, runs it in
+length groups and stores the results), and the CacheReader asks ``Engine.lookup`` once for every
+request of an event-loop iteration.
 
 Each job carries the engine its request started on, and a batch only ever holds jobs of one
 engine: when the model is reloaded (Service.reload), requests already admitted finish on the
@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Engine, Result
+from ..engine.model import Encoded
+from ..engine.records import Input
 from ..errors import BackendError, Unhealthy
 from .metrics import Metrics
 
@@ -34,14 +36,13 @@ log = logging.getLogger("sentictl.serve")
 
 @dataclass
 class Job:
-    """One request's texts waiting for inference, and when it queued, started and finished."""
+    """One request's encoded misses waiting for inference, and when it queued, started and finished."""
 
-    texts: list[Any]
-    lengths: list[int]
+    misses: list[Encoded]
     tokens: int
     future: asyncio.Future
     enqueued: float
-    engine: Engine | None = None
+    engine: Engine
     started: float = 0.0
     finished: float = 0.0
 
@@ -79,14 +80,14 @@ class Batcher:
                 job.future.set_exception(Unhealthy("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[Any], lengths: list[int], engine: Engine | None = None) -> Job:
-        """Queue texts or engine Inputs (with their token counts) for inference on ``engine`` (default: the
-        batcher's current one) and wait for their results (with logits); BackendError when inference failed."""
+    async def submit(self, misses: list[Encoded], engine: Engine | None = None) -> Job:
+        """Queue a request's encoded misses for inference on ``engine`` (default: the batcher's current
+        one) and wait for their results (with logits); BackendError when inference failed."""
         loop = asyncio.get_running_loop()
-        tokens = sum(lengths)
-        job = Job(texts, lengths, tokens, loop.create_future(), loop.time(), engine or self.engine)
+        tokens = sum(e.tokens for e in misses)
+        job = Job(misses, tokens, loop.create_future(), loop.time(), engine or self.engine)
         self._pending.append(job)
-        self._queued_texts += len(texts)
+        self._queued_texts += len(misses)
         self._queued_tokens += tokens
         self.metrics.queue_depth.set(self._queued_texts)
         self._wake.set()
@@ -101,16 +102,16 @@ class Batcher:
         texts = tokens = 0
         while self._pending:
             job = self._pending[0]
-            if batch and (tokens + job.tokens > self.max_batch_tokens or texts + len(job.texts) > self.max_batch_size
+            if batch and (tokens + job.tokens > self.max_batch_tokens or texts + len(job.misses) > self.max_batch_size
                           or job.engine is not batch[0].engine):
                 break
             self._pending.popleft()
-            self._queued_texts -= len(job.texts)
+            self._queued_texts -= len(job.misses)
             self._queued_tokens -= job.tokens
             if job.future.done():  # the client went away while waiting
                 continue
             batch.append(job)
-            texts += len(job.texts)
+            texts += len(job.misses)
             tokens += job.tokens
         self.metrics.queue_depth.set(self._queued_texts)
         return batch
@@ -139,33 +140,30 @@ class Batcher:
             batch = self._take()
             if not batch:
                 continue
-            texts = [t for job in batch for t in job.texts]
+            misses = [e for job in batch for e in job.misses]
             started = loop.time()
             for job in batch:
                 job.started = started
-            # The token counts let the engine split this arrival-order batch into length groups.
-            lengths = {t: n for job in batch for t, n in zip(job.texts, job.lengths)}
-            engine = batch[0].engine or self.engine
             try:
                 results = await loop.run_in_executor(
-                    self._executor, functools.partial(engine.classify, texts, lengths, logits=True))
+                    self._executor, functools.partial(batch[0].engine.infer, misses, arrival_order=True))
             except Exception:  # every waiting caller must hear about it (the details go to the log)
-                log.exception("inference failed for a batch of %d texts", len(texts))
+                log.exception("inference failed for a batch of %d texts", len(misses))
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(BackendError("inference failed: see the server log"))
                 free_since = loop.time()
                 continue
             finished = free_since = loop.time()
-            self.metrics.batch_size.observe(len(texts))
+            self.metrics.batch_size.observe(len(misses))
             self.metrics.batch_tokens.observe(sum(job.tokens for job in batch))
             self.metrics.inference.observe(finished - started)
             offset = 0
             for job in batch:
                 job.finished = finished
                 if not job.future.done():
-                    job.future.set_result(results[offset : offset + len(job.texts)])
-                offset += len(job.texts)
+                    job.future.set_result(results[offset : offset + len(job.misses)])
+                offset += len(job.misses)
 
 
 class CacheReader:
@@ -180,39 +178,30 @@ class CacheReader:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._pending: list[tuple[list[str], asyncio.Future]] = []
+        self._pending: list[tuple[list[Input], bool, asyncio.Future]] = []
         self._scheduled = False
 
-    async def lookup(self, texts: list[str]) -> dict[str, Result]:
-        """Cached results for texts that have one (may be served by a lookup shared with others)."""
+    async def lookup(self, inputs: list[Input], logits: bool) -> dict[Input, Result]:
+        """Cached results for the inputs that have one (may be served by a lookup shared with others);
+        ``logits`` as Engine.lookup takes it."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((texts, future))
+        self._pending.append((inputs, logits, future))
         if not self._scheduled:
             self._scheduled = True
             # call_soon runs after the requests already scheduled in this iteration did their part.
-            loop.call_soon(self._flush, loop)
+            loop.call_soon(self._flush)
         return await future
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self) -> None:
         pending, self._pending, self._scheduled = self._pending, [], False
-        query = loop.create_future()
-        try:
-            query.set_result(self.engine.lookup([t for texts, _ in pending for t in texts]))
-        except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
-            query.set_exception(exc)
-        self._answer(pending, query)
-
-    @staticmethod
-    def _answer(pending: list[tuple[list[str], asyncio.Future]], done: asyncio.Future) -> None:
-        error = None if done.cancelled() else done.exception()
-        hits = {} if done.cancelled() or error is not None else done.result()
-        for texts, future in pending:
-            if future.done():
+        for logits in {flag for _, flag, _ in pending}:
+            waiting = [(inputs, future) for inputs, flag, future in pending if flag == logits and not future.done()]
+            try:
+                hits = self.engine.lookup([x for inputs, _ in waiting for x in inputs], logits=logits)
+            except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
+                for _, future in waiting:
+                    future.set_exception(exc)
                 continue
-            if done.cancelled():
-                future.cancel()
-            elif error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result({t: hits[t] for t in texts if t in hits})
+            for inputs, future in waiting:
+                future.set_result({x: hits[x] for x in inputs if x in hits})

@@ -81,7 +81,7 @@ def demo_shape(r: Result) -> dict[str, Any]:
 
 def predictions(r: Result, raw_scores: bool) -> list[dict[str, Any]]:
     """TEI's shape: every label with its score (a probability, or the raw logit with raw_scores), best first."""
-    scores = r["logits"] if raw_scores else r["scores"]  # type: ignore[typeddict-item]
+    scores = r["logits"] if raw_scores else r["scores"]
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     return [{"label": label, "score": score} for label, score in ranked]
 

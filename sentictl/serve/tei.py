@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from .. import __version__
 from ..engine import BadRecord, Engine
+from ..engine.records import Input
 from ..errors import EmptyInput, TokenizerFailed, TooManyTokens, ValidationFailed
 from .app import Service, accept, parse_json
 from .models import predict_shape
@@ -60,7 +61,7 @@ class TeiRoutes:
             out = [predictions(r, req.raw_scores) for r in results]
             return timed(out[0] if single else out, started, timings, engine.fingerprint)
 
-    def predict_inputs(self, engine: Engine, body: bytes) -> tuple[Any, list[Any], bool]:
+    def predict_inputs(self, engine: Engine, body: bytes) -> tuple[Any, list[Input], bool]:
         """The validated request, what to classify for each of its inputs, and whether it was one input."""
         s = self.service
         req = s.validate(s.models.predict, parse_json(body), INPUTS_HINT)
@@ -68,27 +69,27 @@ class TeiRoutes:
         shape = predict_shape(req.inputs)
         single = shape != "batch"
         sequences = [[req.inputs]] if shape == "text" else [req.inputs] if shape == "flat" else req.inputs
-        items = []
+        items: list[Input] = []
         for i, seq in enumerate(sequences):
             where = "inputs" if single else f"inputs[{i}]"
             if len(seq) == 1:
-                items.append(engine.item(accept(engine.check(seq[0]), where), None, side))
+                items.append(engine.input(accept(engine.check(seq[0]), where), None, side))
                 continue
             pair = engine.check_pair(seq[0], seq[1])
             if isinstance(pair, BadRecord):
                 raise refused(pair, where)
-            items.append(engine.item(pair[0], pair[1], side))
+            items.append(engine.input(pair[0], pair[1], side))
         return req, items, single
 
     @staticmethod
-    async def refuse_over_length(engine: Engine, items: list[Any], single: bool) -> None:
+    async def refuse_over_length(engine: Engine, items: list[Input], single: bool) -> None:
         """TooManyTokens (422, as TEI) for the first input over the model's token limit (truncate: false)."""
-        chunked = engine.model.long == "chunk"
+        chunked = engine.long == "chunk"
         # In chunk mode a single text is classified whole, whatever its length.
-        checked = [i for i, item in enumerate(items) if not (chunked and isinstance(item, str))]
+        checked = [i for i, item in enumerate(items) if not (chunked and item.pair is None)]
         if not checked:
             return
-        limit = engine.model.max_length
+        limit = engine.max_length
         lengths = await asyncio.to_thread(engine.input_lengths, [items[i] for i in checked])
         for i, n in zip(checked, lengths):
             if n > limit:
@@ -149,22 +150,16 @@ class TeiRoutes:
     def refuse_unknown_ids(engine: Engine, sequences: list[list[int]], batch: bool) -> None:
         """Tokenizer (422, as TEI) for the first id that names no token: tokenizers would decode it
         as nothing, and a 200 with "" would hide the client's mistake."""
-        tokenizer = engine.model.tokenizer
         known: dict[int, bool] = {}
         for i, ids in enumerate(sequences):
             for j, token_id in enumerate(ids):
                 ok = known.get(token_id)
                 if ok is None:
-                    try:
-                        ok = token_id >= 0 and tokenizer.id_to_token(token_id) is not None
-                    except OverflowError:  # past the tokenizer's u32
-                        ok = False
-                    known[token_id] = ok
+                    ok = known[token_id] = not engine.unknown_id(token_id)
                 if not ok:
-                    size = tokenizer.get_vocab_size(with_added_tokens=True)
                     where = f"ids[{i}][{j}]" if batch else f"ids[{j}]"
                     raise TokenizerFailed(f"{where}: {token_id} is not a token id of this model "
-                                          f"(its vocabulary has ids 0 to {size - 1})")
+                                          f"(its vocabulary has ids 0 to {engine.vocab_size - 1})")
 
     # -------------------------------------------------------------- /info
     async def info(self) -> Response:
@@ -182,8 +177,7 @@ class TeiRoutes:
             source = {**source, "id": source_id}
         model_id = str(source_id or (_name(str(model_dir)) if model_dir else engine.name))
         revision = source.get("revision") if isinstance(source, dict) else None
-        model = engine.model
-        precision = model.manifest["variants"][model.variant].get("precision") or model.variant
+        precision = engine.precision
         assert s.batcher is not None  # set together with the engine
         return json_response(_without_paths({
             "model_id": model_id,
@@ -193,7 +187,7 @@ class TeiRoutes:
             "model_type": {"classifier": {"id2label": {str(i): label for i, label in enumerate(engine.labels)},
                                           "label2id": {label: i for i, label in enumerate(engine.labels)}}},
             "max_concurrent_requests": s.max_concurrent_requests,
-            "max_input_length": model.max_length,
+            "max_input_length": engine.max_length,
             "max_batch_tokens": settings.max_batch_tokens,
             "max_batch_requests": s.batcher.max_batch_size,
             "max_client_batch_size": settings.max_client_batch_size,
@@ -207,7 +201,7 @@ class TeiRoutes:
             "source": source,
             "model": engine.name,
             "model_dir": _name(str(model_dir)) if model_dir else None,
-            "run_tokens": model.max_batch_tokens,
+            "run_tokens": engine.run_tokens,
             "max_wait_ms": settings.max_wait_ms,
             "max_body_bytes": settings.max_body_bytes,
             "max_chars": settings.max_chars,
