@@ -20,7 +20,7 @@ import math
 import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -55,7 +55,8 @@ def redact_url(location: object) -> str:
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
             user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
-            # redis://secret@host means password "secret" (redis-py reads a lone userinfo as the password)
+            # A lone userinfo (redis://name@host) is a user name to redis-py, a password to some other
+            # clients: hidden too, erring on the side of the secret.
             netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
         query = parts.query
         if query:
@@ -94,7 +95,11 @@ class RedisCache:
         self.misses = 0
         self.corrupt = 0
         self.failures = 0
-        self._secrets = [s for s in (password, urlsplit(url).password) if s]
+        given = urlsplit(url).password
+        query = dict(parse_qsl(urlsplit(url).query)).get("password")
+        # Every spelling a message could carry: as given, and percent-decoded as redis-py uses it.
+        self._secrets = sorted({s for s in (password, given, given and unquote(given), query) if s}, key=len,
+                               reverse=True)
         self._counter_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._down_until = {"read": 0.0, "write": 0.0}
