@@ -271,4 +271,4 @@ def test_a_private_folder_that_cannot_take_the_copy_falls_back_to_memory(export_
     monkeypatch.setattr(integrity, "copy_verified", real)
     reference = engine.Model(export_a, provider="cpu", variant="int8")
     assert m.fingerprint == reference.fingerprint and m.classify(TEXTS) == reference.classify(TEXTS)
-    assert m._private is None
+    assert m.weights_from == "memory" and reference.weights_from == "a private copy"

@@ -18,9 +18,10 @@ import numpy as np
 
 from .. import config
 from ..console import notice
-from ..errors import IntegrityError, ManifestError, ModelNotFound, SentictlError
+from ..errors import ManifestError, ModelNotFound, SentictlError
 from . import integrity
 from .cpu import int8_mismatch
+from .verified import VerifiedFiles
 from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
 
 # Re-exported: the doors and tools read manifests through the model module they already import.
@@ -179,7 +180,7 @@ class Model:
         verify: str | None = None,
     ):
         """``verify``: how the variant and tokenizer files are checked against the manifest's
-        sha256 before they run (see sentictl.integrity): "always" hashes them, "stamp" trusts a
+        sha256 before they run (see VerifiedFiles): "always" hashes them, "stamp" trusts a
         valid verified stamp and hashes otherwise, "off" checks nothing and runs the model under
         an *unverified* fingerprint that never equals the genuine one. None: "stamp", or "off"
         when SENTICTL_NO_VERIFY is set. A mismatch raises IntegrityError."""
@@ -197,11 +198,8 @@ class Model:
         self.max_batch_size = max(1, int(max_batch_size))
         entry = self.manifest["variants"][self.variant]
         self.verify_mode = verify
-        try:
-            self.fingerprint = self._verify(entry, verify)
-        except BaseException:
-            self._discard_private()
-            raise
+        files = VerifiedFiles(self.model_dir, self.manifest, self.variant, verify)
+        self.fingerprint = files.fingerprint
         # Results of the two long-text modes differ, so they must never share cache entries.
         self.cache_namespace = f"{self.fingerprint}:{long}"
         self.name = f"{self.manifest.get('name', self.model_dir.name)}:{self.variant}"
@@ -213,139 +211,23 @@ class Model:
         if mismatch:
             notice(f"{self.name}: {mismatch}")
         try:
-            self._load_tokenizer()
-            self._load_session(entry, threads)
+            self._load_tokenizer(files)
+            self._load_session(entry, threads, files)
         finally:
-            self._discard_private()
+            files.discard()
         self._probe()
 
-    def _verify(self, entry: dict[str, Any], mode: str) -> str:
-        """Read the files this model runs (graph, every external-data file it names, tokenizer) into
-        private memory, check exactly those bytes, keep them for loading; return the fingerprint.
-
-        Nothing on disk is read after this: the tokenizer and the ORT session are built from these
-        bytes, so a file replaced, edited or truncated while the process runs changes nothing it runs.
-        """
-        tok = self.manifest["tokenizer"]
-        # No manifest records a foreign folder's hashes: the hashes of its files as they are now are
-        # its identity (a stamp spares hashing them again on the next run).
-        foreign = is_foreign(self.manifest) and mode != "off"
-        graph_path = self.model_dir / entry["file"]
-        if not graph_path.is_file():
-            raise ManifestError(f"{graph_path} is missing: the model directory is incomplete; re-run `sentictl export`")
-        self._graph, sha = self._read(graph_path, None if foreign else entry.get("sha256"), mode)
-        if foreign:
-            entry["sha256"] = sha
-        recorded = {d["file"]: d for d in data_entries(entry)}
-        # Large weights files are copied (and checked on the way) into a private folder ORT maps them
-        # from; without one (no writable folder), they are kept in memory instead (costs RSS).
-        self._private = integrity.private_dir()
-        self._external: dict[str, bytes | None] = {}
-        extra: list[list[Any]] = []  # a foreign graph's weights files beyond <graph>.data / <graph>_data
-        try:
-            locations = integrity.external_locations(self._graph)
-        except ValueError as exc:
-            raise ManifestError(f"onnxruntime cannot load {graph_path}: it is not a readable ONNX model ({exc})") from None
-        for location in locations:
-            path = self.model_dir / location
-            if not integrity.safe_location(location):
-                raise ManifestError(f"{graph_path} keeps weights in {location!r}, outside its folder: refused")
-            if not path.is_file():
-                raise ManifestError(f"{path} is missing: {entry['file']} keeps its weights there (copy both "
-                                    f"files together, or re-run `sentictl export`)")
-            item = recorded.get(location)
-            if item is None and not foreign and mode != "off":
-                raise IntegrityError(f"{graph_path} keeps weights in {location}, for which {MANIFEST} records no "
-                                     f"sha256: re-run `sentictl export`")
-            sha = self._take(path, location, None if foreign else (item or {}).get("sha256"), mode)
-            if foreign and item is not None:
-                item["sha256"] = sha
-            elif foreign:
-                extra.append([location, sha])
-        for location, item in recorded.items():
-            if location in self._external:
-                continue
-            # A weights file the manifest names but the graph does not read: never loaded, still checked.
-            path = self.model_dir / location
-            if not path.is_file():
-                raise ManifestError(f"{path} is missing: {entry['file']} keeps its weights there (copy both "
-                                    f"files together, or re-run `sentictl export`)")
-            if foreign:
-                item["sha256"] = integrity.current_sha256(path, mode)
-            elif mode != "off":
-                integrity.check_file(path, item.get("sha256"), mode, MANIFEST)
-        tok_path = self.model_dir / tok["file"]
-        _check_tokenizer_size(tok_path)
-        self._tokenizer_bytes, sha = self._read(tok_path, None if foreign else tok.get("sha256"), mode)
-        if foreign:
-            tok["sha256"] = sha
-            if extra:  # part of the identity (foreign.identity): replacing weights.bin is a new model
-                self.manifest["foreign"]["external_data"] = extra
-            return fingerprint(self.manifest, self.variant)
-        genuine = fingerprint(self.manifest, self.variant)
-        if mode == "off":
-            files = [graph_path, *(self.model_dir / name for name in self._external), tok_path]
-            return integrity.unverified_fingerprint(genuine, files)
-        return genuine
-
-    def _read(self, path: Path, expected: str | None, mode: str) -> tuple[bytes, str | None]:
-        """A file's bytes in private memory, checked (see integrity.read_verified); a missing file is one line."""
-        try:
-            return integrity.read_verified(path, expected, mode, MANIFEST)
-        except FileNotFoundError:
-            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`") from None
-        except IsADirectoryError:
-            raise ManifestError(f"{path} is a directory, not a model file") from None
-
-    def _take(self, path: Path, location: str, expected: str | None, mode: str) -> str | None:
-        """Check an external-data file and keep what was checked for loading: a private copy, or its bytes."""
-        if self._private is None:
-            self._external[location], sha = self._read(path, expected, mode)
-            return sha
-        dest = self._private / location
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            sha = integrity.copy_verified(path, dest, expected, mode, MANIFEST)
-        except FileNotFoundError:
-            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`") from None
-        except IsADirectoryError:
-            raise ManifestError(f"{path} is a directory, not a model file") from None
-        except OSError:
-            # The private folder cannot take the copy (disk full, read-only): keep the bytes in memory
-            # instead, those of the copies made so far too (they were checked when copied).
-            self._copies_into_memory(self._external)
-            return self._take(path, location, expected, mode)
-        self._external[location] = None
-        return sha
-
-    def _copies_into_memory(self, external: dict[str, bytes | None]) -> None:
-        """Read the private copies made so far back into ``external`` and drop the private folder."""
-        private = self._private
-        if private is not None:
-            for done in [name for name, data in external.items() if data is None]:
-                external[done] = (private / done).read_bytes()
-        self._discard_private()
-
-    def _discard_private(self) -> None:
-        """Remove the private copies: ORT keeps its mappings of them, nobody can open them any more."""
-        private = getattr(self, "_private", None)
-        if private is not None:
-            import shutil
-
-            shutil.rmtree(private, ignore_errors=True)
-            self._private = None
-
-    def _load_tokenizer(self) -> None:
+    def _load_tokenizer(self, files: VerifiedFiles) -> None:
         from tokenizers import Tokenizer
 
         path = self.model_dir / self.manifest["tokenizer"]["file"]
         try:
-            # From the verified bytes (Model._verify), never the file again.
-            tok = Tokenizer.from_buffer(self._tokenizer_bytes)
+            # From the verified bytes, never the file again.
+            tok = Tokenizer.from_buffer(files.tokenizer)
         except Exception as exc:  # tokenizers raises plain Exception on a bad file
             raise ManifestError(f"cannot load tokenizer {path}: {exc}") from None
         finally:
-            del self._tokenizer_bytes
+            files.tokenizer = b""
         tok.no_padding()
         tok.no_truncation()
         self.tokenizer = tok
@@ -357,7 +239,7 @@ class Model:
         if self._cls is None or self._sep is None:
             raise ManifestError(f"tokenizer {path} lacks [CLS]/[SEP] tokens")
 
-    def _load_session(self, entry: dict[str, Any], threads: int | None) -> None:
+    def _load_session(self, entry: dict[str, Any], threads: int | None, files: VerifiedFiles) -> None:
         import onnxruntime as ort
 
         path = self.model_dir / entry["file"]
@@ -380,35 +262,21 @@ class Model:
         providers = [_ORT_PROVIDER[self.provider]]
         if self.provider != "cpu":
             providers.append("CPUExecutionProvider")
-        # The verified bytes, never the model folder's files: ORT would map <graph>.data from there
-        # (MAP_PRIVATE of the file, so a `cp` over it changes live weights, and truncating it kills
-        # the process with SIGBUS). It maps the private copies instead (see _take), or copies the
-        # in-memory bytes while it builds the session (they are freed after).
-        graph, external = self._graph, self._external
-        del self._graph, self._external
-        source: str | bytes = graph
-        if self._private is not None:
-            try:
-                with open(self._private / path.name, "xb") as fh:
-                    fh.write(graph)
-            except OSError:
-                # The private folder cannot take the graph (disk full, a file size limit): load
-                # everything from memory instead (verified all the same; costs RSS while loading).
-                self._copies_into_memory(external)
-            else:
-                source = str(self._private / path.name)
-                graph = b""  # ORT reads the copy: free these bytes before it loads (a single-file graph is large)
-        if isinstance(source, bytes) and external:
-            names = list(external)
-            opts.add_external_initializers_from_files_in_memory(
-                names, [external[n] for n in names], [len(external[n]) for n in names])  # type: ignore[arg-type]
+        # The verified bytes, never the model folder's files (see VerifiedFiles.source).
+        source = files.source(path.name)
+        data: list[bytes] = []
+        if isinstance(source, bytes) and files.external:
+            names = list(files.external)
+            data = [files.external[n] or b"" for n in names]
+            opts.add_external_initializers_from_files_in_memory(names, data, [len(d) for d in data])
+        self.weights_from = "memory" if isinstance(source, bytes) else "a private copy"
         try:
             self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         except Exception as exc:
             raise ManifestError(f"onnxruntime cannot load {path}: {exc}") from None
         finally:
-            del graph, external, source
-            self._discard_private()
+            del source, data
+            files.discard()
         _return_freed_memory()
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.threads = threads
@@ -690,21 +558,6 @@ class Model:
             "labels": self.labels,
             "long": self.long,
         }
-
-
-# The largest tokenizer.json a model may bring: real ones are a few MB (BERT's 0.7 MB, a 250,000-token
-# multilingual one about 17 MB); a 10-million-entry vocabulary took 42 s and 2.8 GB before failing.
-TOKENIZER_MAX_BYTES = 64 << 20
-
-
-def _check_tokenizer_size(path: Path) -> None:
-    try:
-        size = path.stat().st_size
-    except OSError:
-        return  # missing or unreadable: reading it says so in its own words
-    if size > TOKENIZER_MAX_BYTES:
-        raise ManifestError(f"{path} is {size / 1e6:,.0f} MB, over the {TOKENIZER_MAX_BYTES >> 20} MB a tokenizer may "
-                            f"take: is it the right file?")
 
 
 def is_runtime_error(exc: BaseException) -> bool:
