@@ -10,7 +10,6 @@ import click
 from .. import __version__, config
 from ..errors import SentictlError
 from ..exitcodes import CHECK_FAILED
-from ..engine.rediscache import redact_url
 from .options import CONTEXT, load_model, model_options, opt
 
 
@@ -58,6 +57,8 @@ def info(**opts: Any) -> None:
         # are the answer, exit 4, not the loader's message.
         click.echo(orjson.dumps(_unloadable(resolved, problems, exc), option=orjson.OPT_INDENT_2).decode())
         sys.exit(CHECK_FAILED)
+    from ..engine.rediscache import redact_url
+
     out = describe(model, resolved, redact_url(config.default_cache_location()), verify=opts["verify"], problems=problems)
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     if opts["verify"] and out["problems"]:

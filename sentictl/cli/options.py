@@ -122,6 +122,8 @@ class Size(click.IntRange):
 
 def cache_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """A password typed into --cache shows in `ps`: say where it belongs instead (it still works)."""
+    if not value:
+        return value
     from urllib.parse import urlsplit
 
     from ..engine.rediscache import is_url
