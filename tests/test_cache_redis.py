@@ -436,3 +436,12 @@ def test_score_refuses_nothing_for_a_redis_url_output_checks(model_dir, redis_se
     run = score(model_dir, server.url, lines(5), "--errors", str(errors))
     assert run.returncode == 0, run.stderr.decode()
     assert not any(Path.cwd().glob("redis:*"))
+
+
+def test_sentictl_info_shows_the_redis_url_redacted(model_dir):
+    secret, port = f"pw-{uuid.uuid4().hex}", free_port()
+    run = run_sentictl("info", "--model-dir", str(model_dir),
+                       env=sentictl_env(SENTICTL_CACHE=f"redis://app:{secret}@127.0.0.1:{port}/3"))
+    assert run.returncode == 0, run.stderr.decode()
+    assert orjson.loads(run.stdout)["cache"] == f"redis://app:***@127.0.0.1:{port}/3"
+    assert secret.encode() not in run.stdout + run.stderr
