@@ -46,9 +46,9 @@ from .outputs import (  # noqa: F401
     writing_stdout,
 )
 
-FORMATS = ("txt", "jsonl", "csv", "tsv", "json")
+FORMATS = ("txt", "jsonl", "csv", "tsv", "json", "parquet")
 _EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-               ".tab": "tsv"}
+               ".tab": "tsv", ".parquet": "parquet", ".parq": "parquet"}
 
 
 def detect_format(name: str, given: str | None) -> str:
@@ -340,12 +340,17 @@ def _has_surrogate(value: str) -> bool:
 
 
 def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: str, max_chars: int,
-                keep: bool = False) -> Iterator[Verdict]:
+                keep: bool | Sequence[str] = False) -> Iterator[Verdict]:
     """Dispatch on format: every reader gives the engine's verdicts (records.py decides them).
 
     A byte-order mark is removed, and a UTF-16 or UTF-32 file is read as the text it holds.
-    keep: CSV/TSV records carry their row (JSON records always carry their object).
+    keep: CSV/TSV records carry their row (JSON records always carry their object); for Parquet,
+    the names of the columns to carry (pyarrow, imported only for a Parquet input).
     """
+    if fmt == "parquet":
+        from .parquet import read_parquet
+
+        return read_parquet(stream, source, column, max_chars, keep if isinstance(keep, (list, tuple)) else ())
     stream, encoding = sniff_encoding(stream)
     if fmt == "json":
         # A .json file holds an array, or (as many tools write them) JSON lines: the first byte tells.
@@ -357,7 +362,7 @@ def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: st
         return read_jsonl(stream, source, field, max_chars, encoding)
     if fmt in ("csv", "tsv"):
         return read_csv(stream, source, column, max_chars, encoding, delimiter="\t" if fmt == "tsv" else ",",
-                        keep=keep)
+                        keep=bool(keep))
     return read_lines(stream, source, max_chars, encoding)
 
 

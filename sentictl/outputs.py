@@ -55,7 +55,16 @@ class JsonlWriter:
         self.out = _as_output(stream, what)
 
     def write(self, results: Sequence[dict[str, Any]]) -> None:
-        self.out.write(b"".join(orjson.dumps(r) + b"\n" for r in results))
+        self.out.write(b"".join(orjson.dumps(r, default=json_default) + b"\n" for r in results))
+
+
+def json_default(value: Any) -> Any:
+    """A kept value JSON has no type for (a Parquet decimal, bytes, a date): its text, precision intact."""
+    if isinstance(value, (bytes, bytearray)):
+        import base64
+
+        return base64.b64encode(value).decode()
+    return str(value)
 
 
 class CsvWriter:
@@ -91,7 +100,7 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=json_default).decode()
 
 
 # ----------------------------------------------------------------------------- outputs never clobber inputs

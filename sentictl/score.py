@@ -58,6 +58,7 @@ def run_score(
     progress: bool | None = None,
     errors_name: str | None = None,
     keep: Sequence[str] = (),
+    writer: Any = None,
 ) -> ScoreSummary:
     """Classify every record of every input, writing results as they are ready.
 
@@ -66,13 +67,19 @@ def run_score(
     An input that fails mid-read (EIO) raises InputError: what was scored before stays written.
     ``errors_name``: the --errors path, for that message. ``keep``: input columns or fields
     (dots reach nested JSON fields) copied into each result, before its own keys (None when absent).
+    ``writer``: one that takes every row (``all_rows``, the Parquet writer): bad records become rows
+    with their reason code, in input order, and are reported only to ``errors`` (when given).
     """
     if out is None and sys.stdout is None:  # started with `>&-`
         raise OutputError("cannot write results to stdout: Bad file descriptor (stdout is closed)")
     out = out or sys.stdout.buffer
     keep = list(keep)
-    writer = CsvWriter(out, keep=keep) if output == "csv" else JsonlWriter(out)  # names stdout "results to stdout"
-    if errors is None:
+    if writer is None:
+        writer = CsvWriter(out, keep=keep) if output == "csv" else JsonlWriter(out)  # names stdout "results to stdout"
+    all_rows = getattr(writer, "all_rows", False)
+    if all_rows and errors is None:
+        report_to = None
+    elif errors is None:
         report_to = OutputStream(sys.stderr.buffer, "bad-record reports to stderr")
     else:
         report_to = OutputStream(errors, f"--errors to {errors_name or getattr(errors, 'name', 'its file')}")
@@ -84,9 +91,14 @@ def run_score(
             bar = progress_bar(name, stream, progress)
             pending: list[Record] = []
             records = _read_guarded(name, lambda: read_source(stream, name, detect_format(name, fmt), field_name,
-                                                              column, engine.max_chars, keep=bool(keep)))
+                                                              column, engine.max_chars, keep=keep))
             for rec in records:
-                if isinstance(rec, Record):
+                if all_rows:
+                    pending.append(rec)  # type: ignore[arg-type]
+                    if len(pending) >= CHUNK:
+                        _flush_rows(engine, pending, writer, report_to, summary, bar, stream, keep)
+                        pending = []
+                elif isinstance(rec, Record):
                     pending.append(rec)
                     if len(pending) >= CHUNK:
                         _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
@@ -97,7 +109,10 @@ def run_score(
                 else:
                     _report(report_to, rec)
                     summary.errors += 1
-            _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
+            if all_rows:
+                _flush_rows(engine, pending, writer, report_to, summary, bar, stream, keep)
+            else:
+                _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
             if bar is not None:
                 bar.close()
         finally:
@@ -150,6 +165,39 @@ def _flush(engine: Engine, pending: list[Record], writer: Any, report_to: Output
     writer.write(results)
     summary.texts += len(results)
     summary.cache_hits += sum(1 for r in results if r["cache_hit"])
+    if bar is not None:
+        try:
+            bar.update(stream.tell() - bar.n)
+        except (OSError, ValueError):
+            pass
+
+
+def _flush_rows(engine: Engine, pending: Sequence[Verdict], writer: Any, report_to: OutputStream | None,
+                summary: ScoreSummary, bar: Any, stream: IO[bytes], keep: Sequence[str] = ()) -> None:
+    """Every verdict becomes a row (scored, or with its reason code): one output row per input record."""
+    if not pending:
+        return
+    records = [v for v in pending if isinstance(v, Record)]
+    scored = iter(engine.classify_each([r.text for r in records]))
+    outcomes: list[Any] = []
+    kept: dict[str, list[Any]] = {name: [] for name in keep}
+    for verdict in pending:
+        outcome = next(scored) if isinstance(verdict, Record) else verdict
+        if isinstance(outcome, BadRecord):
+            outcome = BadRecord(outcome.reason, outcome.message, verdict.source, verdict.position)
+            if outcome.reason == "empty":
+                summary.empty += 1
+            else:
+                summary.errors += 1
+            if report_to is not None and outcome.reason != "empty":
+                _report(report_to, outcome)
+        else:
+            summary.texts += 1
+            summary.cache_hits += bool(outcome["cache_hit"])
+        for name, value in kept_values(getattr(verdict, "data", None), keep).items():
+            kept[name].append(value)
+        outcomes.append(outcome)
+    writer.write_rows(kept, outcomes)
     if bar is not None:
         try:
             bar.update(stream.tell() - bar.n)

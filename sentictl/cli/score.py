@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from typing import Any
 
@@ -20,17 +22,27 @@ RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "trunca
 @click.argument("inputs", nargs=-1, type=click.Path(allow_dash=True))
 @model_options
 @cache_options
-@opt("--format", "fmt", env="FORMAT", type=click.Choice(["txt", "jsonl", "json", "csv", "tsv"]), default=None,
+@opt("--format", "fmt", env="FORMAT", type=click.Choice(["txt", "jsonl", "json", "csv", "tsv", "parquet"]),
+     default=None,
      help="Input format (default: by extension: .jsonl/.ndjson → jsonl, .json → a JSON array of strings or "
-          "objects (or JSON lines, if it does not start with '['), .csv → csv, .tsv/.tab → tsv, else one text per line).")
+          "objects (or JSON lines, if it does not start with '['), .csv → csv, .tsv/.tab → tsv, .parquet → parquet "
+          "(also a directory of Parquet files, or a quoted glob), else one text per line).")
 @opt("--field", env="FIELD", default="text",
      help="JSONL / JSON array of objects: the field holding the text (dots reach nested fields).")
-@opt("--column", env="COLUMN", default="text", help="CSV / TSV: the column holding the text (named in the header row).")
+@opt("--column", env="COLUMN", default="text",
+     help="CSV / TSV / Parquet: the column holding the text (named in the header row or the schema).")
 @opt("--keep", env="KEEP", multiple=True, metavar="COLUMN",
      help="Copy this input column (CSV/TSV) or field (JSONL/JSON objects; dots reach nested fields) into each "
           "result, before its own keys, so results join back to the input (e.g. --keep id). Repeatable; "
-          "absent values are null (an empty CSV cell).")
-@opt("--output", env="OUTPUT", type=click.Choice(["jsonl", "csv"]), default="jsonl", help="Output format on stdout.")
+          "absent values are null (an empty CSV cell). Parquet columns keep their Arrow types in a Parquet output.")
+@opt("--keep-all", env="KEEP_ALL", is_flag=True,
+     help="Parquet input: keep every input column (as --keep for each), e.g. to add scores to a table.")
+@opt("--output", env="OUTPUT", type=click.Choice(["jsonl", "csv", "parquet"]), default=None, show_default="jsonl",
+     help="Output format (default: by the -o file's extension, .parquet/.csv, else jsonl). parquet: one row per "
+          "input row, in order: the --keep columns, label, score, score_<label> per label, model, cache_hit and "
+          "error (the reason code of a bad row, null when scored); it needs a file (-o, or stdout redirected to one).")
+@opt("-o", "--out", "out_path", env="OUT", type=click.Path(dir_okay=False), default=None,
+     help="Write results to this file instead of stdout (never one of the inputs or the cache), e.g. -o scored.parquet.")
 @opt("--errors", "errors_path", env="ERRORS", type=click.Path(dir_okay=False), default=None,
      help="Write bad-record reports (JSON lines) to this file instead of stderr (never one of the inputs).")
 @opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
@@ -39,6 +51,17 @@ RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "trunca
           "one is skipped unread, so memory stays flat whatever the input.")
 @opt("--progress/--no-progress", env="PROGRESS", default=None,
      help="Progress bar for file inputs (default: when stderr is a terminal).")
+@opt("--ray", "ray_address", env="RAY", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+     help="Run on a Ray cluster with Ray Data (the ray extra): Parquet inputs → an actor pool, one engine per "
+          "actor → -o FILE.parquet or JSON lines (of the Parquet columns), in input order. ADDRESS as ray.init "
+          "takes it (ray://host:10001, auto); none: RAY_ADDRESS, else a local cluster of this machine's cores. "
+          "Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
+          "--workers 8 -o scored.parquet")
+@opt("--workers", env="WORKERS", type=click.IntRange(min=1), default=None,
+     help="--ray: actors, each with its own engine (default: the cluster's CPUs // --threads).")
+@opt("--preserve-order/--no-preserve-order", env="PRESERVE_ORDER", default=True,
+     help="--ray: write rows in input order (the default), or as actors finish them (faster on uneven "
+          "clusters; join back with --keep id).")
 @opt("-q", "--quiet", env="QUIET", is_flag=True, help="No notices or summary line on stderr.")
 def score(**opts: Any) -> None:
     """Classify texts from files or stdin; write one JSON result per line.
@@ -63,6 +86,7 @@ def score(**opts: Any) -> None:
      sentictl score tweets.csv --column text --keep id --output csv > scored.csv
      sentictl score export.tsv --column body        # or: --format tsv for stdin
      sentictl score items.json --field title        # [{"title": ...}, ...] or ["...", ...]
+     sentictl score news.parquet --column headline --keep id -o scored.parquet
     """
     from ..engine import Engine
     from ..io import check_inputs
@@ -73,43 +97,87 @@ def score(**opts: Any) -> None:
         flush_stdout,
         open_output,
     )
+    from ..io import detect_format
+    from ..parquet import check_columns, expand, is_parquet_name
     from ..score import run_score
 
-    inputs = opts["inputs"] or ["-"]
-    errors_path = opts["errors_path"]
+    inputs = list(opts["inputs"]) or ["-"]
+    fmt = opts["fmt"]
+    if opts["ray_address"] is not None and _is_input(opts["ray_address"]):
+        # `--ray data.parquet`: click took the input for the optional ADDRESS; it is an input.
+        inputs, opts["ray_address"] = [opts["ray_address"], *(n for n in inputs if n != "-")], ""
+    if any(fmt == "parquet" or is_parquet_name(n) for n in inputs):
+        inputs = expand(inputs, fmt)  # directories and quoted globs → their files, before any check
+    errors_path, out_path = opts["errors_path"], opts["out_path"]
+    output = _output_format(opts["output"], out_path)
     keep = list(dict.fromkeys(opts["keep"]))
-    _check_keep(keep, inputs, opts["fmt"])
+    if opts["keep_all"]:
+        keep = _keep_all(keep, inputs, fmt, opts["column"], output)
+    _check_keep(keep, inputs, fmt, output)
     check_inputs(inputs)
+    if any(detect_format(n, fmt) == "parquet" for n in inputs):
+        check_columns(inputs, fmt, opts["column"])
     # Outputs never clobber an input or the result cache: refuse before loading anything (and
-    # before --errors is emptied or the cache is opened).
+    # before -o or --errors is emptied or the cache is opened).
     cache_path = cache_file(opts)  # None for a Redis URL: no file an output could overwrite
-    check_stdout(inputs, cache=cache_path)
+    if out_path:
+        check_output_path(out_path, inputs, "-o", cache=cache_path)
+        if errors_path and _same_file(out_path, errors_path):
+            raise click.UsageError(f"-o and --errors name the same file ({out_path}): choose two files")
+    else:
+        if output == "parquet" and not _stdout_is_file():
+            raise click.UsageError("--output parquet needs a file: give -o FILE.parquet (Parquet cannot be "
+                                   "written to a terminal or a pipe)")
+        check_stdout(inputs, cache=cache_path)
     if errors_path:
         check_output_path(errors_path, inputs, "--errors", cache=cache_path)
+    if opts["ray_address"] is not None:
+        _score_ray(opts, inputs, keep, output, out_path, errors_path, cache_path)
+        return
+    if opts["workers"] is not None or not opts["preserve_order"]:
+        raise click.UsageError("--workers and --no-preserve-order go with --ray")
     model = load_model(opts, quiet=opts["quiet"])
-    if opts["output"] == "csv" and (clash := [k for k in keep if k in model.labels]):
+    if output == "csv" and (clash := [k for k in keep if k in model.labels]):
         raise click.UsageError(f"--keep {clash[0]}: the CSV output already has a {clash[0]!r} column (a label "
                                f"of the model)")
+    if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in model.labels}]):
+        raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
+    out = open_output(out_path, inputs, "-o", cache=cache_path) if out_path else None
     errors = open_output(errors_path, inputs, "--errors", cache=cache_path) if errors_path else None
+    what = f"results to {out_path}" if out_path else "results to stdout"
     cache = None
+    writer = None
     try:
+        if output == "parquet":
+            from ..parquet import ParquetWriter, keep_types
+
+            writer = ParquetWriter(out or sys.stdout.buffer, what, model.labels, model.name, keep,
+                                   keep_types(inputs, keep))
         cache = open_cache(opts)
         if "-" in inputs and _stdin_is_terminal() and not opts["quiet"]:
             notice("reading texts from stdin, one per line; press Ctrl-D to end (or name a file to score)")
         summary = run_score(
-            Engine(model, cache, max_chars=opts["max_chars"]), inputs, fmt=opts["fmt"], field_name=opts["field"],
-            column=opts["column"], output=opts["output"], errors=errors, progress=opts["progress"],
-            errors_name=errors_path, keep=keep,
+            Engine(model, cache, max_chars=opts["max_chars"]), inputs, fmt=fmt, field_name=opts["field"],
+            column=opts["column"], output=output, out=out, errors=errors, progress=opts["progress"],
+            errors_name=errors_path, keep=keep, writer=writer,
         )
-        flush_stdout()
+        if writer is not None:
+            writer.close()
+        if out is not None:
+            close_output(out, what)
+        else:
+            flush_stdout()
         if errors:
             close_output(errors, f"--errors to {errors_path}")
     finally:
-        if errors and not errors.closed:
-            try:
-                errors.close()
-            except OSError:
-                pass  # already failing: the first error is the one reported
+        if writer is not None:
+            writer.abandon()
+        for stream in (out, errors):
+            if stream and not stream.closed:
+                try:
+                    stream.close()
+                except OSError:
+                    pass  # already failing: the first error is the one reported
         if cache:
             cache.close()
     if not opts["quiet"]:
@@ -118,12 +186,136 @@ def score(**opts: Any) -> None:
         sys.exit(BAD_RECORDS)
 
 
-def _check_keep(keep: list[str], inputs: list[str], fmt: str | None) -> None:
+def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output: str, out_path: str | None,
+               errors_path: str | None, cache_path: str | None) -> None:
+    """score --ray: the Ray Data driver (sentictl.ray.run) between score's own checks and outputs."""
+    import time
+
+    import orjson
+
+    import sentictl
+
+    from .. import ray as sentictl_ray
+    from ..io import detect_format
+    from ..outputs import close_output, flush_stdout, json_default, open_output
+    from ..parquet import ParquetWriter
+    from ..score import ScoreSummary
+
+    if output == "csv":
+        raise click.UsageError("--ray writes Parquet (-o FILE.parquet) or JSON lines, not CSV")
+    if plain := [n for n in inputs if n == "-" or detect_format(n, opts["fmt"]) != "parquet"]:
+        raise click.UsageError(f"--ray reads Parquet files, directories or globs, and {plain[0]} is not one "
+                               f"(`sentictl score {plain[0]} -o {plain[0]}.parquet` converts it on one machine)")
+    sentictl_ray.require_ray()
+    threads = opts["threads"] or 1
+    started = time.perf_counter()
+    clf = sentictl.load(opts["model_dir"], variant=opts["variant"], provider=opts["provider"], threads=threads,
+                        cache=cache_path, long=opts["long_mode"], max_chars=opts["max_chars"])
+    if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in clf.labels}]):
+        raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
+    out = open_output(out_path, inputs, "-o", cache=cache_path) if out_path else None
+    errors = open_output(errors_path, inputs, "--errors", cache=cache_path) if errors_path else None
+    what = f"results to {out_path}" if out_path else "results to stdout"
+    stream = out or sys.stdout.buffer
+    parquet = ParquetWriter(stream, what, clf.labels, clf.name, keep) if output == "parquet" else None
+
+    def write_rows(table: Any) -> None:
+        if parquet is not None:
+            parquet.write_table(table)
+        else:
+            from ..outputs import JsonlWriter
+
+            JsonlWriter(stream, what).write(table.to_pylist())
+
+    def report(source: str | None, row: int | None, reason: str, message: str) -> None:
+        if errors is not None:
+            from ..outputs import OutputStream
+
+            OutputStream(errors, f"--errors to {errors_path}").write(orjson.dumps(
+                {"source": source, "line": row, "reason": reason, "error": message}, default=json_default) + b"\n")
+
+    try:
+        try:
+            counts = sentictl_ray.run(clf, inputs, address=opts["ray_address"] or None, column=opts["column"],
+                                      keep=keep, workers=opts["workers"], threads=threads,
+                                      preserve_order=opts["preserve_order"], write_rows=write_rows, report=report,
+                                      progress=bool(opts["progress"]) and not opts["quiet"])
+        except sentictl.SentictlError:
+            raise
+        except Exception as exc:  # Ray wraps what an actor raised: say it in one line
+            raise sentictl_ray.one_line(exc) from None
+        if parquet is not None:
+            parquet.close()
+        if out is not None:
+            close_output(out, what)
+        else:
+            flush_stdout()
+        if errors:
+            close_output(errors, f"--errors to {errors_path}")
+    finally:
+        if parquet is not None:
+            parquet.abandon()
+        for s in (out, errors):
+            if s and not s.closed:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        clf.close()
+    summary = ScoreSummary(texts=counts["texts"], cache_hits=counts["cache_hits"], empty=counts["empty"],
+                           errors=counts["errors"], seconds=time.perf_counter() - started, sources=inputs)
+    if not opts["quiet"]:
+        line(summary.line())
+    if summary.errors:
+        sys.exit(BAD_RECORDS)
+
+
+def _is_input(value: str) -> bool:
+    """A --ray value that names an input (a file, a directory, a .parquet name), not a cluster address."""
+    return bool(value) and (os.path.exists(value) or value.lower().endswith((".parquet", ".parq")))
+
+
+def _output_format(given: str | None, out_path: str | None) -> str:
+    """--output, else by the -o file's extension (.parquet/.parq → parquet, .csv → csv), else jsonl."""
+    if given:
+        return given
+    suffix = os.path.splitext(out_path or "")[1].lower()
+    return {".parquet": "parquet", ".parq": "parquet", ".csv": "csv"}.get(suffix, "jsonl")
+
+
+def _keep_all(keep: list[str], inputs: list[str], fmt: str | None, column: str, output: str) -> list[str]:
+    """--keep-all: every column of the (first) Parquet input; a JSON lines or CSV result already holds the text."""
+    from ..io import detect_format
+    from ..parquet import schema_of
+
+    files = [n for n in inputs if detect_format(n, fmt) == "parquet" and n != "-"]
+    if not files:
+        raise click.UsageError("--keep-all needs a Parquet input (name the columns with --keep for other formats)")
+    names = schema_of(files[0]).names
+    return list(dict.fromkeys([*keep, *(n for n in names if output == "parquet" or n != column)]))
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _stdout_is_file() -> bool:
+    try:
+        return sys.stdout is not None and stat.S_ISREG(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _check_keep(keep: list[str], inputs: list[str], fmt: str | None, output: str = "jsonl") -> None:
     """--keep names columns or fields: refuse names a result already has, and inputs without columns."""
     from ..io import detect_format
 
+    taken = ("label", "score", "model", "cache_hit", "error") if output == "parquet" else RESULT_KEYS
     for name in keep:
-        if name in RESULT_KEYS:
+        if name in taken:
             raise click.UsageError(f"--keep {name}: a result already has a {name!r} key (choose another column)")
     if keep:
         plain = [n for n in inputs if detect_format(n, fmt) == "txt"]
