@@ -8,6 +8,7 @@ GET /metrics and /openapi.json.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from fastapi import FastAPI, Security
@@ -64,6 +65,18 @@ def _doc(kind: type) -> str:
     return " ".join((kind.__doc__ or "").split())
 
 
+@dataclass(frozen=True)
+class _Spec:
+    """One route: served by Starlette, documented on the FastAPI app from ``doc`` (None: not documented)."""
+
+    path: str
+    handler: Callable
+    method: str
+    secured: bool
+    with_request: bool
+    doc: dict[str, Any] | None
+
+
 def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None = None,
                on_fatal: Callable[[str], None] | None = None) -> Any:
     """The ASGI application: plain Starlette routes inside the metrics middleware.
@@ -75,20 +88,22 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
     these routes use.
     """
     service = Service(settings, load, cache, on_fatal)
-    tei = TeiRoutes(service)
+    specs, components = _specs(service, TeiRoutes(service), secured=bool(settings.token))
     docs = FastAPI(title="sentictl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                    description="Financial-sentiment classification (ONNX Runtime) with dynamic batching; "
                                "text-embeddings-inference's classification API.")
-    _add_routes(docs, service, tei, _guard(settings.token))
+    _document(docs, specs, components, settings.token)
     authorize = _authorizer(settings.token)
 
-    def route(path: str, handler: Callable, methods: list[str], *, secured: bool, with_request: bool) -> Route:
+    def route(spec: _Spec) -> Route:
+        handler, secured, with_request = spec.handler, spec.secured, spec.with_request
+
         async def endpoint(request: Request) -> Response:
             if secured:
                 authorize(request)
             return await (handler(request) if with_request else handler())
 
-        return Route(path, endpoint, methods=methods)
+        return Route(spec.path, endpoint, methods=[spec.method])
 
     schema: list[dict[str, Any]] = []
 
@@ -97,23 +112,7 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
             schema.append(docs.openapi())
         return json_response(schema[0])
 
-    routes = [
-        route("/sentiment", service.sentiment, ["POST"], secured=True, with_request=True),
-        # TEI serves a classifier's predictions at /predict, / and /invocations (SageMaker's name).
-        *(route(path, tei.predict, ["POST"], secured=True, with_request=True)
-          for path in ("/predict", "/", "/invocations")),
-        route("/tokenize", tei.tokenize, ["POST"], secured=True, with_request=True),
-        route("/decode", tei.decode, ["POST"], secured=True, with_request=True),
-        # Starlette answers HEAD on GET routes too; load balancers' probes may rely on it. TEI's health
-        # answers at /, /health and /ping (SageMaker's name).
-        *(route(path, service.health, ["GET"], secured=False, with_request=False)
-          for path in ("/health", "/", "/ping")),
-        route("/info", tei.info, ["GET"], secured=True, with_request=False),
-        route("/metrics", service.prometheus, ["GET"], secured=True, with_request=False),
-        # Without --api-key it answers 404 (anyone could make the server reload); SIGHUP works either way.
-        route("/admin/reload", service.admin_reload, ["POST"], secured=True, with_request=True),
-        Route("/openapi.json", openapi, methods=["GET"]),
-    ]
+    routes = [*(route(spec) for spec in specs), Route("/openapi.json", openapi, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=service.lifespan,
                     exception_handlers={HttpError: on_http_error, HTTPException: on_framework_error,
                                         Exception: on_unexpected})
@@ -125,8 +124,78 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
     return wrapped
 
 
+def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec], dict[str, Any]]:
+    """Every route once: path, handler, whether it needs the token, and what documents it (with the
+    request-body schemas the documentation needs beside FastAPI's own)."""
+    refusals = (Unauthorized,) if secured else ()
+    # RequestTimeout and ConnectionsFull come from the connection guard (connections.py), before or beside the route.
+    reading = (BadRequest, EmptyInput, *refusals, RequestTimeout, PayloadTooLarge, InputTooLarge, ValidationFailed,
+               Unhealthy, ConnectionsFull)
+    classifying = _errors(*reading, TooManyTokens, Overloaded, BackendError)
+    requests = service.models
+    sentiment_body, components = m.request_body(
+        {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts})
+    bodies = {}
+    for name, model in (("predict", requests.predict), ("tokenize", requests.tokenize), ("decode", requests.decode)):
+        bodies[name], more = m.request_body({"application/json": model})
+        components.update(more)
+    loading = {http_status(Unhealthy): {"model": m.Loading, "description": _doc(Unhealthy)}}
+
+    def post(path: str, handler: Callable, **doc: Any) -> _Spec:
+        return _Spec(path, handler, "POST", True, True, doc or None)
+
+    def get(path: str, handler: Callable, secure: bool = True, **doc: Any) -> _Spec:
+        return _Spec(path, handler, "GET", secure, False, doc)
+
+    # TEI serves a classifier's predictions at /predict, / and /invocations (SageMaker's name), and its
+    # health at /, /health and /ping; Starlette answers HEAD on GET routes too (load balancers' probes).
+    predict = (("/predict", "text-embeddings-inference's classification"),
+               ("/", "text-embeddings-inference's classification (as /predict)"),
+               ("/invocations", "text-embeddings-inference's classification (as /predict; SageMaker)"))
+    specs = [
+        post("/sentiment", service.sentiment, openapi_extra=sentiment_body,
+             response_model=m.SentimentResult | list[m.SentimentResult], responses=classifying,
+             summary="Classify raw text (the demo's call) or JSON {text} / {texts}"),
+        *(post(path, tei.predict, openapi_extra=bodies["predict"],
+               response_model=list[m.Prediction] | list[list[m.Prediction]], responses=classifying, summary=summary,
+               name=f"predict{path.replace('/', '_')}") for path, summary in predict),
+        post("/tokenize", tei.tokenize, openapi_extra=bodies["tokenize"],
+             response_model=list[list[m.SimpleToken]], responses=_errors(*reading),
+             summary="text-embeddings-inference's tokenization: each text's tokens as the model sees them"),
+        post("/decode", tei.decode, openapi_extra=bodies["decode"], response_model=list[str],
+             responses=_errors(*reading, TokenizerFailed),
+             summary="text-embeddings-inference's decoding: the text of each id sequence"),
+        *(get(path, service.health, False, response_model=m.Health, responses=loading,
+              name=f"health{path.replace('/', '_')}") for path in ("/health", "/", "/ping")),
+        get("/info", tei.info, response_model=m.Info, responses=_errors(*refusals, Unhealthy)),
+        get("/metrics", service.prometheus, response_class=PlainTextResponse, responses=_errors(*refusals)),
+        # Without --api-key it answers 404 (anyone could make the server reload); SIGHUP works either way.
+        post("/admin/reload", service.admin_reload),
+    ]
+    return specs, components
+
+
+def _document(app: FastAPI, specs: list[_Spec], components: dict[str, Any], token: str | None) -> None:
+    """Document the routes on the documentation app, each from its models and the error types it may raise."""
+    guard = _guard(token)
+    secured = [Security(guard)] if guard is not None else []
+    for spec in specs:
+        if spec.doc is not None:
+            app.add_api_route(spec.path, spec.handler, methods=[spec.method],
+                              dependencies=secured if spec.secured else [], **spec.doc)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # The bodies the POST routes read themselves are documented from their models, beside FastAPI's own.
+        schema = generate()
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _authorizer(token: str | None) -> Callable[[Request], None]:
-    """The bearer-token check the routes run (documented by _guard's security scheme)."""
+    """The bearer-token check every secured route runs (documented by _guard's security scheme)."""
     expected = token.encode() if token else None
 
     def authorize(request: Request) -> None:
@@ -139,79 +208,16 @@ def _authorizer(token: str | None) -> Callable[[Request], None]:
     return authorize
 
 
-def _add_routes(app: FastAPI, service: Service, tei: TeiRoutes, guard: Callable | None) -> None:
-    """Document the routes on the documentation app, each from its models and the error types it may raise."""
-    secured = [Security(guard)] if guard is not None else []
-    refusals = (Unauthorized,) if guard is not None else ()
-    # RequestTimeout and ConnectionsFull come from the connection guard (connections.py), before or beside the route.
-    reading = (BadRequest, EmptyInput, *refusals, RequestTimeout, PayloadTooLarge, InputTooLarge, ValidationFailed,
-               Unhealthy, ConnectionsFull)
-    classifying = _errors(*reading, TooManyTokens, Overloaded, BackendError)
-    requests = service.models
-    sentiment_body, components = m.request_body(
-        {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts})
-    bodies = {}
-    for name, model in (("predict", requests.predict), ("tokenize", requests.tokenize), ("decode", requests.decode)):
-        bodies[name], more = m.request_body({"application/json": model})
-        components.update(more)
-
-    app.add_api_route(
-        "/sentiment", service.sentiment, methods=["POST"], dependencies=secured, openapi_extra=sentiment_body,
-        response_model=m.SentimentResult | list[m.SentimentResult], responses=classifying,
-        summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
-    )
-    for path, summary in (("/predict", "text-embeddings-inference's classification"),
-                          ("/", "text-embeddings-inference's classification (as /predict)"),
-                          ("/invocations", "text-embeddings-inference's classification (as /predict; SageMaker)")):
-        app.add_api_route(
-            path, tei.predict, methods=["POST"], dependencies=secured, openapi_extra=bodies["predict"],
-            response_model=list[m.Prediction] | list[list[m.Prediction]], responses=classifying, summary=summary,
-            name=f"predict{path.replace('/', '_')}",
-        )
-    app.add_api_route(
-        "/tokenize", tei.tokenize, methods=["POST"], dependencies=secured, openapi_extra=bodies["tokenize"],
-        response_model=list[list[m.SimpleToken]], responses=_errors(*reading),
-        summary="text-embeddings-inference's tokenization: each text's tokens as the model sees them",
-    )
-    app.add_api_route(
-        "/decode", tei.decode, methods=["POST"], dependencies=secured, openapi_extra=bodies["decode"],
-        response_model=list[str], responses=_errors(*reading, TokenizerFailed),
-        summary="text-embeddings-inference's decoding: the text of each id sequence",
-    )
-    loading = {http_status(Unhealthy): {"model": m.Loading, "description": _doc(Unhealthy)}}
-    gets: list[tuple[str, Callable, list, dict[str, Any]]] = [
-        *((path, service.health, [], {"response_model": m.Health, "responses": loading,
-                                      "name": f"health{path.replace('/', '_')}"})
-          for path in ("/health", "/", "/ping")),
-        ("/info", tei.info, secured, {"response_model": m.Info, "responses": _errors(*refusals, Unhealthy)}),
-        ("/metrics", service.prometheus, secured,
-         {"response_class": PlainTextResponse, "responses": _errors(*refusals)}),
-    ]
-    for path, endpoint, dependencies, documented in gets:
-        app.add_api_route(path, endpoint, methods=["GET"], dependencies=dependencies, **documented)
-
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        # The bodies the POST routes read themselves are documented from their models, beside FastAPI's own.
-        schema = generate()
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(components)
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def _guard(token: str | None) -> Callable | None:
-    """The bearer-token check as a FastAPI security dependency, so /openapi.json documents it; or None."""
+    """The bearer scheme as a FastAPI security dependency, so /openapi.json documents it; or None.
+
+    The documentation app never serves a request, so this never runs: _authorizer is the check."""
     if not token:
         return None
-    expected = token.encode()
     bearer = HTTPBearer(auto_error=False, description="--token / SENTICTL_TOKEN")
 
     # A default, not Annotated[...]: the annotation is a string here and `bearer` a local name.
     async def authorize(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:  # noqa: B008
-        given = credentials.credentials.strip().encode() if credentials is not None else b""
-        if credentials is None or not hmac.compare_digest(given, expected):
-            raise Unauthorized("missing or wrong bearer token (send 'Authorization: Bearer TOKEN')")
+        """Documents the bearer scheme (see _authorizer)."""
 
     return authorize
