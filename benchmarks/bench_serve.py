@@ -8,7 +8,7 @@ Three phases, each with the same --threads:
      the summary line `score` prints, which times scoring only (reading + inference + writing),
      not interpreter start-up or model loading; the whole-process rate is recorded too.
   2. server, misses: `sentictl serve --no-cache`, 32 concurrent keep-alive clients, one headline
-     per request, every headline once → requests/s and the ratio to (1). Target ≥ 0.8.
+     per request, every headline once → requests/s and the ratio to (1). Target ≥ 0.9.
   Phases 1 and 2 alternate for --rounds rounds (the server stays up, idle, during the offline
   runs) and the ratio compares summed texts over summed seconds, so that a neighbour's load
   drifting during the run hits both sides alike.
@@ -54,6 +54,15 @@ def _env() -> dict[str, str]:
     env["HF_HUB_OFFLINE"] = "1"
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -195,9 +204,11 @@ def main() -> None:
                 offs.append(offline(args.model_dir, texts_file, args.threads, n))
                 print(f"round {r + 1}/{args.rounds}: server, {args.clients} clients, one headline per request ...",
                       file=sys.stderr)
-                before = server.metrics()
+                before, cpu = server.metrics(), _cpu_seconds(server.proc.pid)
                 misses.append(drive(server.port, work, args.clients))
                 after = server.metrics()
+                misses[-1]["server_cpu_ms"] = (_cpu_seconds(server.proc.pid) - cpu) / n * 1000
+                misses[-1]["ratio"] = misses[-1]["rate"] / offs[-1]["rate"]
                 batches += after["sentictl_batch_size_count"] - before["sentictl_batch_size_count"]
                 batched += after["sentictl_batch_size_sum"] - before["sentictl_batch_size_sum"]
         finally:
@@ -207,7 +218,10 @@ def main() -> None:
                "process_rate": n * len(offs) / sum(o["process_s"] for o in offs), "rounds": offs}
         miss = {"requests": sum(m["requests"] for m in misses), "seconds": sum(m["seconds"] for m in misses)}
         miss.update(rate=miss["requests"] / miss["seconds"], mean_batch=batched / max(batches, 1),
-                    exit_status=miss_exit, rounds=misses)
+                    exit_status=miss_exit, rounds=misses,
+                    # A neighbour's load moves wall-clock rates a lot on a shared machine; CPU per request much less.
+                    server_cpu_ms_per_request=sum(m["server_cpu_ms"] for m in misses) / len(misses),
+                    median_round_ratio=sorted(m["ratio"] for m in misses)[len(misses) // 2])
 
         print("server, cache hits ...", file=sys.stderr)
         cache = Path(tmp) / "cache.sqlite"
@@ -240,8 +254,8 @@ def main() -> None:
         "serve_miss": miss,
         "serve_hit": hit,
         "ratio_serve_to_offline": ratio,
-        "targets": {"ratio": 0.8, "hit_rps": 2000},
-        "passed": {"ratio": ratio >= 0.8, "hit_rps": hit["rate"] >= 2000},
+        "targets": {"ratio": 0.9, "hit_rps": 2000},
+        "passed": {"ratio": ratio >= 0.9, "hit_rps": hit["rate"] >= 2000},
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +266,9 @@ def main() -> None:
     print(f"| offline, whole process incl. start-up | {off['process_rate']:,.1f} texts/s | |")
     print(f"| `serve`, {args.clients} clients, 1 headline/request, no cache | {miss['rate']:,.1f} req/s "
           f"(mean batch {miss['mean_batch']:.1f}) | |")
-    print(f"| serve / offline | **{ratio:.2f}×** | ≥ 0.8× |")
+    per_round = ", ".join(f"{m['ratio']:.2f}" for m in misses)
+    print(f"| serve / offline | **{ratio:.2f}×** (per round: {per_round}) | ≥ 0.9× |")
+    print(f"| `serve` CPU per request (all threads) | {miss['server_cpu_ms_per_request']:.1f} ms | |")
     print(f"| `serve`, cache hits | **{hit['rate']:,.0f} req/s** | ≥ 2,000 |")
     print(f"\nload average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs "
           f"shared with other jobs; wrote {args.out}")

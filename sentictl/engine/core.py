@@ -148,10 +148,6 @@ class Engine:
         """Each text or Input as the model will run it (encoded once: infer() takes these)."""
         return self.model.encode_inputs(self.inputs(texts))
 
-    def token_counts(self, texts: Texts) -> list[int]:
-        """Tokens each text or Input occupies in a batch, as the model will run it."""
-        return [e.tokens for e in self.encode(texts)]
-
     def padding(self, texts: Texts) -> tuple[int, int]:
         """Real and padded tokens of the runs the model makes of these texts (as classify batches them)."""
         real = padded = 0

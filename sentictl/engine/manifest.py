@@ -92,7 +92,7 @@ def fingerprint(manifest: dict[str, Any], variant: str) -> str:
 def verify(model_dir: Path, mode: str = "always") -> list[str]:
     """Check every file the manifest names against its sha256; returns the problems found.
 
-    Files that match are stamped (see sentictl.integrity), so the next load need not hash them.
+    Files that match are stamped (see sentictl.engine.integrity), so the next load need not hash them.
     The files kept for optimum and transformers (config.json, tokenizer_config.json, ...) are
     checked too, though sentictl never reads them. A folder without manifest.json records no
     sha256: only missing files can be found there.

@@ -13,7 +13,6 @@ import time
 from typing import Any, Mapping, Sequence
 
 import orjson
-from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -163,11 +162,6 @@ async def on_framework_error(request: Request, exc: HTTPException) -> Response:
     # A status the table does not list (415, 406, ...) keeps the framework's code under a near type.
     response.status_code = exc.status_code
     return response
-
-
-async def on_request_validation(request: Request, exc: RequestValidationError) -> Response:
-    """Exception handler: FastAPI's validation errors, in our error shape and statuses."""
-    return error_response(invalid(exc.errors()))
 
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
