@@ -173,17 +173,7 @@ def run_bench(
     threads = int(threads or default_threads())
     repeats, warmup = max(1, int(repeats)), max(0, int(warmup))
     env = thread_env(threads)
-    checkpoint, no_baseline = (None, "--baseline none") if baseline == "none" else resolve_checkpoint(manifest)
-    if baseline != "none" and checkpoint:
-        try:
-            import importlib.util
-
-            if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
-                from ..export.stack import INSTALL_COMMAND
-
-                checkpoint, no_baseline = None, f"torch/transformers are not installed: {INSTALL_COMMAND}"
-        except ValueError:
-            pass
+    checkpoint, no_baseline = _baseline(manifest, baseline)
 
     out_dir = Path(out) if out else None
     if out_dir:
@@ -201,13 +191,7 @@ def run_bench(
     notes: list[str] = []
 
     def add(contender: str, variant: str | None, result: dict[str, Any]) -> None:
-        if "error" in result:
-            notes.append(f"{contender} {variant or ''}: failed: {result['error']}".replace("  ", " "))
-            rows.append({"contender": contender, "variant": variant, "batch_size": None, "error": result["error"]})
-            return
-        for row in result["rows"]:
-            rows.append({"contender": contender, "variant": variant, **row, "peak_rss_mb": result["peak_rss_mb"]})
-        notes.extend(result.get("notes", []))
+        _add(rows, notes, contender, variant, result)
 
     steps(f"tokenization alone ({len(texts)} texts, batch sizes {','.join(map(str, sizes))})")
     add("tokenize", None, run_job({**base_job, "kind": "tokenize"}, env))
@@ -236,14 +220,37 @@ def run_bench(
         "model": {"dir": model_path, "name": manifest.get("name"), "source": manifest.get("source"),
                   "max_length": manifest["max_length"], "chosen_because": resolved.reason},
         "texts": {"file": str(texts_path), "n": len(texts)},
-        "variants": chosen,
-        "batch_sizes": sizes,
-        "repeats": repeats,
-        "warmup": warmup,
-        "rows": rows,
-        "notes": notes,
+        "variants": chosen, "batch_sizes": sizes, "repeats": repeats, "warmup": warmup,
+        "rows": rows, "notes": notes, "speedup": speedups(rows),
     }
-    report["speedup"] = speedups(rows)
     if out_dir:
         write_outputs(report, out_dir)
     return report
+
+
+def _baseline(manifest: dict[str, Any], baseline: str) -> tuple[str | None, str]:
+    """The checkpoint the transformers pipeline baseline runs (None: skipped), and why it is skipped."""
+    checkpoint, no_baseline = (None, "--baseline none") if baseline == "none" else resolve_checkpoint(manifest)
+    if baseline != "none" and checkpoint:
+        try:
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+                from ..export.stack import INSTALL_COMMAND
+
+                return None, f"torch/transformers are not installed: {INSTALL_COMMAND}"
+        except ValueError:
+            pass
+    return checkpoint, no_baseline
+
+
+def _add(rows: list[dict[str, Any]], notes: list[str], contender: str, variant: str | None,
+         result: dict[str, Any]) -> None:
+    """A measurement child's result as report rows (or one error row) and notes."""
+    if "error" in result:
+        notes.append(f"{contender} {variant or ''}: failed: {result['error']}".replace("  ", " "))
+        rows.append({"contender": contender, "variant": variant, "batch_size": None, "error": result["error"]})
+        return
+    for row in result["rows"]:
+        rows.append({"contender": contender, "variant": variant, **row, "peak_rss_mb": result["peak_rss_mb"]})
+    notes.extend(result.get("notes", []))
