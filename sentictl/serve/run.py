@@ -50,21 +50,7 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
     guard = ConnectionGuard(settings.max_connections, settings.header_timeout, settings.body_timeout,
                             app.service.metrics)
     sockets = listen(settings.host, settings.port, LISTEN_BACKLOG, guard)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, lifespan="on", access_log=settings.access_log,
-        log_level="info", timeout_graceful_shutdown=settings.graceful_timeout, backlog=LISTEN_BACKLOG,
-        server_header=False, log_config=None,
-        # The guarded h11 protocol (connections.py) instead of "auto", which would pick httptools
-        # where installed and lose the timeouts; no WebSocket routes, so no upgrades to other protocols.
-        http=guard.protocol(), ws="none",
-        # asyncio's accept loop calls the listening socket's accept(), where GatedSocket keeps the
-        # cap; uvloop (which "auto" would pick where installed) accepts in C and would bypass it.
-        loop="asyncio",
-        timeout_keep_alive=settings.keep_alive_timeout, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        # limit_concurrency would count slow clients' connections too and 503 everyone once they add up.
-        limit_concurrency=None,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(_uvicorn_config(settings, app, guard))
     server_box.append(server)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("listening on %s without --token: anyone who can reach this port can use it", settings.host)
@@ -93,6 +79,26 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
         raise SentictlError(fatal[0])
     if not server.started:
         raise SentictlError(f"could not start serving on {settings.host}:{settings.port}")
+
+
+def _uvicorn_config(settings: ServeSettings, app: Any, guard: ConnectionGuard) -> Any:
+    """uvicorn's configuration: the guarded protocol, the asyncio loop, our timeouts and logging."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, lifespan="on", access_log=settings.access_log,
+        log_level="info", timeout_graceful_shutdown=settings.graceful_timeout, backlog=LISTEN_BACKLOG,
+        server_header=False, log_config=None,
+        # The guarded h11 protocol (connections.py) instead of "auto", which would pick httptools
+        # where installed and lose the timeouts; no WebSocket routes, so no upgrades to other protocols.
+        http=guard.protocol(), ws="none",
+        # asyncio's accept loop calls the listening socket's accept(), where GatedSocket keeps the
+        # cap; uvloop (which "auto" would pick where installed) accepts in C and would bypass it.
+        loop="asyncio",
+        timeout_keep_alive=settings.keep_alive_timeout, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        # limit_concurrency would count slow clients' connections too and 503 everyone once they add up.
+        limit_concurrency=None,
+    )
 
 
 def resolve_limits(settings: ServeSettings, fd_limit: int | None) -> ServeSettings:
