@@ -21,8 +21,12 @@ from typing import IO, Any
 from .engine.records import BadRecord, Verdict, check_text
 from .errors import InputError, OutputError
 
-# Rows per record batch read: small enough for flat memory, big enough that Arrow's per-batch cost vanishes.
+# Rows per record batch read: small enough for flat memory, big enough that Arrow's per-batch cost vanishes;
+# fewer when the rows are large (READ_BYTES per batch, from the file's own column sizes).
 READ_ROWS = 4096
+READ_BYTES = 8 << 20
+# Column chunks are read through a buffer of this size, never whole (a writer may put 1 GB in one row group).
+READ_BUFFER = 4 << 20
 # The columns a Parquet result row has besides the --keep ones and the score_<label> ones.
 RESULT_COLUMNS = ("label", "score", "model", "cache_hit", "error")
 SUFFIXES = (".parquet", ".parq")
@@ -115,18 +119,22 @@ def read_parquet(stream: IO[bytes], source: str, column: str, max_chars: int,
     name = getattr(stream, "name", None)
     try:
         # The path lets Arrow do its own (faster) I/O; the stream only served the input checks.
-        parquet = pq.ParquetFile(name if isinstance(name, str) and name != "<stdin>" else stream)
+        parquet = pq.ParquetFile(name if isinstance(name, str) and name != "<stdin>" else stream,
+                                 buffer_size=READ_BUFFER, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"cannot read {source} as Parquet: {exc}") from None
     names = parquet.schema_arrow.names
     if column not in names:
         raise InputError(f"{source} has no column {column!r} (it has: {', '.join(names[:20])}); use --column")
-    wanted = list(dict.fromkeys([column, *(k for k in (n.split(".")[0] for n in keep) if k in names)]))
+    kept = list(dict.fromkeys(k for k in (n.split(".")[0] for n in keep) if k in names))
+    wanted = list(dict.fromkeys([column, *kept]))
     position = 0
     try:
-        for batch in parquet.iter_batches(batch_size=READ_ROWS, columns=wanted, use_threads=False):
+        for batch in parquet.iter_batches(batch_size=_batch_rows(parquet, wanted), columns=wanted,
+                                          use_threads=False):
             texts = batch.column(column).to_pylist()
-            rows = batch.to_pylist() if keep else [None] * len(texts)
+            # Only the kept columns travel with a row (a huge text that is too_long is not held on to).
+            rows = batch.select(kept).to_pylist() if keep else [None] * len(texts)
             for text, row in zip(texts, rows):
                 position += 1
                 if text is None:
@@ -139,6 +147,19 @@ def read_parquet(stream: IO[bytes], source: str, column: str, max_chars: int,
                     yield verdict if not isinstance(verdict, BadRecord) else BadRow(*_fields(verdict), row)
     except pa.ArrowException as exc:
         raise InputError(f"cannot read {source} as Parquet: {exc}") from None
+
+
+def _batch_rows(parquet: Any, columns: Sequence[str]) -> int:
+    """Rows per record batch: READ_ROWS, or fewer so that a batch of the widest row group's rows is about READ_BYTES."""
+    meta = parquet.metadata
+    widest = 0.0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if group.num_rows:
+            size = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
+                       if group.column(c).path_in_schema.split(".")[0] in columns)
+            widest = max(widest, size / group.num_rows)
+    return max(1, min(READ_ROWS, int(READ_BYTES / widest) if widest else READ_ROWS))
 
 
 def _fields(bad: BadRecord) -> tuple[str, str, str, int]:

@@ -55,10 +55,11 @@ RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "trunca
      help="Run on a Ray cluster with Ray Data (the ray extra): Parquet inputs → an actor pool, one engine per "
           "actor → -o FILE.parquet or JSON lines (of the Parquet columns), in input order. ADDRESS as ray.init "
           "takes it (ray://host:10001, auto); none: RAY_ADDRESS, else a local cluster of this machine's cores. "
-          "Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
+          "--threads is per actor (default 1). Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
           "--workers 8 -o scored.parquet")
 @opt("--workers", env="WORKERS", type=click.IntRange(min=1), default=None,
-     help="--ray: actors, each with its own engine (default: the cluster's CPUs // --threads).")
+     help="--ray: actors, each with its own engine (default: the cluster's CPUs less one for reading, // --threads; "
+          "a local cluster counts one CPU more than the cores, so there every core runs an actor).")
 @opt("--preserve-order/--no-preserve-order", env="PRESERVE_ORDER", default=True,
      help="--ray: write rows in input order (the default), or as actors finish them (faster on uneven "
           "clusters; join back with --keep id).")
