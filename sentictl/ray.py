@@ -143,14 +143,17 @@ def run(clf: Any, inputs: Sequence[str], *, address: str | None, column: str, ke
             workers = max(1, (int(ray.cluster_resources().get("CPU", 1)) - 1) // threads)
         sizes = [(name, pq.ParquetFile(name).metadata.num_rows) for name in inputs]
         ds = ray.data.read_parquet(list(inputs), columns=list(dict.fromkeys([column, *keep])), shuffle=None)
-        # Blocks of BATCH_ROWS rows, so a single large file still feeds every actor (streaming, no shuffle).
-        ds = ds.repartition(target_num_rows_per_block=BATCH_ROWS)
+        # Blocks of at most BATCH_ROWS rows, and at least 4 per actor, so that a single file (or a small job)
+        # still feeds every actor (streaming, no shuffle).
+        total = sum(n for _, n in sizes)
+        rows = max(16, min(BATCH_ROWS, -(-total // (workers * 4))))
+        ds = ds.repartition(target_num_rows_per_block=rows)
         # An actor that dies is restarted and its unfinished batch retried: Ray Data's defaults for an actor
         # pool (max_restarts=-1, max_task_retries=-1).
         scored = ds.map_batches(
             Classify, fn_constructor_kwargs={"model": clf, "column": column, "keep": list(keep),
                                              "fingerprint": clf.fingerprint},
-            batch_size=BATCH_ROWS, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
+            batch_size=rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=threads)
         counts = {"rows": 0, "texts": 0, "cache_hits": 0, "empty": 0, "errors": 0}
         starts = list(itertools.accumulate((n for _, n in sizes), initial=0))  # each file's first row, 0-based

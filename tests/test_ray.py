@@ -84,7 +84,7 @@ def test_a_worker_killed_mid_run_is_retried_without_lost_or_duplicated_rows(data
     rows = [orjson.loads(line) for line in (data / "ray.jsonl").read_bytes().splitlines()]
     assert sorted(r["id"] for r in rows) == list(range(N))  # exactly N rows: none lost, none twice
     assert {r["error"] for r in rows} == {None, "empty", "too_long"}
-    batches = -(-N // 1024)
+    batches = 8  # 2,000 rows in blocks of 250: four per actor
     assert len(list(trace.iterdir())) > batches  # the killed actor's batch was started again
 
 
