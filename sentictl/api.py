@@ -136,6 +136,10 @@ def _cache_option(cache: CacheOption) -> str | CacheDefault | None:
         path = os.fspath(cache)
         if not path:
             raise ValueError("cache='' names no file: use None for no cache or sentictl.DEFAULT_CACHE")
+        from .engine.rediscache import is_url
+
+        if is_url(path):  # a Redis shared by every worker: the same URL wherever the classifier goes
+            return path
         # Absolute: a pickled classifier opens the same file whatever the worker's current directory.
         return os.path.abspath(os.path.expanduser(path))
     raise TypeError(f"cache must be None, a path or sentictl.DEFAULT_CACHE, not {type(cache).__name__}")

@@ -445,3 +445,18 @@ def test_sentictl_info_shows_the_redis_url_redacted(model_dir):
     assert run.returncode == 0, run.stderr.decode()
     assert orjson.loads(run.stdout)["cache"] == f"redis://app:***@127.0.0.1:{port}/3"
     assert secret.encode() not in run.stdout + run.stderr
+
+
+def test_the_python_api_shares_a_redis_url_with_the_cli_and_pickles_it(model_dir, redis_server):
+    import pickle
+
+    import sentictl
+
+    server = redis_server()
+    first = score(model_dir, server.url, lines(20))
+    assert first.returncode == 0, first.stderr.decode()
+    clf = sentictl.load(str(model_dir), cache=server.url, threads=1)
+    texts = [line.decode() for line in lines(20).splitlines()]
+    assert all(r.cache_hit for r in clf.classify(texts))
+    worker = pickle.loads(pickle.dumps(clf))  # what a Ray actor or a pool worker receives
+    assert all(r.cache_hit for r in worker.classify(texts[:5]))

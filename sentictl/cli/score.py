@@ -12,7 +12,7 @@ import click
 from .. import config
 from ..console import line, notice
 from ..exitcodes import BAD_RECORDS
-from .options import CONTEXT, cache_file, cache_options, load_model, model_options, open_cache, opt
+from .options import CONTEXT, cache_file, cache_location, cache_options, load_model, model_options, open_cache, opt
 
 # The keys of every result: a --keep column of the same name would be ambiguous.
 RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "truncated")
@@ -211,7 +211,7 @@ def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output:
     threads = opts["threads"] or 1
     started = time.perf_counter()
     clf = sentictl.load(opts["model_dir"], variant=opts["variant"], provider=opts["provider"], threads=threads,
-                        cache=cache_path, long=opts["long_mode"], max_chars=opts["max_chars"])
+                        cache=cache_location(opts), long=opts["long_mode"], max_chars=opts["max_chars"])
     if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in clf.labels}]):
         raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
     out = open_output(out_path, inputs, "-o", cache=cache_path) if out_path else None
