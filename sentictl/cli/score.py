@@ -90,15 +90,8 @@ def score(**opts: Any) -> None:
      sentictl score news.parquet --column headline --keep id -o scored.parquet
     """
     from ..engine import Engine
-    from ..io import check_inputs
-    from ..outputs import (
-        check_output_path,
-        check_stdout,
-        close_output,
-        flush_stdout,
-        open_output,
-    )
-    from ..io import detect_format
+    from ..io import check_inputs, detect_format
+    from ..outputs import check_output_path, check_stdout
     from ..parquet import check_columns, expand, is_parquet_name
     from ..score import run_score
 
@@ -143,45 +136,73 @@ def score(**opts: Any) -> None:
                                f"of the model)")
     if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in model.labels}]):
         raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
-    out = open_output(out_path, inputs, "-o", cache=cache_path) if out_path else None
-    errors = open_output(errors_path, inputs, "--errors", cache=cache_path) if errors_path else None
-    what = f"results to {out_path}" if out_path else "results to stdout"
+    outputs = _Outputs(out_path, errors_path, inputs, cache_path)
     cache = None
-    writer = None
     try:
-        if output == "parquet":
-            from ..parquet import ParquetWriter, keep_types
+        with outputs:
+            if output == "parquet":
+                from ..parquet import ParquetWriter, keep_types
 
-            writer = ParquetWriter(out or sys.stdout.buffer, what, model.labels, model.name, keep,
-                                   keep_types(inputs, keep))
-        cache = open_cache(opts)
-        if "-" in inputs and _stdin_is_terminal() and not opts["quiet"]:
-            notice("reading texts from stdin, one per line; press Ctrl-D to end (or name a file to score)")
-        summary = run_score(
-            Engine(model, cache, max_chars=opts["max_chars"]), inputs, fmt=fmt, field_name=opts["field"],
-            column=opts["column"], output=output, out=out, errors=errors, progress=opts["progress"],
-            errors_name=errors_path, keep=keep, writer=writer,
-        )
-        if writer is not None:
-            writer.close()
-        if out is not None:
-            close_output(out, what)
-        else:
-            flush_stdout()
-        if errors:
-            close_output(errors, f"--errors to {errors_path}")
+                outputs.writer = ParquetWriter(outputs.stream, outputs.what, model.labels, model.name, keep,
+                                               keep_types(inputs, keep))
+            cache = open_cache(opts)
+            if "-" in inputs and _stdin_is_terminal() and not opts["quiet"]:
+                notice("reading texts from stdin, one per line; press Ctrl-D to end (or name a file to score)")
+            summary = run_score(
+                Engine(model, cache, max_chars=opts["max_chars"]), inputs, fmt=fmt, field_name=opts["field"],
+                column=opts["column"], output=output, out=outputs.out, errors=outputs.errors,
+                progress=opts["progress"], errors_name=errors_path, keep=keep, writer=outputs.writer,
+            )
     finally:
-        if writer is not None:
-            writer.abandon()
-        for stream in (out, errors):
-            if stream and not stream.closed:
-                try:
-                    stream.close()
-                except OSError:
-                    pass  # already failing: the first error is the one reported
         if cache:
             cache.close()
-    if not opts["quiet"]:
+    _finish(summary, opts["quiet"])
+
+
+class _Outputs:
+    """score's -o and --errors files (opened after every check), closed when the work succeeded (a
+    failed final write is one line) and dropped quietly when it did not."""
+
+    def __init__(self, out_path: str | None, errors_path: str | None, inputs: list[str], cache_path: str | None):
+        from ..outputs import open_output
+
+        self.errors_path = errors_path
+        self.out = open_output(out_path, inputs, "-o", cache=cache_path) if out_path else None
+        self.errors = open_output(errors_path, inputs, "--errors", cache=cache_path) if errors_path else None
+        self.what = f"results to {out_path}" if out_path else "results to stdout"
+        self.stream = self.out or sys.stdout.buffer
+        self.writer: Any = None  # a ParquetWriter over self.stream, when the output is Parquet
+
+    def __enter__(self) -> "_Outputs":
+        return self
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        from ..outputs import close_output, flush_stdout
+
+        try:
+            if kind is None:
+                if self.writer is not None:
+                    self.writer.close()
+                if self.out is not None:
+                    close_output(self.out, self.what)
+                else:
+                    flush_stdout()
+                if self.errors:
+                    close_output(self.errors, f"--errors to {self.errors_path}")
+        finally:
+            if self.writer is not None:
+                self.writer.abandon()
+            for stream in (self.out, self.errors):
+                if stream and not stream.closed:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass  # already failing: the first error is the one reported
+
+
+def _finish(summary: Any, quiet: bool) -> None:
+    """The closing line on stderr, and exit 3 when some records were bad."""
+    if not quiet:
         line(summary.line())
     if summary.errors:
         sys.exit(BAD_RECORDS)
@@ -198,7 +219,7 @@ def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output:
 
     from .. import ray as sentictl_ray
     from ..io import detect_format
-    from ..outputs import close_output, flush_stdout, json_default, open_output
+    from ..outputs import json_default
     from ..parquet import ParquetWriter
     from ..score import ScoreSummary
 
@@ -214,61 +235,41 @@ def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output:
                         cache=cache_location(opts), long=opts["long_mode"], max_chars=opts["max_chars"])
     if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in clf.labels}]):
         raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
-    out = open_output(out_path, inputs, "-o", cache=cache_path) if out_path else None
-    errors = open_output(errors_path, inputs, "--errors", cache=cache_path) if errors_path else None
-    what = f"results to {out_path}" if out_path else "results to stdout"
-    stream = out or sys.stdout.buffer
-    parquet = ParquetWriter(stream, what, clf.labels, clf.name, keep) if output == "parquet" else None
+    outputs = _Outputs(out_path, errors_path, inputs, cache_path)
 
     def write_rows(table: Any) -> None:
-        if parquet is not None:
-            parquet.write_table(table)
+        if outputs.writer is not None:
+            outputs.writer.write_table(table)
         else:
             from ..outputs import JsonlWriter
 
-            JsonlWriter(stream, what).write(table.to_pylist())
+            JsonlWriter(outputs.stream, outputs.what).write(table.to_pylist())
 
     def report(source: str | None, row: int | None, reason: str, message: str) -> None:
-        if errors is not None:
+        if outputs.errors is not None:
             from ..outputs import OutputStream
 
-            OutputStream(errors, f"--errors to {errors_path}").write(orjson.dumps(
+            OutputStream(outputs.errors, f"--errors to {errors_path}").write(orjson.dumps(
                 {"source": source, "line": row, "reason": reason, "error": message}, default=json_default) + b"\n")
 
     try:
-        try:
-            counts = sentictl_ray.run(clf, inputs, address=opts["ray_address"] or None, column=opts["column"],
-                                      keep=keep, workers=opts["workers"], threads=threads,
-                                      preserve_order=opts["preserve_order"], write_rows=write_rows, report=report,
-                                      progress=bool(opts["progress"]) and not opts["quiet"])
-        except sentictl.SentictlError:
-            raise
-        except Exception as exc:  # Ray wraps what an actor raised: say it in one line
-            raise sentictl_ray.one_line(exc) from None
-        if parquet is not None:
-            parquet.close()
-        if out is not None:
-            close_output(out, what)
-        else:
-            flush_stdout()
-        if errors:
-            close_output(errors, f"--errors to {errors_path}")
+        with outputs:
+            if output == "parquet":
+                outputs.writer = ParquetWriter(outputs.stream, outputs.what, clf.labels, clf.name, keep)
+            try:
+                counts = sentictl_ray.run(clf, inputs, address=opts["ray_address"] or None, column=opts["column"],
+                                          keep=keep, workers=opts["workers"], threads=threads,
+                                          preserve_order=opts["preserve_order"], write_rows=write_rows, report=report,
+                                          progress=bool(opts["progress"]) and not opts["quiet"])
+            except sentictl.SentictlError:
+                raise
+            except Exception as exc:  # Ray wraps what an actor raised: say it in one line
+                raise sentictl_ray.one_line(exc) from None
     finally:
-        if parquet is not None:
-            parquet.abandon()
-        for s in (out, errors):
-            if s and not s.closed:
-                try:
-                    s.close()
-                except OSError:
-                    pass
         clf.close()
-    summary = ScoreSummary(texts=counts["texts"], cache_hits=counts["cache_hits"], empty=counts["empty"],
-                           errors=counts["errors"], seconds=time.perf_counter() - started, sources=inputs)
-    if not opts["quiet"]:
-        line(summary.line())
-    if summary.errors:
-        sys.exit(BAD_RECORDS)
+    _finish(ScoreSummary(texts=counts["texts"], cache_hits=counts["cache_hits"], empty=counts["empty"],
+                         errors=counts["errors"], seconds=time.perf_counter() - started, sources=inputs),
+            opts["quiet"])
 
 
 def _is_input(value: str) -> bool:
