@@ -20,6 +20,9 @@ Phases (each starts its own redis-server, Debian's, on a free loopback port, per
               with 0 (unbounded): the file's size (with -wal/-shm) sampled over the run, and texts/s.
   bounded-cache  the same texts through the cache alone (the get_many/put_many calls score makes,
               512 at a time, no model), bounded vs unbounded: the cache's own cost of eviction.
+  bounded-serve  --bounded-n distinct texts through `sentictl serve`, one per request from --clients
+              keep-alive clients, with --cache-max-size SIZE and with 0: the file's size over the run,
+              and requests/s.
 
 The cache-hit phases need entries for many texts: the script scores one text for real, reads the
 stored entry back (its namespace and value shape), and writes that value under every text's key
@@ -54,7 +57,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))
 
 _SECONDS = re.compile(r" in ([\d.]+) s \(")
-PHASES = ("score-hits", "serve-hits", "misses", "bounded", "bounded-cache")
+PHASES = ("score-hits", "serve-hits", "misses", "bounded", "bounded-cache", "bounded-serve")
 
 
 def _env() -> dict[str, str]:
@@ -287,6 +290,39 @@ def phase_bounded(args, tmp: Path) -> dict:
     return out
 
 
+def phase_bounded_serve(args, tmp: Path) -> dict:
+    """--bounded-n distinct texts through `sentictl serve` (one per request, --clients keep-alive clients)
+    with and without --cache-max-size: the file's size over time, and requests/s."""
+    from bench_serve import Serve, drive
+
+    from sentictl.engine.cache import parse_size
+
+    work = [t.encode() for t in texts(args.bounded_n, "served")]
+    out: dict = {"max_size": args.max_size, "max_bytes": parse_size(args.max_size), "texts": args.bounded_n}
+    for name, size in (("bounded", args.max_size), ("unbounded", "0")):
+        path = tmp / f"serve-{name}.sqlite"
+        server = Serve(args.model_dir, args.threads or 1, ["--cache", str(path), "--cache-max-size", size])
+        samples: list = []
+        done = threading.Event()
+        started = time.perf_counter()
+        watcher = threading.Thread(target=_sample_sizes, args=(path, done, samples, started))
+        watcher.start()
+        try:
+            run = drive(server.port, work, args.clients)
+        finally:
+            done.set()
+            watcher.join()
+            server.stop()
+        step = max(1, len(samples) // 60)
+        run.update(peak_bytes=max(s for _, s in samples), final_bytes=samples[-1][1], size_over_time=samples[::step])
+        out[name] = run
+        print(f"serve, bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} requests/s, peak "
+              f"{run['peak_bytes'] / 2**20:.2f} MiB", file=sys.stderr)
+    out["met"] = out["bounded"]["peak_bytes"] <= out["max_bytes"]
+    out["throughput_ratio"] = out["bounded"]["rate"] / out["unbounded"]["rate"]
+    return out
+
+
 def phase_bounded_cache(args, tmp: Path, ns: str, value: dict) -> dict:
     """The cache alone: score's calls (lookup 512, store the misses) for --bounded-n texts."""
     from sentictl.engine.cache import ResultCache, parse_size
@@ -361,6 +397,8 @@ def main() -> None:
                 report["bounded"] = phase_bounded(args, tmp)
             if "bounded-cache" in phases:
                 report["bounded_cache"] = phase_bounded_cache(args, tmp, ns, value)
+            if "bounded-serve" in phases:
+                report["bounded_serve"] = phase_bounded_serve(args, tmp)
         finally:
             redis.stop()
     report["machine"]["load_after"] = os.getloadavg()[0]
@@ -379,7 +417,7 @@ def main() -> None:
         rows.append(("score, all misses (scoring texts/s)", f"no cache {r['none_rate']:,.0f}",
                      f"Redis {r['redis_rate']:,.0f} (end to end {r['cost']:+.1%}; Redis calls "
                      f"{r['cache_s_per_text'] * 1e6:.0f} µs/text = {r['share']:.2%} of inference)", "≤ 3 %", r["met"]))
-    for key, label in (("bounded", "score"), ("bounded_cache", "cache alone")):
+    for key, label in (("bounded", "score"), ("bounded_cache", "cache alone"), ("bounded_serve", "serve")):
         if key in report:
             r = report[key]
             rows.append((f"{r['texts']:,} distinct texts, {label}",
