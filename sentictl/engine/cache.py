@@ -226,6 +226,19 @@ def _decode(blob: bytes) -> Any:
     return orjson.loads(blob)
 
 
+def decode_entry(blob: Any) -> tuple[dict[str, Any], float] | None:
+    """A stored value's (result, time stored), or None when it is no sentictl entry; the same for
+    every backend, and never an unpickling."""
+    try:
+        doc = _decode(blob)
+        result, stored = doc["r"], doc["t"]
+    except (orjson.JSONDecodeError, TypeError, KeyError):
+        return None
+    if not valid_result(result) or not is_number(stored):
+        return None
+    return result, stored
+
+
 def cache_key(namespace: str, text: str) -> str:
     """The key of one text's result under one model namespace."""
     digest = hashlib.blake2b(digest_size=16)
@@ -479,15 +492,11 @@ class ResultCache:
         bad = 0
         bounded = self.max_size is not None
         for key, blob, used in rows:
-            try:
-                doc = _decode(blob)
-                result, stored = doc["r"], doc["t"]
-            except (orjson.JSONDecodeError, TypeError, KeyError):
+            entry = decode_entry(blob)
+            if entry is None:
                 bad += 1  # not ours (or a planted pickle): a miss, overwritten by the fresh result
                 continue
-            if not valid_result(result) or not is_number(stored):
-                bad += 1
-                continue
+            result, stored = entry
             if self.ttl is not None and now - stored > self.ttl:
                 if bounded:
                     self._stale.add(key)  # the janitor deletes it (unless a fresh result replaces it first)

@@ -26,7 +26,6 @@ import orjson
 
 from ..console import notice
 from ..errors import CacheError
-from .results import is_number, valid_result
 
 SCHEMES = ("redis://", "rediss://", "unix://")
 PREFIX = "sentictl:v1:"
@@ -176,7 +175,7 @@ class RedisCache:
 
     def get_many(self, namespace: str, texts: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Cached results for those texts that have one (one MGET)."""
-        from .cache import cache_key
+        from .cache import cache_key, decode_entry
 
         keys = {self._key(namespace, cache_key(namespace, t)): t for t in texts}
         key_list = list(keys)
@@ -187,15 +186,11 @@ class RedisCache:
         for key, blob in zip(key_list, values):
             if blob is None:
                 continue
-            try:
-                doc = orjson.loads(blob)
-                result, stored = doc["r"], doc["t"]
-            except (orjson.JSONDecodeError, TypeError, KeyError):
+            entry = decode_entry(blob)
+            if entry is None:
                 bad += 1  # not ours: a miss, overwritten by the fresh result
                 continue
-            if not valid_result(result) or not is_number(stored):
-                bad += 1
-                continue
+            result, stored = entry
             if self.ttl is not None and now - stored > self.ttl:
                 continue
             found[keys[key]] = result
