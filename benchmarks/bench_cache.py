@@ -259,6 +259,28 @@ def _sample_sizes(path: Path, done: threading.Event, samples: list, started: flo
         done.wait(0.05)
 
 
+class _SizeWatch:
+    """Samples a cache file's size (with -wal/-shm) every 50 ms while the block runs."""
+
+    def __init__(self, path: Path):
+        self.path, self.samples, self.done = path, [], threading.Event()
+
+    def __enter__(self) -> "_SizeWatch":
+        self.started = time.perf_counter()
+        self.thread = threading.Thread(target=_sample_sizes, args=(self.path, self.done, self.samples, self.started))
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def figures(self) -> dict:
+        step = max(1, len(self.samples) // 60)
+        return {"peak_bytes": max(s for _, s in self.samples), "final_bytes": self.samples[-1][1],
+                "size_over_time": self.samples[::step]}
+
+
 def phase_bounded(args, tmp: Path) -> dict:
     from sentictl.engine.cache import parse_size
 
@@ -268,20 +290,9 @@ def phase_bounded(args, tmp: Path) -> dict:
     out: dict = {"max_size": args.max_size, "max_bytes": parse_size(args.max_size), "texts": args.bounded_n}
     for name, size in (("bounded", args.max_size), ("unbounded", "0")):
         path = tmp / f"{name}.sqlite"
-        samples: list = []
-        done = threading.Event()
-        started = time.perf_counter()
-        watcher = threading.Thread(target=_sample_sizes, args=(path, done, samples, started))
-        watcher.start()
-        try:
+        with _SizeWatch(path) as watch:
             run = score(args.model_dir, f, ["--cache", str(path), "--cache-max-size", size], args.threads)
-        finally:
-            done.set()
-            watcher.join()
-        run["peak_bytes"] = max(s for _, s in samples)
-        run["final_bytes"] = samples[-1][1]
-        step = max(1, len(samples) // 60)
-        run["size_over_time"] = samples[::step]
+        run.update(watch.figures())
         out[name] = run
         print(f"bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} texts/s scoring, peak "
               f"{run['peak_bytes'] / 2**20:.2f} MiB", file=sys.stderr)
@@ -302,19 +313,12 @@ def phase_bounded_serve(args, tmp: Path) -> dict:
     for name, size in (("bounded", args.max_size), ("unbounded", "0")):
         path = tmp / f"serve-{name}.sqlite"
         server = Serve(args.model_dir, args.threads or 1, ["--cache", str(path), "--cache-max-size", size])
-        samples: list = []
-        done = threading.Event()
-        started = time.perf_counter()
-        watcher = threading.Thread(target=_sample_sizes, args=(path, done, samples, started))
-        watcher.start()
         try:
-            run = drive(server.port, work, args.clients)
+            with _SizeWatch(path) as watch:
+                run = drive(server.port, work, args.clients)
         finally:
-            done.set()
-            watcher.join()
             server.stop()
-        step = max(1, len(samples) // 60)
-        run.update(peak_bytes=max(s for _, s in samples), final_bytes=samples[-1][1], size_over_time=samples[::step])
+        run.update(watch.figures())
         out[name] = run
         print(f"serve, bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} requests/s, peak "
               f"{run['peak_bytes'] / 2**20:.2f} MiB", file=sys.stderr)
@@ -331,24 +335,16 @@ def phase_bounded_cache(args, tmp: Path, ns: str, value: dict) -> dict:
     out: dict = {"max_size": args.max_size, "texts": args.bounded_n}
     for name, size in (("bounded", parse_size(args.max_size)), ("unbounded", None)):
         path = tmp / f"alone-{name}.sqlite"
-        samples: list = []
-        done = threading.Event()
-        started = time.perf_counter()
-        watcher = threading.Thread(target=_sample_sizes, args=(path, done, samples, started))
-        watcher.start()
-        try:
+        with _SizeWatch(path) as watch:
             with ResultCache(path, max_size=size) as cache:
                 for start in range(0, len(items), 512):
                     part = items[start : start + 512]
                     cache.get_many(ns, part)
                     cache.put_many(ns, [(t, {**value, "text": t}) for t in part])
-            seconds = time.perf_counter() - started
-        finally:
-            done.set()
-            watcher.join()
-        step = max(1, len(samples) // 60)
-        out[name] = {"seconds": seconds, "rate": len(items) / seconds, "peak_bytes": max(s for _, s in samples),
-                     "evicted": cache.evicted, "size_over_time": samples[::step]}
+            seconds = time.perf_counter() - watch.started
+        figures = watch.figures()
+        out[name] = {"seconds": seconds, "rate": len(items) / seconds, "peak_bytes": figures["peak_bytes"],
+                     "evicted": cache.evicted, "size_over_time": figures["size_over_time"]}
         print(f"cache alone ({name}): {len(items) / seconds:,.0f} texts/s, peak "
               f"{out[name]['peak_bytes'] / 2**20:.2f} MiB, evicted {cache.evicted}", file=sys.stderr)
     out["met"] = out["bounded"]["peak_bytes"] <= parse_size(args.max_size)
