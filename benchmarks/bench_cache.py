@@ -75,8 +75,10 @@ def _free_port() -> int:
 
 def texts(n: int, tag: str) -> list[str]:
     """Distinct headline-shaped texts."""
-    return [f"{tag} {i}: Company {i % 997} reported quarterly profit of {i * 7 % 10_000} million and raised "
-            f"its dividend" for i in range(n)]
+    return [
+        f"{tag} {i}: Company {i % 997} reported quarterly profit of {i * 7 % 10_000} million and raised its dividend"
+        for i in range(n)
+    ]
 
 
 class Redis:
@@ -90,9 +92,23 @@ class Redis:
 
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--dir", str(workdir)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30)
         deadline = time.monotonic() + 20
         while True:
@@ -112,18 +128,34 @@ class Redis:
 
 def score(model: Path, texts_file: Path, cache: list[str], threads: int | None = None) -> dict:
     """`sentictl score` in a subprocess: whole-process texts/s and scoring-only texts/s (its summary)."""
-    cmd = [sys.executable, "-m", "sentictl", "score", str(texts_file), "--model-dir", str(model), "--no-progress",
-           *cache, *(["--threads", str(threads)] if threads else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sentictl",
+        "score",
+        str(texts_file),
+        "--model-dir",
+        str(model),
+        "--no-progress",
+        *cache,
+        *(["--threads", str(threads)] if threads else []),
+    ]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, env=_env())
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"score failed: {proc.stderr.decode()}")
     n = proc.stdout.count(b"\n")
     hits = proc.stdout.count(b'"cache_hit":true')
     seconds = float(_SECONDS.search(proc.stderr.decode()).group(1))
-    return {"texts": n, "hits": hits, "process_s": wall, "process_rate": n / wall, "seconds": seconds,
-            "rate": n / max(seconds, 1e-9)}
+    return {
+        "texts": n,
+        "hits": hits,
+        "process_s": wall,
+        "process_rate": n / wall,
+        "seconds": seconds,
+        "rate": n / max(seconds, 1e-9),
+    }
 
 
 def template(model: Path, workdir: Path, redis_url: str) -> tuple[str, dict]:
@@ -136,7 +168,7 @@ def template(model: Path, workdir: Path, redis_url: str) -> tuple[str, dict]:
     client = redis.Redis.from_url(redis_url)
     keys = [k.decode() for k in client.scan_iter(match="sentictl:v1:*")]
     assert len(keys) == 1, keys
-    namespace = keys[0][len("sentictl:v1:"):].rsplit(":", 1)[0]
+    namespace = keys[0][len("sentictl:v1:") :].rsplit(":", 1)[0]
     value = orjson.loads(client.get(keys[0]))["r"]
     client.delete(keys[0])
     return namespace, value
@@ -165,8 +197,10 @@ def phase_score_hits(args, tmp: Path, redis: Redis, ns: str, value: dict) -> dic
         if best["hits"] != args.hits:
             raise SystemExit(f"{name}: {best['hits']} hits of {args.hits}")
         out[name] = {"runs": runs, "process_rate": best["process_rate"], "rate": best["rate"]}
-        print(f"score hits, {name}: {best['process_rate']:,.0f} texts/s whole process, "
-              f"{best['rate']:,.0f} scoring", file=sys.stderr)
+        print(
+            f"score hits, {name}: {best['process_rate']:,.0f} texts/s whole process, {best['rate']:,.0f} scoring",
+            file=sys.stderr,
+        )
     out["goal"] = "redis process_rate >= 20,000 texts/s"
     out["met"] = out["redis"]["process_rate"] >= 20_000
     return out
@@ -174,7 +208,6 @@ def phase_score_hits(args, tmp: Path, redis: Redis, ns: str, value: dict) -> dic
 
 def phase_serve_hits(args, tmp: Path, redis: Redis, ns: str, value: dict) -> dict:
     from bench_serve import Serve, drive
-
     from sentictl.engine.cache import open_cache
 
     items = texts(args.serve_hits, "serve")
@@ -197,8 +230,10 @@ def phase_serve_hits(args, tmp: Path, redis: Redis, ns: str, value: dict) -> dic
             hits = after.get("sentictl_cache_hits_total", 0) - before.get("sentictl_cache_hits_total", 0)
             run["hit_share"] = hits / max(run["requests"], 1)
             out[name].append(run)
-            print(f"serve hits round {round_ + 1}, {name}: {run['rate']:,.0f} requests/s "
-                  f"({run['hit_share']:.0%} hits)", file=sys.stderr)
+            print(
+                f"serve hits round {round_ + 1}, {name}: {run['rate']:,.0f} requests/s ({run['hit_share']:.0%} hits)",
+                file=sys.stderr,
+            )
     for name in servers:
         runs = out[name]
         out[f"{name}_rate"] = sum(r["requests"] for r in runs) / sum(r["seconds"] for r in runs)
@@ -242,8 +277,11 @@ def phase_misses(args, tmp: Path, redis: Redis, ns: str, value: dict) -> dict:
     out["share"] = out["cache_s_per_text"] * out["none_rate"]
     out["goal"] = "redis costs <= 3 % of the no-cache miss rate"
     out["met"] = out["share"] <= 0.03
-    print(f"misses: Redis calls take {out['cache_s_per_text'] * 1e6:.1f} us a text, {out['share']:.2%} of "
-          f"inference's {1e3 / out['none_rate']:.2f} ms a text", file=sys.stderr)
+    print(
+        f"misses: Redis calls take {out['cache_s_per_text'] * 1e6:.1f} us a text, {out['share']:.2%} of "
+        f"inference's {1e3 / out['none_rate']:.2f} ms a text",
+        file=sys.stderr,
+    )
     return out
 
 
@@ -265,7 +303,7 @@ class _SizeWatch:
     def __init__(self, path: Path):
         self.path, self.samples, self.done = path, [], threading.Event()
 
-    def __enter__(self) -> "_SizeWatch":
+    def __enter__(self) -> _SizeWatch:
         self.started = time.perf_counter()
         self.thread = threading.Thread(target=_sample_sizes, args=(self.path, self.done, self.samples, self.started))
         self.thread.start()
@@ -277,8 +315,11 @@ class _SizeWatch:
 
     def figures(self) -> dict:
         step = max(1, len(self.samples) // 60)
-        return {"peak_bytes": max(s for _, s in self.samples), "final_bytes": self.samples[-1][1],
-                "size_over_time": self.samples[::step]}
+        return {
+            "peak_bytes": max(s for _, s in self.samples),
+            "final_bytes": self.samples[-1][1],
+            "size_over_time": self.samples[::step],
+        }
 
 
 def phase_bounded(args, tmp: Path) -> dict:
@@ -294,8 +335,11 @@ def phase_bounded(args, tmp: Path) -> dict:
             run = score(args.model_dir, f, ["--cache", str(path), "--cache-max-size", size], args.threads)
         run.update(watch.figures())
         out[name] = run
-        print(f"bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} texts/s scoring, peak "
-              f"{run['peak_bytes'] / 2**20:.2f} MiB", file=sys.stderr)
+        print(
+            f"bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} texts/s scoring, peak "
+            f"{run['peak_bytes'] / 2**20:.2f} MiB",
+            file=sys.stderr,
+        )
     out["met"] = out["bounded"]["peak_bytes"] <= out["max_bytes"]
     out["throughput_ratio"] = out["bounded"]["rate"] / out["unbounded"]["rate"]
     return out
@@ -305,7 +349,6 @@ def phase_bounded_serve(args, tmp: Path) -> dict:
     """--bounded-n distinct texts through `sentictl serve` (one per request, --clients keep-alive clients)
     with and without --cache-max-size: the file's size over time, and requests/s."""
     from bench_serve import Serve, drive
-
     from sentictl.engine.cache import parse_size
 
     work = [t.encode() for t in texts(args.bounded_n, "served")]
@@ -320,8 +363,11 @@ def phase_bounded_serve(args, tmp: Path) -> dict:
             server.stop()
         run.update(watch.figures())
         out[name] = run
-        print(f"serve, bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} requests/s, peak "
-              f"{run['peak_bytes'] / 2**20:.2f} MiB", file=sys.stderr)
+        print(
+            f"serve, bounded ({name}, --cache-max-size {size}): {run['rate']:,.0f} requests/s, peak "
+            f"{run['peak_bytes'] / 2**20:.2f} MiB",
+            file=sys.stderr,
+        )
     out["met"] = out["bounded"]["peak_bytes"] <= out["max_bytes"]
     out["throughput_ratio"] = out["bounded"]["rate"] / out["unbounded"]["rate"]
     return out
@@ -343,10 +389,18 @@ def phase_bounded_cache(args, tmp: Path, ns: str, value: dict) -> dict:
                     cache.put_many(ns, [(t, {**value, "text": t}) for t in part])
             seconds = time.perf_counter() - watch.started
         figures = watch.figures()
-        out[name] = {"seconds": seconds, "rate": len(items) / seconds, "peak_bytes": figures["peak_bytes"],
-                     "evicted": cache.evicted, "size_over_time": figures["size_over_time"]}
-        print(f"cache alone ({name}): {len(items) / seconds:,.0f} texts/s, peak "
-              f"{out[name]['peak_bytes'] / 2**20:.2f} MiB, evicted {cache.evicted}", file=sys.stderr)
+        out[name] = {
+            "seconds": seconds,
+            "rate": len(items) / seconds,
+            "peak_bytes": figures["peak_bytes"],
+            "evicted": cache.evicted,
+            "size_over_time": figures["size_over_time"],
+        }
+        print(
+            f"cache alone ({name}): {len(items) / seconds:,.0f} texts/s, peak "
+            f"{out[name]['peak_bytes'] / 2**20:.2f} MiB, evicted {cache.evicted}",
+            file=sys.stderr,
+        )
     out["met"] = out["bounded"]["peak_bytes"] <= parse_size(args.max_size)
     out["throughput_ratio"] = out["bounded"]["rate"] / out["unbounded"]["rate"]
     return out
@@ -375,9 +429,16 @@ def main() -> None:
 
         args.model_dir = bundled_model_dir()
 
-    report: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                "load_before": os.getloadavg()[0], "platform": platform.platform()},
-                    "model": str(args.model_dir.name), "args": {k: str(v) for k, v in vars(args).items()}}
+    report: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_before": os.getloadavg()[0],
+            "platform": platform.platform(),
+        },
+        "model": str(args.model_dir.name),
+        "args": {k: str(v) for k, v in vars(args).items()},
+    }
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         redis = Redis(tmp)
@@ -402,24 +463,51 @@ def main() -> None:
     rows = []
     if "score_hits" in report:
         r = report["score_hits"]
-        rows.append(("score, cache hits (whole process)", f"SQLite {r['sqlite']['process_rate']:,.0f} /s",
-                     f"Redis {r['redis']['process_rate']:,.0f} /s", "Redis ≥ 20,000 /s", r["met"]))
+        rows.append(
+            (
+                "score, cache hits (whole process)",
+                f"SQLite {r['sqlite']['process_rate']:,.0f} /s",
+                f"Redis {r['redis']['process_rate']:,.0f} /s",
+                "Redis ≥ 20,000 /s",
+                r["met"],
+            )
+        )
     if "serve_hits" in report:
         r = report["serve_hits"]
-        rows.append(("serve, cache hits (requests/s)", f"SQLite {r['sqlite_rate']:,.0f}",
-                     f"Redis {r['redis_rate']:,.0f} ({r['ratio']:.2f}×)", "≥ 0.7×", r["met"]))
+        rows.append(
+            (
+                "serve, cache hits (requests/s)",
+                f"SQLite {r['sqlite_rate']:,.0f}",
+                f"Redis {r['redis_rate']:,.0f} ({r['ratio']:.2f}×)",
+                "≥ 0.7×",
+                r["met"],
+            )
+        )
     if "misses" in report:
         r = report["misses"]
-        rows.append(("score, all misses (scoring texts/s)", f"no cache {r['none_rate']:,.0f}",
-                     f"Redis {r['redis_rate']:,.0f} (end to end {r['cost']:+.1%}; Redis calls "
-                     f"{r['cache_s_per_text'] * 1e6:.0f} µs/text = {r['share']:.2%} of inference)", "≤ 3 %", r["met"]))
+        rows.append(
+            (
+                "score, all misses (scoring texts/s)",
+                f"no cache {r['none_rate']:,.0f}",
+                f"Redis {r['redis_rate']:,.0f} (end to end {r['cost']:+.1%}; Redis calls "
+                f"{r['cache_s_per_text'] * 1e6:.0f} µs/text = {r['share']:.2%} of inference)",
+                "≤ 3 %",
+                r["met"],
+            )
+        )
     for key, label in (("bounded", "score"), ("bounded_cache", "cache alone"), ("bounded_serve", "serve")):
         if key in report:
             r = report[key]
-            rows.append((f"{r['texts']:,} distinct texts, {label}",
-                         f"unbounded {r['unbounded']['rate']:,.0f} /s, peak {r['unbounded']['peak_bytes'] / 2**20:.1f} MiB",
-                         f"--cache-max-size {r['max_size']}: {r['bounded']['rate']:,.0f} /s, peak "
-                         f"{r['bounded']['peak_bytes'] / 2**20:.2f} MiB", "peak ≤ bound", r["met"]))
+            rows.append(
+                (
+                    f"{r['texts']:,} distinct texts, {label}",
+                    f"unbounded {r['unbounded']['rate']:,.0f} /s, peak {r['unbounded']['peak_bytes'] / 2**20:.1f} MiB",
+                    f"--cache-max-size {r['max_size']}: {r['bounded']['rate']:,.0f} /s, peak "
+                    f"{r['bounded']['peak_bytes'] / 2**20:.2f} MiB",
+                    "peak ≤ bound",
+                    r["met"],
+                )
+            )
     print("| phase | baseline | measured | goal | met |\n|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(str(c) for c in row[:4]) + f" | {'yes' if row[4] else 'no'} |")

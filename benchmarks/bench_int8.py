@@ -51,11 +51,11 @@ BASE_BUDGET = 1024
 
 # Recipes an export can be asked for (sentictl.export.int8_config keyword arguments).
 RECIPES: dict[str, dict[str, Any]] = {
-    "tensor_all": {"recipe": "tensor", "fp32_layers": []},          # the all-int8 graph before issue 13
-    "tensor_l0": {"recipe": "tensor", "fp32_layers": [0]},          # the default before issue 13
+    "tensor_all": {"recipe": "tensor", "fp32_layers": []},  # the all-int8 graph before issue 13
+    "tensor_l0": {"recipe": "tensor", "fp32_layers": [0]},  # the default before issue 13
     "tensor_l0_gather": {"recipe": "tensor", "fp32_layers": [0], "quantize_ops": ["MatMul", "Gather"]},
-    "rowwise": {"recipe": "rowwise"},            # the default now: smoothing 0.5, int8 embeddings
-    "rowwise_matmul": {"recipe": "rowwise", "quantize_ops": ["MatMul"]},          # embeddings left fp32
+    "rowwise": {"recipe": "rowwise"},  # the default now: smoothing 0.5, int8 embeddings
+    "rowwise_matmul": {"recipe": "rowwise", "quantize_ops": ["MatMul"]},  # embeddings left fp32
     "rowwise_nosmooth": {"recipe": "rowwise", "smooth": 0.0},
     "rowwise_l0": {"recipe": "rowwise", "fp32_layers": [0]},
     "rowwise_portable": {"recipe": "rowwise", "isa": "avx2"},
@@ -80,7 +80,9 @@ def export_recipe(ckpt: Path, recipe: str) -> Path:
     out = WORK / "int8" / ckpt.name / recipe
     if not (out / "manifest.json").is_file():
         print(f"exporting {ckpt} with {recipe} → {out}", file=sys.stderr)
-        run_export(str(ckpt), out=out, variants="fp32,int8", force=True, quiet=True, int8=int8_config(**RECIPES[recipe]))
+        run_export(
+            str(ckpt), out=out, variants="fp32,int8", force=True, quiet=True, int8=int8_config(**RECIPES[recipe])
+        )
     return out
 
 
@@ -92,8 +94,11 @@ def model(mdir: Path, variant: str, budget: int = BASE_BUDGET, threads: int | No
 
 def shipped_variants(mdir: Path) -> list[str]:
     manifest = json.loads((mdir / "manifest.json").read_text())
-    return [name for name, v in manifest["variants"].items()
-            if v.get("shipped", True) and v.get("provider", "cpu") == "cpu" and not v.get("static_shape")]
+    return [
+        name
+        for name, v in manifest["variants"].items()
+        if v.get("shipped", True) and v.get("provider", "cpu") == "cpu" and not v.get("static_shape")
+    ]
 
 
 # ----------------------------------------------------------------------------- (a)
@@ -143,8 +148,20 @@ def independence_cli(mdir: Path, variant: str, sample: list[str], tmp: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTICTL_")}
     jobs = [(f"budget_{b}", src, b) for b in BUDGETS] + [("shuffled", tmp / "shuffled.txt", BASE_BUDGET)]
     for name, path, budget in jobs:
-        cmd = [sys.executable, "-m", "sentictl", "score", str(path), "--model-dir", str(mdir), "--variant", variant,
-               "--no-cache", "--run-tokens", str(budget)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sentictl",
+            "score",
+            str(path),
+            "--model-dir",
+            str(mdir),
+            "--variant",
+            variant,
+            "--no-cache",
+            "--run-tokens",
+            str(budget),
+        ]
         done = subprocess.run(cmd, capture_output=True, env=env, cwd=REPO, check=True)
         rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
         labels = sorted(rows[0]["scores"])
@@ -160,8 +177,9 @@ def independence_cli(mdir: Path, variant: str, sample: list[str], tmp: Path) -> 
 
 
 # ----------------------------------------------------------------------------- (b)
-def fidelity(mdir: Path, variant: str, sample: list[str], eval_csv: Path | None, threads: int,
-             reference: dict[str, Any]) -> dict[str, Any]:
+def fidelity(
+    mdir: Path, variant: str, sample: list[str], eval_csv: Path | None, threads: int, reference: dict[str, Any]
+) -> dict[str, Any]:
     """Label agreement with fp32 (same export) on the texts and the labelled data; accuracy."""
     from sentictl.evaluate import metrics, read_labelled
 
@@ -190,8 +208,13 @@ def fidelity(mdir: Path, variant: str, sample: list[str], eval_csv: Path | None,
         fp32_pred = ref["eval"].argmax(1)
         mine = metrics(ref["gold"], pred, m.labels, reference=fp32_pred)
         theirs = metrics(ref["gold"], fp32_pred, m.labels)
-        out.update(agreement_eval=mine["agreement_vs_fp32"], accuracy=mine["accuracy"], fp32_accuracy=theirs["accuracy"],
-                   delta_points=100 * (mine["accuracy"] - theirs["accuracy"]), n_eval=len(ref["gold"]))
+        out.update(
+            agreement_eval=mine["agreement_vs_fp32"],
+            accuracy=mine["accuracy"],
+            fp32_accuracy=theirs["accuracy"],
+            delta_points=100 * (mine["accuracy"] - theirs["accuracy"]),
+            n_eval=len(ref["gold"]),
+        )
     return out
 
 
@@ -209,28 +232,47 @@ def cpu_time(candidates: list[tuple[str, Path, str]], sample: list[str], rounds:
             m.predict_proba(sample)
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - t0)
-        print(f"  round {r + 1}/{rounds}: " + ", ".join(f"{k} {1e3 * v[-1] / len(sample):.1f}" for k, v in cpu.items())
-              + " cpu-ms/text", file=sys.stderr)
-    return {k: {"cpu_ms_per_text": 1e3 * min(v) / len(sample), "cpu_ms_median": 1e3 * float(np.median(v)) / len(sample),
-                "wall_ms_per_text": 1e3 * min(wall[k]) / len(sample), "rounds": rounds} for k, v in cpu.items()}
+        print(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{k} {1e3 * v[-1] / len(sample):.1f}" for k, v in cpu.items())
+            + " cpu-ms/text",
+            file=sys.stderr,
+        )
+    return {
+        k: {
+            "cpu_ms_per_text": 1e3 * min(v) / len(sample),
+            "cpu_ms_median": 1e3 * float(np.median(v)) / len(sample),
+            "wall_ms_per_text": 1e3 * min(wall[k]) / len(sample),
+            "rounds": rounds,
+        }
+        for k, v in cpu.items()
+    }
 
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", action="append", default=[], help="A model directory (repeatable): its shipped CPU variants.")
+    parser.add_argument(
+        "--model-dir", action="append", default=[], help="A model directory (repeatable): its shipped CPU variants."
+    )
     parser.add_argument("--bundled", action="store_true", help="Also the bundled model (sentictl/models/finsent-mini).")
     parser.add_argument("--ckpt", default=None, help="A checkpoint to export once per --recipes.")
     parser.add_argument("--recipes", default="tensor_all,tensor_l0,rowwise", help=f"With --ckpt: {', '.join(RECIPES)}.")
     parser.add_argument("--eval", default=None, help="label,text CSV for accuracy and agreement (b).")
     parser.add_argument("--n", type=int, default=2000, help="Texts for (a) and (b).")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="ORT threads for (a) and (b).")
+    parser.add_argument(
+        "--threads", type=int, default=len(os.sched_getaffinity(0)), help="ORT threads for (a) and (b)."
+    )
     parser.add_argument("--time-n", type=int, default=300, help="Headlines per timing round (c).")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--skip-fidelity", action="store_true")
-    parser.add_argument("--cli", action="store_true", help="(a) through `sentictl score` processes instead of in-process.")
-    parser.add_argument("--out", default=None, help="JSON results file (default: benchmarks/_work/bench_int8/<date>.json).")
+    parser.add_argument(
+        "--cli", action="store_true", help="(a) through `sentictl score` processes instead of in-process."
+    )
+    parser.add_argument(
+        "--out", default=None, help="JSON results file (default: benchmarks/_work/bench_int8/<date>.json)."
+    )
     args = parser.parse_args()
 
     candidates: list[tuple[str, Path, str]] = []
@@ -251,13 +293,20 @@ def main() -> None:
     if not candidates:
         parser.error("nothing to measure: give --model-dir, --bundled or --ckpt")
     sample = texts(args.n)
-    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M"), "argv": sys.argv[1:], "n": len(sample),
-                              "cpu": os.cpu_count(), "candidates": {}}
+    report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "argv": sys.argv[1:],
+        "n": len(sample),
+        "cpu": os.cpu_count(),
+        "candidates": {},
+    }
     reference: dict[str, Any] = {}
     for name, mdir, variant in candidates:
         print(f"{name}: batch independence on {len(sample)} texts", file=sys.stderr)
-        entry: dict[str, Any] = {"model_dir": str(mdir.relative_to(REPO) if mdir.is_relative_to(REPO) else mdir.name),
-                                 "variant": variant}
+        entry: dict[str, Any] = {
+            "model_dir": str(mdir.relative_to(REPO) if mdir.is_relative_to(REPO) else mdir.name),
+            "variant": variant,
+        }
         if args.cli:
             import tempfile
 
@@ -266,7 +315,9 @@ def main() -> None:
         else:
             entry["independence"] = independence(mdir, variant, sample, args.threads)
         if variant != "fp32" and not args.skip_fidelity:
-            entry["fidelity"] = fidelity(mdir, variant, sample, Path(args.eval) if args.eval else None, args.threads, reference)
+            entry["fidelity"] = fidelity(
+                mdir, variant, sample, Path(args.eval) if args.eval else None, args.threads, reference
+            )
         report["candidates"][name] = entry
     if not args.skip_time:
         timed = cpu_time(candidates, texts(args.time_n), args.rounds)
@@ -274,7 +325,7 @@ def main() -> None:
             report["candidates"][name]["time"] = t
         for base in ("tensor_all", "tensor_l0"):
             if base in timed:
-                for name, t in timed.items():
+                for t in timed.values():
                     t[f"vs_{base}"] = t["cpu_ms_per_text"] / timed[base]["cpu_ms_per_text"]
     print(table(report))
     out = Path(args.out) if args.out else WORK / "bench_int8" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -284,18 +335,23 @@ def main() -> None:
 
 
 def table(report: dict[str, Any]) -> str:
-    rows = ["| candidate | flips (a) | max abs Δp (a) | agree fp32, headlines | agree fp32, all texts | agree fp32, eval | "
-            "acc Δ pts | cpu-ms/text | vs tensor_all | vs tensor_l0 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| candidate | flips (a) | max abs Δp (a) | agree fp32, headlines | agree fp32, all texts | agree fp32, eval | "
+        "acc Δ pts | cpu-ms/text | vs tensor_all | vs tensor_l0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, e in report["candidates"].items():
         ind, fid, t = e["independence"], e.get("fidelity", {}), e.get("time", {})
 
         def f(d: dict, k: str, fmt: str) -> str:
             return format(d[k], fmt) if k in d else "–"
-        rows.append(f"| {name} | {ind['texts_with_a_flip']} | {ind['max_abs_dp']:.1e} | {f(fid, 'agreement_headlines', '.2%')} | "
-                    f"{f(fid, 'agreement_texts', '.2%')} | "
-                    f"{f(fid, 'agreement_eval', '.2%')} | {f(fid, 'delta_points', '+.2f')} | {f(t, 'cpu_ms_per_text', '.1f')} | "
-                    f"{f(t, 'vs_tensor_all', '.2f')} | {f(t, 'vs_tensor_l0', '.2f')} |")
+
+        rows.append(
+            f"| {name} | {ind['texts_with_a_flip']} | {ind['max_abs_dp']:.1e} | {f(fid, 'agreement_headlines', '.2%')} | "
+            f"{f(fid, 'agreement_texts', '.2%')} | "
+            f"{f(fid, 'agreement_eval', '.2%')} | {f(fid, 'delta_points', '+.2f')} | {f(t, 'cpu_ms_per_text', '.1f')} | "
+            f"{f(t, 'vs_tensor_all', '.2f')} | {f(t, 'vs_tensor_l0', '.2f')} |"
+        )
     return "\n".join(rows)
 
 

@@ -76,9 +76,10 @@ KNOBS: dict[str, dict[str, Any]] = {
     "ort-format": {"transform": "ort"},
     # From a path, ORT maps an .ort file and, with these entries, runs its initializers in place.
     # (From Python bytes it would crash: the binding's copy of the bytes does not outlive the call.)
-    "ort-format-mapped": {"transform": "ort",
-                          "config": {"session.use_ort_model_bytes_directly": "1",
-                                     "session.use_ort_model_bytes_for_initializers": "1"}},
+    "ort-format-mapped": {
+        "transform": "ort",
+        "config": {"session.use_ort_model_bytes_directly": "1", "session.use_ort_model_bytes_for_initializers": "1"},
+    },
     "malloc-arena-2": {"env": {"MALLOC_ARENA_MAX": "2"}},
     # glibc raises its mmap threshold each time a large block is freed, so weights freed after
     # pre-packing and arena blocks end up in heap memory that is never given back; a fixed
@@ -117,6 +118,7 @@ def _trim(knob: dict[str, Any]) -> None:
 
     if knob.get("trim_after_load"):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
 
 _STATUS_FIELDS = ("VmHWM", "VmRSS", "RssAnon", "RssFile")
 
@@ -210,8 +212,15 @@ def child_serve(knob: dict[str, Any], argv: list[str]) -> None:
     main()
 
 
-def child_ort(knob: dict[str, Any], model_file: str, tokenizer_file: str, texts_file: str, threads: int,
-              group: int, run_tokens: int) -> None:
+def child_ort(
+    knob: dict[str, Any],
+    model_file: str,
+    tokenizer_file: str,
+    texts_file: str,
+    threads: int,
+    group: int,
+    run_tokens: int,
+) -> None:
     """Bare ORT: load the model and run the texts as serve's batcher would; print JSON."""
     stages = {}
     import numpy as np
@@ -252,7 +261,10 @@ def child_ort(knob: dict[str, Any], model_file: str, tokenizer_file: str, texts_
     started, cpu = time.perf_counter(), time.process_time()
     for run in runs:
         width = max(len(r) for r in run)
-        feed = {"input_ids": np.zeros((len(run), width), np.int64), "attention_mask": np.zeros((len(run), width), np.int64)}
+        feed = {
+            "input_ids": np.zeros((len(run), width), np.int64),
+            "attention_mask": np.zeros((len(run), width), np.int64),
+        }
         for r, row in enumerate(run):
             feed["input_ids"][r, : len(row)] = row
             feed["attention_mask"][r, : len(row)] = 1
@@ -260,8 +272,18 @@ def child_ort(knob: dict[str, Any], model_file: str, tokenizer_file: str, texts_
         session.run(None, {k: v for k, v in feed.items() if k in names})
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     stages["run"] = proc_status()
-    print(json.dumps({"stages": stages, "load_s": load_s, "run_s": seconds, "rate": len(texts) / seconds,
-                      "cpu_ms": 1000 * cpu / len(texts), "runs": len(runs)}))
+    print(
+        json.dumps(
+            {
+                "stages": stages,
+                "load_s": load_s,
+                "run_s": seconds,
+                "rate": len(texts) / seconds,
+                "cpu_ms": 1000 * cpu / len(texts),
+                "runs": len(runs),
+            }
+        )
+    )
 
 
 # --------------------------------------------------------------------------- model transforms (parent)
@@ -304,25 +326,58 @@ def prepare(knob_name: str, model_file: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the two contenders
-def measure_ort(knob_name: str, knob: dict[str, Any], model_dir: Path, model_file: Path, texts_file: Path,
-                threads: int, group: int, run_tokens: int) -> dict[str, Any]:
+def measure_ort(
+    knob_name: str,
+    knob: dict[str, Any],
+    model_dir: Path,
+    model_file: Path,
+    texts_file: Path,
+    threads: int,
+    group: int,
+    run_tokens: int,
+) -> dict[str, Any]:
     manifest = json.loads((model_dir / "manifest.json").read_text())
-    cmd = [sys.executable, __file__, "--child-ort", json.dumps(knob), str(model_file),
-           str(model_dir / manifest["tokenizer"]["file"]), str(texts_file), str(threads), str(group), str(run_tokens)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child-ort",
+        json.dumps(knob),
+        str(model_file),
+        str(model_dir / manifest["tokenizer"]["file"]),
+        str(texts_file),
+        str(threads),
+        str(group),
+        str(run_tokens),
+    ]
     proc = subprocess.run(cmd, capture_output=True, env=_env(knob.get("env")), text=True)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"hwm_mb": out["stages"]["run"]["VmHWM"], "rss_mb": out["stages"]["run"]["VmRSS"],
-            "rss_anon_mb": out["stages"]["run"].get("RssAnon"), "rss_file_mb": out["stages"]["run"].get("RssFile"),
-            "hwm_after_import_mb": out["stages"]["import"]["VmHWM"], "hwm_after_load_mb": out["stages"]["load"]["VmHWM"],
-            "rss_after_load_mb": out["stages"]["load"]["VmRSS"], "rss_file_after_load_mb": out["stages"]["load"].get("RssFile"),
-            "load_s": out["load_s"], "rate": out["rate"],
-            "cpu_ms": out["cpu_ms"]}
+    return {
+        "hwm_mb": out["stages"]["run"]["VmHWM"],
+        "rss_mb": out["stages"]["run"]["VmRSS"],
+        "rss_anon_mb": out["stages"]["run"].get("RssAnon"),
+        "rss_file_mb": out["stages"]["run"].get("RssFile"),
+        "hwm_after_import_mb": out["stages"]["import"]["VmHWM"],
+        "hwm_after_load_mb": out["stages"]["load"]["VmHWM"],
+        "rss_after_load_mb": out["stages"]["load"]["VmRSS"],
+        "rss_file_after_load_mb": out["stages"]["load"].get("RssFile"),
+        "load_s": out["load_s"],
+        "rate": out["rate"],
+        "cpu_ms": out["cpu_ms"],
+    }
 
 
-def measure_serve(knob_name: str, knob: dict[str, Any], model_dir: Path, variant: str | None, headlines: list[bytes],
-                  threads: int, clients: int, extra: list[str]) -> dict[str, Any]:
+def measure_serve(
+    knob_name: str,
+    knob: dict[str, Any],
+    model_dir: Path,
+    variant: str | None,
+    headlines: list[bytes],
+    threads: int,
+    clients: int,
+    extra: list[str],
+) -> dict[str, Any]:
     from bench_serve import Serve, drive
 
     launcher = [sys.executable, __file__, "--child-serve", json.dumps(knob), "--"]
@@ -337,10 +392,18 @@ def measure_serve(knob_name: str, knob: dict[str, Any], model_dir: Path, variant
         after, cpu = proc_status(server.proc.pid), _cpu_seconds(server.proc.pid) - cpu_before
     finally:
         server.stop()
-    return {"hwm_mb": after["VmHWM"], "rss_mb": after["VmRSS"], "rss_anon_mb": after.get("RssAnon"),
-            "rss_file_mb": after.get("RssFile"), "hwm_before_requests_mb": before["VmHWM"],
-            "rss_before_requests_mb": before["VmRSS"], "rss_anon_before_requests_mb": before.get("RssAnon"),
-            "rate": res["rate"], "requests": res["requests"], "cpu_ms": 1000 * cpu / res["requests"]}
+    return {
+        "hwm_mb": after["VmHWM"],
+        "rss_mb": after["VmRSS"],
+        "rss_anon_mb": after.get("RssAnon"),
+        "rss_file_mb": after.get("RssFile"),
+        "hwm_before_requests_mb": before["VmHWM"],
+        "rss_before_requests_mb": before["VmRSS"],
+        "rss_anon_before_requests_mb": before.get("RssAnon"),
+        "rate": res["rate"],
+        "requests": res["requests"],
+        "cpu_ms": 1000 * cpu / res["requests"],
+    }
 
 
 def _median(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -358,8 +421,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--run-tokens", type=int, default=1024,
-                        help="ort contender: most tokens per ORT run (serve's engine default: 1,024)")
+    parser.add_argument(
+        "--run-tokens",
+        type=int,
+        default=1024,
+        help="ort contender: most tokens per ORT run (serve's engine default: 1,024)",
+    )
     parser.add_argument("--serve-args", default="", help="extra `sentictl serve` arguments, e.g. '--run-tokens 512'")
     parser.add_argument("--target-mb", type=float, default=300.0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -386,17 +453,35 @@ def main() -> None:
                 for who in contenders:
                     print(f"repeat {r + 1}/{args.repeats}: {who}, {name} ...", file=sys.stderr, flush=True)
                     if who == "serve":
-                        row = measure_serve(name, knobs[name], args.model_dir, args.variant, work, args.threads,
-                                            args.clients, args.serve_args.split())
+                        row = measure_serve(
+                            name,
+                            knobs[name],
+                            args.model_dir,
+                            args.variant,
+                            work,
+                            args.threads,
+                            args.clients,
+                            args.serve_args.split(),
+                        )
                     else:
-                        row = measure_ort(name, knobs[name], args.model_dir, model_file, texts_file, args.threads,
-                                          args.clients, args.run_tokens)
+                        row = measure_ort(
+                            name,
+                            knobs[name],
+                            args.model_dir,
+                            model_file,
+                            texts_file,
+                            args.threads,
+                            args.clients,
+                            args.run_tokens,
+                        )
                     print(f"    {row}", file=sys.stderr, flush=True)
                     rows.setdefault((who, name), []).append(row)
 
     table = []
-    lines = ["| contender | knob | peak RSS (VmHWM) MB | RSS at end MB (anon + file) | texts/s | vs default rate | CPU ms/text |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| contender | knob | peak RSS (VmHWM) MB | RSS at end MB (anon + file) | texts/s | vs default rate | CPU ms/text |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for who in contenders:
         base_rate = _median(rows.get((who, "default"), []), "rate")
         for name in knob_names:
@@ -410,23 +495,51 @@ def main() -> None:
             anon, file_ = _median(got, "rss_anon_mb"), _median(got, "rss_file_mb")
             vs = f"{rate / base_rate:.2f}×" if base_rate and name != "default" else ""
             cpu_ms = _median(got, "cpu_ms")
-            lines.append(f"| {who} | {name} | {hwm:.0f} | {rss:.0f} ({anon:.0f} + {file_:.0f}) | {rate:.1f} | {vs} | "
-                         f"{cpu_ms:.0f} |")
-            table.append({"contender": who, "knob": name, "hwm_mb": hwm, "rss_mb": rss, "rate": rate, "cpu_ms": cpu_ms,
-                          "rate_vs_default": rate / base_rate if base_rate else None, "runs": got})
-    serve_default = next((t for t in table if t["contender"] == "serve" and t["knob"] == "default" and "hwm_mb" in t), None)
-    headline = (f"`sentictl serve` ({args.variant}) peak RSS after {args.requests} requests from {args.clients} "
-                f"clients: **{serve_default['hwm_mb']:.0f} MB** (target ≤ {args.target_mb:.0f} MB)"
-                if serve_default else "")
+            lines.append(
+                f"| {who} | {name} | {hwm:.0f} | {rss:.0f} ({anon:.0f} + {file_:.0f}) | {rate:.1f} | {vs} | "
+                f"{cpu_ms:.0f} |"
+            )
+            table.append(
+                {
+                    "contender": who,
+                    "knob": name,
+                    "hwm_mb": hwm,
+                    "rss_mb": rss,
+                    "rate": rate,
+                    "cpu_ms": cpu_ms,
+                    "rate_vs_default": rate / base_rate if base_rate else None,
+                    "runs": got,
+                }
+            )
+    serve_default = next(
+        (t for t in table if t["contender"] == "serve" and t["knob"] == "default" and "hwm_mb" in t), None
+    )
+    headline = (
+        f"`sentictl serve` ({args.variant}) peak RSS after {args.requests} requests from {args.clients} "
+        f"clients: **{serve_default['hwm_mb']:.0f} MB** (target ≤ {args.target_mb:.0f} MB)"
+        if serve_default
+        else ""
+    )
     result = {
-        "model": str(args.model_dir.relative_to(REPO) if args.model_dir.resolve().is_relative_to(REPO) else args.model_dir.name),
+        "model": str(
+            args.model_dir.relative_to(REPO) if args.model_dir.resolve().is_relative_to(REPO) else args.model_dir.name
+        ),
         "variant": args.variant,
-        "model_file_mb": sum(p.stat().st_size for p in (model_file, model_file.with_name(model_file.name + ".data"))
-                             if p.is_file()) / 1e6,
+        "model_file_mb": sum(
+            p.stat().st_size for p in (model_file, model_file.with_name(model_file.name + ".data")) if p.is_file()
+        )
+        / 1e6,
         "external_data": model_file.with_name(model_file.name + ".data").is_file(),
-        "requests": args.requests, "clients": args.clients, "threads": args.threads, "repeats": args.repeats,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_before": round(load_before, 2), "load_avg_after": round(os.getloadavg()[0], 2)},
+        "requests": args.requests,
+        "clients": args.clients,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_before": round(load_before, 2),
+            "load_avg_after": round(os.getloadavg()[0], 2),
+        },
         "target_mb": args.target_mb,
         "headline": headline,
         "rows": table,
@@ -439,8 +552,10 @@ def main() -> None:
         f"--no-cache` as it ships (+ the knob); ort = bare ONNX Runtime with its own defaults (+ the knob) "
         f"loading the same file and running the same texts. Peak = VmHWM (anonymous + file-backed pages). "
         f"CPU ms/text: the process's CPU time over the requests (serve) or the runs (ort) per text, steadier "
-        f"than texts/s on a shared machine.", "",
-        *lines]
+        f"than texts/s on a shared machine.",
+        "",
+        *lines,
+    ]
     result["markdown"] = "\n".join(md)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -48,15 +48,22 @@ def wrap(fmt: str) -> tuple[bytes, bytes, bytes, list[str]]:
     raise ValueError(fmt)
 
 
-def run(cmd: list[str], feed: "callable | None" = None, seconds: float | None = None) -> dict:
+def run(cmd: list[str], feed: callable | None = None, seconds: float | None = None) -> dict:
     """Run cmd (feeding stdin from ``feed``), return its peak RSS (MB), exit status and stdout lines."""
     env = dict(os.environ, SENTICTL_NO_VERIFY="")
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if feed else subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     out: list[bytes] = []
     err: list[bytes] = []
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read())),
-               threading.Thread(target=lambda: err.append(proc.stderr.read()))]
+    readers = [
+        threading.Thread(target=lambda: out.append(proc.stdout.read())),
+        threading.Thread(target=lambda: err.append(proc.stderr.read())),
+    ]
     for t in readers:
         t.start()
     if feed:
@@ -73,8 +80,12 @@ def run(cmd: list[str], feed: "callable | None" = None, seconds: float | None = 
     for t in readers:
         t.join()
     stderr = b"".join(err).decode(errors="replace")
-    return {"peak_mb": usage.ru_maxrss / 1024, "rc": proc.returncode, "results": len(b"".join(out).splitlines()),
-            "traceback": "Traceback" in stderr}
+    return {
+        "peak_mb": usage.ru_maxrss / 1024,
+        "rc": proc.returncode,
+        "results": len(b"".join(out).splitlines()),
+        "traceback": "Traceback" in stderr,
+    }
 
 
 def long_line(fmt: str, mb: int):
@@ -118,11 +129,20 @@ def main() -> None:
     for name, r in rows:
         print(f"| {name} | {r['peak_mb']:.0f} MB | {r['rc']} | {r['results']} | {'yes' if r['traceback'] else 'no'} |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpus": os.cpu_count(),
-        "seconds": args.seconds, "line_mb": args.line_mb,
-        "rows": [{"input": name, **r} for name, r in rows],
-    }, indent=2) + "\n")
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "seconds": args.seconds,
+                "line_mb": args.line_mb,
+                "rows": [{"input": name, **r} for name, r in rows],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

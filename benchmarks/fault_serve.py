@@ -95,7 +95,10 @@ class Serve:
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sentictl", "serve", "--port", str(self.port), "--no-cache", *model_args, *args],
-            stdout=subprocess.DEVNULL, stderr=self.log, env=_env(), preexec_fn=limit,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env=_env(),
+            preexec_fn=limit,
         )
         deadline = time.monotonic() + 180
         while asyncio.run(_call(self.port, "GET", "/health", timeout=5))[0] != 200:
@@ -147,14 +150,19 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(int(length.group(1))) if length else await reader.read()
 
 
-async def _call(port: int, method: str, path: str, body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes, float]:
+async def _call(
+    port: int, method: str, path: str, body: bytes = b"", timeout: float = 10.0
+) -> tuple[int, bytes, float]:
     """One request on a connection of its own: (status or 0 when it failed, body, seconds)."""
     started = time.perf_counter()
     writer = None
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), timeout)
-        writer.write(f"{method} {path} HTTP/1.1\r\nhost: fault\r\ncontent-type: text/plain\r\n"
-                     f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode() + body)
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nhost: fault\r\ncontent-type: text/plain\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n".encode()
+            + body
+        )
         remaining = timeout - (time.perf_counter() - started)
         status, payload = await asyncio.wait_for(_read_response(reader), max(0.001, remaining))
         return status, payload, time.perf_counter() - started
@@ -215,9 +223,12 @@ def slow_drill(model: Path | None, n_slow: int, n_normal: int, nofile: int, head
         for first in range(0, n_slow, 100):
             await asyncio.gather(*(open_one() for _ in range(min(100, n_slow - first))))
         opened_s = time.perf_counter() - started
-        normal = await asyncio.gather(*(
-            _call(server.port, "POST", "/sentiment", f"quarterly profit rose {i} percent".encode(), timeout=10)
-            for i in range(n_normal)))
+        normal = await asyncio.gather(
+            *(
+                _call(server.port, "POST", "/sentiment", f"quarterly profit rose {i} percent".encode(), timeout=10)
+                for i in range(n_normal)
+            )
+        )
         after_normal = time.perf_counter() - started
 
         # How long until the server has closed every slow connection (bounded wait).
@@ -236,13 +247,17 @@ def slow_drill(model: Path | None, n_slow: int, n_normal: int, nofile: int, head
         for _, writer in slow:
             writer.close()
         return {
-            "slow_requested": n_slow, "slow_opened": len(slow), "slow_connect_failed": failed,
+            "slow_requested": n_slow,
+            "slow_opened": len(slow),
+            "slow_connect_failed": failed,
             "slow_opened_in_s": round(opened_s, 3),
-            "normal": n_normal, "normal_200": sum(1 for s, _, _ in normal if s == 200),
+            "normal": n_normal,
+            "normal_200": sum(1 for s, _, _ in normal if s == 200),
             "normal_statuses": [s for s, _, _ in normal],
             "normal_latency_ms": [round(t * 1000, 1) for _, _, t in normal],
             "normal_done_after_s": round(after_normal, 3),
-            "slow_closed_by_server": len(closed_at), "slow_still_open": len(slow) - len(closed_at),
+            "slow_closed_by_server": len(closed_at),
+            "slow_still_open": len(slow) - len(closed_at),
             "all_slow_closed_after_s": round(max(closed_at), 3) if closed_at else None,
         }
 
@@ -251,14 +266,19 @@ def slow_drill(model: Path | None, n_slow: int, n_normal: int, nofile: int, head
         m = server.metrics()
     finally:
         code, err = server.stop()
-    out.update({
-        "server_nofile": nofile, "server_max_connections": info["max_connections"], "header_timeout_s": header_timeout,
-        "shed": m.get('sentictl_connections_closed_total{reason="shed"}'),
-        "header_timeouts": m.get('sentictl_connections_closed_total{reason="header_timeout"}'),
-        "refused_503": m.get('sentictl_connections_closed_total{reason="refused"}'),
-        "too_many_open_files_logged": "Too many open files" in err, "tracebacks_logged": err.count("Traceback"),
-        "server_exit": code,
-    })
+    out.update(
+        {
+            "server_nofile": nofile,
+            "server_max_connections": info["max_connections"],
+            "header_timeout_s": header_timeout,
+            "shed": m.get('sentictl_connections_closed_total{reason="shed"}'),
+            "header_timeouts": m.get('sentictl_connections_closed_total{reason="header_timeout"}'),
+            "refused_503": m.get('sentictl_connections_closed_total{reason="refused"}'),
+            "too_many_open_files_logged": "Too many open files" in err,
+            "tracebacks_logged": err.count("Traceback"),
+            "server_exit": code,
+        }
+    )
     return out
 
 
@@ -289,7 +309,9 @@ def big_drill(model: Path | None, clients: int, size: int, seconds: float, inter
         async def poster(i: int) -> None:
             n = 0
             while loop.time() < stop:
-                status, _, took = await _call(server.port, "POST", "/sentiment", b"[%d-%d] " % (i, n) + text, timeout=180)
+                status, _, took = await _call(
+                    server.port, "POST", "/sentiment", b"[%d-%d] " % (i, n) + text, timeout=180
+                )
                 posts.append((status, took))
                 n += 1
 
@@ -310,11 +332,15 @@ def big_drill(model: Path | None, clients: int, size: int, seconds: float, inter
         await asyncio.gather(probe(), *(poster(i) for i in range(clients)))
         ok = [t for s, t in posts if s == 200]
         return {
-            "clients": clients, "text_bytes": len(text), "seconds": seconds,
-            "posts": len(posts), "posts_200": len(ok),
+            "clients": clients,
+            "text_bytes": len(text),
+            "seconds": seconds,
+            "posts": len(posts),
+            "posts_200": len(ok),
             "post_statuses": sorted({s for s, _ in posts}),
             "post_p50_ms": round(_pct(ok, 50) * 1000, 1) if ok else None,
-            "health_probes": len(health), "health_failed": health_failed,
+            "health_probes": len(health),
+            "health_failed": health_failed,
             "health_p50_ms": round(_pct(health, 50) * 1000, 2) if health else None,
             "health_p99_ms": round(_pct(health, 99) * 1000, 2) if health else None,
             "health_max_ms": round(max(health) * 1000, 2) if health else None,
@@ -333,8 +359,18 @@ def schemathesis_drill(model: Path | None, max_examples: int, timeout: float) ->
     """(c) every schemathesis check against /openapi.json."""
     server = Serve(model, [])
     exe = Path(sys.executable).with_name("schemathesis")
-    cmd = [str(exe) if exe.exists() else "schemathesis", "--no-color", "run", f"http://{HOST}:{server.port}/openapi.json",
-           "--checks", "all", "--max-examples", str(max_examples), "--seed", "1"]
+    cmd = [
+        str(exe) if exe.exists() else "schemathesis",
+        "--no-color",
+        "run",
+        f"http://{HOST}:{server.port}/openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        "1",
+    ]
     started = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=_env(), check=False)
@@ -344,10 +380,13 @@ def schemathesis_drill(model: Path | None, max_examples: int, timeout: float) ->
     finally:
         server_code, err = server.stop()
     return {
-        "command": " ".join(cmd[1:]).replace(str(server.port), "PORT"), "exit": code,
-        "seconds": round(time.perf_counter() - started, 1), **_schemathesis_findings(output),
+        "command": " ".join(cmd[1:]).replace(str(server.port), "PORT"),
+        "exit": code,
+        "seconds": round(time.perf_counter() - started, 1),
+        **_schemathesis_findings(output),
         "output_tail": output[-6000:],
-        "server_exit": server_code, "tracebacks_logged": err.count("Traceback"),
+        "server_exit": server_code,
+        "tracebacks_logged": err.count("Traceback"),
     }
 
 
@@ -363,8 +402,11 @@ def _schemathesis_findings(output: str) -> dict:
         elif (status := re.match(r"\[(\d{3})\]", text)) and check:
             failures.append(f"{operation}: {check} (answered {status.group(1)})")
             check = None
-    summary = [line.strip() for line in output.splitlines()
-               if re.search(r"\d+ generated|passed .*failed|^\s*❌ ST\d+|^\s*✅ .*passed$", line)]
+    summary = [
+        line.strip()
+        for line in output.splitlines()
+        if re.search(r"\d+ generated|passed .*failed|^\s*❌ ST\d+|^\s*✅ .*passed$", line)
+    ]
     return {"failures": failures, "summary": list(dict.fromkeys(summary))}
 
 
@@ -393,15 +435,20 @@ def table(results: dict) -> str:
         generated = next((line for line in c["summary"] if "generated" in line), "")
         rows += [f"| (c) schemathesis | {c['command']} | exit {c['exit']}, {generated} | no failures |"]
         rows += [f"| (c) schemathesis | failure | {f} | |" for f in c["failures"]] or [
-            "| (c) schemathesis | failures | none | |"]
+            "| (c) schemathesis | failures | none | |"
+        ]
     return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default="slow,big,schemathesis", help="comma-separated drills to run")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="default: benchmarks/_work/finbert-shaped if present, else the bundled model")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="default: benchmarks/_work/finbert-shaped if present, else the bundled model",
+    )
     parser.add_argument("--slow", type=int, default=1100, help="(a) slow connections")
     parser.add_argument("--normal", type=int, default=5, help="(a) normal clients")
     parser.add_argument("--nofile", type=int, default=1024, help="(a) the server's descriptor limit")
@@ -426,12 +473,17 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if "slow" in only:
-        print(f"(a) {args.slow} slow connections against a server limited to {args.nofile} descriptors ...",
-              file=sys.stderr)
+        print(
+            f"(a) {args.slow} slow connections against a server limited to {args.nofile} descriptors ...",
+            file=sys.stderr,
+        )
         results["slow"] = slow_drill(model, args.slow, args.normal, args.nofile, args.header_timeout)
     if "big" in only:
-        print(f"(b) {args.big_clients} clients posting {args.big_bytes:,}-byte texts for {args.big_seconds:g} s "
-              f"while /health is timed ...", file=sys.stderr)
+        print(
+            f"(b) {args.big_clients} clients posting {args.big_bytes:,}-byte texts for {args.big_seconds:g} s "
+            f"while /health is timed ...",
+            file=sys.stderr,
+        )
         results["big"] = big_drill(model, args.big_clients, args.big_bytes, args.big_seconds, args.probe_interval)
     if "schemathesis" in only:
         print(f"(c) schemathesis --checks all, {args.max_examples} examples per operation ...", file=sys.stderr)

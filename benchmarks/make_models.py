@@ -13,8 +13,8 @@ Re-running reuses what exists (pass --force to rebuild).
 from __future__ import annotations
 
 import argparse
-import json
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path

@@ -23,8 +23,9 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -98,15 +99,26 @@ def _feeds(model_path: Path, raw: Path, texts: list[str], batch: int = 8) -> lis
 
 
 # ----------------------------------------------------------------------------- recipes
-def _dynamic(src: Path, dest: Path, ops: list[str], per_channel: bool = True, reduce_range: bool = False,
-             exclude: Callable[[str], bool] | None = None) -> None:
+def _dynamic(
+    src: Path,
+    dest: Path,
+    ops: list[str],
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    exclude: Callable[[str], bool] | None = None,
+) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     names = [n.name for n in onnx.load(str(src), load_external_data=False).graph.node]
     quantize_dynamic(
-        str(src), str(dest), op_types_to_quantize=ops, per_channel=per_channel, reduce_range=reduce_range,
-        weight_type=QuantType.QInt8, nodes_to_exclude=[n for n in names if exclude and exclude(n)],
+        str(src),
+        str(dest),
+        op_types_to_quantize=ops,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=[n for n in names if exclude and exclude(n)],
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )
 
@@ -121,13 +133,20 @@ def _optimum_current(raw: Path, dest: Path) -> None:
     factory = getattr(AutoQuantizationConfig, cpu_isa())
     tmp = dest.parent / "_q"
     ORTQuantizer.from_pretrained(raw).quantize(
-        factory(is_static=False, per_channel=True, operators_to_quantize=["MatMul"]), save_dir=tmp)
+        factory(is_static=False, per_channel=True, operators_to_quantize=["MatMul"]), save_dir=tmp
+    )
     shutil.move(str(tmp / "model_quantized.onnx"), dest)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _static(src: Path, dest: Path, raw: Path, n_calib: int, method: str = "MinMax", act: str = "QUInt8") -> None:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     feeds = _feeds(src, raw, _calibration_texts(n_calib))
 
@@ -142,22 +161,41 @@ def _static(src: Path, dest: Path, raw: Path, n_calib: int, method: str = "MinMa
     if method == "Percentile":
         extra["CalibPercentile"] = 99.999
     quantize_static(
-        str(src), str(dest), Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-        per_channel=True, activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8,
-        calibrate_method=getattr(CalibrationMethod, method), extra_options=extra,
+        str(src),
+        str(dest),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        per_channel=True,
+        activation_type=getattr(QuantType, act),
+        weight_type=QuantType.QInt8,
+        calibrate_method=getattr(CalibrationMethod, method),
+        extra_options=extra,
     )
 
 
-def _nbits(src: Path, dest: Path, bits: int = 8, block: int = 32, accuracy_level: int = 4,
-           exclude: Callable[[str], bool] | None = None) -> None:
+def _nbits(
+    src: Path,
+    dest: Path,
+    bits: int = 8,
+    block: int = 32,
+    accuracy_level: int = 4,
+    exclude: Callable[[str], bool] | None = None,
+) -> None:
     """Block-wise weight quantization (MatMulNBits): one scale per `block` weights, int8 compute at level 4."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(src))
     names = [n.name for n in model.graph.node]
-    q = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=True, accuracy_level=accuracy_level,
-                             nodes_to_exclude=[n for n in names if exclude and exclude(n)])
+    q = MatMulNBitsQuantizer(
+        model,
+        bits=bits,
+        block_size=block,
+        is_symmetric=True,
+        accuracy_level=accuracy_level,
+        nodes_to_exclude=[n for n in names if exclude and exclude(n)],
+    )
     q.process()
     q.model.save_model_to_file(str(dest), use_external_data_format=False)
 
@@ -190,8 +228,12 @@ def _hybrid(src: Path, dest: Path, nbits_groups: list[str], block: int = 32) -> 
 
     model = onnx.load(str(src))
     # nodes_to_include is ignored by this quantizer (it converted every MatMul), so exclude the rest.
-    others = [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(GROUPS[g](n.name) for g in nbits_groups)]
-    q = MatMulNBitsQuantizer(model, bits=8, block_size=block, is_symmetric=True, accuracy_level=4, nodes_to_exclude=others)
+    others = [
+        n.name for n in model.graph.node if n.op_type == "MatMul" and not any(GROUPS[g](n.name) for g in nbits_groups)
+    ]
+    q = MatMulNBitsQuantizer(
+        model, bits=8, block_size=block, is_symmetric=True, accuracy_level=4, nodes_to_exclude=others
+    )
     q.process()
     tmp = dest.with_suffix(".nbits.onnx")
     q.model.save_model_to_file(str(tmp), use_external_data_format=False)
@@ -210,8 +252,11 @@ def _last_layer(raw: Path) -> Callable[[str], bool]:
 
     import onnx
 
-    test.layers = {rq.layer_of(n.name) for n in onnx.load(str(raw / "model.onnx"), load_external_data=False).graph.node  # type: ignore[attr-defined]
-                   if rq.layer_of(n.name) is not None}
+    test.layers = {
+        rq.layer_of(n.name)
+        for n in onnx.load(str(raw / "model.onnx"), load_external_data=False).graph.node  # type: ignore[attr-defined]
+        if rq.layer_of(n.name) is not None
+    }
     return test
 
 
@@ -232,17 +277,27 @@ def _today(raw: Path, dest: Path, fp32_layers: tuple[int, ...]) -> None:
 
     work = dest.parent / f"_{dest.stem}"
     work.mkdir(exist_ok=True)
-    entry = build_variant("int8", raw, work, int8=TensorInt8(fp32_layers=fp32_layers), checkpoint=raw, length=0,
-                          opset=None)
+    entry = build_variant(
+        "int8", raw, work, int8=TensorInt8(fp32_layers=fp32_layers), checkpoint=raw, length=0, opset=None
+    )
     shutil.move(str(work / entry["file"]), dest)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float | None = None,
-             embeddings: bool = False, n_calib: int = 128, extra_exclude: Callable[[str], bool] | None = None,
-             activation_qmax: int = 127, quantizer: str = "elementwise",
-             asymmetric: Callable[[str], bool] | None = None, unsigned_weights: bool = False,
-             clip_search: bool = False) -> None:
+def _rowwise(
+    raw: Path,
+    dest: Path,
+    layers: tuple[int, ...] = (),
+    alpha: float | None = None,
+    embeddings: bool = False,
+    n_calib: int = 128,
+    extra_exclude: Callable[[str], bool] | None = None,
+    activation_qmax: int = 127,
+    quantizer: str = "elementwise",
+    asymmetric: Callable[[str], bool] | None = None,
+    unsigned_weights: bool = False,
+    clip_search: bool = False,
+) -> None:
     """Row-wise int8 (rowwise_int8_experiment below): one activation scale per token.
 
     ``clip_search``: every weight column's range clipped where its squared error is least (see
@@ -262,9 +317,17 @@ def _rowwise(raw: Path, dest: Path, layers: tuple[int, ...] = (), alpha: float |
     if clip_search:
         rq.quantize_weight = _mse_clipped
     try:
-        rowwise_int8_experiment(src, dest, exclude=exclude, smooth=smooth, embeddings=embeddings,
-                                activation_qmax=activation_qmax, quantizer=quantizer, asymmetric=asymmetric,
-                                unsigned_weights=unsigned_weights)
+        rowwise_int8_experiment(
+            src,
+            dest,
+            exclude=exclude,
+            smooth=smooth,
+            embeddings=embeddings,
+            activation_qmax=activation_qmax,
+            quantizer=quantizer,
+            asymmetric=asymmetric,
+            unsigned_weights=unsigned_weights,
+        )
     finally:
         rq.quantize_weight = plain
 
@@ -348,15 +411,22 @@ def rowwise_int8_experiment(
         factors = (smooth or {}).get(x)
         src_x = x
         if factors is not None:
-            nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
-                                          [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
+            nodes.append(
+                helper.make_node(
+                    "Mul",
+                    [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
+                    [f"{prefix}smoothed"],
+                    name=f"{prefix}Smooth",
+                )
+            )
             src_x = f"{prefix}smoothed"
         k = int(inits[consumers[0].input[1]].dims[0])
         use_qlinear = quantizer == "qlinear" and opset >= 13
         asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))
         if asym:
-            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(src_x, prefix, k, opset, const,
-                                                                               levels=2 * activation_qmax + 1)
+            q_nodes, quantized, row_scale, lead, correction = _asymmetric_rows(
+                src_x, prefix, k, opset, const, levels=2 * activation_qmax + 1
+            )
         elif use_qlinear:
             q_nodes, quantized, row_scale, lead = _qlinear_rows(src_x, prefix, k, activation_qmax, zero, opset, const)
         else:
@@ -379,22 +449,49 @@ def rowwise_int8_experiment(
             if use_qlinear:
                 n = int(wq.shape[1])
                 product = f"{base}rows_raw" if asym else f"{base}rows_out"
-                mm = [helper.make_node("MatMulIntegerToFloat", inputs, [product], name=f"{base}MatMulIntegerToFloat",
-                                       domain=rq.MS_DOMAIN)]
+                mm = [
+                    helper.make_node(
+                        "MatMulIntegerToFloat",
+                        inputs,
+                        [product],
+                        name=f"{base}MatMulIntegerToFloat",
+                        domain=rq.MS_DOMAIN,
+                    )
+                ]
                 if asym:
                     colsum = -(wq.astype(np.int64).sum(axis=0) * ws).astype(np.float32)[None, :]
                     new_inits.append(numpy_helper.from_array(colsum, f"{base}neg_colsum"))
-                    mm.append(helper.make_node("Gemm", [correction, f"{base}neg_colsum", product], [f"{base}rows_out"],
-                                               name=f"{base}ZeroPointCorrection"))
+                    mm.append(
+                        helper.make_node(
+                            "Gemm",
+                            [correction, f"{base}neg_colsum", product],
+                            [f"{base}rows_out"],
+                            name=f"{base}ZeroPointCorrection",
+                        )
+                    )
                 mm += [
-                    helper.make_node("Concat", [lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
-                                     [f"{base}out_shape"], name=f"{base}OutShape", axis=0),
-                    helper.make_node("Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"),
+                    helper.make_node(
+                        "Concat",
+                        [lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
+                        [f"{base}out_shape"],
+                        name=f"{base}OutShape",
+                        axis=0,
+                    ),
+                    helper.make_node(
+                        "Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"
+                    ),
                 ]
                 asym_count += asym
             else:
-                mm = [helper.make_node("MatMulIntegerToFloat", inputs, list(node.output), name=f"{base}MatMulIntegerToFloat",
-                                       domain=rq.MS_DOMAIN)]
+                mm = [
+                    helper.make_node(
+                        "MatMulIntegerToFloat",
+                        inputs,
+                        list(node.output),
+                        name=f"{base}MatMulIntegerToFloat",
+                        domain=rq.MS_DOMAIN,
+                    )
+                ]
             replaced[position[id(node)]] = (nodes if first else []) + mm
             first = False
     if embeddings:
@@ -422,20 +519,26 @@ def _elementwise_rows(x: str, p: str, qmax: int, zero: int, opset: int, const: A
     nodes = [
         helper.make_node("Abs", [x], [f"{p}abs"], name=f"{p}RowAbs"),
         reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=1),
-        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
-        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}row_scale"],
-                         name=f"{p}RowScale"),
+        helper.make_node(
+            "Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"
+        ),
+        helper.make_node(
+            "Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}row_scale"], name=f"{p}RowScale"
+        ),
         helper.make_node("Div", [const.scalar("one", 1.0), f"{p}row_scale"], [f"{p}row_inv"], name=f"{p}RowInv"),
         helper.make_node("Mul", [x, f"{p}row_inv"], [f"{p}scaled"], name=f"{p}RowMul"),
         helper.make_node("Round", [f"{p}scaled"], [f"{p}rounded"], name=f"{p}RowRound"),
-        helper.make_node("Add", [f"{p}rounded", const.scalar(f"u8_offset_{zero}", float(zero))], [f"{p}shifted"],
-                         name=f"{p}RowShift"),
+        helper.make_node(
+            "Add", [f"{p}rounded", const.scalar(f"u8_offset_{zero}", float(zero))], [f"{p}shifted"], name=f"{p}RowShift"
+        ),
         helper.make_node("Cast", [f"{p}shifted"], [f"{p}quantized"], name=f"{p}RowCast", to=TensorProto.UINT8),
     ]
     return nodes, f"{p}quantized", f"{p}row_scale"
 
 
-def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int, const: Any) -> tuple[list[Any], str, str, str]:
+def _qlinear_rows(
+    x: str, p: str, k: int, qmax: int, zero: int, opset: int, const: Any
+) -> tuple[list[Any], str, str, str]:
     """Symmetric rows: x [..., K] → uint8 [tokens, K] (one per-axis QuantizeLinear), scales [tokens, 1], leading shape."""
     import numpy as np
     from onnx import helper
@@ -445,20 +548,39 @@ def _qlinear_rows(x: str, p: str, k: int, qmax: int, zero: int, opset: int, cons
     nodes = flatten_rows(x, p, k, const) + [
         helper.make_node("Abs", [f"{p}rows"], [f"{p}abs"], name=f"{p}RowAbs"),
         reduce_last("ReduceMax", f"{p}abs", f"{p}absmax", f"{p}RowMax", opset, const, keepdims=0),
-        helper.make_node("Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"),
-        helper.make_node("Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node(
+            "Max", [f"{p}absmax", const.scalar("row_eps", 1e-12)], [f"{p}absmax_safe"], name=f"{p}RowMaxSafe"
+        ),
+        helper.make_node(
+            "Mul", [f"{p}absmax_safe", const.scalar(f"inv_{qmax}", 1.0 / qmax)], [f"{p}scale"], name=f"{p}RowScale"
+        ),
         helper.make_node("Shape", [f"{p}scale"], [f"{p}n_rows"], name=f"{p}RowCount"),
-        helper.make_node("Expand", [const.array(f"rowq_zp_vec_{zero}", np.array([zero], dtype=np.uint8)), f"{p}n_rows"],
-                         [f"{p}zero_points"], name=f"{p}RowZeroPoints"),
-        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zero_points"], [f"{p}quantized"],
-                         name=f"{p}RowQuantize", axis=0),
-        helper.make_node("Unsqueeze", [f"{p}scale", const.array("rowq_axis1", np.array([1], dtype=np.int64))],
-                         [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
+        helper.make_node(
+            "Expand",
+            [const.array(f"rowq_zp_vec_{zero}", np.array([zero], dtype=np.uint8)), f"{p}n_rows"],
+            [f"{p}zero_points"],
+            name=f"{p}RowZeroPoints",
+        ),
+        helper.make_node(
+            "QuantizeLinear",
+            [f"{p}rows", f"{p}scale", f"{p}zero_points"],
+            [f"{p}quantized"],
+            name=f"{p}RowQuantize",
+            axis=0,
+        ),
+        helper.make_node(
+            "Unsqueeze",
+            [f"{p}scale", const.array("rowq_axis1", np.array([1], dtype=np.int64))],
+            [f"{p}row_scale"],
+            name=f"{p}RowScaleColumn",
+        ),
     ]
     return nodes, f"{p}quantized", f"{p}row_scale", f"{p}lead"
 
 
-def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: Any, levels: int = 255) -> tuple[list[Any], str, str, str, str]:
+def _asymmetric_rows(
+    x: str, p: str, k: int, opset: int, const: Any, levels: int = 255
+) -> tuple[list[Any], str, str, str, str]:
     """sentictl's asymmetric rows (quantize.asymmetric_rows) over 0..levels: levels 127 is the 7-bit experiment."""
     import numpy as np
     from onnx import TensorProto, helper
@@ -476,14 +598,22 @@ def _asymmetric_rows(x: str, p: str, k: int, opset: int, const: Any, levels: int
         helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
         helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
         helper.make_node("Max", [f"{p}span", const.scalar("row_eps", 1e-12)], [f"{p}span_safe"], name=f"{p}SpanSafe"),
-        helper.make_node("Mul", [f"{p}span_safe", const.scalar(f"inv_{levels}", 1.0 / levels)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node(
+            "Mul", [f"{p}span_safe", const.scalar(f"inv_{levels}", 1.0 / levels)], [f"{p}scale"], name=f"{p}RowScale"
+        ),
         helper.make_node("Div", [f"{p}lo", f"{p}scale"], [f"{p}lo_steps"], name=f"{p}LoSteps"),
         helper.make_node("Neg", [f"{p}lo_steps"], [f"{p}zp_raw"], name=f"{p}ZeroPointRaw"),
         helper.make_node("Round", [f"{p}zp_raw"], [f"{p}zp_round"], name=f"{p}ZeroPointRound"),
-        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar(f"u8_max_{levels}", float(levels))], [f"{p}zp_f"],
-                         name=f"{p}ZeroPointClip"),
+        helper.make_node(
+            "Clip",
+            [f"{p}zp_round", zero_f, const.scalar(f"u8_max_{levels}", float(levels))],
+            [f"{p}zp_f"],
+            name=f"{p}ZeroPointClip",
+        ),
         helper.make_node("Cast", [f"{p}zp_f"], [f"{p}zp_u8"], name=f"{p}ZeroPointCast", to=TensorProto.UINT8),
-        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0),
+        helper.make_node(
+            "QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0
+        ),
         helper.make_node("Unsqueeze", [f"{p}scale", column], [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
         helper.make_node("Mul", [f"{p}scale", f"{p}zp_f"], [f"{p}offset"], name=f"{p}RowOffset"),
         helper.make_node("Unsqueeze", [f"{p}offset", column], [f"{p}offset_col"], name=f"{p}RowOffsetColumn"),
@@ -507,29 +637,70 @@ def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Pat
         "row_ql_sq50": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", n_calib=n_calib),
         "row_ql_sq30": lambda d: _rowwise(raw, d, alpha=0.3, quantizer="qlinear", n_calib=n_calib),
         "row_ql_sq70": lambda d: _rowwise(raw, d, alpha=0.7, quantizer="qlinear", n_calib=n_calib),
-        "row_ql_sq50_asym2": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=GROUPS["ffn2"], n_calib=n_calib),
-        "row_ql_sq50_asym": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True, n_calib=n_calib),
+        "row_ql_sq50_asym2": lambda d: _rowwise(
+            raw, d, alpha=0.5, quantizer="qlinear", asymmetric=GROUPS["ffn2"], n_calib=n_calib
+        ),
+        "row_ql_sq50_asym": lambda d: _rowwise(
+            raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True, n_calib=n_calib
+        ),
         "row_ql_sq50_emb": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", embeddings=True, n_calib=n_calib),
         "row_ql_asym_emb": lambda d: _rowwise(raw, d, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True),
-        "row_ql_sq50_asym_emb": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                    embeddings=True, n_calib=n_calib),
-        "row_ql_sq50_asym_emb_u8": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                       embeddings=True, n_calib=n_calib, unsigned_weights=True),
-        "row_ql_sq50_asym_emb_l0": lambda d: _rowwise(raw, d, (0,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                       embeddings=True, n_calib=n_calib),
-        "row_ql_sq50_asym_emb_l1": lambda d: _rowwise(raw, d, (1,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                       embeddings=True, n_calib=n_calib),
-        "row_ql_sq50_asym_emb_last": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                         embeddings=True, n_calib=n_calib, extra_exclude=_last_layer(raw)),
-        "row_ql_sq50_asym_emb_a63": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                        embeddings=True, n_calib=n_calib, activation_qmax=63),
+        "row_ql_sq50_asym_emb": lambda d: _rowwise(
+            raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True, n_calib=n_calib
+        ),
+        "row_ql_sq50_asym_emb_u8": lambda d: _rowwise(
+            raw,
+            d,
+            alpha=0.5,
+            quantizer="qlinear",
+            asymmetric=lambda n: True,
+            embeddings=True,
+            n_calib=n_calib,
+            unsigned_weights=True,
+        ),
+        "row_ql_sq50_asym_emb_l0": lambda d: _rowwise(
+            raw, d, (0,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True, n_calib=n_calib
+        ),
+        "row_ql_sq50_asym_emb_l1": lambda d: _rowwise(
+            raw, d, (1,), alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True, n_calib=n_calib
+        ),
+        "row_ql_sq50_asym_emb_last": lambda d: _rowwise(
+            raw,
+            d,
+            alpha=0.5,
+            quantizer="qlinear",
+            asymmetric=lambda n: True,
+            embeddings=True,
+            n_calib=n_calib,
+            extra_exclude=_last_layer(raw),
+        ),
+        "row_ql_sq50_asym_emb_a63": lambda d: _rowwise(
+            raw,
+            d,
+            alpha=0.5,
+            quantizer="qlinear",
+            asymmetric=lambda n: True,
+            embeddings=True,
+            n_calib=n_calib,
+            activation_qmax=63,
+        ),
         # Each weight column clipped where its squared error is least (data-free), for 7-bit weights.
-        "row_ql_sq50_asym_emb_clip": lambda d: _rowwise(raw, d, alpha=0.5, quantizer="qlinear", asymmetric=lambda n: True,
-                                                         embeddings=True, n_calib=n_calib, clip_search=True),
-        "row_ql_sq60_asym_emb": lambda d: _rowwise(raw, d, alpha=0.6, quantizer="qlinear", asymmetric=lambda n: True,
-                                                    embeddings=True, n_calib=n_calib),
-        "row_ql_sq40_asym_emb": lambda d: _rowwise(raw, d, alpha=0.4, quantizer="qlinear", asymmetric=lambda n: True,
-                                                    embeddings=True, n_calib=n_calib),
+        "row_ql_sq50_asym_emb_clip": lambda d: _rowwise(
+            raw,
+            d,
+            alpha=0.5,
+            quantizer="qlinear",
+            asymmetric=lambda n: True,
+            embeddings=True,
+            n_calib=n_calib,
+            clip_search=True,
+        ),
+        "row_ql_sq60_asym_emb": lambda d: _rowwise(
+            raw, d, alpha=0.6, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True, n_calib=n_calib
+        ),
+        "row_ql_sq40_asym_emb": lambda d: _rowwise(
+            raw, d, alpha=0.4, quantizer="qlinear", asymmetric=lambda n: True, embeddings=True, n_calib=n_calib
+        ),
         "row_ql_asym_l0": lambda d: _rowwise(raw, d, (0,), quantizer="qlinear", asymmetric=lambda n: True),
         "row_a63_sq50": lambda d: _rowwise(raw, d, alpha=0.5, activation_qmax=63, n_calib=n_calib),
         "row_emb": lambda d: _rowwise(raw, d, embeddings=True),
@@ -553,7 +724,9 @@ def recipes(raw: Path, opt_graph: Path, n_calib: int) -> dict[str, Callable[[Pat
         "dyn_keep_attn_out": lambda d: _dynamic(raw / "model.onnx", d, ["MatMul"], exclude=GROUPS["attn_out"]),
         "dyn_keep_ffn1": lambda d: _dynamic(raw / "model.onnx", d, ["MatMul"], exclude=GROUPS["ffn1"]),
         "dyn_pc_raw_keep_head": lambda d: _dynamic(raw / "model.onnx", d, ["MatMul"], exclude=_head),
-        "dyn_pc_raw_keep_head_ffn2": lambda d: _dynamic(raw / "model.onnx", d, ["MatMul"], exclude=lambda n: _head(n) or GROUPS["ffn2"](n)),
+        "dyn_pc_raw_keep_head_ffn2": lambda d: _dynamic(
+            raw / "model.onnx", d, ["MatMul"], exclude=lambda n: _head(n) or GROUPS["ffn2"](n)
+        ),
         "nbits8_b32_raw_keep_head": lambda d: _nbits(raw / "model.onnx", d, exclude=_head),
         "hyb_nb_ffn2": lambda d: _hybrid(raw / "model.onnx", d, ["ffn2"]),
         "hyb_nb_ffn1_ffn2": lambda d: _hybrid(raw / "model.onnx", d, ["ffn1", "ffn2"]),
@@ -586,7 +759,10 @@ def build(ckpt: Path, work: Path, names: list[str], n_calib: int) -> dict[str, P
             except Exception as exc:  # a recipe this ORT cannot build is a finding, not a crash
                 print(f"  {name}: build failed: {type(exc).__name__}: {str(exc)[:300]}", file=sys.stderr)
                 continue
-            print(f"  built {name} in {time.perf_counter() - t0:.0f} s ({dest.stat().st_size / 1e6:.0f} MB)", file=sys.stderr)
+            print(
+                f"  built {name} in {time.perf_counter() - t0:.0f} s ({dest.stat().st_size / 1e6:.0f} MB)",
+                file=sys.stderr,
+            )
         paths[name] = dest
     return paths
 
@@ -603,7 +779,9 @@ def model_dir(work: Path, raw: Path, paths: dict[str, Path]) -> Path:
     if not (raw / "tokenizer.json").is_file():
         raise SystemExit(f"{raw} has no tokenizer.json")
     manifest = {
-        "format": 1, "name": work.name, "source": {"id": str(raw), "kind": "local"},
+        "format": 1,
+        "name": work.name,
+        "source": {"id": str(raw), "kind": "local"},
         "labels": {str(k): v for k, v in sorted((int(a), b) for a, b in cfg.id2label.items())},
         "max_length": min(512, cfg.max_position_embeddings),
         "tokenizer": {"file": "raw/tokenizer.json", "sha256": sha256_file(raw / "tokenizer.json"), "pad_id": 0},
@@ -622,7 +800,8 @@ def session(path: Path, threads: int, spinning: bool | None = None, arena: bool 
     opts.log_severity_level = 3
     opts.enable_cpu_mem_arena = arena
     opts.graph_optimization_level = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL, "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     }[level]
     if spinning is not None:
@@ -658,10 +837,22 @@ def timed_round_robin(models: dict[str, Any], texts: list[str], repeats: int) ->
             m.predict_proba(texts)
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-        print(f"  round {r + 1}/{repeats}: " + ", ".join(f"{k} {len(texts) / v[-1]:.1f}/s {1e3 * cpu[k][-1] / len(texts):.0f}cpu-ms"
-                                                          for k, v in times.items()), file=sys.stderr)
-    return {k: {"texts_per_s": len(texts) / statistics.median(v), "best_texts_per_s": len(texts) / min(v),
-                "cpu_ms_per_text": 1e3 * min(cpu[k]) / len(texts), "runs": len(v)} for k, v in times.items()}
+        print(
+            f"  round {r + 1}/{repeats}: "
+            + ", ".join(
+                f"{k} {len(texts) / v[-1]:.1f}/s {1e3 * cpu[k][-1] / len(texts):.0f}cpu-ms" for k, v in times.items()
+            ),
+            file=sys.stderr,
+        )
+    return {
+        k: {
+            "texts_per_s": len(texts) / statistics.median(v),
+            "best_texts_per_s": len(texts) / min(v),
+            "cpu_ms_per_text": 1e3 * min(cpu[k]) / len(texts),
+            "runs": len(v),
+        }
+        for k, v in times.items()
+    }
 
 
 def _record(work: Path, entry: dict[str, Any]) -> None:
@@ -683,11 +874,23 @@ def cmd_speed(args: argparse.Namespace) -> None:
     for name, r in result.items():
         r["vs_current"] = r["texts_per_s"] / base if base else None
         cbase = result["current"]["cpu_ms_per_text"] if "current" in result else None
-        print(f"{name:28s} {r['texts_per_s']:7.1f} texts/s (best {r['best_texts_per_s']:.1f})"
-              + (f"  {r['vs_current']:.2f}× current" if base else "")
-              + f"  {r['cpu_ms_per_text']:.1f} cpu-ms/text" + (f" ({cbase / r['cpu_ms_per_text']:.2f}× current)" if cbase else ""))
-    _record(work, {"kind": "speed", "ckpt": args.ckpt, "n": args.n, "threads": args.threads, "results": result,
-                   "date": time.strftime("%Y-%m-%d %H:%M")})
+        print(
+            f"{name:28s} {r['texts_per_s']:7.1f} texts/s (best {r['best_texts_per_s']:.1f})"
+            + (f"  {r['vs_current']:.2f}× current" if base else "")
+            + f"  {r['cpu_ms_per_text']:.1f} cpu-ms/text"
+            + (f" ({cbase / r['cpu_ms_per_text']:.2f}× current)" if cbase else "")
+        )
+    _record(
+        work,
+        {
+            "kind": "speed",
+            "ckpt": args.ckpt,
+            "n": args.n,
+            "threads": args.threads,
+            "results": result,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        },
+    )
 
 
 def cmd_session(args: argparse.Namespace) -> None:
@@ -715,7 +918,9 @@ def cmd_session(args: argparse.Namespace) -> None:
         models[name] = engine(mdir, v, threads, **kw)
     result = timed_round_robin(models, _headlines(args.n), args.repeats)
     for name, r in result.items():
-        print(f"{v}/{name:20s} {r['texts_per_s']:7.1f} texts/s (best {r['best_texts_per_s']:.1f}) {r['cpu_ms_per_text']:.1f} cpu-ms/text")
+        print(
+            f"{v}/{name:20s} {r['texts_per_s']:7.1f} texts/s (best {r['best_texts_per_s']:.1f}) {r['cpu_ms_per_text']:.1f} cpu-ms/text"
+        )
     _record(work, {"kind": "session", "variant": v, "results": result, "date": time.strftime("%Y-%m-%d %H:%M")})
 
 
@@ -747,7 +952,13 @@ def cmd_probe(args: argparse.Namespace) -> None:
     feats = []
     with torch.inference_mode():
         for s in range(0, len(rows), 64):
-            enc = tok([r["text"] for r in rows[s : s + 64]], padding=True, truncation=True, max_length=128, return_tensors="pt")
+            enc = tok(
+                [r["text"] for r in rows[s : s + 64]],
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
+            )
             feats.append(model.bert(**enc).pooler_output.numpy())
     x = np.concatenate(feats)
     y = np.array([index[r["label"]] for r in rows])
@@ -780,17 +991,35 @@ def cmd_accuracy(args: argparse.Namespace) -> None:
         pred = m.predict_proba(texts)[0].argmax(1)
         ext = m.predict_proba(extra)[0].argmax(1)
         r = metrics(gold, pred, ref.labels, reference=ref_pred)
-        out[name] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "agreement_heldout": r["agreement_vs_fp32"],
-                     "agreement_extra": float((ext == ref_extra).mean()), "n_heldout": len(texts), "n_extra": len(extra),
-                     "agreement_headlines": float((ext[:2000] == ref_extra[:2000]).mean()), "drop_points": None}
+        out[name] = {
+            "accuracy": r["accuracy"],
+            "macro_f1": r["macro_f1"],
+            "agreement_heldout": r["agreement_vs_fp32"],
+            "agreement_extra": float((ext == ref_extra).mean()),
+            "n_heldout": len(texts),
+            "n_extra": len(extra),
+            "agreement_headlines": float((ext[:2000] == ref_extra[:2000]).mean()),
+            "drop_points": None,
+        }
         r = out[name]
         r["drop_points"] = (out["fp32"]["accuracy"] - r["accuracy"]) * 100
-        print(f"{name:28s} acc {r['accuracy']:.4f} (Δ vs fp32 {-r['drop_points']:+.2f} pt)  F1 {r['macro_f1']:.4f}  "
-              f"agree held-out {r['agreement_heldout']:.2%}  agree extra {r['agreement_extra']:.2%}  "
-              f"agree headlines {r['agreement_headlines']:.2%}", flush=True)
+        print(
+            f"{name:28s} acc {r['accuracy']:.4f} (Δ vs fp32 {-r['drop_points']:+.2f} pt)  F1 {r['macro_f1']:.4f}  "
+            f"agree held-out {r['agreement_heldout']:.2%}  agree extra {r['agreement_extra']:.2%}  "
+            f"agree headlines {r['agreement_headlines']:.2%}",
+            flush=True,
+        )
     del np
-    _record(work, {"kind": "accuracy", "ckpt": args.ckpt, "eval": args.eval, "results": out,
-                   "date": time.strftime("%Y-%m-%d %H:%M")})
+    _record(
+        work,
+        {
+            "kind": "accuracy",
+            "ckpt": args.ckpt,
+            "eval": args.eval,
+            "results": out,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        },
+    )
 
 
 def main() -> None:
@@ -799,7 +1028,9 @@ def main() -> None:
     parser.add_argument("--ckpt", default=str(HERE / "_work" / "finbert-shaped-ckpt"))
     parser.add_argument("--work", default=None)
     parser.add_argument("--eval", default=None, help="label,text CSV for accuracy.")
-    parser.add_argument("--recipes", default="current,dyn_pt_raw,dyn_pc_opt,dyn_pc_opt_attn,static_qdq_minmax,nbits8_b32_raw")
+    parser.add_argument(
+        "--recipes", default="current,dyn_pt_raw,dyn_pc_opt,dyn_pc_opt_attn,static_qdq_minmax,nbits8_b32_raw"
+    )
     parser.add_argument("--n", type=int, default=400, help="Headlines for speed.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))

@@ -56,8 +56,10 @@ def _gpu_section() -> str:
     path = RESULTS / "gpu_check.md"
     if path.is_file():
         return path.read_text().strip()
-    return ("_Not run yet: no GPU machine has run `bash benchmarks/gpu_check.sh`; copy its gpu_check.md to "
-            "benchmarks/results/ when one has. CoreML has never run: it needs macOS._")
+    return (
+        "_Not run yet: no GPU machine has run `bash benchmarks/gpu_check.sh`; copy its gpu_check.md to "
+        "benchmarks/results/ when one has. CoreML has never run: it needs macOS._"
+    )
 
 
 def other_results(name: str) -> str:
@@ -72,7 +74,7 @@ def other_results(name: str) -> str:
     if isinstance(data, dict) and isinstance(data.get("markdown"), str):
         return data["markdown"]
     rows = _scalars(data)
-    rows.sort(key=lambda kv: (0 if ("ratio" in kv[0] or "speedup" in kv[0] or kv[0].endswith("_x")) else 1))
+    rows.sort(key=lambda kv: 0 if ("ratio" in kv[0] or "speedup" in kv[0] or kv[0].endswith("_x")) else 1)
     lines = [f"From `{path.relative_to(REPO)}`:", "", "| figure | value |", "|---|---:|"]
     for key, value in rows:
         shown = f"{value:,.3g}" if isinstance(value, float) else str(value)
@@ -107,10 +109,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--baseline", default="pipeline", choices=["pipeline", "none"])
     parser.add_argument("--skip-bench", action="store_true", help="Rebuild RESULTS.md from the existing bench.json.")
-    parser.add_argument("--skip-score", action="store_true", help="Use the existing results/score.json for the headline.")
+    parser.add_argument(
+        "--skip-score", action="store_true", help="Use the existing results/score.json for the headline."
+    )
     parser.add_argument("--score-repeats", type=int, default=5, help="bench_score.py rounds (default 5)")
-    parser.add_argument("--baseline-model-dir", default=None,
-                        help="bench_score.py: another export to compare with in the same run (e.g. the previous default)")
+    parser.add_argument(
+        "--baseline-model-dir",
+        default=None,
+        help="bench_score.py: another export to compare with in the same run (e.g. the previous default)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -126,13 +133,29 @@ def main() -> None:
 
             model_dir = str(ensure())
         report = run_bench(
-            model_dir, args.texts, variants=args.variants, batch_sizes=args.batch_sizes, threads=args.threads,
-            baseline=args.baseline, out=RESULTS, repeats=args.repeats, warmup=1, limit=args.limit, cold_starts=3,
+            model_dir,
+            args.texts,
+            variants=args.variants,
+            batch_sizes=args.batch_sizes,
+            threads=args.threads,
+            baseline=args.baseline,
+            out=RESULTS,
+            repeats=args.repeats,
+            warmup=1,
+            limit=args.limit,
+            cold_starts=3,
         )
     for name in ("bench.json", "bench.md"):
         _sanitize_file(RESULTS / name)
     if not args.skip_score:
-        cmd = [sys.executable, str(HERE / "bench_score.py"), "--n", str(args.limit), "--repeats", str(args.score_repeats)]
+        cmd = [
+            sys.executable,
+            str(HERE / "bench_score.py"),
+            "--n",
+            str(args.limit),
+            "--repeats",
+            str(args.score_repeats),
+        ]
         if args.model_dir:
             cmd += ["--model-dir", args.model_dir]
         if args.threads:
@@ -144,13 +167,16 @@ def main() -> None:
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
     score = _load(RESULTS / "score.json")
     if score and score.get("speedup_vs_pipeline"):
-        headline = (f"**`sentictl score` = {score['speedup_vs_pipeline']:.2f}× the transformers pipeline** "
-                    f"(fp32, batch {score.get('pipeline_batch', 32)}; whole processes on {score['texts']} headlines, "
-                    f"{score['threads']} threads each, median of {score['repeats']} interleaved rounds, "
-                    f"{score['date']}; `benchmarks/bench_score.py`).")
+        headline = (
+            f"**`sentictl score` = {score['speedup_vs_pipeline']:.2f}× the transformers pipeline** "
+            f"(fp32, batch {score.get('pipeline_batch', 32)}; whole processes on {score['texts']} headlines, "
+            f"{score['threads']} threads each, median of {score['repeats']} interleaved rounds, "
+            f"{score['date']}; `benchmarks/bench_score.py`)."
+        )
         if score.get("speedup_vs_baseline"):
-            headline += (f" Against `{score['baseline_model_dir']}` in the same run: "
-                         f"{score['speedup_vs_baseline']:.2f}×.")
+            headline += (
+                f" Against `{score['baseline_model_dir']}` in the same run: {score['speedup_vs_baseline']:.2f}×."
+            )
     else:
         headline = "_No whole-process figure yet: run `benchmarks/bench_score.py` (writes results/score.json)._"
     text = f"""# Benchmark results
@@ -158,21 +184,21 @@ def main() -> None:
 Regenerate with `.venv/bin/python benchmarks/run_all.py` (see its --help). Raw data:
 `results/bench.json`; the table alone: `results/bench.md`. Notes on what was tried: `NOTES.md`.
 
-- Date: {report['date']}
-- Machine: {m.get('cpu')}; {m.get('usable_cpus', m.get('logical_cpus'))} usable of {m.get('logical_cpus')} logical CPUs;
-  {m.get('memory_gb', '?')} GB RAM; ISA: {', '.join(m.get('isa', [])) or 'n/a'}; {m.get('platform')}; Python {m.get('python')}
+- Date: {report["date"]}
+- Machine: {m.get("cpu")}; {m.get("usable_cpus", m.get("logical_cpus"))} usable of {m.get("logical_cpus")} logical CPUs;
+  {m.get("memory_gb", "?")} GB RAM; ISA: {", ".join(m.get("isa", [])) or "n/a"}; {m.get("platform")}; Python {m.get("python")}
 - Versions: {versions}
-- Model: {report['model']['name']} ({report['model']['source'].get('id') if report['model'].get('source') else ''}),
-  max length {report['model']['max_length']}. FinBERT-shaped = bert-base sizes, random weights,
+- Model: {report["model"]["name"]} ({report["model"]["source"].get("id") if report["model"].get("source") else ""}),
+  max length {report["model"]["max_length"]}. FinBERT-shaped = bert-base sizes, random weights,
   real uncased vocabulary: as fast as ProsusAI/finbert, meaningless labels (speed only).
-- Texts: {report['texts']['n']} from `{Path(report['texts']['file']).name}`
-- {report['thread_budget']}
+- Texts: {report["texts"]["n"]} from `{Path(report["texts"]["file"]).name}`
+- {report["thread_budget"]}
 
 {headline}
 
 ## `sentictl score` against the transformers pipeline (whole processes)
 
-{other_results('score')}
+{other_results("score")}
 
 ## `sentictl bench` (one process per contender; × pipeline = against its best batch size, in-process)
 
@@ -182,15 +208,15 @@ Regenerate with `.venv/bin/python benchmarks/run_all.py` (see its --help). Raw d
 
 ## `sentictl serve`
 
-{other_results('serve')}
+{other_results("serve")}
 
 ## `sentictl bridge`
 
-{other_results('bridge')}
+{other_results("bridge")}
 
 ## Memory: `sentictl serve` peak RSS (`benchmarks/bench_memory.py`)
 
-{other_results('memory')}
+{other_results("memory")}
 
 ## GPU (`benchmarks/gpu_check.sh`)
 

@@ -13,5 +13,13 @@ __version__ = "0.1.0"
 from .api import DEFAULT_CACHE, CacheDefault, Classifier, ModelMismatch, Result, load  # noqa: E402
 from .errors import SentictlError  # noqa: E402
 
-__all__ = ["DEFAULT_CACHE", "CacheDefault", "Classifier", "ModelMismatch", "Result", "SentictlError", "__version__",
-           "load"]
+__all__ = [
+    "DEFAULT_CACHE",
+    "CacheDefault",
+    "Classifier",
+    "ModelMismatch",
+    "Result",
+    "SentictlError",
+    "__version__",
+    "load",
+]

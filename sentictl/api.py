@@ -28,10 +28,10 @@ from .errors import ManifestError, SentictlError
 
 if TYPE_CHECKING:
     from .engine.cache import ResultCache
-    from .engine.rediscache import RedisCache
     from .engine.core import Engine
     from .engine.model import Model
     from .engine.records import Verdict
+    from .engine.rediscache import RedisCache
 
 __all__ = ["DEFAULT_CACHE", "CacheDefault", "Classifier", "ModelMismatch", "Result", "SentictlError", "load"]
 
@@ -89,8 +89,14 @@ class Result:
         """The JSON object ``sentictl score`` writes for this text; a bad one: ``{"text", "error", "message"}``."""
         if self.error is not None:
             return {"text": self.text, "error": self.error, "message": self.message}
-        out: dict[str, Any] = {"text": self.text, "label": self.label, "score": self.score, "scores": dict(self.scores),
-                               "model": self.model, "cache_hit": self.cache_hit}
+        out: dict[str, Any] = {
+            "text": self.text,
+            "label": self.label,
+            "score": self.score,
+            "scores": dict(self.scores),
+            "model": self.model,
+            "cache_hit": self.cache_hit,
+        }
         if self.truncated:
             out["truncated"] = True
         return out
@@ -108,9 +114,16 @@ class _Options:
     max_chars: int
 
 
-def load(model_dir: str | os.PathLike[str] | None = None, *, variant: str | None = None, provider: str = "auto",
-         threads: int | None = None, cache: CacheOption = None, long: str = "truncate",
-         max_chars: int = config.DEFAULT_MAX_CHARS) -> Classifier:
+def load(
+    model_dir: str | os.PathLike[str] | None = None,
+    *,
+    variant: str | None = None,
+    provider: str = "auto",
+    threads: int | None = None,
+    cache: CacheOption = None,
+    long: str = "truncate",
+    max_chars: int = config.DEFAULT_MAX_CHARS,
+) -> Classifier:
     """Load a model for classification; prints nothing (notices go to the ``sentictl`` logger).
 
     model_dir: a model folder (``sentictl export``'s or ``optimum-cli``'s); None chooses as the CLI
@@ -150,8 +163,9 @@ def _check(options: _Options) -> None:
         raise ValueError(f"unknown provider {options.provider!r}: use one of {', '.join(config.PROVIDERS)}")
     if options.long not in config.LONG_MODES:
         raise ValueError(f"unknown long mode {options.long!r}: use one of {', '.join(config.LONG_MODES)}")
-    if options.threads is not None and (isinstance(options.threads, bool) or not isinstance(options.threads, int)
-                                        or options.threads < 1):
+    if options.threads is not None and (
+        isinstance(options.threads, bool) or not isinstance(options.threads, int) or options.threads < 1
+    ):
         raise ValueError(f"threads must be a positive int or None, not {options.threads!r}")
     if isinstance(options.max_chars, bool) or not isinstance(options.max_chars, int) or options.max_chars < 1:
         raise ValueError(f"max_chars must be a positive int, not {options.max_chars!r}")
@@ -168,9 +182,15 @@ def _open(model_dir: str | os.PathLike[str] | None, options: _Options) -> Classi
     if model_dir is not None and not resolved.bundled:
         resolved = config.ResolvedModel(resolved.path, "given to sentictl.load()")
     with library_notices():
-        model = load_model(resolved.path if model_dir is not None else None, quiet=True, provider=options.provider,
-                           variant=options.variant, threads=options.threads, long=options.long,
-                           max_batch_tokens=config.DEFAULT_RUN_TOKENS)
+        model = load_model(
+            resolved.path if model_dir is not None else None,
+            quiet=True,
+            provider=options.provider,
+            variant=options.variant,
+            threads=options.threads,
+            long=options.long,
+            max_batch_tokens=config.DEFAULT_RUN_TOKENS,
+        )
         cache = _open_cache(options.cache)
     return Classifier(Engine(model, cache, max_chars=options.max_chars), resolved, options)
 
@@ -239,8 +259,10 @@ class Classifier:
         return None if cache is None else Path(cache.path)
 
     def __repr__(self) -> str:
-        return (f"<sentictl.Classifier {self.name} from {self._model_dir} provider={self.provider} "
-                f"threads={self.threads} cache={self.cache_path}>")
+        return (
+            f"<sentictl.Classifier {self.name} from {self._model_dir} provider={self.provider} "
+            f"threads={self.threads} cache={self.cache_path}>"
+        )
 
     def info(self, verify: bool = False) -> dict[str, Any]:
         """What ``sentictl info`` shows for this model, as a dict ("cache": this classifier's cache file
@@ -294,13 +316,29 @@ class Classifier:
         for i, (given, verdict) in enumerate(zip(texts, verdicts)):
             outcome = outcomes[i] if isinstance(verdict, Record) else verdict
             if isinstance(outcome, BadRecord):
-                out.append(Result(text=given if isinstance(given, str) else "", label=None, score=None, scores={},
-                                  model=self.name, error=outcome.reason, message=outcome.message))
+                out.append(
+                    Result(
+                        text=given if isinstance(given, str) else "",
+                        label=None,
+                        score=None,
+                        scores={},
+                        model=self.name,
+                        error=outcome.reason,
+                        message=outcome.message,
+                    )
+                )
             else:
-                out.append(Result(text=outcome["text"], label=outcome["label"], score=float(outcome["score"]),
-                                  scores={k: float(v) for k, v in outcome["scores"].items()},
-                                  model=outcome["model"], cache_hit=bool(outcome["cache_hit"]),
-                                  truncated=bool(outcome.get("truncated", False))))
+                out.append(
+                    Result(
+                        text=outcome["text"],
+                        label=outcome["label"],
+                        score=float(outcome["score"]),
+                        scores={k: float(v) for k, v in outcome["scores"].items()},
+                        model=outcome["model"],
+                        cache_hit=bool(outcome["cache_hit"]),
+                        truncated=bool(outcome.get("truncated", False)),
+                    )
+                )
         return out
 
     def _verdict(self, text: object) -> Verdict:
@@ -329,8 +367,14 @@ class Classifier:
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # By reference: the folder (the bundled model by name, as its path differs between installs),
         # the variant and provider this process chose, and the fingerprint the receiver must find.
-        options = _Options(self.variant, self.provider, self._options.threads, self._options.cache,
-                           self._options.long, self._options.max_chars)
+        options = _Options(
+            self.variant,
+            self.provider,
+            self._options.threads,
+            self._options.cache,
+            self._options.long,
+            self._options.max_chars,
+        )
         where = None if self._resolved.bundled else str(self._model_dir)
         return _reopen, (where, options, self.fingerprint)
 
@@ -354,7 +398,8 @@ def _reopen(model_dir: str | None, options: _Options, fingerprint: str) -> Class
             clf.close()
             raise ModelMismatch(
                 f"{path} holds another model in this process (fingerprint {clf.fingerprint}; the pickled "
-                f"classifier ran {fingerprint}): give every worker the same model folder")
+                f"classifier ran {fingerprint}): give every worker the same model folder"
+            )
         _REOPENED[key] = clf
         return clf
 
@@ -364,8 +409,14 @@ def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def describe(model: Model, resolved: config.ResolvedModel, cache: Path | str | None = None, *,
-             verify: bool = False, problems: list[str] | None = None) -> dict[str, Any]:
+def describe(
+    model: Model,
+    resolved: config.ResolvedModel,
+    cache: Path | str | None = None,
+    *,
+    verify: bool = False,
+    problems: list[str] | None = None,
+) -> dict[str, Any]:
     """The facts ``sentictl info`` prints about a loaded model: which folder and why, how it runs,
     its variants, origin and parity figures (+ "verified" and "problems" with verify; ``problems``:
     those already found, else the files are checked here)."""
@@ -374,22 +425,30 @@ def describe(model: Model, resolved: config.ResolvedModel, cache: Path | str | N
     from .engine.manifest import verify as verify_files
 
     out: dict[str, Any] = {
-        "sentictl": __version__, "resolved_because": resolved.reason, "bundled": resolved.bundled,
+        "sentictl": __version__,
+        "resolved_because": resolved.reason,
+        "bundled": resolved.bundled,
         "chosen": {"path": str(Path(resolved.path).absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
-        **model.info()}
+        **model.info(),
+    }
     listed = model.manifest["variants"]
     out["variants"] = {
-        name: {**{k: v.get(k) for k in ("file", "precision", "provider", "usable", "unusable_reason") if k in v},
-               **({"weights_file": v["data"].get("file")} if isinstance(v.get("data"), dict) else {})}
-        for name, v in listed.items() if v.get("shipped", True)
+        name: {
+            **{k: v.get(k) for k in ("file", "precision", "provider", "usable", "unusable_reason") if k in v},
+            **({"weights_file": v["data"].get("file")} if isinstance(v.get("data"), dict) else {}),
+        }
+        for name, v in listed.items()
+        if v.get("shipped", True)
     }
     out["not_shipped"] = {name: _not_shipped_reason(v) for name, v in listed.items() if not v.get("shipped", True)}
     out["cache"] = None if cache is None else str(cache)
     foreign = is_foreign(model.manifest)
     out["manifest"] = None if foreign else MANIFEST
     if foreign:
-        out["origin"] = (f"{model.manifest['foreign']['kind']} folder without {MANIFEST}: labels from config.json, "
-                         f"fingerprint from the files' sha256, no parity figures")
+        out["origin"] = (
+            f"{model.manifest['foreign']['kind']} folder without {MANIFEST}: labels from config.json, "
+            f"fingerprint from the files' sha256, no parity figures"
+        )
         out["parity"] = None
     else:
         out["origin"] = "sentictl export"
@@ -408,6 +467,8 @@ def _not_shipped_reason(variant: dict[str, Any]) -> str:
     """Why a variant the manifest lists cannot run: its file was left out of the folder at export."""
     size = variant.get("bytes")
     left_out = f"{variant.get('file')}" + (f" ({size / 1e6:.0f} MB)" if isinstance(size, int) else "")
-    return (f"{left_out} is not in this folder: it was left out when the folder was made (as `sentictl export "
-            f"--keep` does, to keep a bundle small) and the manifest keeps only its export figures, so score, serve, "
-            f"eval and bench cannot run it")
+    return (
+        f"{left_out} is not in this folder: it was left out when the folder was made (as `sentictl export "
+        f"--keep` does, to keep a bundle small) and the manifest keeps only its export figures, so score, serve, "
+        f"eval and bench cannot run it"
+    )

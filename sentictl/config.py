@@ -99,8 +99,11 @@ def resolve_model_dir(option: str | os.PathLike | None = None) -> ResolvedModel:
         (DEFAULT_MODEL_DIR / "config.json").is_file() and any(DEFAULT_MODEL_DIR.glob("*.onnx"))
     ):  # a sentictl export, or a folder from `optimum-cli export onnx --model ProsusAI/finbert models/finbert`
         # Relative to the current directory: say so, since one folder up the same command runs another model.
-        return ResolvedModel(DEFAULT_MODEL_DIR, f"the default export location {DEFAULT_MODEL_DIR}, relative to the "
-                                                f"current directory (--model-dir or SENTICTL_MODEL_DIR to pin one)")
+        return ResolvedModel(
+            DEFAULT_MODEL_DIR,
+            f"the default export location {DEFAULT_MODEL_DIR}, relative to the "
+            f"current directory (--model-dir or SENTICTL_MODEL_DIR to pin one)",
+        )
     bundled = bundled_model_dir()
     return ResolvedModel(
         bundled,

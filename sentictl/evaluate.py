@@ -7,8 +7,9 @@ The metrics are plain numpy so that they can be checked by hand (tests/test_eval
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,10 +36,7 @@ def _ratio(num: float, den: float) -> float:
 
 
 def metrics(
-    gold: Sequence[int],
-    pred: Sequence[int],
-    labels: Sequence[str],
-    reference: Sequence[int] | None = None,
+    gold: Sequence[int], pred: Sequence[int], labels: Sequence[str], reference: Sequence[int] | None = None
 ) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, agreement.
 
@@ -81,7 +79,7 @@ def metrics(
 
 # ----------------------------------------------------------------------------- data
 def read_labelled(
-    path: str | Path, labels: Sequence[str], text_column: str = "text", label_column: str = "label",
+    path: str | Path, labels: Sequence[str], text_column: str = "text", label_column: str = "label"
 ) -> tuple[list[str], list[int]]:
     """A labelled CSV → texts and label ids, matching label names (case-insensitively) to the model's."""
     path = Path(path)
@@ -145,8 +143,10 @@ def run_eval(
     def shipped(name: str) -> bool:
         return manifest["variants"][name].get("shipped", True)
 
-    reference_model = first if first.variant == "fp32" else (
-        load(resolved.path, quiet=True, provider="cpu", variant="fp32", **kwargs) if shipped("fp32") else None
+    reference_model = (
+        first
+        if first.variant == "fp32"
+        else (load(resolved.path, quiet=True, provider="cpu", variant="fp32", **kwargs) if shipped("fp32") else None)
     )
     texts, gold = read_labelled(data, labels, text_column, label_column)
     explicit = bool(variants) and variants.strip().lower() != "all"
@@ -179,13 +179,17 @@ def run_eval(
             if not explicit:
                 if name in expected:
                     expected.remove(name)
-                report["skipped"][name] = f"built for the {target} provider, which is not available here (name it in --variants to run it on cpu)"
+                report["skipped"][name] = (
+                    f"built for the {target} provider, which is not available here (name it in --variants to run it on cpu)"
+                )
                 continue
             run_on = "cpu"
         _progress(quiet, f"eval: {name} on {len(texts)} texts ({run_on})")
         try:
-            model = reference_model if name == "fp32" and run_on == "cpu" and reference_model is not None else load(
-                resolved.path, quiet=True, provider=run_on, variant=name, **kwargs
+            model = (
+                reference_model
+                if name == "fp32" and run_on == "cpu" and reference_model is not None
+                else load(resolved.path, quiet=True, provider=run_on, variant=name, **kwargs)
             )
             probs, _ = model.predict_proba(texts)
         except SentictlError as exc:
@@ -213,8 +217,9 @@ def run_eval(
 NOT_SHIPPED = "its file is not shipped with this model; only its export figures are in the manifest"
 
 
-def unchecked_gates(report: dict[str, Any], min_accuracy: float | None = None,
-                    max_drop: float | None = None) -> list[str]:
+def unchecked_gates(
+    report: dict[str, Any], min_accuracy: float | None = None, max_drop: float | None = None
+) -> list[str]:
     """The requested gates a report could not check, each with the reason (empty list: all were checked).
 
     A gate that was asked for but never evaluated must not read as a pass: --max-drop needs fp32,
@@ -232,8 +237,10 @@ def unchecked_gates(report: dict[str, Any], min_accuracy: float | None = None,
             if max_drop is not None and name != "fp32":
                 needed.setdefault(name, []).append(f"--max-drop {max_drop}")
     # One line per variant that did not run, naming every gate it leaves unchecked.
-    out = [f"{name} was skipped ({skipped.get(name, 'it did not run')}), so {' and '.join(gates)} could not be checked"
-           for name, gates in needed.items()]
+    out = [
+        f"{name} was skipped ({skipped.get(name, 'it did not run')}), so {' and '.join(gates)} could not be checked"
+        for name, gates in needed.items()
+    ]
     if min_accuracy is not None and not report["variants"] and not needed:
         out.append(f"--min-accuracy {min_accuracy} could not be checked: no variant was evaluated")
     return out
@@ -261,10 +268,12 @@ def format_report(report: dict[str, Any]) -> str:
     labels = report["labels"]
     lines = [
         f"{report['texts']} texts from {report['data']} ("
-        + ", ".join(f"{k} {v}" for k, v in report["gold_distribution"].items()) + ")",
+        + ", ".join(f"{k} {v}" for k, v in report["gold_distribution"].items())
+        + ")",
         "",
         "| variant | accuracy | macro-F1 | Δ vs fp32 (pts) | agreement vs fp32 | "
-        + " | ".join(f"{label} P/R" for label in labels) + " |",
+        + " | ".join(f"{label} P/R" for label in labels)
+        + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(labels),
     ]
     for name, r in report["variants"].items():
@@ -279,8 +288,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"- {name}: skipped, {reason}")
     width = max(len(lab) for lab in labels) + 2
     for name, r in report["variants"].items():
-        lines += ["", f"confusion ({name}; rows gold, columns predicted):", "",
-                  "| gold \\ pred | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+        lines += [
+            "",
+            f"confusion ({name}; rows gold, columns predicted):",
+            "",
+            "| gold \\ pred | " + " | ".join(labels) + " |",
+            "|---|" + "---:|" * len(labels),
+        ]
         for lab, row in zip(labels, r["confusion"]["matrix"]):
             lines.append(f"| {lab:<{width}} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines)

@@ -47,8 +47,17 @@ from .outputs import (  # noqa: F401
 )
 
 FORMATS = ("txt", "jsonl", "csv", "tsv", "json", "parquet")
-_EXTENSIONS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-               ".tab": "tsv", ".parquet": "parquet", ".parq": "parquet"}
+_EXTENSIONS = {
+    ".txt": "txt",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".parq": "parquet",
+}
 
 
 def detect_format(name: str, given: str | None) -> str:
@@ -90,7 +99,7 @@ class _Prepend(io.RawIOBase):
             buffer[:n], self.head = self.head[:n], self.head[n:]
             return n
         data = self.stream.read1(len(buffer)) if hasattr(self.stream, "read1") else self.stream.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
 
@@ -106,8 +115,12 @@ def _unicode_encoding(head: bytes) -> tuple[str, int, bool]:
             return encoding, len(bom), True
     if len(head) >= 4:
         nul = tuple(b == 0 for b in head[:4])
-        guess = {(True, True, True, False): "utf-32-be", (False, True, True, True): "utf-32-le",
-                 (True, False, True, False): "utf-16-be", (False, True, False, True): "utf-16-le"}.get(nul)
+        guess = {
+            (True, True, True, False): "utf-32-be",
+            (False, True, True, True): "utf-32-le",
+            (True, False, True, False): "utf-16-be",
+            (False, True, False, True): "utf-16-le",
+        }.get(nul)
         if guess:
             return guess, 0, False
     return "utf-8", 0, False
@@ -196,8 +209,9 @@ def _bounded(readline, limit: int, newline) -> Iterator[tuple[int, Any]]:
                 return
 
 
-def _lines(stream: IO[bytes], source: str, encoding: str, max_chars: int,
-           json: bool = False) -> Iterator[tuple[int, bytes | BadRecord]]:
+def _lines(
+    stream: IO[bytes], source: str, encoding: str, max_chars: int, json: bool = False
+) -> Iterator[tuple[int, bytes | BadRecord]]:
     """(line number, UTF-8 bytes of the line, or its verdict: invalid_encoding, too_long) for any encoding."""
     limit = record_bound(max_chars, json=json)
     if encoding == "utf-8":
@@ -223,11 +237,16 @@ def read_lines(stream: IO[bytes], source: str, max_chars: int, encoding: str = "
         yield raw if isinstance(raw, BadRecord) else from_bytes(raw, max_chars, source=source, position=n)
 
 
-def read_jsonl(stream: IO[bytes], source: str, field: str, max_chars: int, encoding: str = "utf-8") -> Iterator[Verdict]:
+def read_jsonl(
+    stream: IO[bytes], source: str, field: str, max_chars: int, encoding: str = "utf-8"
+) -> Iterator[Verdict]:
     """One JSON object per line; the text is in ``field`` (dots reach into nested objects)."""
     for n, raw in _lines(stream, source, encoding, max_chars, json=True):
-        yield raw if isinstance(raw, BadRecord) else from_bytes(raw, max_chars, json_field=field, source=source,
-                                                                position=n)
+        yield (
+            raw
+            if isinstance(raw, BadRecord)
+            else from_bytes(raw, max_chars, json_field=field, source=source, position=n)
+        )
 
 
 class _CsvLines:
@@ -264,16 +283,24 @@ class _CsvLines:
         return overlong
 
 
-def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encoding: str = "utf-8",
-             delimiter: str = ",", keep: bool = False) -> Iterator[Verdict]:
+def read_csv(
+    stream: IO[bytes],
+    source: str,
+    column: str,
+    max_chars: int,
+    encoding: str = "utf-8",
+    delimiter: str = ",",
+    keep: bool = False,
+) -> Iterator[Verdict]:
     """A CSV (or, with delimiter "\\t", TSV) file with a header row; the text is in ``column``.
 
     keep: each Record carries its row as {column: value} (for --keep).
     """
     # surrogateescape keeps a UTF-8 file readable past a bad byte; the row that holds it is reported.
     utf8 = encoding == "utf-8"
-    text_stream = io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape" if utf8 else _MARK_HANDLER,
-                                   newline="")
+    text_stream = io.TextIOWrapper(
+        stream, encoding=encoding, errors="surrogateescape" if utf8 else _MARK_HANDLER, newline=""
+    )
     limit = record_bound(max_chars)
     lines = _CsvLines(text_stream, limit)
     # A quoted field may span lines: it is bounded as a line is (csv's limit is process-wide).
@@ -295,8 +322,10 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
             hint = ""
             if delimiter == "," and len(header) == 1 and "\t" in header[0]:
                 hint = " (the header holds tabs: is it TSV? use --format tsv)"
-            raise InputError(f"{source}: no column {column!r} in the {kind} header (columns: {', '.join(header)}){hint}; "
-                             f"use --column")
+            raise InputError(
+                f"{source}: no column {column!r} in the {kind} header (columns: {', '.join(header)}){hint}; "
+                f"use --column"
+            )
         index = header.index(column)
         while True:
             start = reader.line_num + 1
@@ -309,12 +338,21 @@ def read_csv(stream: IO[bytes], source: str, column: str, max_chars: int, encodi
                 yield BadRecord("bad_csv", f"bad {kind}: {exc}", source, start)
                 continue
             if lines.take_overlong():
-                yield BadRecord("too_long", f"a line of the row is over {limit:,} characters, more than --max-chars "
-                                            f"{max_chars:,} can take; skipped", source, start)
+                yield BadRecord(
+                    "too_long",
+                    f"a line of the row is over {limit:,} characters, more than --max-chars "
+                    f"{max_chars:,} can take; skipped",
+                    source,
+                    start,
+                )
                 continue
             if lines.exhausted:
-                yield BadRecord("bad_csv", f"bad {kind}: the file ends inside the quoted field that starts on line "
-                                           f"{start}", source, start)
+                yield BadRecord(
+                    "bad_csv",
+                    f"bad {kind}: the file ends inside the quoted field that starts on line {start}",
+                    source,
+                    start,
+                )
                 return
             if not row:
                 yield BadRecord("empty", "empty row: nothing to classify", source, start)
@@ -339,8 +377,15 @@ def _has_surrogate(value: str) -> bool:
     return False
 
 
-def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: str, max_chars: int,
-                keep: bool | Sequence[str] = False) -> Iterator[Verdict]:
+def read_source(
+    stream: IO[bytes],
+    source: str,
+    fmt: str,
+    field: str,
+    column: str,
+    max_chars: int,
+    keep: bool | Sequence[str] = False,
+) -> Iterator[Verdict]:
     """Dispatch on format: every reader gives the engine's verdicts (records.py decides them).
 
     A byte-order mark is removed, and a UTF-16 or UTF-32 file is read as the text it holds.
@@ -361,8 +406,9 @@ def read_source(stream: IO[bytes], source: str, fmt: str, field: str, column: st
     if fmt == "jsonl":
         return read_jsonl(stream, source, field, max_chars, encoding)
     if fmt in ("csv", "tsv"):
-        return read_csv(stream, source, column, max_chars, encoding, delimiter="\t" if fmt == "tsv" else ",",
-                        keep=bool(keep))
+        return read_csv(
+            stream, source, column, max_chars, encoding, delimiter="\t" if fmt == "tsv" else ",", keep=bool(keep)
+        )
     return read_lines(stream, source, max_chars, encoding)
 
 
@@ -428,7 +474,7 @@ class _CappedStrings:
                 if q < 0:
                     out.append(data[pos:])
                     break
-                out.append(data[pos:q + 1])
+                out.append(data[pos : q + 1])
                 pos = q + 1
                 self.in_string, self.dropping, self.kept, self.after_high = True, False, 0, False
                 continue
@@ -445,11 +491,11 @@ class _CappedStrings:
                 self.in_string = False
                 pos = stop + 1
                 continue
-            width = 6 if data[stop + 1:stop + 2] == b"u" else 2
+            width = 6 if data[stop + 1 : stop + 2] == b"u" else 2
             if stop + width > end:  # an escape split by the read: finish it with the next one
                 self.held = data[stop:]
                 break
-            escape = data[stop:stop + width]
+            escape = data[stop : stop + width]
             if not self.dropping and self.kept + width > self.limit and not self.after_high:
                 self._start_dropping()
             if not self.dropping:
@@ -496,8 +542,9 @@ def _holds_cut(value: Any) -> bool:
     return False
 
 
-def read_json_array(stream: IO[bytes], source: str, field: str, max_chars: int,
-                    encoding: str = "utf-8") -> Iterator[Verdict]:
+def read_json_array(
+    stream: IO[bytes], source: str, field: str, max_chars: int, encoding: str = "utf-8"
+) -> Iterator[Verdict]:
     """A JSON array of strings, or of objects holding the text in ``field`` (dots reach nested fields).
 
     Parsed as a stream (ijson), so a large file is never held whole, and no string in it is held
@@ -526,13 +573,21 @@ def read_json_array(stream: IO[bytes], source: str, field: str, max_chars: int,
                 value = field_text(item, field, source, n)
                 yield value if isinstance(value, BadRecord) else check_text(value, max_chars, source, n, data=item)
             else:
-                yield BadRecord("not_string", f"item {n} is a JSON {type(item).__name__}, neither a string nor an "
-                                              f"object with a {field!r} field", source, n)
+                yield BadRecord(
+                    "not_string",
+                    f"item {n} is a JSON {type(item).__name__}, neither a string nor an object with a {field!r} field",
+                    source,
+                    n,
+                )
     except ijson.JSONError as exc:
         yield BadRecord("bad_json", f"bad JSON after item {n}: {exc}; the rest of the file is not read", source, n + 1)
     except UnicodeDecodeError:
-        yield BadRecord("invalid_utf8" if encoding == "utf-8" else INVALID_ENCODING,
-                        f"invalid {encoding.upper()} after item {n}; the rest of the file is not read", source, n + 1)
+        yield BadRecord(
+            "invalid_utf8" if encoding == "utf-8" else INVALID_ENCODING,
+            f"invalid {encoding.upper()} after item {n}; the rest of the file is not read",
+            source,
+            n + 1,
+        )
 
 
 def check_inputs(names: Sequence[str]) -> None:

@@ -11,8 +11,9 @@ import io
 import os
 import stat
 import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any
 
 import orjson
 
@@ -87,9 +88,16 @@ class CsvWriter:
                 self.labels = list(r["scores"])
                 writer.writerow([*self.keep, "text", "label", "score", *self.labels, "model", "cache_hit", "truncated"])
             writer.writerow(
-                [*(_cell(r.get(k)) for k in self.keep),
-                 r["text"], r["label"], r["score"], *(r["scores"][k] for k in self.labels), r["model"],
-                 str(r["cache_hit"]).lower(), str(r.get("truncated", False)).lower()]
+                [
+                    *(_cell(r.get(k)) for k in self.keep),
+                    r["text"],
+                    r["label"],
+                    r["score"],
+                    *(r["scores"][k] for k in self.labels),
+                    r["model"],
+                    str(r["cache_hit"]).lower(),
+                    str(r.get("truncated", False)).lower(),
+                ]
             )
         self.out.write(buf.getvalue().encode("utf-8"))
 
@@ -148,13 +156,17 @@ def input_identities(inputs: Sequence[str | os.PathLike]) -> dict[tuple[int, int
 CACHE_SUFFIXES = ("", "-wal", "-shm")
 
 
-def _protected(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | None) -> dict[tuple[int, int], tuple[str, str]]:
+def _protected(
+    inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | None
+) -> dict[tuple[int, int], tuple[str, str]]:
     """Files no output may be: the inputs, and the result cache with its -wal/-shm, by (st_dev, st_ino).
 
     Values: (how to name the file, what it is) for the refusal message.
     """
-    found = {ident: ("stdin, an input" if name == "stdin" else f"the input {name}", "an input")
-             for ident, name in input_identities(inputs).items()}
+    found = {
+        ident: ("stdin, an input" if name == "stdin" else f"the input {name}", "an input")
+        for ident, name in input_identities(inputs).items()
+    }
     if cache is not None:
         for suffix in CACHE_SUFFIXES:
             try:
@@ -166,16 +178,19 @@ def _protected(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | N
     return found
 
 
-def _clobbers(option: str, target: str, ident: tuple[int, int] | None,
-              protected: dict[tuple[int, int], tuple[str, str]]) -> OutputError | None:
+def _clobbers(
+    option: str, target: str, ident: tuple[int, int] | None, protected: dict[tuple[int, int], tuple[str, str]]
+) -> OutputError | None:
     if ident is None or ident not in protected:
         return None
     what, kind = protected[ident]
     if option == "stdout":
-        return OutputError(f"stdout is the same file as {what}: refusing to overwrite {kind} "
-                           "(redirect the output to another file)")
-    return OutputError(f"{option} {target} is the same file as {what}: refusing to overwrite {kind} "
-                       f"(choose another {option} file)")
+        return OutputError(
+            f"stdout is the same file as {what}: refusing to overwrite {kind} (redirect the output to another file)"
+        )
+    return OutputError(
+        f"{option} {target} is the same file as {what}: refusing to overwrite {kind} (choose another {option} file)"
+    )
 
 
 def _names_cache(option: str, path: str, cache: str | os.PathLike | None) -> OutputError | None:
@@ -185,8 +200,10 @@ def _names_cache(option: str, path: str, cache: str | os.PathLike | None) -> Out
     real = os.path.realpath(path)
     for suffix in CACHE_SUFFIXES:
         if real == os.path.realpath(f"{os.fspath(cache)}{suffix}"):
-            return OutputError(f"{option} {path} is the result cache file {os.fspath(cache)}{suffix}: refusing to "
-                               f"overwrite the result cache (choose another {option} file)")
+            return OutputError(
+                f"{option} {path} is the result cache file {os.fspath(cache)}{suffix}: refusing to "
+                f"overwrite the result cache (choose another {option} file)"
+            )
     return None
 
 
@@ -198,8 +215,12 @@ def check_stdout(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike |
         raise err
 
 
-def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors",
-                      cache: str | os.PathLike | None = None) -> None:
+def check_output_path(
+    path: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    option: str = "--errors",
+    cache: str | os.PathLike | None = None,
+) -> None:
     """Before any work: refuse an output path that is an input or the result cache, or that cannot be created.
 
     Only looks (stat, access); :func:`open_output` does the authoritative check on what it opens.
@@ -234,8 +255,12 @@ def check_output_path(path: str | os.PathLike, inputs: Sequence[str | os.PathLik
         raise OutputError(f"cannot write {option} to {path}: Permission denied")
 
 
-def open_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLike], option: str = "--errors",
-                cache: str | os.PathLike | None = None) -> IO[bytes]:
+def open_output(
+    path: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike],
+    option: str = "--errors",
+    cache: str | os.PathLike | None = None,
+) -> IO[bytes]:
     """Open ``path`` for writing; it is truncated only after checking it is no input, cache file (nor stdout).
 
     Opening with "wb" would empty an input before any check could run; here the file is opened

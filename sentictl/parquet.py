@@ -15,7 +15,6 @@ import glob
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, Any
 
 from .engine.records import BadRecord, Verdict, check_text
@@ -106,8 +105,9 @@ def schema_of(path: str) -> Any:
         raise InputError(f"cannot read {path} as Parquet: {exc}") from None
 
 
-def read_parquet(stream: IO[bytes], source: str, column: str, max_chars: int,
-                 keep: Sequence[str] = ()) -> Iterator[Verdict]:
+def read_parquet(
+    stream: IO[bytes], source: str, column: str, max_chars: int, keep: Sequence[str] = ()
+) -> Iterator[Verdict]:
     """The engine's verdict for every row of a Parquet file, in order (``line``: the row number, from 1).
 
     Only the text column and the top-level --keep columns are read. A null is ``empty``, a value that
@@ -119,8 +119,9 @@ def read_parquet(stream: IO[bytes], source: str, column: str, max_chars: int,
     name = getattr(stream, "name", None)
     try:
         # The path lets Arrow do its own (faster) I/O; the stream only served the input checks.
-        parquet = pq.ParquetFile(name if isinstance(name, str) and name != "<stdin>" else stream,
-                                 buffer_size=READ_BUFFER, pre_buffer=False)
+        parquet = pq.ParquetFile(
+            name if isinstance(name, str) and name != "<stdin>" else stream, buffer_size=READ_BUFFER, pre_buffer=False
+        )
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"cannot read {source} as Parquet: {exc}") from None
     names = parquet.schema_arrow.names
@@ -130,8 +131,7 @@ def read_parquet(stream: IO[bytes], source: str, column: str, max_chars: int,
     wanted = list(dict.fromkeys([column, *kept]))
     position = 0
     try:
-        for batch in parquet.iter_batches(batch_size=_batch_rows(parquet, wanted), columns=wanted,
-                                          use_threads=False):
+        for batch in parquet.iter_batches(batch_size=_batch_rows(parquet, wanted), columns=wanted, use_threads=False):
             texts = batch.column(column).to_pylist()
             # Only the kept columns travel with a row (a huge text that is too_long is not held on to).
             rows = batch.select(kept).to_pylist() if keep else [None] * len(texts)
@@ -140,8 +140,13 @@ def read_parquet(stream: IO[bytes], source: str, column: str, max_chars: int,
                 if text is None:
                     yield BadRow("empty", "null: nothing to classify", source, position, row)
                 elif not isinstance(text, str):
-                    yield BadRow("not_string", f"column {column!r} holds {type(text).__name__}, not a string",
-                                 source, position, row)
+                    yield BadRow(
+                        "not_string",
+                        f"column {column!r} holds {type(text).__name__}, not a string",
+                        source,
+                        position,
+                        row,
+                    )
                 else:
                     verdict = check_text(text, max_chars, source, position, data=row)
                     yield verdict if not isinstance(verdict, BadRecord) else BadRow(*_fields(verdict), row)
@@ -156,8 +161,11 @@ def _batch_rows(parquet: Any, columns: Sequence[str]) -> int:
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         if group.num_rows:
-            size = sum(group.column(c).total_uncompressed_size for c in range(group.num_columns)
-                       if group.column(c).path_in_schema.split(".")[0] in columns)
+            size = sum(
+                group.column(c).total_uncompressed_size
+                for c in range(group.num_columns)
+                if group.column(c).path_in_schema.split(".")[0] in columns
+            )
             widest = max(widest, size / group.num_rows)
     return max(1, min(READ_ROWS, int(READ_BYTES / widest) if widest else READ_ROWS))
 
@@ -184,8 +192,13 @@ def keep_types(inputs: Sequence[str], keep: Sequence[str]) -> dict[str, Any]:
     return types
 
 
-def result_table(kept: dict[str, list[Any]], keep_types: dict[str, Any], labels: Sequence[str],
-                 outcomes: Sequence[dict[str, Any] | BadRecord], model: str) -> Any:
+def result_table(
+    kept: dict[str, list[Any]],
+    keep_types: dict[str, Any],
+    labels: Sequence[str],
+    outcomes: Sequence[dict[str, Any] | BadRecord],
+    model: str,
+) -> Any:
     """An Arrow table of result rows: the --keep columns, then result_columns(labels)."""
     import pyarrow as pa
 
@@ -211,8 +224,15 @@ class ParquetWriter:
 
     all_rows = True
 
-    def __init__(self, stream: IO[bytes], what: str, labels: Sequence[str], model: str, keep: Sequence[str] = (),
-                 keep_types: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        stream: IO[bytes],
+        what: str,
+        labels: Sequence[str],
+        model: str,
+        keep: Sequence[str] = (),
+        keep_types: dict[str, Any] | None = None,
+    ):
         require_pyarrow()
         self.stream, self.what = stream, what
         self.labels, self.model, self.keep = list(labels), model, list(keep)
@@ -227,8 +247,9 @@ class ParquetWriter:
         try:
             table = result_table(kept, self.keep_types, self.labels, outcomes, self.model)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise OutputError(f"cannot write {self.what}: a --keep value does not fit its column's type ({exc})") \
-                from None
+            raise OutputError(
+                f"cannot write {self.what}: a --keep value does not fit its column's type ({exc})"
+            ) from None
         try:
             if self.writer is None:
                 # The first chunk fixes the schema; an inferred --keep type (a JSON input) is kept from then on.

@@ -46,20 +46,33 @@ class Classify:
     differs (``ModelMismatch``, one line). The other arguments are ``sentictl.load``'s.
     """
 
-    def __init__(self, model: Any = None, *, column: str = "text", keep: Sequence[str] | None = None,
-                 threads: int | None = 1, variant: str | None = None, provider: str = "auto", cache: Any = None,
-                 long: str = "truncate", max_chars: int = config.DEFAULT_MAX_CHARS, fingerprint: str | None = None):
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        column: str = "text",
+        keep: Sequence[str] | None = None,
+        threads: int | None = 1,
+        variant: str | None = None,
+        provider: str = "auto",
+        cache: Any = None,
+        long: str = "truncate",
+        max_chars: int = config.DEFAULT_MAX_CHARS,
+        fingerprint: str | None = None,
+    ):
         import sentictl
 
         if isinstance(model, sentictl.Classifier):
             self.clf = model  # unpickled here: already checked against the fingerprint it was loaded with
         else:
-            self.clf = sentictl.load(model, variant=variant, provider=provider, threads=threads, cache=cache,
-                                     long=long, max_chars=max_chars)
+            self.clf = sentictl.load(
+                model, variant=variant, provider=provider, threads=threads, cache=cache, long=long, max_chars=max_chars
+            )
         if fingerprint is not None and self.clf.fingerprint != fingerprint:
             raise sentictl.ModelMismatch(
                 f"{socket.gethostname()}: {self.clf.model_dir} holds another model (fingerprint "
-                f"{self.clf.fingerprint[:16]}, expected {fingerprint[:16]}): give every node the same model folder")
+                f"{self.clf.fingerprint[:16]}, expected {fingerprint[:16]}): give every node the same model folder"
+            )
         self.column = column
         self.keep = None if keep is None else list(keep)
 
@@ -73,8 +86,7 @@ class Classify:
         if trace:
             open(os.path.join(trace, f"{os.getpid()}-{uuid.uuid4().hex}"), "w").close()
         if not isinstance(batch, pa.Table):
-            batch = pa.Table.from_pandas(batch, preserve_index=False) if hasattr(batch, "to_dict") \
-                else pa.table(batch)
+            batch = pa.Table.from_pandas(batch, preserve_index=False) if hasattr(batch, "to_dict") else pa.table(batch)
         results = self.clf.classify(batch.column(self.column).to_pylist())
         outcomes = [r.as_dict() if r.ok else BadRecord(r.error or "", r.message or "") for r in results]
         scored = result_table({}, {}, self.clf.labels, outcomes, self.clf.name)
@@ -94,8 +106,11 @@ def one_line(exc: BaseException) -> Exception:
     from .errors import SentictlError
 
     text = str(exc)
-    found = re.search(r"[^\n:]*: \S+ holds another model \(fingerprint [^\n]*|\S+ holds another model in this "
-                      r"process[^\n]*", text)
+    found = re.search(
+        r"[^\n:]*: \S+ holds another model \(fingerprint [^\n]*|\S+ holds another model in this "
+        r"process[^\n]*",
+        text,
+    )
     if found:
         return ModelMismatch(found.group(0).strip())
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
@@ -107,15 +122,28 @@ def require_ray() -> Any:
     from .errors import InputError
 
     try:
-        import ray
         import ray.data  # noqa: F401
+
+        import ray
     except ImportError:
         raise InputError("--ray needs Ray Data: pip install 'sentictl[ray]'") from None
     return ray
 
 
-def run(clf: Any, inputs: Sequence[str], *, address: str | None, column: str, keep: Sequence[str], workers: int | None,
-        threads: int, preserve_order: bool, write_rows: Any, report: Any, progress: bool) -> dict[str, int]:
+def run(
+    clf: Any,
+    inputs: Sequence[str],
+    *,
+    address: str | None,
+    column: str,
+    keep: Sequence[str],
+    workers: int | None,
+    threads: int,
+    preserve_order: bool,
+    write_rows: Any,
+    report: Any,
+    progress: bool,
+) -> dict[str, int]:
     """``score --ray``: read the Parquet inputs → map_batches(Classify) on an actor pool → rows, in order, to
     ``write_rows(table)`` on this driver; ``report(source, row, reason, message)`` for each bad row.
 
@@ -131,8 +159,13 @@ def run(clf: Any, inputs: Sequence[str], *, address: str | None, column: str, ke
         # A local cluster gets one logical CPU more than the machine's cores: Ray Data's file listing and
         # read tasks (1 CPU each, next to nothing next to inference) then run beside an actor pool that
         # holds every core, instead of waiting for a free one forever.
-        ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 num_cpus=(os.cpu_count() or 1) + 1 if local else None)
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            logging_level="ERROR",
+            log_to_driver=False,
+            num_cpus=(os.cpu_count() or 1) + 1 if local else None,
+        )
     # Ray Data's own INFO lines and deprecation notes are not ours to print; its progress bars are (--progress).
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
@@ -151,17 +184,21 @@ def run(clf: Any, inputs: Sequence[str], *, address: str | None, column: str, ke
         # An actor that dies is restarted and its unfinished batch retried: Ray Data's defaults for an actor
         # pool (max_restarts=-1, max_task_retries=-1).
         scored = ds.map_batches(
-            Classify, fn_constructor_kwargs={"model": clf, "column": column, "keep": list(keep),
-                                             "fingerprint": clf.fingerprint},
-            batch_size=rows, batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=threads)
+            Classify,
+            fn_constructor_kwargs={"model": clf, "column": column, "keep": list(keep), "fingerprint": clf.fingerprint},
+            batch_size=rows,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=threads,
+        )
         counts = {"rows": 0, "texts": 0, "cache_hits": 0, "empty": 0, "errors": 0}
         starts = list(itertools.accumulate((n for _, n in sizes), initial=0))  # each file's first row, 0-based
         warnings.filterwarnings("ignore", module=r"ray\.data\..*")
         for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
             write_rows(table)
-            for offset, (reason, hit) in enumerate(zip(table.column("error").to_pylist(),
-                                                       table.column("cache_hit").to_pylist())):
+            for offset, (reason, hit) in enumerate(
+                zip(table.column("error").to_pylist(), table.column("cache_hit").to_pylist())
+            ):
                 if reason is None:
                     counts["texts"] += 1
                     counts["cache_hits"] += bool(hit)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import IO, Any
 
 import orjson
 
@@ -90,8 +92,10 @@ def run_score(
         try:
             bar = progress_bar(name, stream, progress)
             pending: list[Record] = []
-            records = _read_guarded(name, lambda: read_source(stream, name, detect_format(name, fmt), field_name,
-                                                              column, engine.max_chars, keep=keep))
+            read = functools.partial(
+                read_source, stream, name, detect_format(name, fmt), field_name, column, engine.max_chars, keep=keep
+            )
+            records = _read_guarded(name, read)
             for rec in records:
                 if all_rows:
                     pending.append(rec)  # type: ignore[arg-type]
@@ -147,8 +151,16 @@ def kept_values(data: Any, keep: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _flush(engine: Engine, pending: list[Record], writer: Any, report_to: OutputStream, summary: ScoreSummary,
-           bar: Any, stream: IO[bytes], keep: Sequence[str] = ()) -> None:
+def _flush(
+    engine: Engine,
+    pending: list[Record],
+    writer: Any,
+    report_to: OutputStream,
+    summary: ScoreSummary,
+    bar: Any,
+    stream: IO[bytes],
+    keep: Sequence[str] = (),
+) -> None:
     if not pending:
         return
     outcomes = engine.classify_each([r.text for r in pending])
@@ -172,8 +184,16 @@ def _flush(engine: Engine, pending: list[Record], writer: Any, report_to: Output
             pass
 
 
-def _flush_rows(engine: Engine, pending: Sequence[Verdict], writer: Any, report_to: OutputStream | None,
-                summary: ScoreSummary, bar: Any, stream: IO[bytes], keep: Sequence[str] = ()) -> None:
+def _flush_rows(
+    engine: Engine,
+    pending: Sequence[Verdict],
+    writer: Any,
+    report_to: OutputStream | None,
+    summary: ScoreSummary,
+    bar: Any,
+    stream: IO[bytes],
+    keep: Sequence[str] = (),
+) -> None:
     """Every verdict becomes a row (scored, or with its reason code): one output row per input record."""
     if not pending:
         return

@@ -66,14 +66,23 @@ def sentictl_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_sentictl(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None,
-                 cwd: str | Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_sentictl(
+    *args: str,
+    input: bytes | str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
     """Run `python -m sentictl ARGS` as a user would, capturing bytes."""
     if isinstance(input, str):
         input = input.encode()
     return subprocess.run(
-        [sys.executable, "-m", "sentictl", *args], input=input, capture_output=True,
-        env=env or sentictl_env(), cwd=cwd, timeout=timeout,
+        [sys.executable, "-m", "sentictl", *args],
+        input=input,
+        capture_output=True,
+        env=env or sentictl_env(),
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
@@ -115,8 +124,18 @@ def kafka_bootstrap(tmp_path_factory) -> str:
     url = f"tcp://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("broker") / "tansu.log", "wb")
     proc = subprocess.Popen(
-        [binary, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port("127.0.0.1", port, proc=proc)

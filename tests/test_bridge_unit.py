@@ -84,14 +84,20 @@ def test_output_topic_equal_to_input_is_refused():
         Bridge(_FakeModel(), None, BridgeSettings(inputs=["negative-news"], out="{label}-news"))
 
 
-@pytest.mark.parametrize("settings, match", [
-    (dict(inputs=["news"], out="{label}/news"), "--out '{label}/news' gives the invalid topic name 'positive/news'"),
-    (dict(inputs=["news"], out="scored out"), "--out 'scored out' is not a valid Kafka topic name"),
-    (dict(inputs=["news!"], out="scored"), "--in 'news!' is not a valid Kafka topic name"),
-    (dict(inputs=["news"], out="scored", dlq=".."), "--dlq '..' is not a valid Kafka topic name"),
-    (dict(inputs=["news"], out="scored", dlq="news"), "--dlq 'news' is also an input topic"),
-    (dict(inputs=["news"], out="{topic}" + "x" * 248), "over Kafka's limit of 249"),
-])
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (
+            dict(inputs=["news"], out="{label}/news"),
+            "--out '{label}/news' gives the invalid topic name 'positive/news'",
+        ),
+        (dict(inputs=["news"], out="scored out"), "--out 'scored out' is not a valid Kafka topic name"),
+        (dict(inputs=["news!"], out="scored"), "--in 'news!' is not a valid Kafka topic name"),
+        (dict(inputs=["news"], out="scored", dlq=".."), "--dlq '..' is not a valid Kafka topic name"),
+        (dict(inputs=["news"], out="scored", dlq="news"), "--dlq 'news' is also an input topic"),
+        (dict(inputs=["news"], out="{topic}" + "x" * 248), "over Kafka's limit of 249"),
+    ],
+)
 def test_illegal_topics_are_refused_before_connecting(settings, match):
     with pytest.raises((BridgeError, TopicError), match=re.escape(match)):
         Bridge(_FakeModel(), None, BridgeSettings(**settings))
@@ -115,24 +121,59 @@ def test_settings_carry_one_kafka_config():
 
 def test_help_shows_every_option_with_env_and_examples():
     out = CliRunner().invoke(cli, ["bridge", "--help"], catch_exceptions=False).output
-    for needle in ("--in", "--out", "--bootstrap", "--group", "--dlq", "--input", "--field", "--batch-size",
-                   "--exactly-once", "--max-messages", "--idle-timeout", "--connect-timeout",
-                   "--session-timeout-ms", "--security-protocol", "--sasl-mechanism", "--ssl-cafile",
-                   "--metrics-port", "SENTICTL_BRIDGE_IN", "SENTICTL_KAFKA_BOOTSTRAP", "Examples:",
-                   "--client-id", "--sasl-username", "--sasl-password", "--ssl-certfile", "--ssl-keyfile",
-                   "--no-check-hostname", "SENTICTL_KAFKA_SASL_PASSWORD", "SENTICTL_KAFKA_SECURITY_PROTOCOL"):
+    for needle in (
+        "--in",
+        "--out",
+        "--bootstrap",
+        "--group",
+        "--dlq",
+        "--input",
+        "--field",
+        "--batch-size",
+        "--exactly-once",
+        "--max-messages",
+        "--idle-timeout",
+        "--connect-timeout",
+        "--session-timeout-ms",
+        "--security-protocol",
+        "--sasl-mechanism",
+        "--ssl-cafile",
+        "--metrics-port",
+        "SENTICTL_BRIDGE_IN",
+        "SENTICTL_KAFKA_BOOTSTRAP",
+        "Examples:",
+        "--client-id",
+        "--sasl-username",
+        "--sasl-password",
+        "--ssl-certfile",
+        "--ssl-keyfile",
+        "--no-check-hostname",
+        "SENTICTL_KAFKA_SASL_PASSWORD",
+        "SENTICTL_KAFKA_SECURITY_PROTOCOL",
+    ):
         assert needle in out, needle
     assert "OAUTHBEARER" not in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--sasl-mechanism", "OAUTHBEARER", "--security-protocol", "SASL_SSL"], "--sasl-mechanism 'OAUTHBEARER' is not supported"),
-    (["--security-protocol", "sasl_plaintext"], "--security-protocol SASL_PLAINTEXT needs --sasl-mechanism"),
-    (["--sasl-mechanism", "plain"], "--sasl-mechanism PLAIN needs --security-protocol SASL_PLAINTEXT or SASL_SSL"),
-    (["--ssl-cafile", "/nonexistent/ca.pem", "--security-protocol", "SSL"], "--ssl-cafile /nonexistent/ca.pem: no such file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--sasl-mechanism", "OAUTHBEARER", "--security-protocol", "SASL_SSL"],
+            "--sasl-mechanism 'OAUTHBEARER' is not supported",
+        ),
+        (["--security-protocol", "sasl_plaintext"], "--security-protocol SASL_PLAINTEXT needs --sasl-mechanism"),
+        (["--sasl-mechanism", "plain"], "--sasl-mechanism PLAIN needs --security-protocol SASL_PLAINTEXT or SASL_SSL"),
+        (
+            ["--ssl-cafile", "/nonexistent/ca.pem", "--security-protocol", "SSL"],
+            "--ssl-cafile /nonexistent/ca.pem: no such file",
+        ),
+    ],
+)
 def test_invalid_kafka_settings_exit_1_before_loading_the_model(args, message):
-    result = CliRunner().invoke(cli, ["bridge", "--in", "news", "--out", "scored", "--model-dir", "/nonexistent", *args])
+    result = CliRunner().invoke(
+        cli, ["bridge", "--in", "news", "--out", "scored", "--model-dir", "/nonexistent", *args]
+    )
     assert result.exit_code == 1, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -146,40 +187,58 @@ def test_missing_required_options_is_a_usage_error():
 
 # -- start-up checks that need no model and no broker ------------------------------------------
 
-@pytest.mark.parametrize("settings, match", [
-    (dict(inputs=["news"], out="scored", group="  "), "--group is empty"),
-    (dict(inputs=["news"], out="scored", input_format="json", text_field="a..b"), "--field 'a..b' is not a field path"),
-    (dict(inputs=["news"], out="scored", dlq="scored"), "--dlq 'scored' is also an --out topic"),
-    (dict(inputs=["news"], out="{label}-news", dlq="negative-news"), "--dlq 'negative-news' is also an --out topic"),
-    (dict(inputs=["news"], out="__consumer_offsets"), "internal topics"),
-    (dict(inputs=["news"], out="scored", dlq="__transaction_state"), "internal topics"),
-    (dict(inputs=["news"], out="scored", exactly_once=True, eos_check_topic="news"), "--eos-check-topic 'news' is an input"),
-    (dict(inputs=["news", "press"], out="{topic}"), "writes to the input topic 'news'"),
-    (dict(inputs=["news"], out="{label} news"), "gives the invalid topic name 'positive news'"),
-    (dict(inputs=["n" * 250], out="scored"), "--in '" + "n" * 250 + "' is not a valid Kafka topic name: it is 250"),
-    (dict(inputs=["news"], out="s" * 250), "it is 250 characters, over Kafka's limit of 249"),
-])
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        (dict(inputs=["news"], out="scored", group="  "), "--group is empty"),
+        (
+            dict(inputs=["news"], out="scored", input_format="json", text_field="a..b"),
+            "--field 'a..b' is not a field path",
+        ),
+        (dict(inputs=["news"], out="scored", dlq="scored"), "--dlq 'scored' is also an --out topic"),
+        (
+            dict(inputs=["news"], out="{label}-news", dlq="negative-news"),
+            "--dlq 'negative-news' is also an --out topic",
+        ),
+        (dict(inputs=["news"], out="__consumer_offsets"), "internal topics"),
+        (dict(inputs=["news"], out="scored", dlq="__transaction_state"), "internal topics"),
+        (
+            dict(inputs=["news"], out="scored", exactly_once=True, eos_check_topic="news"),
+            "--eos-check-topic 'news' is an input",
+        ),
+        (dict(inputs=["news", "press"], out="{topic}"), "writes to the input topic 'news'"),
+        (dict(inputs=["news"], out="{label} news"), "gives the invalid topic name 'positive news'"),
+        (dict(inputs=["n" * 250], out="scored"), "--in '" + "n" * 250 + "' is not a valid Kafka topic name: it is 250"),
+        (dict(inputs=["news"], out="s" * 250), "it is 250 characters, over Kafka's limit of 249"),
+    ],
+)
 def test_more_settings_refused_before_connecting(settings, match):
     with pytest.raises((BridgeError, TopicError), match=re.escape(match)):
         Bridge(_FakeModel(), None, BridgeSettings(**settings))
 
 
-@pytest.mark.parametrize("out, match", [
-    ("bad/{label}", "--out 'bad/{label}' gives the invalid topic name 'bad/x'"),
-    ("{label} news", "--out '{label} news' gives the invalid topic name 'x news'"),
-    ("{topic}", "--out '{topic}' writes to the input topic 'news'"),
-    ("x" * 250, "over Kafka's limit of 249"),
-])
+@pytest.mark.parametrize(
+    "out, match",
+    [
+        ("bad/{label}", "--out 'bad/{label}' gives the invalid topic name 'bad/x'"),
+        ("{label} news", "--out '{label} news' gives the invalid topic name 'x news'"),
+        ("{topic}", "--out '{topic}' writes to the input topic 'news'"),
+        ("x" * 250, "over Kafka's limit of 249"),
+    ],
+)
 def test_cli_refuses_bad_topics_before_loading_the_model(out, match):
     # /nonexistent as the model: reaching the model loader would fail with another message.
-    result = CliRunner().invoke(cli, ["bridge", "--in", "news", "--out", out, "--model-dir", "/nonexistent",
-                                      "--bootstrap", "127.0.0.1:1"])
+    result = CliRunner().invoke(
+        cli, ["bridge", "--in", "news", "--out", out, "--model-dir", "/nonexistent", "--bootstrap", "127.0.0.1:1"]
+    )
     assert result.exit_code == 1, result.output
     assert match in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
 # -- riding out broker failures: fakes for kafka-python's producer and consumer -----------------
+
 
 class _Future:
     def __init__(self, exc=None):
@@ -256,8 +315,10 @@ def _bridge(**extra) -> Bridge:
     bridge = Bridge(_FakeModel(), None, BridgeSettings(inputs=["news"], out="scored", **extra), log=lambda msg: None)
 
     def classify(texts, lengths=None, *, logits=False):
-        return [{"text": t, "label": "positive", "score": 0.9, "scores": {}, "model": "m", "cache_hit": False}
-                for t in texts]
+        return [
+            {"text": t, "label": "positive", "score": 0.9, "scores": {}, "model": "m", "cache_hit": False}
+            for t in texts
+        ]
 
     bridge.engine.classify = classify
     return bridge
@@ -290,22 +351,25 @@ def test_send_and_flush_errors_are_retried():
     from kafka.errors import KafkaTimeoutError, NodeNotReadyError
 
     bridge = _bridge(connect_timeout=30)
-    bridge.producer = _FlakyProducer(flush_errors=[KafkaTimeoutError("flush timed out")],
-                                     raise_on_send=[NodeNotReadyError("node 1")])
+    bridge.producer = _FlakyProducer(
+        flush_errors=[KafkaTimeoutError("flush timed out")], raise_on_send=[NodeNotReadyError("node 1")]
+    )
     bridge.consumer = _FlakyConsumer()
     bridge._process([_Msg(0), _Msg(1)])
     assert len(bridge.producer.acked) == 2 and len(bridge.consumer.commits) == 1
 
 
 def test_commit_errors_are_retried_and_a_rebalance_rejoins_before_committing_again():
-    from kafka import TopicPartition
     from kafka.errors import CommitFailedError, KafkaConnectionError, RebalanceInProgressError
+
+    from kafka import TopicPartition
 
     tp = TopicPartition("news", 0)
     bridge = _bridge(connect_timeout=30)
     bridge.producer = _FlakyProducer()
-    bridge.consumer = _FlakyConsumer(errors=[KafkaConnectionError("reset"), RebalanceInProgressError(),
-                                             CommitFailedError()], assigned=[tp])
+    bridge.consumer = _FlakyConsumer(
+        errors=[KafkaConnectionError("reset"), RebalanceInProgressError(), CommitFailedError()], assigned=[tp]
+    )
     bridge._process([_Msg(0), _Msg(1)])
     assert bridge.consumer.polls == 2, "one rejoin poll per rebalance error"
     assert [{t: o.offset for t, o in c.items()} for c in bridge.consumer.commits] == [{tp: 2}]
@@ -387,7 +451,6 @@ def test_a_missing_codec_library_is_permanent_and_names_the_extra():
     """An input compressed with zstd and no zstandard installed: every poll fails alike, so the bridge
     must stop with one line naming the fix instead of retrying (and stalling) for ever."""
     from kafka import errors as e
-
     from sentictl.bridge.retry import describe, permanent
 
     exc = e.UnsupportedCodecError("Libraries for zstd compression codec not found")

@@ -73,7 +73,9 @@ def test_resolution_order(sentictl, tiny_model_dir, tmp_path):
     model, _ = _score(sentictl, cwd, sentictl_env(SENTICTL_MODEL_DIR=str(other)))
     assert model == "other:int8"
     # 1. --model-dir wins over everything.
-    model, _ = _score(sentictl, cwd, sentictl_env(SENTICTL_MODEL_DIR=str(other)), "--model-dir", str(cwd / "models" / "finbert"))
+    model, _ = _score(
+        sentictl, cwd, sentictl_env(SENTICTL_MODEL_DIR=str(other)), "--model-dir", str(cwd / "models" / "finbert")
+    )
     assert model == "finbert:int8"
 
 

@@ -12,9 +12,9 @@ import time
 import orjson
 import pytest
 
+from sentictl.engine import Engine
 from sentictl.engine.cache import TABLE, ResultCache, cache_key
 from sentictl.engine.model import Model
-from sentictl.engine import Engine
 
 
 def result(label: str = "neutral", **extra) -> dict:
@@ -40,8 +40,17 @@ class CountingModel:
 
     def run(self, encoded):
         self.calls.append([e.input.text for e in encoded])
-        return [{"text": e.input.text, "label": "neutral", "score": 1.0, "scores": {"neutral": 1.0}, "model": "fake",
-                 "cache_hit": False} for e in encoded]
+        return [
+            {
+                "text": e.input.text,
+                "label": "neutral",
+                "score": 1.0,
+                "scores": {"neutral": 1.0},
+                "model": "fake",
+                "cache_hit": False,
+            }
+            for e in encoded
+        ]
 
 
 def test_batch_dedup_and_one_inference_for_misses(cache_path):
@@ -83,7 +92,9 @@ def test_ttl_expires_entries(cache_path):
     # Age the entry by rewriting its timestamp rather than sleeping.
     conn = sqlite3.connect(cache_path)
     key = cache_key("ns", "x")
-    conn.execute(f'UPDATE "{TABLE}" SET value = ? WHERE key = ?', (orjson.dumps({"r": result(), "t": time.time() - 100}), key))
+    conn.execute(
+        f'UPDATE "{TABLE}" SET value = ? WHERE key = ?', (orjson.dumps({"r": result(), "t": time.time() - 100}), key)
+    )
     conn.commit()
     conn.close()
     with ResultCache(cache_path, ttl=50) as cache:
@@ -103,7 +114,9 @@ def test_planted_pickle_is_refused_not_executed(cache_path, tmp_path):
     with ResultCache(cache_path) as cache:
         cache.put_many("ns", [("safe", result())])
     conn = sqlite3.connect(cache_path)
-    conn.execute(f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', (cache_key("ns", "evil"), pickle.dumps(Exploit())))
+    conn.execute(
+        f'REPLACE INTO "{TABLE}" (key, value) VALUES (?, ?)', (cache_key("ns", "evil"), pickle.dumps(Exploit()))
+    )
     conn.commit()
     conn.close()
     with ResultCache(cache_path) as cache:
@@ -130,8 +143,14 @@ print("ok")
 
 def test_three_processes_write_one_file_at_once(cache_path):
     n = 300
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(cache_path), str(w), str(n)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for w in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(cache_path), str(w), str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for w in range(3)
+    ]
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err.decode()[-2000:]

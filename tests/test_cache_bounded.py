@@ -20,8 +20,13 @@ from conftest import run_sentictl, sentictl_env
 from sentictl.engine import cache as cache_mod
 from sentictl.engine.cache import TABLE, ResultCache, cache_key, open_cache, parse_size
 
-RESULT = {"text": "t" * 80, "label": "neutral", "score": 1.0,
-          "scores": {"positive": 0.0, "negative": 0.0, "neutral": 1.0}, "model": "m"}
+RESULT = {
+    "text": "t" * 80,
+    "label": "neutral",
+    "score": 1.0,
+    "scores": {"positive": 0.0, "negative": 0.0, "neutral": 1.0},
+    "model": "m",
+}
 
 
 def on_disk(path: Path) -> int:
@@ -95,8 +100,10 @@ def test_expired_entries_are_deleted_not_only_ignored(tmp_path):
     conn = sqlite3.connect(path, isolation_level=None)
     old = [cache_key("ns", f"old {i}") for i in range(50)]
     for key in old[:40]:  # stored and last used two hours ago
-        conn.execute(f'UPDATE "{TABLE}" SET value = ?, used = ? WHERE key = ?',
-                     (orjson.dumps({"r": RESULT, "t": long_ago}), long_ago, key))
+        conn.execute(
+            f'UPDATE "{TABLE}" SET value = ?, used = ? WHERE key = ?',
+            (orjson.dumps({"r": RESULT, "t": long_ago}), long_ago, key),
+        )
     for key in old[40:]:  # stored two hours ago, but used a moment ago
         conn.execute(f'UPDATE "{TABLE}" SET value = ? WHERE key = ?', (orjson.dumps({"r": RESULT, "t": long_ago}), key))
     conn.close()
@@ -114,8 +121,10 @@ def test_old_files_gain_the_last_use_column_and_stay_readable_by_sqlitedict(tmp_
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute(f'CREATE TABLE "{TABLE}" (key TEXT PRIMARY KEY, value BLOB)')  # sqlitedict's own layout
-    conn.execute(f'INSERT INTO "{TABLE}" VALUES (?, ?)',
-                 (cache_key("ns", "legacy"), orjson.dumps({"r": RESULT, "t": time.time()})))
+    conn.execute(
+        f'INSERT INTO "{TABLE}" VALUES (?, ?)',
+        (cache_key("ns", "legacy"), orjson.dumps({"r": RESULT, "t": time.time()})),
+    )
     conn.close()
     with ResultCache(path, max_size=1 << 20) as cache:
         assert cache.get_many("ns", ["legacy"]) == {"legacy": RESULT}
@@ -164,9 +173,23 @@ def test_score_keeps_the_file_under_the_bound(tmp_path):
     n = 3000
     data = b"".join(f"Company {i} reported a quarterly profit and raised its dividend\n".encode() for i in range(n))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentictl", "score", "--model-dir", str(bundled_model_dir()), "--cache", str(path),
-         "--cache-max-size", "1M", "-q"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sentictl_env(),
+        [
+            sys.executable,
+            "-m",
+            "sentictl",
+            "score",
+            "--model-dir",
+            str(bundled_model_dir()),
+            "--cache",
+            str(path),
+            "--cache-max-size",
+            "1M",
+            "-q",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=sentictl_env(),
     )
     peak = [0]
     done = threading.Event()

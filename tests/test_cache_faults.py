@@ -26,7 +26,9 @@ FULL_AT = 64 * 1024
 
 
 def lines(n: int, tag: str = "x") -> bytes:
-    return b"".join(f"Company {tag}{i} reported a quarterly profit and raised its dividend\n".encode() for i in range(n))
+    return b"".join(
+        f"Company {tag}{i} reported a quarterly profit and raised its dividend\n".encode() for i in range(n)
+    )
 
 
 def seeded_cache(path) -> None:
@@ -42,7 +44,11 @@ def limited(fsize: int):
 def score(tiny_model_dir, cache, data: bytes, env=None, preexec=None, timeout=120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "sentictl", "score", "--model-dir", str(tiny_model_dir), "--cache", str(cache)],
-        input=data, capture_output=True, env=env or sentictl_env(), preexec_fn=preexec, timeout=timeout,
+        input=data,
+        capture_output=True,
+        env=env or sentictl_env(),
+        preexec_fn=preexec,
+        timeout=timeout,
     )
 
 
@@ -74,7 +80,10 @@ def test_serve_on_a_full_disk_answers_and_stops_on_sigterm(tiny_model_dir, tmp_p
             self.url = f"http://127.0.0.1:{self.port}"
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "sentictl", "serve", "--port", str(self.port), *args],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=sentictl_env(), preexec_fn=limited(FULL_AT),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=sentictl_env(),
+                preexec_fn=limited(FULL_AT),
             )
             self.client = httpx.Client(base_url=self.url, timeout=30)
 
@@ -134,10 +143,14 @@ def test_cache_clear_rebuilds_a_damaged_file(tmp_path):
 def test_two_processes_rotate_a_damaged_file_once(tmp_path):
     cache = tmp_path / "cache.sqlite"
     cache.write_bytes(b"garbage " * 4096)
-    code = ("import sys; from sentictl.engine.cache import ResultCache; c = ResultCache(sys.argv[1]); "
-            "r = {'label': 'neutral', 'score': 1.0, 'scores': {'neutral': 1.0}, 'model': 'm'}; "
-            "assert c.put_many('ns', [(sys.argv[2], r)]) == 1; c.close()")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(cache), f"t{i}"], stderr=subprocess.PIPE) for i in range(2)]
+    code = (
+        "import sys; from sentictl.engine.cache import ResultCache; c = ResultCache(sys.argv[1]); "
+        "r = {'label': 'neutral', 'score': 1.0, 'scores': {'neutral': 1.0}, 'model': 'm'}; "
+        "assert c.put_many('ns', [(sys.argv[2], r)]) == 1; c.close()"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(cache), f"t{i}"], stderr=subprocess.PIPE) for i in range(2)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=60)
         assert p.returncode == 0, err.decode()
@@ -149,8 +162,13 @@ def test_two_processes_rotate_a_damaged_file_once(tmp_path):
 
 
 def test_uncreatable_cache_runs_uncached_with_a_warning(tiny_model_dir):
-    run = run_sentictl("score", "--model-dir", str(tiny_model_dir), input=lines(10),
-                       env=sentictl_env(SENTICTL_CACHE="/proc/sentictl-nope/cache.db"))
+    run = run_sentictl(
+        "score",
+        "--model-dir",
+        str(tiny_model_dir),
+        input=lines(10),
+        env=sentictl_env(SENTICTL_CACHE="/proc/sentictl-nope/cache.db"),
+    )
     err = run.stderr.decode()
     assert run.returncode == 0, err
     assert len(results(run.stdout)) == 10
@@ -158,15 +176,18 @@ def test_uncreatable_cache_runs_uncached_with_a_warning(tiny_model_dir):
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("row", [
-    {"r": {}, "t": 0},
-    {"r": {"label": "positive"}, "t": 0},
-    {"r": {"label": "positive", "score": "high", "scores": {}, "model": "m"}, "t": 0},
-    {"r": {"label": "nope", "score": 0.5, "scores": {"positive": 0.5}, "model": "m"}, "t": 0},
-    {"r": [1, 2, 3], "t": 0},
-    {"x": 1},
-    "just a string",
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"r": {}, "t": 0},
+        {"r": {"label": "positive"}, "t": 0},
+        {"r": {"label": "positive", "score": "high", "scores": {}, "model": "m"}, "t": 0},
+        {"r": {"label": "nope", "score": 0.5, "scores": {"positive": 0.5}, "model": "m"}, "t": 0},
+        {"r": [1, 2, 3], "t": 0},
+        {"x": 1},
+        "just a string",
+    ],
+)
 def test_a_row_of_the_wrong_shape_is_a_miss_and_is_overwritten(tiny_model_dir, tmp_path, row):
     cache = tmp_path / "cache.sqlite"
     text = "Net income rose 12% on higher fees"
@@ -226,4 +247,3 @@ def test_a_lock_held_past_the_busy_timeout_is_a_miss_not_a_hang(tmp_path):
         holder.execute("ROLLBACK")
         holder.close()
     assert outcome == {"written": 0, "failures": 1}
-

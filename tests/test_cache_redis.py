@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,8 +45,13 @@ except ImportError:  # pragma: no cover - the test extra installs it
     redis = None
 
 
-RESULT = {"text": "t", "label": "neutral", "score": 1.0, "scores": {"positive": 0.0, "negative": 0.0, "neutral": 1.0},
-          "model": "m"}
+RESULT = {
+    "text": "t",
+    "label": "neutral",
+    "score": 1.0,
+    "scores": {"positive": 0.0, "negative": 0.0, "neutral": 1.0},
+    "model": "m",
+}
 
 
 class RedisServer:
@@ -66,11 +70,24 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port("127.0.0.1", self.port, proc=self.proc)
         deadline = time.monotonic() + 20
@@ -83,7 +100,7 @@ class RedisServer:
             assert time.monotonic() < deadline, "redis-server did not answer PING"
             time.sleep(0.02)
 
-    def client(self) -> "redis.Redis":
+    def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5)
 
     def kill(self) -> None:
@@ -121,7 +138,9 @@ def redis_server(tmp_path):
 
 
 def lines(n: int, tag: str = "x") -> bytes:
-    return b"".join(f"Company {tag}{i} reported a quarterly profit and raised its dividend\n".encode() for i in range(n))
+    return b"".join(
+        f"Company {tag}{i} reported a quarterly profit and raised its dividend\n".encode() for i in range(n)
+    )
 
 
 def score(model_dir, url: str, data: bytes, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -298,7 +317,10 @@ def test_redis_killed_mid_score_every_text_classified(model_dir, redis_server):
     server = redis_server()
     proc = subprocess.Popen(
         [sys.executable, "-m", "sentictl", "score", "--model-dir", str(model_dir), "--cache", server.url],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sentictl_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=sentictl_env(),
     )
     data = lines(2000)
     half = data.count(b"\n") // 2
@@ -348,8 +370,10 @@ def test_redis_killed_under_a_loaded_serve_every_request_answered(model_dir, red
             t.join(timeout=120)
         assert len(statuses) == 360 and set(statuses) == {200}
         metrics = s.metrics()
-        assert metrics['sentictl_cache_failures_total{op="read"}'] + \
-            metrics['sentictl_cache_failures_total{op="write"}'] >= 1, metrics
+        assert (
+            metrics['sentictl_cache_failures_total{op="read"}'] + metrics['sentictl_cache_failures_total{op="write"}']
+            >= 1
+        ), metrics
     finally:
         code, err = s.stop()
     assert code == 0 and "Traceback" not in err, err
@@ -440,8 +464,12 @@ def test_score_refuses_nothing_for_a_redis_url_output_checks(model_dir, redis_se
 
 def test_sentictl_info_shows_the_redis_url_redacted(model_dir):
     secret, port = f"pw-{uuid.uuid4().hex}", free_port()
-    run = run_sentictl("info", "--model-dir", str(model_dir),
-                       env=sentictl_env(SENTICTL_CACHE=f"redis://app:{secret}@127.0.0.1:{port}/3"))
+    run = run_sentictl(
+        "info",
+        "--model-dir",
+        str(model_dir),
+        env=sentictl_env(SENTICTL_CACHE=f"redis://app:{secret}@127.0.0.1:{port}/3"),
+    )
     assert run.returncode == 0, run.stderr.decode()
     assert orjson.loads(run.stdout)["cache"] == f"redis://app:***@127.0.0.1:{port}/3"
     assert secret.encode() not in run.stdout + run.stderr

@@ -27,8 +27,9 @@ from sentictl.engine.cache import ResultCache
 from sentictl.errors import CacheError
 
 NOBODY = 65534
-pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
-                                reason="making a file another user's needs root")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="making a file another user's needs root"
+)
 TEXTS = ["Profit rose sharply.", "Losses widened.", "The board met on Tuesday."]
 
 
@@ -86,8 +87,14 @@ def score(cache: Path, cwd: Path) -> subprocess.CompletedProcess:
     """`sentictl score --cache CACHE` on the bundled model, as a user runs it."""
     exe = Path(sys.executable).with_name("sentictl")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sentictl"]
-    return subprocess.run([*cmd, "score", "--cache", str(cache)], input="\n".join(TEXTS).encode() + b"\n",
-                          capture_output=True, env=sentictl_env(), cwd=cwd, timeout=300)
+    return subprocess.run(
+        [*cmd, "score", "--cache", str(cache)],
+        input="\n".join(TEXTS).encode() + b"\n",
+        capture_output=True,
+        env=sentictl_env(),
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def cache_lines(stderr: bytes) -> list[str]:
@@ -123,8 +130,13 @@ def test_cache_command_refuses_it_with_exit_1(shared, victim, tmp_path):
     exe = Path(sys.executable).with_name("sentictl")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sentictl"]
     for action in ("stats", "clear"):
-        run = subprocess.run([*cmd, "cache", action, "--cache", str(link)], capture_output=True,
-                             env=sentictl_env(), cwd=tmp_path, timeout=120)
+        run = subprocess.run(
+            [*cmd, "cache", action, "--cache", str(link)],
+            capture_output=True,
+            env=sentictl_env(),
+            cwd=tmp_path,
+            timeout=120,
+        )
         assert run.returncode == 1, run.stderr
         assert "Traceback" not in run.stderr.decode() and run.stdout == b""
         [line] = run.stderr.decode().splitlines()

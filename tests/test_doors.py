@@ -22,8 +22,9 @@ import pytest
 from conftest import free_port, sentictl_env, wait_for_port  # noqa: F401
 
 kafka = pytest.importorskip("kafka")
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer  # noqa: E402
 
 MAX_CHARS = 2000
 PLAIN = "Profit rose sharply at the bank in the third quarter."
@@ -51,9 +52,22 @@ def verdict_score(model_dir, cache, raw: bytes) -> dict:
     """score reads one line (the value plus a line end, unless it ends one already)."""
     line = raw if raw.endswith((b"\n", b"\r")) else raw + b"\n"
     run = subprocess.run(
-        [sys.executable, "-m", "sentictl", "score", "--model-dir", str(model_dir), "--cache", str(cache),
-         "--max-chars", str(MAX_CHARS)],
-        input=line, capture_output=True, env=sentictl_env(), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "sentictl",
+            "score",
+            "--model-dir",
+            str(model_dir),
+            "--cache",
+            str(cache),
+            "--max-chars",
+            str(MAX_CHARS),
+        ],
+        input=line,
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=120,
     )
     assert b"Traceback" not in run.stderr, run.stderr.decode()
     if run.stdout.strip():
@@ -62,7 +76,7 @@ def verdict_score(model_dir, cache, raw: bytes) -> dict:
     if b"1 empty skipped" in run.stderr:
         assert run.returncode == 0, "empty is counted, not a reason for a non-zero exit"
         return {"reason": "empty"}
-    reports = [orjson.loads(l) for l in run.stderr.splitlines() if l.startswith(b"{")]
+    reports = [orjson.loads(x) for x in run.stderr.splitlines() if x.startswith(b"{")]
     assert run.returncode == 3 and len(reports) == 1, run.stderr.decode()
     return {"reason": reports[0]["reason"]}
 
@@ -71,9 +85,23 @@ class ServeDoor:
     def __init__(self, model_dir, cache):
         self.port = free_port()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sentictl", "serve", "--port", str(self.port), "--model-dir", str(model_dir),
-             "--cache", str(cache), "--max-chars", str(MAX_CHARS)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=sentictl_env(),
+            [
+                sys.executable,
+                "-m",
+                "sentictl",
+                "serve",
+                "--port",
+                str(self.port),
+                "--model-dir",
+                str(model_dir),
+                "--cache",
+                str(cache),
+                "--max-chars",
+                str(MAX_CHARS),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=sentictl_env(),
         )
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
         deadline = time.monotonic() + 60
@@ -91,8 +119,11 @@ class ServeDoor:
         r = self.client.post("/sentiment", content=raw, headers={"content-type": "text/plain"})
         body = r.json()
         if r.status_code == 200:
-            return {"text": body["text"], "cache_hit": body["metadata"]["cache_hit"],
-                    "truncated": bool(body["metadata"].get("truncated"))}
+            return {
+                "text": body["text"],
+                "cache_hit": body["metadata"]["cache_hit"],
+                "truncated": bool(body["metadata"].get("truncated")),
+            }
         assert 400 <= r.status_code < 500 and {"error", "error_type", "reason"} <= set(body), body
         return {"reason": body["reason"]}
 
@@ -117,16 +148,51 @@ def bridge_verdicts(bootstrap, model_dir, cache, values: list[bytes]) -> list[di
     producer.flush(timeout=30)
     producer.close()
     run = subprocess.run(
-        [sys.executable, "-m", "sentictl", "bridge", "--in", src, "--out", out, "--dlq", dlq,
-         "--bootstrap", bootstrap, "--group", f"g-{tag}", "--model-dir", str(model_dir), "--cache", str(cache),
-         "--max-chars", str(MAX_CHARS), "--max-messages", str(len(values)), "--session-timeout-ms", "6000",
-         "--max-poll-interval-ms", "6000", "--connect-timeout", "15", "-q"],
-        capture_output=True, env=sentictl_env(), timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "sentictl",
+            "bridge",
+            "--in",
+            src,
+            "--out",
+            out,
+            "--dlq",
+            dlq,
+            "--bootstrap",
+            bootstrap,
+            "--group",
+            f"g-{tag}",
+            "--model-dir",
+            str(model_dir),
+            "--cache",
+            str(cache),
+            "--max-chars",
+            str(MAX_CHARS),
+            "--max-messages",
+            str(len(values)),
+            "--session-timeout-ms",
+            "6000",
+            "--max-poll-interval-ms",
+            "6000",
+            "--connect-timeout",
+            "15",
+            "-q",
+        ],
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=180,
     )
     assert run.returncode == 0 and b"Traceback" not in run.stderr, run.stderr.decode()
     verdicts: dict[int, dict] = {}
-    consumer = KafkaConsumer(out, dlq, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        out,
+        dlq,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
     deadline = time.monotonic() + 60
     while len(verdicts) < len(values) and time.monotonic() < deadline:
         for m in consumer:
@@ -142,7 +208,8 @@ def bridge_verdicts(bootstrap, model_dir, cache, values: list[bytes]) -> list[di
 
 
 def test_every_door_gives_the_same_verdict_and_shares_one_cache_entry_per_text(
-        tiny_model_dir, kafka_bootstrap, tmp_path):
+    tiny_model_dir, kafka_bootstrap, tmp_path
+):
     cache = tmp_path / "shared.sqlite"
     values = [raw for _, raw, _ in CASES]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sentictl.engine import model as engine
-from sentictl.errors import SentictlError
 from sentictl.engine.model import Model
+from sentictl.errors import SentictlError
 
 TEXTS = [
     "Shares surged after record quarterly earnings beat estimates.",
@@ -137,7 +137,10 @@ def test_empty_input_gives_empty_output(tiny_model_dir):
 def test_fingerprint_depends_on_variant_and_weights(tiny_model_dir):
     manifest = engine.read_manifest(tiny_model_dir)
     assert engine.fingerprint(manifest, "int8") != engine.fingerprint(manifest, "fp32")
-    changed = {**manifest, "variants": {**manifest["variants"], "int8": {**manifest["variants"]["int8"], "sha256": "0" * 64}}}
+    changed = {
+        **manifest,
+        "variants": {**manifest["variants"], "int8": {**manifest["variants"]["int8"], "sha256": "0" * 64}},
+    }
     assert engine.fingerprint(changed, "int8") != engine.fingerprint(manifest, "int8")
     assert Model(tiny_model_dir).cache_namespace != Model(tiny_model_dir, long="chunk").cache_namespace
 

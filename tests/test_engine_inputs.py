@@ -59,9 +59,15 @@ def test_stored_values_and_key_spaces_are_unchanged(model, tmp_path):
 
 def test_a_value_stored_by_an_earlier_version_is_a_hit(model, tmp_path):
     ns = model.cache_namespace
-    old = {"text": "Old text.", "label": "negative", "score": 0.5,
-           "scores": {"positive": 0.25, "negative": 0.5, "neutral": 0.25}, "model": "earlier", "cache_hit": False,
-           "logits": {"positive": 0.0, "negative": 0.7, "neutral": 0.0}}
+    old = {
+        "text": "Old text.",
+        "label": "negative",
+        "score": 0.5,
+        "scores": {"positive": 0.25, "negative": 0.5, "neutral": 0.25},
+        "model": "earlier",
+        "cache_hit": False,
+        "logits": {"positive": 0.0, "negative": 0.7, "neutral": 0.0},
+    }
     old_pair = {**old, "text": "A.", "text_pair": "B."}
     with ResultCache(tmp_path / "c.sqlite") as cache:
         cache.put_many(ns, [("Old text.", old)])
@@ -84,5 +90,6 @@ def test_prepare_then_infer_is_classify(model, tmp_path):
         assert [r["text"] for r in got] == TEXTS + [TEXTS[1]]
         assert [r["cache_hit"] for r in got] == [True, False, False, False]
         assert all("logits" in r for r in got)
-        assert engine.classify(TEXTS) == [{k: v for k, v in r.items() if k != "logits"} | {"cache_hit": True}
-                                          for r in got[:3]]
+        assert engine.classify(TEXTS) == [
+            {k: v for k, v in r.items() if k != "logits"} | {"cache_hit": True} for r in got[:3]
+        ]

@@ -95,20 +95,36 @@ def test_delta_vs_fp32_is_variant_minus_fp32():
     from sentictl.evaluate import format_report
 
     def variant(accuracy, drop):
-        return {"accuracy": accuracy, "drop_points": drop, "macro_f1": accuracy, "agreement_vs_fp32": 0.99,
-                "per_class": {"positive": {"precision": 1.0, "recall": accuracy}}, "confusion": {"matrix": [[100]]}}
+        return {
+            "accuracy": accuracy,
+            "drop_points": drop,
+            "macro_f1": accuracy,
+            "agreement_vs_fp32": 0.99,
+            "per_class": {"positive": {"precision": 1.0, "recall": accuracy}},
+            "confusion": {"matrix": [[100]]},
+        }
 
-    report = {"labels": ["positive"], "texts": 100, "data": "d.csv", "gold_distribution": {"positive": 100},
-              "skipped": {}, "variants": {"fp32": variant(0.80, 0.0), "int8": variant(0.8031, -0.31),
-                                          "fp16": variant(0.79, 1.0)}}
+    report = {
+        "labels": ["positive"],
+        "texts": 100,
+        "data": "d.csv",
+        "gold_distribution": {"positive": 100},
+        "skipped": {},
+        "variants": {"fp32": variant(0.80, 0.0), "int8": variant(0.8031, -0.31), "fp16": variant(0.79, 1.0)},
+    }
     text = format_report(report)
-    rows = {line.split("|")[1].strip(): line.split("|")[4].strip() for line in text.splitlines()
-            if line.startswith("| ") and line.split("|")[1].strip() in ("fp32", "int8", "fp16")}
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[4].strip()
+        for line in text.splitlines()
+        if line.startswith("| ") and line.split("|")[1].strip() in ("fp32", "int8", "fp16")
+    }
     assert rows["int8"] == "+0.31" and rows["fp16"] == "-1.00"
 
 
 def test_gates():
-    report = {"variants": {"fp32": {"accuracy": 0.9, "drop_points": 0.0}, "int8": {"accuracy": 0.88, "drop_points": 2.0}}}
+    report = {
+        "variants": {"fp32": {"accuracy": 0.9, "drop_points": 0.0}, "int8": {"accuracy": 0.88, "drop_points": 2.0}}
+    }
     assert check_gates(report) == []
     assert check_gates(report, min_accuracy=0.85, max_drop=2.0) == []
     assert check_gates(report, max_drop=1.5) == ["int8: 2.00 points below fp32 > --max-drop 1.5"]
@@ -127,8 +143,18 @@ def tweets_slice(tmp_path_factory) -> Path:
 
 
 def test_eval_cli_on_tweets_matches_the_engine(sentictl, tiny_model_dir, tweets_slice):
-    proc = sentictl("eval", "--model-dir", str(tiny_model_dir), "--data", str(tweets_slice),
-                    "--text-column", "body", "--label-column", "sentiment", "--json")
+    proc = sentictl(
+        "eval",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--data",
+        str(tweets_slice),
+        "--text-column",
+        "body",
+        "--label-column",
+        "sentiment",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     report = json.loads(proc.stdout)
     texts, gold = read_labelled(tweets_slice, LABELS, "body", "sentiment")
@@ -155,8 +181,19 @@ def test_eval_cli_on_tweets_matches_the_engine(sentictl, tiny_model_dir, tweets_
 
 
 def test_eval_table_and_gates_exit_4(sentictl, tiny_model_dir, tweets_slice):
-    args = ["eval", "--model-dir", str(tiny_model_dir), "--data", str(tweets_slice),
-            "--text-column", "body", "--label-column", "sentiment", "--variants", "fp32,int8,fp16"]
+    args = [
+        "eval",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--data",
+        str(tweets_slice),
+        "--text-column",
+        "body",
+        "--label-column",
+        "sentiment",
+        "--variants",
+        "fp32,int8,fp16",
+    ]
     proc = sentictl(*args, "--min-accuracy", "0.999")
     assert proc.returncode == 4
     out, err = proc.stdout.decode(), proc.stderr.decode()
@@ -186,7 +223,9 @@ def test_eval_cli_unknown_variant(sentictl, tiny_model_dir, tmp_path):
 def test_eval_on_a_model_without_its_fp32_file(sentictl, tiny_checkpoint, tweets_slice, tmp_path):
     """A bundle that ships only int8 (like finsent-mini) still evaluates; fp32 is reported as skipped."""
     out = tmp_path / "bundle"
-    made = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8", "--keep", "int8")
+    made = sentictl(
+        "export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8", "--keep", "int8"
+    )
     assert made.returncode == 0, made.stderr.decode()[-2000:]
     cols = ["--text-column", "body", "--label-column", "sentiment"]
     run = sentictl("eval", "--model-dir", str(out), "--data", str(tweets_slice), *cols, "--json")

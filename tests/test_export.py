@@ -9,8 +9,8 @@ import pytest
 
 from conftest import run_sentictl, sentictl_env
 from sentictl.engine import model as engine
-from sentictl.export import mark_unusable, parse_variants
 from sentictl.errors import SentictlError
+from sentictl.export import mark_unusable, parse_variants
 
 
 def test_manifest_contents(tiny_model_dir):
@@ -64,7 +64,9 @@ def test_weights_sit_beside_each_graph_at_aligned_offsets(tiny_model_dir):
         external = [t for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
         inline = [t for t in graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL]
         assert external and all(len(t.raw_data) < MIN_EXTERNAL_BYTES for t in inline), name
-        spans = sorted((int(i["offset"]), int(i["length"])) for i in ({e.key: e.value for e in t.external_data} for t in external))
+        spans = sorted(
+            (int(i["offset"]), int(i["length"])) for i in ({e.key: e.value for e in t.external_data} for t in external)
+        )
         assert all(offset % ALIGN == 0 for offset, length in spans if length >= ALIGN), name
         assert all(a + la <= b for (a, la), (b, _) in zip(spans, spans[1:])), name  # no overlaps
         assert spans[-1][0] + spans[-1][1] == data.stat().st_size
@@ -114,8 +116,19 @@ def test_export_with_eval_data_records_accuracy(tiny_checkpoint, tmp_path, senti
         for i, label in enumerate(["positive", "negative", "neutral"] * 5):
             w.writerow([label, f"profit rose {i} percent" if label == "positive" else f"shares fell {i}"])
     out = tmp_path / "m"
-    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
-                   "--eval-data", str(data), "--max-length", "64")
+    run = sentictl(
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--variants",
+        "int8",
+        "--eval-data",
+        str(data),
+        "--max-length",
+        "64",
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert manifest["max_length"] == 64
@@ -169,8 +182,21 @@ def test_not_a_checkpoint_dir(tmp_path, sentictl):
 
 def test_keep_only_int8_for_a_small_bundle(tiny_checkpoint, tmp_path, sentictl):
     out = tmp_path / "bundle"
-    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
-                   "--keep", "int8", "--quantize-ops", "MatMul,Gather", "--fp32-layers", "none")
+    run = sentictl(
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--variants",
+        "int8",
+        "--keep",
+        "int8",
+        "--quantize-ops",
+        "MatMul,Gather",
+        "--fp32-layers",
+        "none",
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     manifest = orjson.loads((out / "manifest.json").read_bytes())
     assert not (out / "model.onnx").exists() and not (out / "model.onnx.data").exists()

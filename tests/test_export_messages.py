@@ -40,9 +40,12 @@ runpy.run_module("sentictl", run_name="__main__", alter_sys=True)
 NOISE = ("torch_dtype", "TracerWarning", "site-packages", "accelerate")
 
 
-def _cli(code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=env or sentictl_env(),
-                          cwd=cwd, timeout=300)
+def _cli(
+    code: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, env=env or sentictl_env(), cwd=cwd, timeout=300
+    )
 
 
 def test_a_plain_install_is_told_to_install_the_extra_not_a_hub_error(tmp_path):
@@ -70,8 +73,9 @@ def test_the_rest_of_the_cli_works_without_the_extra(tiny_model_dir):
 
 def test_require_names_the_first_missing_package(monkeypatch):
     real = stack.importlib.util.find_spec
-    monkeypatch.setattr(stack.importlib.util, "find_spec",
-                        lambda name, *a: None if name.startswith("optimum") else real(name, *a))
+    monkeypatch.setattr(
+        stack.importlib.util, "find_spec", lambda name, *a: None if name.startswith("optimum") else real(name, *a)
+    )
     with pytest.raises(ExportError, match=r"\(optimum-onnx is not installed\): pip install 'sentictl\[export\]'"):
         stack.require()
 
@@ -102,8 +106,16 @@ def test_long_errors_are_cut_after_a_sentence_never_inside_one():
 
 
 def test_export_prints_no_third_party_noise(tiny_checkpoint, tmp_path):
-    run = _cli("import runpy; runpy.run_module('sentictl', run_name='__main__', alter_sys=True)",
-               "export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "m"), "--variants", "all")
+    run = _cli(
+        "import runpy; runpy.run_module('sentictl', run_name='__main__', alter_sys=True)",
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path / "m"),
+        "--variants",
+        "all",
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     err = run.stderr.decode()
     assert [word for word in NOISE if word in err] == [], err
@@ -123,13 +135,27 @@ def test_quieting_is_scoped_to_the_export():
     loggers = {name: list(logging.getLogger(name).filters) for name in stack._EMITTERS}
     with stack.quiet_third_party():
         with warnings.catch_warnings(record=True) as seen:
-            warnings.warn("traced a constant", TracerWarning)
+            warnings.warn("traced a constant", TracerWarning, stacklevel=2)
         assert seen == []
-        record = logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1,
-                                   "`torch_dtype` is deprecated! Use `dtype` instead!", None, None)
+        record = logging.LogRecord(
+            "transformers.modeling_utils",
+            logging.WARNING,
+            __file__,
+            1,
+            "`torch_dtype` is deprecated! Use `dtype` instead!",
+            None,
+            None,
+        )
         assert logging.getLogger("transformers.modeling_utils").filter(record) is False
-        untrained = logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1,
-                                      "Some weights of BertForSequenceClassification were not initialized", None, None)
+        untrained = logging.LogRecord(
+            "transformers.modeling_utils",
+            logging.WARNING,
+            __file__,
+            1,
+            "Some weights of BertForSequenceClassification were not initialized",
+            None,
+            None,
+        )
         assert logging.getLogger("transformers.modeling_utils").filter(untrained)  # the user's to act on: shown
     assert list(warnings.filters) == filters
     assert {name: list(logging.getLogger(name).filters) for name in stack._EMITTERS} == loggers

@@ -7,14 +7,7 @@ from click.testing import CliRunner
 
 from sentictl.cli import cli
 from sentictl.errors import SentictlError
-from sentictl.export import (
-    ExportOptionError,
-    ExportOptions,
-    RowwiseInt8,
-    TensorInt8,
-    int8_config,
-    run_export,
-)
+from sentictl.export import ExportOptionError, ExportOptions, RowwiseInt8, TensorInt8, int8_config, run_export
 from sentictl.variantlist import parse_variant_list
 
 
@@ -34,15 +27,18 @@ def test_an_option_the_recipe_does_not_have_is_refused_naming_both():
         TensorInt8(smooth=0.3)  # type: ignore[call-arg]  (the dataclass has no such field either)
 
 
-@pytest.mark.parametrize("bad, words", [
-    (lambda: int8_config("blocky"), "unknown int8 recipe"),
-    (lambda: RowwiseInt8(quantize_ops=("MatMul", "Attention")), "not Attention"),
-    (lambda: RowwiseInt8(quantize_ops=()), "names no operator"),
-    (lambda: RowwiseInt8(smooth=1.5), "between 0 and 1"),
-    (lambda: RowwiseInt8(fp32_layers=(-1,)), "start at 0"),
-    (lambda: TensorInt8(isa="sse2"), "unknown int8 target"),
-    (lambda: ExportOptions(opset=12), "--opset 13 or later"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (lambda: int8_config("blocky"), "unknown int8 recipe"),
+        (lambda: RowwiseInt8(quantize_ops=("MatMul", "Attention")), "not Attention"),
+        (lambda: RowwiseInt8(quantize_ops=()), "names no operator"),
+        (lambda: RowwiseInt8(smooth=1.5), "between 0 and 1"),
+        (lambda: RowwiseInt8(fp32_layers=(-1,)), "start at 0"),
+        (lambda: TensorInt8(isa="sse2"), "unknown int8 target"),
+        (lambda: ExportOptions(opset=12), "--opset 13 or later"),
+    ],
+)
 def test_invalid_values_are_refused_on_construction(bad, words):
     with pytest.raises(ExportOptionError, match=words):
         bad()
@@ -66,9 +62,18 @@ def test_variants_and_keep_are_parsed_once():
 
 def test_manifest_form_is_the_config_as_given():
     assert RowwiseInt8(smooth=0.0).to_manifest() == {
-        "recipe": "rowwise", "quantize_ops": ["MatMul", "Gather"], "fp32_layers": [], "smooth": 0.0, "isa": "auto"}
+        "recipe": "rowwise",
+        "quantize_ops": ["MatMul", "Gather"],
+        "fp32_layers": [],
+        "smooth": 0.0,
+        "isa": "auto",
+    }
     assert TensorInt8(fp32_layers=()).to_manifest() == {
-        "recipe": "tensor", "quantize_ops": ["MatMul"], "fp32_layers": [], "isa": "auto"}
+        "recipe": "tensor",
+        "quantize_ops": ["MatMul"],
+        "fp32_layers": [],
+        "isa": "auto",
+    }
 
 
 def test_run_export_takes_no_unknown_keyword(tmp_path):
@@ -78,12 +83,15 @@ def test_run_export_takes_no_unknown_keyword(tmp_path):
         run_export(ExportOptions(), out=tmp_path / "x")
 
 
-@pytest.mark.parametrize("args, env, words", [
-    (["--int8-recipe", "tensor", "--smooth", "0.3"], {}, ["--smooth", "--int8-recipe tensor"]),
-    (["--int8-recipe", "tensor"], {"SENTICTL_EXPORT_SMOOTH": "0"}, ["--smooth", "SENTICTL_EXPORT_SMOOTH"]),
-    (["--quantize-ops", "MatMul,Attention"], {}, ["not Attention", "--int8-recipe tensor"]),
-    (["--opset", "12"], {}, ["--opset 13"]),
-])
+@pytest.mark.parametrize(
+    "args, env, words",
+    [
+        (["--int8-recipe", "tensor", "--smooth", "0.3"], {}, ["--smooth", "--int8-recipe tensor"]),
+        (["--int8-recipe", "tensor"], {"SENTICTL_EXPORT_SMOOTH": "0"}, ["--smooth", "SENTICTL_EXPORT_SMOOTH"]),
+        (["--quantize-ops", "MatMul,Attention"], {}, ["not Attention", "--int8-recipe tensor"]),
+        (["--opset", "12"], {}, ["--opset 13"]),
+    ],
+)
 def test_cli_combinations_that_do_not_apply_are_usage_errors(tmp_path, args, env, words):
     out = tmp_path / "never"
     result = CliRunner().invoke(cli, ["export", "--model", str(tmp_path / "absent"), "--out", str(out), *args], env=env)

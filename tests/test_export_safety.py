@@ -22,10 +22,7 @@ from sentictl.export import default_out, resolve_out, run_export
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     """Every path below root (relative) → file bytes, or None for a folder."""
-    return {
-        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
-        for p in sorted(root.rglob("*"))
-    }
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 def _scratch(root: Path) -> Path:
@@ -54,11 +51,18 @@ def _fake_previous_model(folder: Path) -> None:
     folder.mkdir(parents=True)
     (folder / "model.onnx").write_bytes(b"old onnx")
     (folder / "tokenizer.json").write_text("{}")
-    (folder / "manifest.json").write_text(json.dumps({
-        "format": 1, "name": folder.name, "labels": {"0": "positive"},
-        "variants": {"fp32": {"file": "model.onnx"}}, "tokenizer": {"file": "tokenizer.json"},
-        "created": "2000-01-01T00:00:00+00:00",
-    }))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "name": folder.name,
+                "labels": {"0": "positive"},
+                "variants": {"fp32": {"file": "model.onnx"}},
+                "tokenizer": {"file": "tokenizer.json"},
+                "created": "2000-01-01T00:00:00+00:00",
+            }
+        )
+    )
 
 
 # --- the reported case: --model .. from a scratch folder ------------------------------------------
@@ -136,8 +140,18 @@ def test_dangerous_out_is_refused_even_with_force(tiny_checkpoint, tmp_path, whi
     work = _scratch(home / "proj")  # cwd below home, as usual: `..` is home/proj, not home
     out, why = _dangerous_outs(tmp_path, ckpt)[which]
     before = _snapshot(tmp_path)
-    run = run_sentictl("export", "--model", str(ckpt), "--out", out, "--variants", "fp32", "--force",
-                       cwd=work, env=sentictl_env(HOME=str(home)))
+    run = run_sentictl(
+        "export",
+        "--model",
+        str(ckpt),
+        "--out",
+        out,
+        "--variants",
+        "fp32",
+        "--force",
+        cwd=work,
+        env=sentictl_env(HOME=str(home)),
+    )
     _assert_refused(run, "refusing to export to", why)
     assert _snapshot(tmp_path) == before
 
@@ -193,8 +207,7 @@ def test_force_does_not_replace_a_folder_that_is_not_a_model(tiny_checkpoint, tm
             run_export(str(tiny_checkpoint), out=f"models/{name}", variants="fp32", quiet=True)
     assert _snapshot(tmp_path) == before
     # The CLI says the same in one line, and the file survives.
-    run = run_sentictl("export", "--model", str(tiny_checkpoint), "--out", "models/notes", "--force",
-                       cwd=tmp_path)
+    run = run_sentictl("export", "--model", str(tiny_checkpoint), "--out", "models/notes", "--force", cwd=tmp_path)
     _assert_refused(run, "not a sentictl model folder", "has no manifest.json")
     assert (tmp_path / "models" / "notes" / "notes.txt").read_text() == "my notes\n"
 
@@ -258,8 +271,9 @@ def test_force_replaces_a_previous_export_and_nothing_else(tiny_checkpoint, tmp_
     run = run_sentictl("export", "--model", str(tiny_checkpoint), "--variants", "fp32", cwd=project)
     assert run.returncode == 1 and b"--force" in run.stderr and b"Traceback" not in run.stderr
 
-    run = run_sentictl("export", "--model", str(tiny_checkpoint), "--variants", "fp32", "--force",
-                       cwd=project, timeout=600)
+    run = run_sentictl(
+        "export", "--model", str(tiny_checkpoint), "--variants", "fp32", "--force", cwd=project, timeout=600
+    )
     err = run.stderr.decode()
     assert run.returncode == 0, err[-3000:]
     out = models / "tiny-finbert"

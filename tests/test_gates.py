@@ -30,9 +30,11 @@ def labelled(tmp_path_factory) -> Path:
         with open(TWEETS, newline="", encoding="utf-8") as fh:
             rows = [(r["label"], r["text"]) for r in list(csv.DictReader(fh))[::200]]
     else:
-        rows = [("positive", "Profit rose 40% and the company raised its outlook."),
-                ("negative", "The company cut its forecast after sales fell sharply."),
-                ("neutral", "The annual meeting will be held on 3 May.")] * 8
+        rows = [
+            ("positive", "Profit rose 40% and the company raised its outlook."),
+            ("negative", "The company cut its forecast after sales fell sharply."),
+            ("neutral", "The annual meeting will be held on 3 May."),
+        ] * 8
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["label", "text"])
@@ -46,8 +48,18 @@ def _lines(err: bytes, prefix: str) -> list[str]:
 
 @needs_bundle
 def test_max_drop_without_the_fp32_file_exits_4_with_the_reason(labelled, tmp_path):
-    run = run_sentictl("eval", "--data", str(labelled), "--variants", "fp32,int8", "--max-drop", "0.5",
-                       "--min-accuracy", "0.5", cwd=tmp_path)
+    run = run_sentictl(
+        "eval",
+        "--data",
+        str(labelled),
+        "--variants",
+        "fp32,int8",
+        "--max-drop",
+        "0.5",
+        "--min-accuracy",
+        "0.5",
+        cwd=tmp_path,
+    )
     assert run.returncode == CHECK_FAILED, run.stderr.decode()[-2000:]
     unchecked = _lines(run.stderr, "sentictl: gate not checked: ")
     assert len(unchecked) == 1, run.stderr.decode()  # one line names the variant, the reason and both gates
@@ -64,7 +76,9 @@ def test_max_drop_on_all_variants_of_the_bundle_is_unchecked_too(labelled, tmp_p
     gates = orjson.loads(run.stdout)["gates"]
     assert gates["passed"] is False and gates["failures"] == []
     assert len(gates["unchecked"]) == 1 and gates["unchecked"][0].startswith("fp32 was skipped")
-    assert _lines(run.stderr, "sentictl: gate not checked: ") == [f"sentictl: gate not checked: {gates['unchecked'][0]}"]
+    assert _lines(run.stderr, "sentictl: gate not checked: ") == [
+        f"sentictl: gate not checked: {gates['unchecked'][0]}"
+    ]
 
 
 @needs_bundle
@@ -81,21 +95,30 @@ def test_gates_that_can_be_checked_still_pass_on_the_bundle(labelled, tmp_path):
 
 
 def test_min_accuracy_on_a_named_variant_that_did_not_run():
-    report = {"variants": {"fp32": {"accuracy": 0.9}}, "expected": ["fp32", "int8"],
-              "skipped": {"int8": "InvalidGraph: no kernel"}}
+    report = {
+        "variants": {"fp32": {"accuracy": 0.9}},
+        "expected": ["fp32", "int8"],
+        "skipped": {"int8": "InvalidGraph: no kernel"},
+    }
     assert unchecked_gates(report, min_accuracy=0.5) == [
-        "int8 was skipped (InvalidGraph: no kernel), so --min-accuracy 0.5 could not be checked"]
+        "int8 was skipped (InvalidGraph: no kernel), so --min-accuracy 0.5 could not be checked"
+    ]
     assert unchecked_gates(report, min_accuracy=0.5, max_drop=1.0) == [
-        "int8 was skipped (InvalidGraph: no kernel), so --min-accuracy 0.5 and --max-drop 1.0 could not be checked"]
+        "int8 was skipped (InvalidGraph: no kernel), so --min-accuracy 0.5 and --max-drop 1.0 could not be checked"
+    ]
     assert unchecked_gates(report) == []
 
 
 def test_unchecked_gates_unit():
     no_fp32 = {"variants": {"int8": {"accuracy": 0.9}}, "expected": ["int8"], "skipped": {"fp32": "gone"}}
-    assert unchecked_gates(no_fp32, max_drop=1.0) == ["fp32 was skipped (gone), so --max-drop 1.0 (measured against fp32) could not be checked"]
+    assert unchecked_gates(no_fp32, max_drop=1.0) == [
+        "fp32 was skipped (gone), so --max-drop 1.0 (measured against fp32) could not be checked"
+    ]
     assert unchecked_gates(no_fp32, min_accuracy=0.5) == []
     nothing = {"variants": {}, "expected": [], "skipped": {"fp16": "built for cuda"}}
-    assert unchecked_gates(nothing, min_accuracy=0.5) == ["--min-accuracy 0.5 could not be checked: no variant was evaluated"]
+    assert unchecked_gates(nothing, min_accuracy=0.5) == [
+        "--min-accuracy 0.5 could not be checked: no variant was evaluated"
+    ]
 
 
 def test_eval_help_no_longer_promises_fp32():
@@ -120,8 +143,9 @@ def test_info_of_a_full_export_has_nothing_missing(tiny_model_dir):
 
 @needs_bundle
 def test_bench_refuses_a_variant_that_is_not_shipped_in_plain_words(tmp_path):
-    run = run_sentictl("bench", "--variants", "fp32,int8", "--baseline", "none", "--out", str(tmp_path / "b"),
-                       cwd=tmp_path)
+    run = run_sentictl(
+        "bench", "--variants", "fp32,int8", "--baseline", "none", "--out", str(tmp_path / "b"), cwd=tmp_path
+    )
     assert run.returncode == FAILED
     err = run.stderr.decode()
     assert "cannot bench fp32: its file is not shipped with this model" in err and "--variants int8" in err
@@ -143,9 +167,19 @@ def test_bench_variant_choice_leaves_out_what_is_not_shipped():
 def test_a_failing_bench_job_reports_the_message_not_the_class_path(tiny_model_dir):
     from sentictl.bench import run_job, thread_env
 
-    job = {"kind": "infer", "model_dir": str(tiny_model_dir), "variant": "int4", "texts": ["Profit rose."],
-           "batch_sizes": [1], "threads": 1, "repeats": 1, "warmup": 0, "provider": "cpu", "long": "truncate",
-           "max_batch_tokens": 1024}
+    job = {
+        "kind": "infer",
+        "model_dir": str(tiny_model_dir),
+        "variant": "int4",
+        "texts": ["Profit rose."],
+        "batch_sizes": [1],
+        "threads": 1,
+        "repeats": 1,
+        "warmup": 0,
+        "provider": "cpu",
+        "long": "truncate",
+        "max_batch_tokens": 1024,
+    }
     result = run_job(job, thread_env(1))
     assert "int4" in result["error"] and "sentictl.errors" not in result["error"]
 

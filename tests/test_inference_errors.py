@@ -21,10 +21,10 @@ POISON = "zebrafinch"
 
 @pytest.fixture(scope="module")
 def poisoned_model(tmp_path_factory):
-    from support.checkpoints import _WORDS, build_checkpoint, write_vocab
     from transformers import BertTokenizerFast
 
     from sentictl.export import run_export
+    from support.checkpoints import _WORDS, build_checkpoint, write_vocab
 
     ckpt = build_checkpoint(tmp_path_factory.mktemp("ckpt") / "grown-vocab")
     # The same vocabulary plus one word: its id is one past the embedding table's last row.
@@ -40,8 +40,13 @@ def poisoned_model(tmp_path_factory):
 def test_score_reports_the_poison_record_and_scores_the_rest(poisoned_model):
     texts = [f"profit rose {i}" for i in range(20)]
     texts[13] = f"the {POISON} rose"
-    run = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(poisoned_model)],
-                         input="\n".join(texts).encode() + b"\n", capture_output=True, env=sentictl_env(), timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(poisoned_model)],
+        input="\n".join(texts).encode() + b"\n",
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=300,
+    )
     assert b"Traceback" not in run.stderr, run.stderr.decode()
     assert run.returncode == 3
     scored = [orjson.loads(line)["text"] for line in run.stdout.splitlines()]
@@ -73,8 +78,23 @@ def test_bridge_sends_the_poison_record_to_the_dlq_and_delivers_the_rest(kafka_b
     values[7] = f"the {POISON} rose".encode()
     ends = produce(kafka_bootstrap, src, values, partition_of=lambda i: 0)
 
-    run = run_sentictl(*bridge_args(kafka_bootstrap, poisoned_model, src, out, group, "--dlq", dlq,
-                                    "--batch-size", "20", "--max-messages", "20", "--no-cache"), timeout=120)
+    run = run_sentictl(
+        *bridge_args(
+            kafka_bootstrap,
+            poisoned_model,
+            src,
+            out,
+            group,
+            "--dlq",
+            dlq,
+            "--batch-size",
+            "20",
+            "--max-messages",
+            "20",
+            "--no-cache",
+        ),
+        timeout=120,
+    )
     stderr = run.stderr.decode()
     assert run.returncode == 0, stderr
     assert "Traceback" not in stderr
@@ -85,7 +105,9 @@ def test_bridge_sends_the_poison_record_to_the_dlq_and_delivers_the_rest(kafka_b
     good = reader.read([out], expect=19)
     (dead,) = reader.read([dlq], expect=1)
     reader.close()
-    assert sorted(orjson.loads(r.value)["text"] for r in good) == sorted(v.decode() for i, v in enumerate(values) if i != 7)
+    assert sorted(orjson.loads(r.value)["text"] for r in good) == sorted(
+        v.decode() for i, v in enumerate(values) if i != 7
+    )
     headers = dict(dead.headers)
     assert headers["sentictl-error"] == b"inference_error" and headers["sentictl-source-offset"] == b"7"
     assert dead.value == values[7]
@@ -93,8 +115,13 @@ def test_bridge_sends_the_poison_record_to_the_dlq_and_delivers_the_rest(kafka_b
 
 
 def test_the_grown_vocabulary_is_said_once_at_load(poisoned_model):
-    run = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(poisoned_model)],
-                         input=b"profit rose\n", capture_output=True, env=sentictl_env(), timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(poisoned_model)],
+        input=b"profit rose\n",
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=300,
+    )
     assert run.returncode == 0
     assert run.stderr.decode().count("more than the model's embedding table holds") == 1
 
@@ -116,9 +143,13 @@ def test_a_pad_id_past_the_embedding_table_is_a_start_up_error(foreign_copy):
     cfg = orjson.loads((foreign_copy / "config.json").read_bytes())
     (foreign_copy / "config.json").write_bytes(orjson.dumps({**cfg, "pad_token_id": 5000}))
     for door in (["score", "--no-cache"], ["serve", "--no-cache", "--port", "0"]):
-        run = subprocess.run([sys.executable, "-m", "sentictl", *door, "--model-dir", str(foreign_copy)],
-                             input=b"profit rose\nlosses widened sharply\n", capture_output=True, env=sentictl_env(),
-                             timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "sentictl", *door, "--model-dir", str(foreign_copy)],
+            input=b"profit rose\nlosses widened sharply\n",
+            capture_output=True,
+            env=sentictl_env(),
+            timeout=120,
+        )
         err = run.stderr.decode()
         assert run.returncode == 1 and "Traceback" not in err, err
         (line,) = [x for x in err.splitlines() if x.startswith("Error:")]
@@ -133,9 +164,13 @@ def test_a_folder_that_declares_no_max_length_gets_the_one_its_graph_runs(foreig
     tok_cfg.pop("model_max_length", None)
     (foreign_copy / "tokenizer_config.json").write_bytes(orjson.dumps(tok_cfg))
     long_text = " ".join(["profit rose sharply"] * 100)  # 300 words: past the graph's 128 positions
-    run = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(foreign_copy)],
-                         input=f"{long_text}\nlosses widened\n".encode(), capture_output=True, env=sentictl_env(),
-                         timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(foreign_copy)],
+        input=f"{long_text}\nlosses widened\n".encode(),
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=120,
+    )
     err = run.stderr.decode()
     assert run.returncode == 0, err
     assert "fails on 512 tokens: using 128" in err

@@ -61,8 +61,11 @@ def test_json_array_of_strings_and_of_objects(score, tmp_path):
     assert [r["text"] for r in lines(run.stdout)] == ["Shares jumped", "Losses widened"]
 
     objects = tmp_path / "b.json"
-    objects.write_bytes(orjson.dumps([{"item": {"title": "Profit rose"}}, {"item": {"title": "Costs fell"}}],
-                                     option=orjson.OPT_INDENT_2))
+    objects.write_bytes(
+        orjson.dumps(
+            [{"item": {"title": "Profit rose"}}, {"item": {"title": "Costs fell"}}], option=orjson.OPT_INDENT_2
+        )
+    )
     run = score(str(objects), "--field", "item.title")
     assert run.returncode == 0, run.stderr
     assert [r["text"] for r in lines(run.stdout)] == ["Profit rose", "Costs fell"]
@@ -75,7 +78,11 @@ def test_json_array_bad_items_are_reported_by_item_number(score, tmp_path):
     assert run.returncode == BAD_RECORDS
     assert [r["text"] for r in lines(run.stdout)] == ["first", "third", "last"]
     assert [(r["line"], r["reason"]) for r in reports(run.stderr)] == [
-        (2, "not_string"), (4, "missing_field"), (5, "not_string"), (7, "not_string")]
+        (2, "not_string"),
+        (4, "missing_field"),
+        (5, "not_string"),
+        (7, "not_string"),
+    ]
     assert b"1 empty skipped" in run.stderr
 
 
@@ -131,8 +138,18 @@ def test_exit_status_table(score, sentictl, tiny_model_dir, tmp_path):
     assert score(input=b"fine\n\xff\n").returncode == BAD_RECORDS
     data = tmp_path / "d.csv"
     data.write_text("label,text\nneutral,Flat day\npositive,Shares jumped\n")
-    gate = sentictl("eval", "--model-dir", str(tiny_model_dir), "--data", str(data), "--variants", "fp32",
-                    "--min-accuracy", "1.0", "-q")
+    gate = sentictl(
+        "eval",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--variants",
+        "fp32",
+        "--min-accuracy",
+        "1.0",
+        "-q",
+    )
     assert gate.returncode in (0, CHECK_FAILED) and b"Traceback" not in gate.stderr
     if b"gate missed" in gate.stderr:
         assert gate.returncode == CHECK_FAILED

@@ -38,16 +38,34 @@ CASES = [
     ("txt utf-32-be bom", "in.txt", utf(f"{A}\n{B}\n", "utf-32-be"), [A, B], [], 0),
     ("txt utf-16 crlf", "in.txt", utf(f"{A}\r\n{B}\r\n", "utf-16-le"), [A, B], [], 0),
     ("txt utf-16 without bom", "in.txt", f"{A}\n{B}\n".encode("utf-16-le"), [A, B], [], 0),
-    ("txt utf-16 broken line", "in.txt",
-     utf(f"{A}\n", "utf-16-le") + b"\x00\xd8" + f"\n{B}\n".encode("utf-16-le"), [A, B], [(2, "invalid_encoding")], 0),
+    (
+        "txt utf-16 broken line",
+        "in.txt",
+        utf(f"{A}\n", "utf-16-le") + b"\x00\xd8" + f"\n{B}\n".encode("utf-16-le"),
+        [A, B],
+        [(2, "invalid_encoding")],
+        0,
+    ),
     ("txt utf-8 bom", "in.txt", utf(f"{A}\n{B}\n", "utf-8"), [A, B], [], 0),
     ("txt crlf", "in.txt", f"{A}\r\n{B}\r\n".encode(), [A, B], [], 0),
     ("txt nul lines", "in.txt", f"{A}\n".encode() + b"\x00\x00\x00\n" + f"{B}\n".encode(), [A, B], [], 1),
     ("txt starts with a nul line", "in.txt", b"\x00\x00\x00\n" + f"{A}\n".encode(), [A], [], 1),
-    ("txt control chars only", "in.txt", f"{A}\n".encode() + b"\x01\x02\x1b\x7f\t\x0b\n" + f"{B}\n".encode(),
-     [A, B], [], 1),
-    ("txt stray ff fe, not utf-16", "in.txt", b"\xff\xfe not utf-8\n" + f"{A}\n".encode(), [A],
-     [(1, "invalid_utf8")], 0),
+    (
+        "txt control chars only",
+        "in.txt",
+        f"{A}\n".encode() + b"\x01\x02\x1b\x7f\t\x0b\n" + f"{B}\n".encode(),
+        [A, B],
+        [],
+        1,
+    ),
+    (
+        "txt stray ff fe, not utf-16",
+        "in.txt",
+        b"\xff\xfe not utf-8\n" + f"{A}\n".encode(),
+        [A],
+        [(1, "invalid_utf8")],
+        0,
+    ),
     # -- jsonl ------------------------------------------------------------------------------
     ("jsonl utf-16-le bom", "in.jsonl", utf(jsonl(A, B), "utf-16-le"), [A, B], [], 0),
     ("jsonl utf-32-be bom", "in.jsonl", utf(jsonl(A, B), "utf-32-be"), [A, B], [], 0),
@@ -60,12 +78,16 @@ CASES = [
     ("csv utf-32-le bom", "in.csv", utf(csv_text(A, B), "utf-32-le"), [A, B], [], 0),
     ("csv utf-8 bom", "in.csv", utf(csv_text(A, B), "utf-8"), [A, B], [], 0),
     ("csv crlf", "in.csv", csv_text(A, B).replace("\n", "\r\n").encode(), [A, B], [], 0),
-    ("csv nul cell", "in.csv", csv_text(A).encode() + b'2,"\x00\x00"\n' + b'3,"' + B.encode() + b'"\n',
-     [A, B], [], 1),
-    ("csv unterminated quote at eof", "in.csv",
-     csv_text(A, B).encode() + b'3,"no closing quote\n4,the rest of the file\n', [A, B], [(4, "bad_csv")], 0),
-    ("csv unterminated quote, no final newline", "in.csv",
-     csv_text(A).encode() + b'2,"open', [A], [(3, "bad_csv")], 0),
+    ("csv nul cell", "in.csv", csv_text(A).encode() + b'2,"\x00\x00"\n' + b'3,"' + B.encode() + b'"\n', [A, B], [], 1),
+    (
+        "csv unterminated quote at eof",
+        "in.csv",
+        csv_text(A, B).encode() + b'3,"no closing quote\n4,the rest of the file\n',
+        [A, B],
+        [(4, "bad_csv")],
+        0,
+    ),
+    ("csv unterminated quote, no final newline", "in.csv", csv_text(A).encode() + b'2,"open', [A], [(3, "bad_csv")], 0),
 ]
 
 
@@ -103,20 +125,37 @@ def test_hostile_file(score_file, case, name, data, texts, reports, empty):
 
 
 # stdin cannot seek back over the bytes looked at to tell the encoding: the same verdicts anyway.
-STDIN = ("txt utf-16-le bom", "txt utf-32-be bom", "txt utf-8 bom", "txt stray ff fe, not utf-16",
-         "txt starts with a nul line", "jsonl utf-16-le bom", "csv utf-16-le bom", "csv unterminated quote at eof")
+STDIN = (
+    "txt utf-16-le bom",
+    "txt utf-32-be bom",
+    "txt utf-8 bom",
+    "txt stray ff fe, not utf-16",
+    "txt starts with a nul line",
+    "jsonl utf-16-le bom",
+    "csv utf-16-le bom",
+    "csv unterminated quote at eof",
+)
 
 
-@pytest.mark.parametrize("case, name, data, texts, reports, empty", [c for c in CASES if c[0] in STDIN],
-                         ids=[c[0] for c in CASES if c[0] in STDIN])
+@pytest.mark.parametrize(
+    "case, name, data, texts, reports, empty",
+    [c for c in CASES if c[0] in STDIN],
+    ids=[c[0] for c in CASES if c[0] in STDIN],
+)
 def test_hostile_stdin(score_file, case, name, data, texts, reports, empty):
     check(score_file(name, data, via_stdin=True), texts, reports, empty)
 
 
 def test_unterminated_quote_report_names_where_the_field_starts(score_file):
     _, _, reports, _ = score_file("in.csv", csv_text(A).encode() + b'2,"open\nmore\n')
-    assert reports == [{"source": reports[0]["source"], "line": 3, "reason": "bad_csv",
-                        "error": "bad CSV: the file ends inside the quoted field that starts on line 3"}]
+    assert reports == [
+        {
+            "source": reports[0]["source"],
+            "line": 3,
+            "reason": "bad_csv",
+            "error": "bad CSV: the file ends inside the quoted field that starts on line 3",
+        }
+    ]
 
 
 def test_a_large_utf16_file_streams_past_the_sniffed_head(score_file):

@@ -9,8 +9,17 @@ import pytest
 from click.testing import CliRunner
 
 from sentictl.errors import BrokerUnavailable, KafkaConfigError, SentictlError, TopicError
-from sentictl.kafka import (ConnectStopped, KafkaConfig, TopicTemplate, check_topic, connect_with_retry,
-                            is_legal_topic, make_consumer, make_producer, topic_problem)
+from sentictl.kafka import (
+    ConnectStopped,
+    KafkaConfig,
+    TopicTemplate,
+    check_topic,
+    connect_with_retry,
+    is_legal_topic,
+    make_consumer,
+    make_producer,
+    topic_problem,
+)
 from sentictl.kafka.options import ENV, LEGACY_SERVE_ENV, apply_legacy_env, config_from_options, kafka_options
 
 SECRET = "s3cr3t-Pa55"
@@ -34,36 +43,57 @@ def pem(tmp_path):
 SASL = dict(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256", sasl_username="alice", sasl_password=SECRET)
 
 
-@pytest.mark.parametrize("kwargs, option, words", [
-    (dict(bootstrap=""), "--bootstrap", "no Kafka bootstrap servers"),
-    (dict(bootstrap=" , "), "--bootstrap", "no Kafka bootstrap servers"),
-    (dict(bootstrap="broker:port"), "--bootstrap", "is not HOST:PORT"),
-    (dict(bootstrap="broker:0"), "--bootstrap", "is not HOST:PORT"),
-    (dict(bootstrap="ok:9092,broker:70000"), "--bootstrap", "'broker:70000' is not HOST:PORT"),
-    (dict(client_id=" "), "--client-id", "is empty"),
-    (dict(security_protocol="TLS"), "--security-protocol", "'TLS' is unknown: use PLAINTEXT, SSL"),
-    (dict(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER"), "--sasl-mechanism",
-     "'OAUTHBEARER' is not supported (kafka-python needs a token-provider object"),
-    (dict(security_protocol="SASL_SSL", sasl_mechanism="AWS_MSK_IAM"), "--sasl-mechanism", "is not supported"),
-    (dict(sasl_mechanism="PLAIN", sasl_username="alice", sasl_password=SECRET), "--sasl-mechanism",
-     "PLAIN needs --security-protocol SASL_PLAINTEXT or SASL_SSL (now PLAINTEXT)"),
-    (dict(security_protocol="SSL", sasl_mechanism="PLAIN"), "--sasl-mechanism", "(now SSL)"),
-    (dict(security_protocol="SASL_PLAINTEXT"), "--security-protocol", "SASL_PLAINTEXT needs --sasl-mechanism"),
-    ({**SASL, "sasl_username": None}, "--sasl-mechanism", "SCRAM-SHA-256 needs --sasl-username"),
-    ({**SASL, "sasl_password": ""}, "--sasl-mechanism", "SCRAM-SHA-256 needs --sasl-password"),
-    ({**SASL, "sasl_mechanism": "PLAIN", "sasl_username": ""}, "--sasl-mechanism", "PLAIN needs --sasl-username"),
-    (dict(sasl_username="alice"), "--sasl-username", "needs --sasl-mechanism"),
-    (dict(sasl_password=SECRET), "--sasl-password", "needs --sasl-mechanism"),
-    (dict(ssl_cafile="CA"), "--ssl-cafile", "needs --security-protocol SSL or SASL_SSL (now PLAINTEXT)"),
-    (dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="PLAIN", sasl_username="a", sasl_password=SECRET,
-          ssl_certfile="CA"), "--ssl-certfile", "needs --security-protocol SSL or SASL_SSL (now SASL_PLAINTEXT)"),
-    (dict(check_hostname=False), "--no-check-hostname", "needs --security-protocol SSL or SASL_SSL"),
-    (dict(security_protocol="SSL", ssl_cafile="/nonexistent/ca.pem"), "--ssl-cafile", "no such file"),
-    (dict(security_protocol="SSL", ssl_certfile="CA", ssl_keyfile="/nonexistent/key.pem"), "--ssl-keyfile",
-     "no such file"),
-    (dict(security_protocol="SSL", ssl_keyfile="CA"), "--ssl-keyfile", "needs --ssl-certfile"),
-    (dict(security_protocol="SSL", ssl_cafile="DIR"), "--ssl-cafile", "not a file"),
-])
+@pytest.mark.parametrize(
+    "kwargs, option, words",
+    [
+        (dict(bootstrap=""), "--bootstrap", "no Kafka bootstrap servers"),
+        (dict(bootstrap=" , "), "--bootstrap", "no Kafka bootstrap servers"),
+        (dict(bootstrap="broker:port"), "--bootstrap", "is not HOST:PORT"),
+        (dict(bootstrap="broker:0"), "--bootstrap", "is not HOST:PORT"),
+        (dict(bootstrap="ok:9092,broker:70000"), "--bootstrap", "'broker:70000' is not HOST:PORT"),
+        (dict(client_id=" "), "--client-id", "is empty"),
+        (dict(security_protocol="TLS"), "--security-protocol", "'TLS' is unknown: use PLAINTEXT, SSL"),
+        (
+            dict(security_protocol="SASL_SSL", sasl_mechanism="OAUTHBEARER"),
+            "--sasl-mechanism",
+            "'OAUTHBEARER' is not supported (kafka-python needs a token-provider object",
+        ),
+        (dict(security_protocol="SASL_SSL", sasl_mechanism="AWS_MSK_IAM"), "--sasl-mechanism", "is not supported"),
+        (
+            dict(sasl_mechanism="PLAIN", sasl_username="alice", sasl_password=SECRET),
+            "--sasl-mechanism",
+            "PLAIN needs --security-protocol SASL_PLAINTEXT or SASL_SSL (now PLAINTEXT)",
+        ),
+        (dict(security_protocol="SSL", sasl_mechanism="PLAIN"), "--sasl-mechanism", "(now SSL)"),
+        (dict(security_protocol="SASL_PLAINTEXT"), "--security-protocol", "SASL_PLAINTEXT needs --sasl-mechanism"),
+        ({**SASL, "sasl_username": None}, "--sasl-mechanism", "SCRAM-SHA-256 needs --sasl-username"),
+        ({**SASL, "sasl_password": ""}, "--sasl-mechanism", "SCRAM-SHA-256 needs --sasl-password"),
+        ({**SASL, "sasl_mechanism": "PLAIN", "sasl_username": ""}, "--sasl-mechanism", "PLAIN needs --sasl-username"),
+        (dict(sasl_username="alice"), "--sasl-username", "needs --sasl-mechanism"),
+        (dict(sasl_password=SECRET), "--sasl-password", "needs --sasl-mechanism"),
+        (dict(ssl_cafile="CA"), "--ssl-cafile", "needs --security-protocol SSL or SASL_SSL (now PLAINTEXT)"),
+        (
+            dict(
+                security_protocol="SASL_PLAINTEXT",
+                sasl_mechanism="PLAIN",
+                sasl_username="a",
+                sasl_password=SECRET,
+                ssl_certfile="CA",
+            ),
+            "--ssl-certfile",
+            "needs --security-protocol SSL or SASL_SSL (now SASL_PLAINTEXT)",
+        ),
+        (dict(check_hostname=False), "--no-check-hostname", "needs --security-protocol SSL or SASL_SSL"),
+        (dict(security_protocol="SSL", ssl_cafile="/nonexistent/ca.pem"), "--ssl-cafile", "no such file"),
+        (
+            dict(security_protocol="SSL", ssl_certfile="CA", ssl_keyfile="/nonexistent/key.pem"),
+            "--ssl-keyfile",
+            "no such file",
+        ),
+        (dict(security_protocol="SSL", ssl_keyfile="CA"), "--ssl-keyfile", "needs --ssl-certfile"),
+        (dict(security_protocol="SSL", ssl_cafile="DIR"), "--ssl-cafile", "not a file"),
+    ],
+)
 def test_each_invalid_setting_is_one_line_naming_its_option(kwargs, option, words, pem, tmp_path):
     kwargs = {"bootstrap": "localhost:9092", **kwargs}
     for key, value in kwargs.items():
@@ -78,8 +108,13 @@ def test_each_invalid_setting_is_one_line_naming_its_option(kwargs, option, word
 
 
 def test_protocol_and_mechanism_are_case_insensitive():
-    config = KafkaConfig(" b1:9092 , b2 ", security_protocol="sasl_plaintext", sasl_mechanism="scram-sha-512",
-                         sasl_username="alice", sasl_password=SECRET)
+    config = KafkaConfig(
+        " b1:9092 , b2 ",
+        security_protocol="sasl_plaintext",
+        sasl_mechanism="scram-sha-512",
+        sasl_username="alice",
+        sasl_password=SECRET,
+    )
     assert config.security_protocol == "SASL_PLAINTEXT" and config.sasl_mechanism == "SCRAM-SHA-512"
     assert config.bootstrap == "b1:9092,b2" and config.servers == ["b1:9092", "b2"]
     assert KafkaConfig("[::1]:9092", security_protocol="Ssl").security_protocol == "SSL"
@@ -87,13 +122,25 @@ def test_protocol_and_mechanism_are_case_insensitive():
 
 def test_client_kwargs_carry_only_what_applies(pem):
     assert KafkaConfig("localhost:9092").client_kwargs() == {
-        "bootstrap_servers": ["localhost:9092"], "client_id": "sentictl", "security_protocol": "PLAINTEXT"}
-    kwargs = KafkaConfig("b:9093", client_id="me", ssl_cafile=pem, ssl_certfile=pem, ssl_keyfile=pem,
-                         check_hostname=False, **SASL).client_kwargs()
+        "bootstrap_servers": ["localhost:9092"],
+        "client_id": "sentictl",
+        "security_protocol": "PLAINTEXT",
+    }
+    kwargs = KafkaConfig(
+        "b:9093", client_id="me", ssl_cafile=pem, ssl_certfile=pem, ssl_keyfile=pem, check_hostname=False, **SASL
+    ).client_kwargs()
     assert kwargs == {
-        "bootstrap_servers": ["b:9093"], "client_id": "me", "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-256", "sasl_plain_username": "alice", "sasl_plain_password": SECRET,
-        "ssl_cafile": pem, "ssl_certfile": pem, "ssl_keyfile": pem, "ssl_check_hostname": False}
+        "bootstrap_servers": ["b:9093"],
+        "client_id": "me",
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-256",
+        "sasl_plain_username": "alice",
+        "sasl_plain_password": SECRET,
+        "ssl_cafile": pem,
+        "ssl_certfile": pem,
+        "ssl_keyfile": pem,
+        "ssl_check_hostname": False,
+    }
     assert KafkaConfig("b", security_protocol="SSL").client_kwargs()["ssl_check_hostname"] is True
 
 
@@ -119,6 +166,7 @@ def test_the_password_never_shows():
 
 
 # -- options and environment --------------------------------------------------------------------
+
 
 def command(bootstrap_default=None, legacy=False, needed_for=None):
     @click.command()
@@ -148,9 +196,18 @@ def test_every_option_has_its_sentictl_kafka_variable_in_help():
 
 
 def test_environment_fills_every_option(pem):
-    env = {ENV["bootstrap"]: "b1:1,b2:2", ENV["client_id"]: "cid", ENV["security_protocol"]: "sasl_ssl",
-           ENV["sasl_mechanism"]: "plain", ENV["sasl_username"]: "alice", ENV["sasl_password"]: SECRET,
-           ENV["ssl_cafile"]: pem, ENV["ssl_certfile"]: pem, ENV["ssl_keyfile"]: pem, ENV["no_check_hostname"]: "1"}
+    env = {
+        ENV["bootstrap"]: "b1:1,b2:2",
+        ENV["client_id"]: "cid",
+        ENV["security_protocol"]: "sasl_ssl",
+        ENV["sasl_mechanism"]: "plain",
+        ENV["sasl_username"]: "alice",
+        ENV["sasl_password"]: SECRET,
+        ENV["ssl_cafile"]: pem,
+        ENV["ssl_certfile"]: pem,
+        ENV["ssl_keyfile"]: pem,
+        ENV["no_check_hostname"]: "1",
+    }
     result = invoke(command(), env=env)
     assert result.exit_code == 0, result.output
     assert ("sasl_plain_password", SECRET) in eval(result.output.splitlines()[1])
@@ -165,8 +222,9 @@ def test_bootstrap_default_and_missing_bootstrap():
     assert "bootstrap='localhost:9092'" in invoke(command("localhost:9092")).output
     result = invoke(command(needed_for="--publish"))
     assert result.exit_code == 1
-    assert "--publish needs --bootstrap HOST:PORT (or SENTICTL_KAFKA_BOOTSTRAP, or -X bootstrap.servers=" \
-           in result.output
+    assert (
+        "--publish needs --bootstrap HOST:PORT (or SENTICTL_KAFKA_BOOTSTRAP, or -X bootstrap.servers=" in result.output
+    )
     assert "client_id='sentictl-test'" in invoke(command(), ["--bootstrap", "b:1"]).output
 
 
@@ -174,13 +232,19 @@ def test_invalid_options_give_one_line_and_exit_1():
     result = invoke(command(), ["--bootstrap", "b:1", "--security-protocol", "sasl_ssl"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "Error: --security-protocol SASL_SSL needs --sasl-mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or GSSAPI)"]
+        "Error: --security-protocol SASL_SSL needs --sasl-mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or GSSAPI)"
+    ]
 
 
 def test_legacy_serve_variables_are_used_when_the_new_ones_are_unset(pem):
-    env = {"SENTICTL_BOOTSTRAP": "old:9092", "SENTICTL_SECURITY_PROTOCOL": "sasl_ssl",
-           "SENTICTL_SASL_MECHANISM": "SCRAM-SHA-512", "SENTICTL_SASL_USERNAME": "bob",
-           "SENTICTL_SASL_PASSWORD": SECRET, "SENTICTL_SSL_CAFILE": pem}
+    env = {
+        "SENTICTL_BOOTSTRAP": "old:9092",
+        "SENTICTL_SECURITY_PROTOCOL": "sasl_ssl",
+        "SENTICTL_SASL_MECHANISM": "SCRAM-SHA-512",
+        "SENTICTL_SASL_USERNAME": "bob",
+        "SENTICTL_SASL_PASSWORD": SECRET,
+        "SENTICTL_SSL_CAFILE": pem,
+    }
     result = invoke(command(legacy=True), env=env)
     assert result.exit_code == 0, result.output
     assert "bootstrap='old:9092'" in result.output and "sasl_username='bob'" in result.output
@@ -188,15 +252,29 @@ def test_legacy_serve_variables_are_used_when_the_new_ones_are_unset(pem):
     assert f"ssl_cafile='{pem}'" in result.output
     notices = [line for line in result.stderr.splitlines() if "deprecated" in line]
     assert len(notices) == len(env)
-    assert "SENTICTL_BOOTSTRAP is deprecated and will stop working in the next release: rename it to " \
-           "SENTICTL_KAFKA_BOOTSTRAP" in result.stderr
+    assert (
+        "SENTICTL_BOOTSTRAP is deprecated and will stop working in the next release: rename it to "
+        "SENTICTL_KAFKA_BOOTSTRAP" in result.stderr
+    )
     assert SECRET not in result.stderr
 
 
 def test_legacy_serve_variables_are_ignored_when_the_new_ones_or_options_are_set():
     env = {"SENTICTL_BOOTSTRAP": "old:9092", ENV["bootstrap"]: "new:9092", "SENTICTL_SASL_USERNAME": "bob"}
-    result = invoke(command(legacy=True), ["--sasl-username", "carol", "--sasl-mechanism", "PLAIN",
-                                           "--security-protocol", "SASL_PLAINTEXT", "--sasl-password", "x"], env=env)
+    result = invoke(
+        command(legacy=True),
+        [
+            "--sasl-username",
+            "carol",
+            "--sasl-mechanism",
+            "PLAIN",
+            "--security-protocol",
+            "SASL_PLAINTEXT",
+            "--sasl-password",
+            "x",
+        ],
+        env=env,
+    )
     assert result.exit_code == 0, result.output
     assert "bootstrap='new:9092'" in result.output and "sasl_username='carol'" in result.output
     assert "SENTICTL_BOOTSTRAP is deprecated and ignored because SENTICTL_KAFKA_BOOTSTRAP is set" in result.stderr
@@ -208,19 +286,32 @@ def test_legacy_names_without_a_click_context():
     opts = {"bootstrap": None, "security_protocol": "PLAINTEXT"}
     out = apply_legacy_env(opts, environ={"SENTICTL_BOOTSTRAP": "old:1"}, warn=notices.append)
     assert out["bootstrap"] == "old:1" and opts["bootstrap"] is None and len(notices) == 1
-    out = apply_legacy_env(opts, environ={"SENTICTL_BOOTSTRAP": "old:1", ENV["bootstrap"]: "new:1"},
-                           warn=notices.append)
+    out = apply_legacy_env(
+        opts, environ={"SENTICTL_BOOTSTRAP": "old:1", ENV["bootstrap"]: "new:1"}, warn=notices.append
+    )
     assert out["bootstrap"] is None and "ignored" in notices[-1]
     assert apply_legacy_env(opts, environ={}, warn=notices.append) == opts and len(notices) == 2
 
 
 # -- topics -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, problem", [
-    ("news", None), ("a.b_c-D9", None), ("x" * 249, None),
-    ("", "it is empty"), (".", "reserved"), ("..", "reserved"), ("x" * 250, "over Kafka's limit of 249"),
-    ("news feed", "' '"), ("news/feed", "'/'"), ("ünïcode", "'ï' 'ü'"), ("{label}", "'{' '}'"),
-])
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("news", None),
+        ("a.b_c-D9", None),
+        ("x" * 249, None),
+        ("", "it is empty"),
+        (".", "reserved"),
+        ("..", "reserved"),
+        ("x" * 250, "over Kafka's limit of 249"),
+        ("news feed", "' '"),
+        ("news/feed", "'/'"),
+        ("ünïcode", "'ï' 'ü'"),
+        ("{label}", "'{' '}'"),
+    ],
+)
 def test_topic_legality(name, problem):
     got = topic_problem(name)
     assert (got is None) == (problem is None) == is_legal_topic(name)
@@ -243,15 +334,18 @@ def test_templates_render_and_check_every_topic_they_can_make():
         TopicTemplate("x{label}").check(label=["-a b"])
 
 
-@pytest.mark.parametrize("template, allowed, option, words", [
-    ("{topic}-scored", ("label",), "--publish", "unknown placeholder {topic} (use {label}, e.g. '{label}-news')"),
-    ("{lable}", ("label", "topic"), "--out", "unknown placeholder {lable} (use {label}, {topic}"),
-    ("{}", ("label",), "--publish", "unknown placeholder {}"),
-    ("{label!r}", ("label",), "--publish", "write plain {label}"),
-    ("{label:>9}", ("label",), "--publish", "write plain {label}"),
-    ("{label", ("label",), "--publish", "bad --publish template '{label'"),
-    ("scored out", ("label",), "--out", "--out 'scored out' is not a valid Kafka topic name"),
-])
+@pytest.mark.parametrize(
+    "template, allowed, option, words",
+    [
+        ("{topic}-scored", ("label",), "--publish", "unknown placeholder {topic} (use {label}, e.g. '{label}-news')"),
+        ("{lable}", ("label", "topic"), "--out", "unknown placeholder {lable} (use {label}, {topic}"),
+        ("{}", ("label",), "--publish", "unknown placeholder {}"),
+        ("{label!r}", ("label",), "--publish", "write plain {label}"),
+        ("{label:>9}", ("label",), "--publish", "write plain {label}"),
+        ("{label", ("label",), "--publish", "bad --publish template '{label'"),
+        ("scored out", ("label",), "--out", "--out 'scored out' is not a valid Kafka topic name"),
+    ],
+)
 def test_bad_templates(template, allowed, option, words):
     with pytest.raises(TopicError) as info:
         TopicTemplate(template, allowed=allowed, option=option)
@@ -259,6 +353,7 @@ def test_bad_templates(template, allowed, option, words):
 
 
 # -- clients ------------------------------------------------------------------------------------
+
 
 def test_factories_apply_defaults_then_overrides(monkeypatch):
     import kafka
@@ -269,8 +364,14 @@ def test_factories_apply_defaults_then_overrides(monkeypatch):
     config = KafkaConfig("b:1", client_id="c")
     make_producer(config, linger_ms=50, transactional_id="t")
     make_consumer(config, group_id="g")
-    assert made["producer"] == {"bootstrap_servers": ["b:1"], "client_id": "c", "security_protocol": "PLAINTEXT",
-                                "acks": "all", "linger_ms": 50, "transactional_id": "t"}
+    assert made["producer"] == {
+        "bootstrap_servers": ["b:1"],
+        "client_id": "c",
+        "security_protocol": "PLAINTEXT",
+        "acks": "all",
+        "linger_ms": 50,
+        "transactional_id": "t",
+    }
     assert made["consumer"]["enable_auto_commit"] is False and made["consumer"]["group_id"] == "g"
 
 
@@ -289,8 +390,11 @@ def test_connect_with_retry_backs_off_then_gives_up_or_stops():
         raise KafkaConnectionError("connection refused")
 
     config = KafkaConfig("127.0.0.1:1")
-    with pytest.raises(BrokerUnavailable, match=r"cannot reach the Kafka broker at 127.0.0.1:1 \(producer\) after "
-                                                r"0.6 s and \d+ attempts: .*TLS/SASL options; try later$"):
+    with pytest.raises(
+        BrokerUnavailable,
+        match=r"cannot reach the Kafka broker at 127.0.0.1:1 \(producer\) after "
+        r"0.6 s and \d+ attempts: .*TLS/SASL options; try later$",
+    ):
         connect_with_retry(down, config, what="producer", timeout=0.6, log=logs.append, hint="; try later")
     assert len(attempts) >= 2 and logs == ["waiting for the broker at 127.0.0.1:1 (up to 0.6 s)"]
     with pytest.raises(ConnectStopped):

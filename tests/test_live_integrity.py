@@ -56,8 +56,9 @@ def _copy(src: Path, dest: Path) -> Path:
 
 def _score(model_dir: Path, *args: str, cache: Path | None = None) -> tuple[int, list[dict], str]:
     cache_args = ["--cache", str(cache)] if cache else ["--no-cache"]
-    run = run_sentictl("score", "--model-dir", str(model_dir), "--variant", "int8", *cache_args, *args,
-                       input="\n".join(TEXTS) + "\n")
+    run = run_sentictl(
+        "score", "--model-dir", str(model_dir), "--variant", "int8", *cache_args, *args, input="\n".join(TEXTS) + "\n"
+    )
     lines = [orjson.loads(line) for line in run.stdout.splitlines() if line.strip()]
     return run.returncode, lines, run.stderr.decode(errors="replace")
 
@@ -79,8 +80,11 @@ def test_cp_over_and_truncating_the_served_weights_changes_nothing(export_a, exp
         # Nothing of the model folder stays open or mapped: the weights come from a private, deleted copy.
         maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
         assert str(served) not in maps
-        assert not any(str(served) in os.readlink(f"/proc/{server.proc.pid}/fd/{fd}")
-                       for fd in os.listdir(f"/proc/{server.proc.pid}/fd") if os.path.exists(f"/proc/{server.proc.pid}/fd/{fd}"))
+        assert not any(
+            str(served) in os.readlink(f"/proc/{server.proc.pid}/fd/{fd}")
+            for fd in os.listdir(f"/proc/{server.proc.pid}/fd")
+            if os.path.exists(f"/proc/{server.proc.pid}/fd/{fd}")
+        )
 
         shutil.copyfile(export_b / DATA, served / DATA)  # what `cp other/model_int8.onnx.data served/` does
         assert _predict(server) == genuine
@@ -144,8 +148,14 @@ def _optimum_folder(export: Path, dest: Path, location: str = "weights.bin") -> 
         if (export / name).is_file():
             shutil.copyfile(export / name, dest / name)
     model = onnx.load(str(export / "model_int8.onnx"))  # the weights read in from model_int8.onnx.data
-    onnx.save_model(model, str(dest / "model_quantized.onnx"), save_as_external_data=True,
-                    all_tensors_to_one_file=True, location=location, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(dest / "model_quantized.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )
     return dest
 
 
@@ -188,7 +198,9 @@ def test_a_foreign_folder_with_the_usual_data_name_keeps_its_fingerprint(export_
     folder = _optimum_folder(export_a, tmp_path / "usual", location="model_quantized.onnx.data")
     m = engine.Model(folder, provider="cpu", variant="int8")
     assert "external_data" not in m.manifest["foreign"]
-    assert m.manifest["variants"]["int8"]["data"]["sha256"] == integrity.sha256_file(folder / "model_quantized.onnx.data")
+    assert m.manifest["variants"]["int8"]["data"]["sha256"] == integrity.sha256_file(
+        folder / "model_quantized.onnx.data"
+    )
 
 
 def test_a_graph_pointing_outside_its_folder_is_refused(export_a, tmp_path):
@@ -224,8 +236,9 @@ def test_export_force_into_a_served_folder_leaves_the_server_its_model(export_a,
     try:
         genuine = _predict(server)
         ckpt = build_checkpoint(tmp_path / "ckpt2", seed=2)
-        run = run_sentictl("export", "--model", str(ckpt), "--out", str(served), "--variants", "int8", "--force",
-                           timeout=600)
+        run = run_sentictl(
+            "export", "--model", str(ckpt), "--out", str(served), "--variants", "int8", "--force", timeout=600
+        )
         assert run.returncode == 0, run.stderr.decode()
         assert all(p.stat().st_ino != inodes.get(p.name) for p in served.iterdir())
         assert _predict(server) == genuine
@@ -250,9 +263,11 @@ def test_no_private_copies_are_left_behind(export_a):
 
 
 def test_hot_path_still_never_imports_onnx(export_a):
-    code = ("import sys; from sentictl.engine.model import Model; "
-            f"Model({str(export_a)!r}, provider='cpu', variant='int8'); "
-            "print(sorted(m for m in ('onnx', 'torch', 'transformers', 'optimum') if m in sys.modules))")
+    code = (
+        "import sys; from sentictl.engine.model import Model; "
+        f"Model({str(export_a)!r}, provider='cpu', variant='int8'); "
+        "print(sorted(m for m in ('onnx', 'torch', 'transformers', 'optimum') if m in sys.modules))"
+    )
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, env=sentictl_env(), timeout=120)

@@ -33,8 +33,14 @@ def run_on_a_terminal(*args: str, input: bytes, cwd, env=None, timeout: float = 
     """Run `python -m sentictl ARGS` with stderr on a real pseudo-terminal: (rc, stdout, what the terminal got)."""
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "sentictl", *args], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=slave, cwd=cwd, env=env or sentictl_env())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sentictl", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            cwd=cwd,
+            env=env or sentictl_env(),
+        )
     finally:
         os.close(slave)  # the child holds its own copy; EOF on master comes when the child's closes
     proc.stdin.write(input)
@@ -93,8 +99,10 @@ def test_score_on_a_terminal_names_the_model_and_why(workdir):
     assert orjson.loads(out.splitlines()[0])["model"] == "tiny:int8"
     lines = [line for line in terminal.splitlines() if line.startswith("sentictl: using ")]
     assert len(lines) == 1, terminal
-    assert lines[0].startswith(f"sentictl: using tiny:int8 from {workdir / 'models' / 'finbert'}: "
-                               f"the default export location models/finbert, relative to the current directory")
+    assert lines[0].startswith(
+        f"sentictl: using tiny:int8 from {workdir / 'models' / 'finbert'}: "
+        f"the default export location models/finbert, relative to the current directory"
+    )
 
 
 def test_quiet_or_a_pipe_gets_no_model_line(workdir):
@@ -107,8 +115,9 @@ def test_quiet_or_a_pipe_gets_no_model_line(workdir):
 def test_eval_on_a_terminal_names_the_model_once(tiny_model_dir, tmp_path):
     data = tmp_path / "d.csv"
     data.write_text("label,text\nneutral,Flat day\npositive,Shares jumped\n")
-    rc, _, terminal = run_on_a_terminal("eval", "--model-dir", str(tiny_model_dir), "--data", str(data),
-                                        input=b"", cwd=tmp_path)
+    rc, _, terminal = run_on_a_terminal(
+        "eval", "--model-dir", str(tiny_model_dir), "--data", str(data), input=b"", cwd=tmp_path
+    )
     assert rc == 0, terminal
     lines = [line for line in terminal.splitlines() if line.startswith("sentictl: using ")]
     assert len(lines) == 1 and str(tiny_model_dir) in lines[0] and lines[0].endswith("given with --model-dir")

@@ -48,16 +48,31 @@ def door(name: str, folder) -> list[str]:
         "score": ["score", "--no-cache", "--model-dir", str(folder), "-"],
         "info": ["info", "--model-dir", str(folder)],
         "serve": ["serve", "--no-cache", "--model-dir", str(folder), "--port", str(free_port())],
-        "bridge": ["bridge", "--no-cache", "--model-dir", str(folder), "--in", "news", "--out", "scored",
-                   "--bootstrap", f"127.0.0.1:{free_port()}", "--connect-timeout", "2"],
+        "bridge": [
+            "bridge",
+            "--no-cache",
+            "--model-dir",
+            str(folder),
+            "--in",
+            "news",
+            "--out",
+            "scored",
+            "--bootstrap",
+            f"127.0.0.1:{free_port()}",
+            "--connect-timeout",
+            "2",
+        ],
     }[name]
 
 
-@pytest.mark.parametrize("which, says", [
-    ("foreign_with_deep_config", "is not readable JSON"),
-    ("deep_manifest", "is not readable JSON"),
-    ("huge_manifest", "is over 16 MB"),
-])
+@pytest.mark.parametrize(
+    "which, says",
+    [
+        ("foreign_with_deep_config", "is not readable JSON"),
+        ("deep_manifest", "is not readable JSON"),
+        ("huge_manifest", "is over 16 MB"),
+    ],
+)
 @pytest.mark.parametrize("name", ["score", "info", "serve", "bridge"])
 def test_a_hostile_json_file_is_one_line_from_every_door(request, which, says, name):
     folder = request.getfixturevalue(which)

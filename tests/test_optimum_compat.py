@@ -18,8 +18,8 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import free_port, run_sentictl, sentictl_env
 
+from conftest import free_port, run_sentictl, sentictl_env
 from sentictl.engine import integrity
 from sentictl.engine import model as engine
 from sentictl.errors import SentictlError
@@ -48,15 +48,16 @@ def quantized_dir(optimum_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("optimum") / "tiny-quantized"
     ORTQuantizer.from_pretrained(optimum_dir).quantize(
-        AutoQuantizationConfig.avx2(is_static=False, per_channel=True), save_dir=out,
+        AutoQuantizationConfig.avx2(is_static=False, per_channel=True), save_dir=out
     )
     return out
 
 
 def _score(model_dir, *args: str) -> tuple[list[dict], str]:
     """`sentictl score` of TEXTS, one text per run (--run-tokens 1), as a user runs it."""
-    run = run_sentictl("score", "--model-dir", str(model_dir), "--no-cache", "--run-tokens", "1", *args,
-                       input="\n".join(TEXTS) + "\n")
+    run = run_sentictl(
+        "score", "--model-dir", str(model_dir), "--no-cache", "--run-tokens", "1", *args, input="\n".join(TEXTS) + "\n"
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     return [orjson.loads(line) for line in run.stdout.splitlines()], run.stderr.decode()
 
@@ -75,7 +76,9 @@ def test_export_keeps_what_optimum_needs_in_the_manifest(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())
     assert {str(k): v for k, v in config["id2label"].items()} == manifest["labels"]
     # optimum/transformers truncate where `sentictl score` does.
-    assert json.loads((tiny_model_dir / "tokenizer_config.json").read_text())["model_max_length"] == manifest["max_length"]
+    assert (
+        json.loads((tiny_model_dir / "tokenizer_config.json").read_text())["model_max_length"] == manifest["max_length"]
+    )
     assert engine.verify(tiny_model_dir) == []
 
 
@@ -90,7 +93,9 @@ def test_verify_covers_the_kept_files(tiny_model_dir, tmp_path):
     assert engine.Model(copy, variant="fp32").labels == ["positive", "negative", "neutral"]
 
 
-@pytest.mark.parametrize(("file_name", "variant", "tolerance"), [("model.onnx", "fp32", 1e-5), ("model_int8.onnx", "int8", 1e-4)])
+@pytest.mark.parametrize(
+    ("file_name", "variant", "tolerance"), [("model.onnx", "fp32", 1e-5), ("model_int8.onnx", "int8", 1e-4)]
+)
 def test_sentictl_export_loads_in_optimum_with_the_same_labels(tiny_model_dir, file_name, variant, tolerance):
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import AutoTokenizer
@@ -99,7 +104,9 @@ def test_sentictl_export_loads_in_optimum_with_the_same_labels(tiny_model_dir, f
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     rows = []
     for text in TEXTS:  # one at a time, as the score run below: int8 activations are quantized per batch
-        logits = np.asarray(ort_model(**tokenizer([text], return_tensors="np", truncation=True)).logits, dtype=np.float64)
+        logits = np.asarray(
+            ort_model(**tokenizer([text], return_tensors="np", truncation=True)).logits, dtype=np.float64
+        )
         rows.append(np.exp(logits[0] - logits[0].max()) / np.exp(logits[0] - logits[0].max()).sum())
     theirs = np.array(rows)
     labels = [ort_model.config.id2label[i] for i in range(theirs.shape[1])]
@@ -112,7 +119,12 @@ def test_sentictl_export_loads_in_optimum_with_the_same_labels(tiny_model_dir, f
 # ----------------------------------------------------------------------------- optimum → sentictl
 def test_optimum_folder_scores_like_sentictl_export(optimum_dir, tiny_model_dir):
     assert sorted(p.name for p in optimum_dir.iterdir()) == [
-        "config.json", "model.onnx", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+        "config.json",
+        "model.onnx",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
     ]
     theirs, err = _score(optimum_dir)
     ours, _ = _score(tiny_model_dir, "--variant", "fp32")
@@ -231,7 +243,10 @@ def test_info_of_a_sentictl_export_says_so(tiny_model_dir):
 
 def test_eval_reads_an_optimum_folder(optimum_dir, tmp_path):
     data = tmp_path / "labelled.csv"
-    data.write_text("text,label\n" + "".join(f'"{t}",{lab}\n' for t, lab in zip(TEXTS[:12], ["positive", "negative", "neutral"] * 4)))
+    data.write_text(
+        "text,label\n"
+        + "".join(f'"{t}",{lab}\n' for t, lab in zip(TEXTS[:12], ["positive", "negative", "neutral"] * 4))
+    )
     run = run_sentictl("eval", "--model-dir", str(optimum_dir), "--data", str(data), "--json")
     assert run.returncode == 0, run.stderr.decode()[-2000:]
     assert list(json.loads(run.stdout)["variants"]) == ["fp32"]
@@ -240,9 +255,21 @@ def test_eval_reads_an_optimum_folder(optimum_dir, tmp_path):
 def test_serve_answers_from_an_optimum_folder(optimum_dir, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentictl", "serve", "--port", str(port), "--model-dir", str(optimum_dir),
-         "--cache", str(tmp_path / "c.sqlite")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sentictl_env(),
+        [
+            sys.executable,
+            "-m",
+            "sentictl",
+            "serve",
+            "--port",
+            str(port),
+            "--model-dir",
+            str(optimum_dir),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=sentictl_env(),
     )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
@@ -303,15 +330,18 @@ def _break(optimum_dir, tmp_path, how: str):
     return folder
 
 
-@pytest.mark.parametrize(("how", "says"), [
-    ("empty", "has no manifest.json (nor model.onnx + config.json)"),
-    ("no-config", "has model.onnx but no config.json"),
-    ("no-onnx", "has config.json but no .onnx file"),
-    ("no-tokenizer", "no tokenizer.json"),
-    ("no-labels", "has no id2label map"),
-    ("bad-json", "is not readable JSON"),
-    ("not-onnx", "onnxruntime cannot load"),
-])
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("empty", "has no manifest.json (nor model.onnx + config.json)"),
+        ("no-config", "has model.onnx but no config.json"),
+        ("no-onnx", "has config.json but no .onnx file"),
+        ("no-tokenizer", "no tokenizer.json"),
+        ("no-labels", "has no id2label map"),
+        ("bad-json", "is not readable JSON"),
+        ("not-onnx", "onnxruntime cannot load"),
+    ],
+)
 def test_a_broken_folder_is_one_line_and_exit_1(optimum_dir, tmp_path, how, says):
     folder = _break(optimum_dir, tmp_path, how)
     run = run_sentictl("score", "--model-dir", str(folder), "--no-cache", input="Profit fell.\n")

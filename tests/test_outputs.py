@@ -25,8 +25,13 @@ needs_dev_full = pytest.mark.skipif(not FULL.exists(), reason="no /dev/full on t
 def shell(command: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a bash command line where `sentictl` means this interpreter's `python -m sentictl`."""
     sentictl = f"{shlex.quote(sys.executable)} -m sentictl"
-    return subprocess.run(["bash", "-c", command.replace("sentictl", sentictl, 1)], capture_output=True,
-                          env=sentictl_env(), cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-c", command.replace("sentictl", sentictl, 1)],
+        capture_output=True,
+        env=sentictl_env(),
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def no_traceback(run: subprocess.CompletedProcess) -> None:
@@ -97,7 +102,8 @@ def test_a_fresh_errors_file_still_works_and_is_truncated(tiny_model_dir, tmp_pa
     assert run.returncode == 3, run.stderr
     assert [orjson.loads(line)["text"] for line in run.stdout.splitlines()] == ["good one"]
     assert [orjson.loads(line) for line in errors.read_bytes().splitlines()] == [
-        {"source": "in.txt", "line": 2, "reason": "invalid_utf8", "error": "invalid UTF-8"}]
+        {"source": "in.txt", "line": 2, "reason": "invalid_utf8", "error": "invalid UTF-8"}
+    ]
 
 
 # ----------------------------------------------------------------------------- stdout is an input

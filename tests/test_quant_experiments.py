@@ -31,9 +31,12 @@ def _dense_graph(path, w, bias):
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["mm"], name="/enc/layer.0/dense/MatMul"),
-         helper.make_node("Add", ["b", "mm"], ["y"], name="/enc/layer.0/dense/Add")],
-        "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", w.shape[0]])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["mm"], name="/enc/layer.0/dense/MatMul"),
+            helper.make_node("Add", ["b", "mm"], ["y"], name="/enc/layer.0/dense/Add"),
+        ],
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", w.shape[0]])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(bias, "b")],
     )
@@ -57,21 +60,34 @@ def test_help_runs():
 def test_the_winning_settings_write_the_products_graph(qx, tmp_path):
     """With the settings the product kept, the experiment rewriter writes byte for byte the product's graph."""
     rng = np.random.default_rng(0)
-    src = _dense_graph(tmp_path / "fp32.onnx", (rng.standard_normal((64, 48)) * 0.1).astype(np.float32),
-                       rng.standard_normal(48).astype(np.float32))
+    src = _dense_graph(
+        tmp_path / "fp32.onnx",
+        (rng.standard_normal((64, 48)) * 0.1).astype(np.float32),
+        rng.standard_normal(48).astype(np.float32),
+    )
     factors = {"x": rng.uniform(0.5, 2.0, 64).astype(np.float32)}
     quantize.rowwise_int8(src, tmp_path / "product.onnx", smooth=factors, weight_qmax=64)
-    qx.rowwise_int8_experiment(src, tmp_path / "experiment.onnx", smooth=factors, weight_qmax=64, quantizer="qlinear",
-                               asymmetric=lambda name: True)
+    qx.rowwise_int8_experiment(
+        src,
+        tmp_path / "experiment.onnx",
+        smooth=factors,
+        weight_qmax=64,
+        quantizer="qlinear",
+        asymmetric=lambda name: True,
+    )
     assert (tmp_path / "product.onnx").read_bytes() == (tmp_path / "experiment.onnx").read_bytes()
 
 
-@pytest.mark.parametrize("settings", [
-    {"quantizer": "elementwise"},
-    {"quantizer": "qlinear"},
-    {"quantizer": "qlinear", "asymmetric": lambda name: True, "unsigned_weights": True},
-    {"quantizer": "qlinear", "asymmetric": lambda name: True, "activation_qmax": 63},
-], ids=["elementwise", "symmetric-qlinear", "unsigned-weights", "seven-bit-rows"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"quantizer": "elementwise"},
+        {"quantizer": "qlinear"},
+        {"quantizer": "qlinear", "asymmetric": lambda name: True, "unsigned_weights": True},
+        {"quantizer": "qlinear", "asymmetric": lambda name: True, "activation_qmax": 63},
+    ],
+    ids=["elementwise", "symmetric-qlinear", "unsigned-weights", "seven-bit-rows"],
+)
 def test_rejected_variants_still_build_close_batch_independent_graphs(qx, tmp_path, settings):
     rng = np.random.default_rng(2)
     w = rng.integers(-127, 128, (64, 48)).astype(np.float32)
@@ -92,11 +108,13 @@ def test_seven_bit_rows_allow_full_weights_within_int16(qx, tmp_path):
     assert qx.safe_weight_qmax_for(63, "avx2") == 127  # 2 · 127 · 127 ≤ 32767
     assert qx.safe_weight_qmax_for(127, "avx2") == quantize.safe_weight_qmax("avx2") == 64
     rng = np.random.default_rng(3)
-    src = _dense_graph(tmp_path / "fp32.onnx", rng.standard_normal((64, 48)).astype(np.float32),
-                       np.zeros(48, np.float32))
+    src = _dense_graph(
+        tmp_path / "fp32.onnx", rng.standard_normal((64, 48)).astype(np.float32), np.zeros(48, np.float32)
+    )
     dest = tmp_path / "a63.onnx"
-    qx.rowwise_int8_experiment(src, dest, quantizer="qlinear", asymmetric=lambda name: True, activation_qmax=63,
-                               weight_qmax=127)
+    qx.rowwise_int8_experiment(
+        src, dest, quantizer="qlinear", asymmetric=lambda name: True, activation_qmax=63, weight_qmax=127
+    )
     names = {i.name for i in onnx.load(str(dest)).graph.initializer}
     assert {"rowq_inv_127", "rowq_u8_max_127"} <= names and "rowq_inv_255" not in names
 

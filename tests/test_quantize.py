@@ -20,9 +20,12 @@ def _dense_graph(path, w, bias):
 
     k = w.shape[0]
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["mm"], name="/enc/layer.0/dense/MatMul"),
-         helper.make_node("Add", ["b", "mm"], ["y"], name="/enc/layer.0/dense/Add")],
-        "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", k])],
+        [
+            helper.make_node("MatMul", ["x", "W"], ["mm"], name="/enc/layer.0/dense/MatMul"),
+            helper.make_node("Add", ["b", "mm"], ["y"], name="/enc/layer.0/dense/Add"),
+        ],
+        "dense",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "S", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(bias, "b")],
     )
@@ -128,8 +131,13 @@ def test_default_export_is_rowwise(tiny_model_dir):
     assert "per token" in q["activations"]
     assert q["smoothing"]["alpha"] == 0.5
     assert q["operators"] == ["MatMul", "Gather"] and q["embeddings"].startswith("int8")
-    assert q["config"] == {"recipe": "rowwise", "quantize_ops": ["MatMul", "Gather"], "fp32_layers": [],
-                           "smooth": 0.5, "isa": "auto"}  # the config as given; q["isa"] is what auto became
+    assert q["config"] == {
+        "recipe": "rowwise",
+        "quantize_ops": ["MatMul", "Gather"],
+        "fp32_layers": [],
+        "smooth": 0.5,
+        "isa": "auto",
+    }  # the config as given; q["isa"] is what auto became
     ops = {n.op_type for n in onnx.load(str(tiny_model_dir / "model_int8.onnx")).graph.node}
     assert "MatMulIntegerToFloat" in ops
     assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
@@ -137,8 +145,19 @@ def test_default_export_is_rowwise(tiny_model_dir):
 
 def test_per_tensor_recipe_stays_selectable(tiny_checkpoint, tmp_path, sentictl):
     out = tmp_path / "tensor"
-    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
-                   "--int8-recipe", "tensor", "--fp32-layers", "none")
+    run = sentictl(
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--variants",
+        "int8",
+        "--int8-recipe",
+        "tensor",
+        "--fp32-layers",
+        "none",
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     q = orjson.loads((out / "manifest.json").read_bytes())["variants"]["int8"]["quantization"]
     assert q["recipe"] == "tensor" and q["fp32_layers"] == []
@@ -188,8 +207,23 @@ def test_rows_get_a_zero_point_of_their_own(tmp_path):
 
 def test_rowwise_options_are_recorded(tiny_checkpoint, tmp_path, sentictl):
     out = tmp_path / "plain"
-    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
-                   "--smooth", "0", "--quantize-ops", "MatMul", "--fp32-layers", "0", "--int8-isa", "avx2")
+    run = sentictl(
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(out),
+        "--variants",
+        "int8",
+        "--smooth",
+        "0",
+        "--quantize-ops",
+        "MatMul",
+        "--fp32-layers",
+        "0",
+        "--int8-isa",
+        "avx2",
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     q = orjson.loads((out / "manifest.json").read_bytes())["variants"]["int8"]["quantization"]
     assert q["smoothing"] is None and q["embeddings"] == "fp32" and q["operators"] == ["MatMul"]
@@ -198,8 +232,17 @@ def test_rowwise_options_are_recorded(tiny_checkpoint, tmp_path, sentictl):
 
 
 def test_rowwise_rejects_operators_it_cannot_quantize(tiny_checkpoint, tmp_path, sentictl):
-    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x"), "--variants", "int8",
-                   "--quantize-ops", "MatMul,Attention")
+    run = sentictl(
+        "export",
+        "--model",
+        str(tiny_checkpoint),
+        "--out",
+        str(tmp_path / "x"),
+        "--variants",
+        "int8",
+        "--quantize-ops",
+        "MatMul,Attention",
+    )
     assert run.returncode == 2  # refused before anything is loaded or written
     assert b"rowwise int8 recipe quantizes MatMul and Gather, not Attention" in run.stderr
     assert b"Traceback" not in run.stderr
@@ -225,8 +268,9 @@ def test_score_says_when_the_int8_graph_was_built_for_another_cpu(tiny_checkpoin
     from sentictl.engine.cpu import WIDE_ACCUMULATORS, cpu_isa
 
     out = tmp_path / "vnni"
-    run = sentictl("export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8",
-                   "--int8-isa", "avx512_vnni")
+    run = sentictl(
+        "export", "--model", str(tiny_checkpoint), "--out", str(out), "--variants", "int8", "--int8-isa", "avx512_vnni"
+    )
     assert run.returncode == 0, run.stderr.decode()[-3000:]
     run = sentictl("score", "--model-dir", str(out), "--variant", "int8", "--no-cache", input="Shares rose.\n")
     assert run.returncode == 0, run.stderr.decode()[-3000:]

@@ -32,26 +32,46 @@ def texts(n: int = N) -> list:
 
 @pytest.fixture
 def data(tmp_path) -> Path:
-    pq.write_table(pa.table({"id": pa.array(range(N), pa.int64()), "headline": texts()}), tmp_path / "in.parquet",
-                   row_group_size=300)
+    pq.write_table(
+        pa.table({"id": pa.array(range(N), pa.int64()), "headline": texts()}),
+        tmp_path / "in.parquet",
+        row_group_size=300,
+    )
     return tmp_path
 
 
-def score(cwd: Path, *args: str, env: dict | None = None, prelude: str = "",
-          popen: bool = False) -> subprocess.CompletedProcess | subprocess.Popen:
+def score(
+    cwd: Path, *args: str, env: dict | None = None, prelude: str = "", popen: bool = False
+) -> subprocess.CompletedProcess | subprocess.Popen:
     code = f"{prelude}\nfrom sentictl.cli import main\nmain()"
     argv = [sys.executable, "-c", code, "score", "-q", "--no-cache", "--max-chars", "50", *args]
     if popen:
-        return subprocess.Popen(argv, cwd=cwd, env=env or sentictl_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            argv, cwd=cwd, env=env or sentictl_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
     return subprocess.run(argv, cwd=cwd, env=env or sentictl_env(), capture_output=True, timeout=300)
 
 
 def test_ray_output_equals_one_process_score_in_order_with_reasons(data):
     one = score(data, "in.parquet", "--column", "headline", "--keep", "id", "-o", "one.parquet")
     assert one.returncode == 3, one.stderr
-    run = score(data, "in.parquet", "--column", "headline", "--keep", "id", "-o", "ray.parquet", "--errors",
-                "bad.jsonl", "--workers", "2", "--threads", "1", "--ray")
+    run = score(
+        data,
+        "in.parquet",
+        "--column",
+        "headline",
+        "--keep",
+        "id",
+        "-o",
+        "ray.parquet",
+        "--errors",
+        "bad.jsonl",
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--ray",
+    )
     assert run.returncode == 3, run.stderr.decode()[-3000:]
     got, want = pq.read_table(data / "ray.parquet"), pq.read_table(data / "one.parquet")
     assert got.num_rows == N and got.column("id").to_pylist() == list(range(N))
@@ -67,8 +87,22 @@ def test_a_worker_killed_mid_run_is_retried_without_lost_or_duplicated_rows(data
     trace.mkdir()
     env = sentictl_env(SENTICTL_RAY_TRACE_DIR=str(trace))
     # JSON lines, in the order blocks finish: the other output and --no-preserve-order, in the same run.
-    proc = score(data, "in.parquet", "--column", "headline", "--keep", "id", "-o", "ray.jsonl", "--workers", "2",
-                 "--no-preserve-order", "--ray", env=env, popen=True)
+    proc = score(
+        data,
+        "in.parquet",
+        "--column",
+        "headline",
+        "--keep",
+        "id",
+        "-o",
+        "ray.jsonl",
+        "--workers",
+        "2",
+        "--no-preserve-order",
+        "--ray",
+        env=env,
+        popen=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not any(trace.iterdir()):  # an actor has started a batch
@@ -91,8 +125,9 @@ def test_a_worker_killed_mid_run_is_retried_without_lost_or_duplicated_rows(data
 def test_an_actor_whose_model_folder_differs_is_refused_with_one_line(data):
     # The driver claims another fingerprint than the folder the actors find: as a node with another copy.
     prelude = "import sentictl.api as a\na.Classifier.fingerprint = property(lambda self: '0' * 64)"
-    run = score(data, "in.parquet", "--column", "headline", "-o", "ray.parquet", "--workers", "1", "--ray",
-                prelude=prelude)
+    run = score(
+        data, "in.parquet", "--column", "headline", "-o", "ray.parquet", "--workers", "1", "--ray", prelude=prelude
+    )
     assert run.returncode == 1
     errors = [line for line in run.stderr.decode().splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "holds another model" in errors[0], run.stderr.decode()[-3000:]
@@ -116,8 +151,16 @@ def test_classify_without_a_cluster_adds_the_result_columns():
     batch = pa.table({"id": [1, 2, 3], "text": ["Profit rose.", None, "Losses widened."]})
     out = Classify(threads=1)(batch)
     labels = sentictl.load(threads=1).labels
-    assert out.column_names == ["id", "text", "label", "score", *(f"score_{x}" for x in labels), "model",
-                                "cache_hit", "error"]
+    assert out.column_names == [
+        "id",
+        "text",
+        "label",
+        "score",
+        *(f"score_{x}" for x in labels),
+        "model",
+        "cache_hit",
+        "error",
+    ]
     assert out.column("error").to_pylist() == [None, "empty", None]
     assert Classify(threads=1, keep=["id"])(batch.to_pandas()).column_names[0:2] == ["id", "label"]
     with pytest.raises(sentictl.ModelMismatch, match="holds another model"):

@@ -36,8 +36,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -q -e '.[export,test,bench]' "
-                "&& .venv/bin/python -m pytest")
+TEST_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -q -e '.[export,test,bench]' && .venv/bin/python -m pytest"
+)
 
 # What README holds today. Change these only together with README, on purpose.
 EXPECTED_RUN = 8
@@ -107,10 +108,12 @@ def readme_blocks(text: str) -> list[Block]:
         before = lines[k].strip() if k >= 0 else ""
         skip = SKIP.match(before)
         if ANY_MARKER.search(before) and not skip:
-            pytest.fail(f"README.md:{k + 1}: a readme-test marker this test does not understand: {before!r} "
-                        "(write <!-- readme-test: skip (why) -->)")
+            pytest.fail(
+                f"README.md:{k + 1}: a readme-test marker this test does not understand: {before!r} "
+                "(write <!-- readme-test: skip (why) -->)"
+            )
         if lang in SHELL_LANGS:
-            blocks.append(Block(start + 1, lang, lines[start + 1:j], skip.group("why").strip() if skip else None))
+            blocks.append(Block(start + 1, lang, lines[start + 1 : j], skip.group("why").strip() if skip else None))
         elif skip:
             pytest.fail(f"README.md:{k + 1}: a skip marker before a {lang or 'plain'} block, which is never run anyway")
         i = j + 1
@@ -157,23 +160,37 @@ class Session:
             return
         if bare.endswith("&") and not bare.endswith("&&"):
             log = open(self.cwd / f".job{len(self.jobs) + 1}.log", "wb")
-            proc = subprocess.Popen(["bash", "-c", self.script("exec " + bare[:-1].strip())], cwd=self.cwd,
-                                    env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ["bash", "-c", self.script("exec " + bare[:-1].strip())],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             self.jobs.append((where, proc))
             self.ran += 1
             return
         want = expected_status(command)
         try:
-            done = subprocess.run(["bash", "-o", "pipefail", "-c", self.script(command)], cwd=self.cwd, env=self.env,
-                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=COMMAND_TIMEOUT)
+            done = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", self.script(command)],
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=COMMAND_TIMEOUT,
+            )
         except subprocess.TimeoutExpired:
             pytest.fail(f"{where}: `{command}` did not finish within {COMMAND_TIMEOUT} s")
         out, err = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
         assert done.returncode == want, (
             f"{where}: `{command}` exited {done.returncode}, README implies {want}\n"
-            f"--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}{self.job_logs()}")
-        assert "Traceback (most recent call last)" not in err, \
+            f"--- stdout\n{out[-3000:]}\n--- stderr\n{err[-3000:]}{self.job_logs()}"
+        )
+        assert "Traceback (most recent call last)" not in err, (
             f"{where}: `{command}` printed a traceback:\n{err[-3000:]}"
+        )
         self.ran += 1
         if STATEFUL.match(bare):
             self.prelude.append(bare)
@@ -181,8 +198,9 @@ class Session:
     def stop(self, where: str, n: int) -> None:
         assert 1 <= n <= len(self.jobs), f"{where}: `kill %{n}` but only {len(self.jobs)} background job(s) started"
         started, proc = self.jobs[n - 1]
-        assert proc.poll() is None, f"{where}: the job started at {started} had already ended ({proc.returncode})" \
-                                    f"{self.job_logs()}"
+        assert proc.poll() is None, (
+            f"{where}: the job started at {started} had already ended ({proc.returncode}){self.job_logs()}"
+        )
         proc.send_signal(signal.SIGTERM)
         try:
             status = proc.wait(timeout=30)
@@ -190,8 +208,9 @@ class Session:
             proc.kill()
             proc.wait()
             pytest.fail(f"{where}: the job started at {started} did not stop within 30 s of SIGTERM{self.job_logs()}")
-        assert status == 0, f"{where}: the job started at {started} exited {status} after SIGTERM, " \
-                            f"README says 0{self.job_logs()}"
+        assert status == 0, (
+            f"{where}: the job started at {started} exited {status} after SIGTERM, README says 0{self.job_logs()}"
+        )
         self.ran += 1
 
     def job_logs(self) -> str:
@@ -205,31 +224,39 @@ class Session:
             p.kill()
             p.wait()
         self.jobs.clear()
-        assert not left, \
+        assert not left, (
             f"{where}: background job(s) started at {[s for s, _ in left]} still running at the block's end"
+        )
 
 
 def venv_dir() -> Path:
     prefix = Path(sys.prefix)
     if sys.prefix == sys.base_prefix or not (prefix / "bin" / "activate").exists():
-        pytest.skip("README's blocks activate a venv: run this test with the project's venv "
-                    "(.venv/bin/python -m pytest)")
+        pytest.skip(
+            "README's blocks activate a venv: run this test with the project's venv (.venv/bin/python -m pytest)"
+        )
     return prefix
 
 
 def stranger_env(tmp: Path, venv: Path) -> dict[str, str]:
     venv_bins = {str(venv / "bin"), str(Path(sys.executable).parent)}
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SENTICTL_", "HF_", "PIP_", "PYTHON")) and k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
-    env["PATH"] = os.pathsep.join(p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-                                  if p and p not in venv_bins)
-    env.update({
-        "SENTICTL_CACHE": str(tmp / "cache" / "results.sqlite"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp / "hf"),
-        "XDG_CACHE_HOME": str(tmp / "xdg-cache"),
-        "LC_ALL": env.get("LC_ALL", "C.UTF-8"),
-    })
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SENTICTL_", "HF_", "PIP_", "PYTHON")) and k not in ("VIRTUAL_ENV", "CONDA_PREFIX")
+    }
+    env["PATH"] = os.pathsep.join(
+        p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p and p not in venv_bins
+    )
+    env.update(
+        {
+            "SENTICTL_CACHE": str(tmp / "cache" / "results.sqlite"),
+            "HF_HUB_OFFLINE": "1",
+            "HF_HOME": str(tmp / "hf"),
+            "XDG_CACHE_HOME": str(tmp / "xdg-cache"),
+            "LC_ALL": env.get("LC_ALL", "C.UTF-8"),
+        }
+    )
     return env
 
 
@@ -244,7 +271,8 @@ def test_readme_blocks_run_as_written(tmp_path: Path) -> None:
     assert (len(run), len(skipped)) == (EXPECTED_RUN, EXPECTED_SKIPPED), (
         f"README has {len(run)} runnable and {len(skipped)} skipped shell blocks, this test expects "
         f"{EXPECTED_RUN} and {EXPECTED_SKIPPED}: a new block runs by default; update the counts when a "
-        f"block is added or a skip is justified\n{summary}")
+        f"block is added or a skip is justified\n{summary}"
+    )
 
     venv = venv_dir()
     work = tmp_path / "clone"
@@ -271,8 +299,9 @@ def test_readme_quick_start_activates_the_venv() -> None:
     blocks = [b for b in readme_blocks(README.read_text(encoding="utf-8")) if b.skip is None]
     first = [c for b in blocks for _, c in b.commands()]
     bare = next(i for i, c in enumerate(first) if re.match(r"(.*\|\s*)?sentictl\b", strip_comment(c)))
-    assert any(strip_comment(c) in (". .venv/bin/activate", "source .venv/bin/activate") for c in first[:bare]), \
+    assert any(strip_comment(c) in (". .venv/bin/activate", "source .venv/bin/activate") for c in first[:bare]), (
         "README runs a bare `sentictl` before telling the reader to activate the venv"
+    )
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:

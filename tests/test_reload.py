@@ -28,8 +28,10 @@ TEXTS = [f"Quarter {i}: revenue {'rose' if i % 2 else 'fell'} {i} percent after 
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     from support.checkpoints import build_checkpoint
 
-    return {name: build_checkpoint(tmp_path_factory.mktemp(f"ckpt-{name}") / "tiny", seed=seed)
-            for name, seed in (("a", 0), ("b", 1))}
+    return {
+        name: build_checkpoint(tmp_path_factory.mktemp(f"ckpt-{name}") / "tiny", seed=seed)
+        for name, seed in (("a", 0), ("b", 1))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +90,18 @@ class Clients:
                 k += 1
                 try:
                     r = client.post("/predict", json={"inputs": text})
-                    self.answers[i].append((r.status_code, r.headers.get("x-model-fingerprint"), text,
-                                            r.json() if r.status_code == 200 else r.text))
+                    self.answers[i].append(
+                        (
+                            r.status_code,
+                            r.headers.get("x-model-fingerprint"),
+                            text,
+                            r.json() if r.status_code == 200 else r.text,
+                        )
+                    )
                 except httpx.HTTPError as exc:  # a failed request: counted, never retried
                     self.errors.append(f"{type(exc).__name__}: {exc}")
 
-    def start(self) -> "Clients":
+    def start(self) -> Clients:
         for t in self.threads:
             t.start()
         return self
@@ -111,15 +119,34 @@ def test_sighup_swaps_the_model_under_8_clients(checkpoints, exports, tmp_path):
     served = tmp_path / "served"
     shutil.copytree(exports["a"], served)
     fp_a, ref_a = _reference(served)
-    server = Server(["--model-dir", str(served), "--variant", "int8", "--cache", str(tmp_path / "cache.sqlite"),
-                     "--max-wait-ms", "2"]).wait_healthy()
+    server = Server(
+        [
+            "--model-dir",
+            str(served),
+            "--variant",
+            "int8",
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+            "--max-wait-ms",
+            "2",
+        ]
+    ).wait_healthy()
     clients = Clients(server.url).start()
     try:
         assert _fingerprint(server) == fp_a
         _wait_for(lambda: clients.count() >= 40, "answers before the swap")
         # A new release exported over the served folder (a new folder renamed into place) ...
-        run = run_sentictl("export", "--model", str(checkpoints["b"]), "--out", str(served), "--variants", "int8",
-                           "--force", timeout=600)
+        run = run_sentictl(
+            "export",
+            "--model",
+            str(checkpoints["b"]),
+            "--out",
+            str(served),
+            "--variants",
+            "int8",
+            "--force",
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr.decode()
         fp_b, ref_b = _reference(served)
         assert fp_b != fp_a
@@ -128,8 +155,10 @@ def test_sighup_swaps_the_model_under_8_clients(checkpoints, exports, tmp_path):
         server.proc.send_signal(signal.SIGHUP)
         _wait_for(lambda: _fingerprint(server) == fp_b, "/info to show the new fingerprint", proc=server.proc)
         switched = clients.count()
-        _wait_for(lambda: all(any(fp == fp_b for _, fp, _, _ in a) for a in clients.answers),
-                  "every client to get answers of the new model")
+        _wait_for(
+            lambda: all(any(fp == fp_b for _, fp, _, _ in a) for a in clients.answers),
+            "every client to get answers of the new model",
+        )
         _wait_for(lambda: clients.count() >= switched + 40, "answers after the swap")
     finally:
         clients.stop()
@@ -141,7 +170,7 @@ def test_sighup_swaps_the_model_under_8_clients(checkpoints, exports, tmp_path):
     answers = [x for a in clients.answers for x in a]
     assert [x for x in answers if x[0] != 200] == []  # 0 failed requests
     refs = {fp_a: ref_a, fp_b: ref_b}
-    for status, fp, text, body in answers:
+    for _status, fp, text, body in answers:
         assert fp in refs, fp
         assert _close(refs[fp][text], body), (fp, text, body)  # computed by the model its header names
     for a in clients.answers:  # the switch is atomic: once a client saw the new model, never the old again
@@ -163,8 +192,9 @@ def test_a_folder_that_fails_to_verify_leaves_the_old_model_serving(exports, tmp
         (served / "model_int8.onnx.data").chmod(0o644)
         shutil.copyfile(exports["b"] / "model_int8.onnx.data", served / "model_int8.onnx.data")
         server.proc.send_signal(signal.SIGHUP)
-        _wait_for(lambda: server.metrics().get("sentictl_reload_failures_total") == 1, "the reload to fail",
-                  proc=server.proc)
+        _wait_for(
+            lambda: server.metrics().get("sentictl_reload_failures_total") == 1, "the reload to fail", proc=server.proc
+        )
         assert _fingerprint(server) == fp_a
         r = server.client.post("/predict", json={"inputs": TEXTS[0]})
         assert r.status_code == 200 and r.headers["x-model-fingerprint"] == fp_a
@@ -182,7 +212,9 @@ def test_admin_reload_needs_the_api_key(exports, tmp_path):
     served = tmp_path / "served"
     shutil.copytree(exports["a"], served)
     fp_a, _ = _reference(served)
-    server = Server(["--model-dir", str(served), "--variant", "int8", "--no-cache", "--api-key", "s3cret"]).wait_healthy()
+    server = Server(
+        ["--model-dir", str(served), "--variant", "int8", "--no-cache", "--api-key", "s3cret"]
+    ).wait_healthy()
     auth = {"authorization": "Bearer s3cret"}
     try:
         assert server.client.post("/admin/reload").status_code == 401
@@ -219,13 +251,15 @@ def test_admin_reload_is_404_without_an_api_key(exports, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bridge
-def test_bridge_sighup_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, checkpoints, exports, topic_name,
-                                                               tmp_path):
+def test_bridge_sighup_mid_stream_loses_and_duplicates_nothing(
+    kafka_bootstrap, checkpoints, exports, topic_name, tmp_path
+):
     """SIGHUP lands mid-stream by construction: queued while the bridge is frozen with a backlog waiting."""
     import collections
     import urllib.request
 
     import orjson
+
     from conftest import free_port
     from test_bridge import Reader, bridge_args, committed, create_topic, finish, produce, start_bridge, wait_until
 
@@ -239,8 +273,22 @@ def test_bridge_sighup_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, 
     values = [f"deal {i}: profit {'rose' if i % 3 else 'fell'} {i % 17} percent".encode() for i in range(n)]
     port = free_port()
     log = tmp_path / "bridge.log"
-    args = bridge_args(kafka_bootstrap, served, src, out, group, "--variant", "int8", "--batch-size", "20",
-                       "--no-cache", "--session-timeout-ms", "10000", "--metrics-port", str(port))
+    args = bridge_args(
+        kafka_bootstrap,
+        served,
+        src,
+        out,
+        group,
+        "--variant",
+        "int8",
+        "--batch-size",
+        "20",
+        "--no-cache",
+        "--session-timeout-ms",
+        "10000",
+        "--metrics-port",
+        str(port),
+    )
     fp_a = engine.Model(served, provider="cpu", variant="int8").fingerprint
     produce(kafka_bootstrap, src, values[:first])
     proc = start_bridge(args, log)
@@ -253,18 +301,27 @@ def test_bridge_sighup_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, 
     try:
         wait_until(lambda: reader.count([out]) >= first, 90, f"{first} results", proc, log)
         wait_until(lambda: metric("sentictl_bridge_consumed_total") >= first, 20, "the metrics", proc, log)
-        run = run_sentictl("export", "--model", str(checkpoints["b"]), "--out", str(served), "--variants", "int8",
-                           "--force", timeout=600)
+        run = run_sentictl(
+            "export",
+            "--model",
+            str(checkpoints["b"]),
+            "--out",
+            str(served),
+            "--variants",
+            "int8",
+            "--force",
+            timeout=600,
+        )
         assert run.returncode == 0, run.stderr.decode()
         fp_b = engine.Model(served, provider="cpu", variant="int8").fingerprint
         proc.send_signal(signal.SIGSTOP)
         try:
-            produce(kafka_bootstrap, src, values[first:first + backlog])
+            produce(kafka_bootstrap, src, values[first : first + backlog])
             proc.send_signal(signal.SIGHUP)  # pending until the bridge runs again, with a backlog in front of it
         finally:
             proc.send_signal(signal.SIGCONT)
         wait_until(lambda: metric("sentictl_bridge_reloads_total") == 1, 60, "the reload", proc, log)
-        produce(kafka_bootstrap, src, values[first + backlog:])
+        produce(kafka_bootstrap, src, values[first + backlog :])
         wait_until(lambda: metric("sentictl_bridge_consumed_total") >= n, 90, f"{n} records consumed", proc, log)
         proc.send_signal(signal.SIGTERM)
         stderr = finish(proc, log, timeout=30)
@@ -279,8 +336,13 @@ def test_bridge_sighup_mid_stream_loses_and_duplicates_nothing(kafka_bootstrap, 
     assert got == collections.Counter(v.decode() for v in values)  # 0 lost, 0 duplicated
     assert sum(v or 0 for v in committed(kafka_bootstrap, group, src).values()) == n
 
-    refs = {fp: {r["text"]: r["scores"] for r in engine.Model(d, provider="cpu", variant="int8").classify(
-        [v.decode() for v in values])} for fp, d in ((fp_a, exports["a"]), (fp_b, served))}
+    refs = {
+        fp: {
+            r["text"]: r["scores"]
+            for r in engine.Model(d, provider="cpu", variant="int8").classify([v.decode() for v in values])
+        }
+        for fp, d in ((fp_a, exports["a"]), (fp_b, served))
+    }
     seen = collections.Counter()
     for r in records:
         fp = dict(r.headers)["sentictl-model"].decode()

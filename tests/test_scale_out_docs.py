@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.docblocks import python_blocks, run_block
 
 from conftest import REPO, sentictl_env
+from support.docblocks import python_blocks, run_block
 
 DOC = REPO / "docs" / "scale-out.md"
 BLOCKS = python_blocks(DOC)

@@ -97,7 +97,10 @@ def test_jsonl_bad_json_and_missing_field(score, tmp_path):
     assert [r["text"] for r in lines(run.stdout)] == ["ok", "also ok"]
     reported = [orjson.loads(line) for line in errors.read_bytes().splitlines()]
     assert [(e["line"], e["error"].split(":")[0]) for e in reported] == [
-        (2, "bad JSON"), (3, "missing field 'text'"), (4, "field 'text' is not a string")]
+        (2, "bad JSON"),
+        (3, "missing field 'text'"),
+        (4, "field 'text' is not a string"),
+    ]
     assert not any(line.startswith(b"{") for line in run.stderr.splitlines())
 
 

@@ -33,9 +33,15 @@ def reports(err: bytes) -> list[dict]:
 
 def score(model_dir, *args, cache=None, stdin=None, stdout=subprocess.PIPE, input=None):
     cache_args = ["--cache", str(cache)] if cache else ["--no-cache"]
-    return subprocess.run([sys.executable, "-m", "sentictl", "score", "-q", "--model-dir", str(model_dir),
-                           *cache_args, *args], input=input, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                          env=sentictl_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "sentictl", "score", "-q", "--model-dir", str(model_dir), *cache_args, *args],
+        input=input,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        env=sentictl_env(),
+        timeout=300,
+    )
 
 
 def no_traceback(run) -> None:
@@ -198,8 +204,10 @@ def test_keep_carries_csv_columns_into_each_result_in_both_output_formats(tiny_m
     run = score(tiny_model_dir, str(src), "--keep", "id", "--keep", "when")
     assert run.returncode == 0, run.stderr
     got = results(run.stdout)
-    assert [(r["id"], r["when"], r["text"]) for r in got] == [("7", "2026-01-02", "Profit rose"),
-                                                               ("9", "2026-01-04", "Losses, widened")]
+    assert [(r["id"], r["when"], r["text"]) for r in got] == [
+        ("7", "2026-01-02", "Profit rose"),
+        ("9", "2026-01-04", "Losses, widened"),
+    ]
     assert list(got[0])[:3] == ["id", "when", "text"]
     run = score(tiny_model_dir, str(src), "--keep", "id", "--output", "csv")
     header, *rows = run.stdout.decode().splitlines()
@@ -209,8 +217,12 @@ def test_keep_carries_csv_columns_into_each_result_in_both_output_formats(tiny_m
 
 def test_keep_reaches_json_fields_nested_and_absent(tiny_model_dir, tmp_path):
     src = tmp_path / "in.jsonl"
-    src.write_bytes(orjson.dumps({"text": "Profit rose", "meta": {"id": 5}, "tags": ["a"]}) + b"\n"
-                    + orjson.dumps({"text": LAST}) + b"\n")
+    src.write_bytes(
+        orjson.dumps({"text": "Profit rose", "meta": {"id": 5}, "tags": ["a"]})
+        + b"\n"
+        + orjson.dumps({"text": LAST})
+        + b"\n"
+    )
     run = score(tiny_model_dir, str(src), "--keep", "meta.id", "--keep", "tags")
     got = results(run.stdout)
     assert [(r["meta.id"], r["tags"]) for r in got] == [(5, ["a"]), (None, None)]
@@ -218,10 +230,13 @@ def test_keep_reaches_json_fields_nested_and_absent(tiny_model_dir, tmp_path):
     assert run.stdout.decode().splitlines()[1].startswith('"[""a""]",Profit rose,')
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--keep", "id"], "read as plain lines"),
-    (["--format", "csv", "--keep", "label"], "a result already has a 'label' key"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--keep", "id"], "read as plain lines"),
+        (["--format", "csv", "--keep", "label"], "a result already has a 'label' key"),
+    ],
+)
 def test_keep_refuses_what_it_cannot_do(tiny_model_dir, args, message):
     run = score(tiny_model_dir, *args, input=b"text\nProfit rose\n")
     assert run.returncode == 2 and message in run.stderr.decode()
@@ -230,9 +245,13 @@ def test_keep_refuses_what_it_cannot_do(tiny_model_dir, args, message):
 def test_stdin_on_a_terminal_gets_a_hint_and_a_pipe_does_not(tiny_model_dir):
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir",
-                                 str(tiny_model_dir)], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=sentictl_env())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(tiny_model_dir)],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=sentictl_env(),
+        )
         os.write(master, b"Profit rose\n\x04")  # a line, then Ctrl-D at the start of the next
         out, err = proc.communicate(timeout=120)
     finally:
@@ -241,6 +260,11 @@ def test_stdin_on_a_terminal_gets_a_hint_and_a_pipe_does_not(tiny_model_dir):
     assert proc.returncode == 0, err
     assert [r["text"] for r in results(out)] == ["Profit rose"]
     assert b"Ctrl-D" in err and b"1 text scored" in err
-    piped = subprocess.run([sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(tiny_model_dir)],
-                           input=b"Profit rose\n", capture_output=True, env=sentictl_env(), timeout=120)
+    piped = subprocess.run(
+        [sys.executable, "-m", "sentictl", "score", "--no-cache", "--model-dir", str(tiny_model_dir)],
+        input=b"Profit rose\n",
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=120,
+    )
     assert piped.returncode == 0 and b"1 text scored" in piped.stderr and b"Ctrl-D" not in piped.stderr

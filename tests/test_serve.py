@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import free_port, run_sentictl, sentictl_env
 
 DEMO_TEXT = "Apple adjusted their targets downward."
@@ -29,11 +30,14 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sentictl", "serve", "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or sentictl_env(), **popen,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env or sentictl_env(),
+            **popen,
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
-    def wait_healthy(self, timeout: float = 60.0) -> "Server":
+    def wait_healthy(self, timeout: float = 60.0) -> Server:
         """Bounded readiness poll on /health (200 = model loaded)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -80,8 +84,18 @@ def cache_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(tiny_model_dir, cache_file):
     """One shared server: a generous --max-wait-ms makes batch formation under concurrency certain."""
-    s = Server(["--model-dir", str(tiny_model_dir), "--cache", str(cache_file), "--max-wait-ms", "50",
-                "--max-client-batch-size", "8"]).wait_healthy()
+    s = Server(
+        [
+            "--model-dir",
+            str(tiny_model_dir),
+            "--cache",
+            str(cache_file),
+            "--max-wait-ms",
+            "50",
+            "--max-client-batch-size",
+            "8",
+        ]
+    ).wait_healthy()
     yield s
     code, err = s.stop()
     assert code == 0, err
@@ -97,12 +111,15 @@ def test_demo_curl_call(server):
     if shutil.which("curl"):
         out = subprocess.run(
             ["curl", "-sS", "-X", "POST", "-d", DEMO_TEXT, f"localhost:{server.port}/sentiment"],
-            capture_output=True, timeout=30, check=True,
+            capture_output=True,
+            timeout=30,
+            check=True,
         ).stdout
         doc = json.loads(out)
     else:  # the same raw, form-encoded body curl -d sends
-        doc = server.client.post("/sentiment", content=DEMO_TEXT,
-                                 headers={"content-type": "application/x-www-form-urlencoded"}).json()
+        doc = server.client.post(
+            "/sentiment", content=DEMO_TEXT, headers={"content-type": "application/x-www-form-urlencoded"}
+        ).json()
     assert set(doc) == DEMO_KEYS
     assert doc["text"] == DEMO_TEXT
     assert doc["label"] in {"positive", "negative", "neutral"}
@@ -170,8 +187,11 @@ def test_predict_long_input_is_cut_unless_truncate_false(server):
     assert refused.status_code == 422
     assert (refused.json()["error_type"], refused.json()["reason"]) == ("Validation", "too_many_tokens")
     assert "128" in refused.json()["error"]
-    for body in ({"inputs": long_text}, {"inputs": long_text, "truncate": True},
-                 {"inputs": long_text, "truncate": None}):
+    for body in (
+        {"inputs": long_text},
+        {"inputs": long_text, "truncate": True},
+        {"inputs": long_text, "truncate": None},
+    ):
         cut = server.client.post("/predict", json=body)  # --auto-truncate is on by default, as in TEI
         assert cut.status_code == 200 and len(cut.json()) == 3
     raw = _post_text(server, long_text).json()
@@ -188,13 +208,29 @@ def test_health_info_metrics_openapi(server, tiny_model_dir):
     assert info["max_length"] == 128 and info["model_dir"] == tiny_model_dir.name
     metrics = server.client.get("/metrics")
     assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
-    for name in ("sentictl_requests_total", "sentictl_request_duration_seconds_bucket", "sentictl_batch_size_bucket",
-                 "sentictl_queue_depth", "sentictl_cache_hits_total", "sentictl_cache_misses_total"):
+    for name in (
+        "sentictl_requests_total",
+        "sentictl_request_duration_seconds_bucket",
+        "sentictl_batch_size_bucket",
+        "sentictl_queue_depth",
+        "sentictl_cache_hits_total",
+        "sentictl_cache_misses_total",
+    ):
         assert name in metrics.text
     schema = server.client.get("/openapi.json").json()
     assert schema["openapi"].startswith("3.")
-    assert {"/sentiment", "/predict", "/", "/invocations", "/tokenize", "/decode", "/health", "/ping", "/info",
-            "/metrics"} <= set(schema["paths"])
+    assert {
+        "/sentiment",
+        "/predict",
+        "/",
+        "/invocations",
+        "/tokenize",
+        "/decode",
+        "/health",
+        "/ping",
+        "/info",
+        "/metrics",
+    } <= set(schema["paths"])
 
 
 def test_concurrent_requests_form_batches_and_each_caller_gets_its_own(server):
@@ -222,8 +258,15 @@ def test_concurrent_requests_form_batches_and_each_caller_gets_its_own(server):
 
 def test_cache_is_shared_with_score(server, tiny_model_dir, cache_file):
     # score first, then the server answers from the same file...
-    scored = run_sentictl("score", "--model-dir", str(tiny_model_dir), "--cache", str(cache_file), "-q",
-                          input="analysts expect weak guidance\n")
+    scored = run_sentictl(
+        "score",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--cache",
+        str(cache_file),
+        "-q",
+        input="analysts expect weak guidance\n",
+    )
     assert scored.returncode == 0, scored.stderr
     assert json.loads(scored.stdout)["cache_hit"] is False
     hit = _post_text(server, "analysts expect weak guidance").json()
@@ -232,8 +275,15 @@ def test_cache_is_shared_with_score(server, tiny_model_dir, cache_file):
     # ...and the other way round.
     fresh = _post_text(server, "the bank cut interest rates").json()
     assert fresh["metadata"]["cache_hit"] is False
-    again = run_sentictl("score", "--model-dir", str(tiny_model_dir), "--cache", str(cache_file), "-q",
-                         input="the bank cut interest rates\n")
+    again = run_sentictl(
+        "score",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--cache",
+        str(cache_file),
+        "-q",
+        input="the bank cut interest rates\n",
+    )
     assert json.loads(again.stdout)["cache_hit"] is True
 
 
@@ -258,12 +308,19 @@ def test_bad_input_is_4xx_with_json_errors(server):
         r = server.client.post("/sentiment", **kwargs)
         assert (r.status_code, r.json()["error_type"]) == (status, kind), (kwargs, r.text)
         assert r.json()["error"]
-    for body, status, kind in (({"inputs": []}, 400, "Empty"), ({"inputs": ""}, 400, "Empty"),
-                               ({"inputs": 3}, 422, "Validation"), ({"x": 1}, 422, "Validation"),
-                               ({"inputs": "a", "truncate": "yes"}, 422, "Validation")):
+    for body, status, kind in (
+        ({"inputs": []}, 400, "Empty"),
+        ({"inputs": ""}, 400, "Empty"),
+        ({"inputs": 3}, 422, "Validation"),
+        ({"x": 1}, 422, "Validation"),
+        ({"inputs": "a", "truncate": "yes"}, 422, "Validation"),
+    ):
         r = server.client.post("/predict", json=body)
         assert (r.status_code, r.json()["error_type"]) == (status, kind), body
-    assert server.client.post("/predict", content=b"{nope", headers={"content-type": "application/json"}).status_code == 400
+    assert (
+        server.client.post("/predict", content=b"{nope", headers={"content-type": "application/json"}).status_code
+        == 400
+    )
 
 
 def test_too_many_texts_names_the_limit(server):
@@ -297,7 +354,6 @@ def test_wrong_method_and_unknown_route(server):
     counts = server.metrics()
     assert counts['sentictl_requests_total{route="/sentiment",status="405"}'] >= 1
     assert counts['sentictl_requests_total{route="other",status="404"}'] >= 1
-
 
 
 def test_refused_records_carry_their_reason_code(server):
@@ -372,8 +428,14 @@ def test_openapi_is_generated_from_the_request_models(server):
 
     error = components["ErrorResponse"]
     assert set(error["required"]) == {"error", "error_type"} and "reason" in error["properties"]
-    assert set(error["properties"]["error_type"]["enum"]) == {"Unhealthy", "Backend", "Overloaded", "Validation",
-                                                               "Tokenizer", "Empty"}
+    assert set(error["properties"]["error_type"]["enum"]) == {
+        "Unhealthy",
+        "Backend",
+        "Overloaded",
+        "Validation",
+        "Tokenizer",
+        "Empty",
+    }
     responses = schema["paths"]["/sentiment"]["post"]["responses"]
     for status in ("400", "413", "422", "424", "429", "503"):
         schema_ref = responses[status]["content"]["application/json"]["schema"]
@@ -395,23 +457,48 @@ def test_http_errors_have_one_status_each():
     assert {errors.http_status(cls) for cls in kinds} == {400, 401, 404, 405, 408, 413, 422, 424, 429, 500, 503}
     # Every error type is one of TEI's, and TEI's types keep TEI's statuses.
     assert {cls.error_type for cls in kinds} == set(errors.ERROR_TYPES)
-    tei = {errors.EmptyInput: 400, errors.ValidationFailed: 422, errors.TokenizerFailed: 422, errors.Overloaded: 429,
-           errors.BackendError: 424, errors.Unhealthy: 503}
+    tei = {
+        errors.EmptyInput: 400,
+        errors.ValidationFailed: 422,
+        errors.TokenizerFailed: 422,
+        errors.Overloaded: 429,
+        errors.BackendError: 424,
+        errors.Unhealthy: 503,
+    }
     assert {cls: errors.http_status(cls) for cls in tei} == tei
     assert errors.InputTooLarge("x").status == 413 and errors.InputTooLarge("x").error_type == "Validation"
     assert errors.error_for_status(404) is errors.NotFound and errors.error_for_status(418) is errors.BadRequest
     assert errors.error_for_status(400) is errors.BadRequest
 
     # FastAPI's own validation errors (body locations, union tags) become the same errors.
-    fastapi_errors = RequestValidationError([
-        {"type": "string_type", "loc": ("body", "inputs", "texts", 2), "msg": "Input should be a valid string", "input": 1},
-    ]).errors()
+    fastapi_errors = RequestValidationError(
+        [
+            {
+                "type": "string_type",
+                "loc": ("body", "inputs", "texts", 2),
+                "msg": "Input should be a valid string",
+                "input": 1,
+            }
+        ]
+    ).errors()
     error = invalid(fastapi_errors)
-    assert (error.status, error.body()) == (422, {"error": "inputs[2]: Input should be a valid string",
-                                                  "error_type": "Validation", "reason": "not_string"})
-    bad_json = invalid([{"type": "json_invalid", "loc": ("body", 3), "msg": "JSON decode error", "input": {},
-                         "ctx": {"error": "Expecting value"}}])
+    assert (error.status, error.body()) == (
+        422,
+        {"error": "inputs[2]: Input should be a valid string", "error_type": "Validation", "reason": "not_string"},
+    )
+    bad_json = invalid(
+        [
+            {
+                "type": "json_invalid",
+                "loc": ("body", 3),
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": "Expecting value"},
+            }
+        ]
+    )
     assert (bad_json.status, bad_json.reason) == (400, "bad_json")
+
 
 # ------------------------------------------------------------------------------ property-based
 def test_openapi_property_based_no_5xx(server):
@@ -420,14 +507,27 @@ def test_openapi_property_based_no_5xx(server):
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import (content_type_conformance, response_schema_conformance,
-                                                   status_code_conformance)
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.label for op in operations} >= {"POST /sentiment", "POST /predict", "POST /", "POST /invocations",
-                                               "POST /tokenize", "POST /decode", "GET /health", "GET /", "GET /ping",
-                                               "GET /info", "GET /metrics"}
+    assert {op.label for op in operations} >= {
+        "POST /sentiment",
+        "POST /predict",
+        "POST /",
+        "POST /invocations",
+        "POST /tokenize",
+        "POST /decode",
+        "GET /health",
+        "GET /",
+        "GET /ping",
+        "GET /info",
+        "GET /metrics",
+    }
     conformance = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
     statuses: list[int] = []
     for op in operations:
@@ -435,9 +535,10 @@ def test_openapi_property_based_no_5xx(server):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if op.body else (GenerationMode.POSITIVE,):
 
             @given(case=op.as_strategy(generation_mode=mode))
-            @settings(max_examples=8, deadline=None, derandomize=True, database=None,
-                      suppress_health_check=list(HealthCheck))
-            def check(case):
+            @settings(
+                max_examples=8, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+            )
+            def check(case, mode=mode):
                 response = case.call(base_url=server.url)
                 statuses.append(response.status_code)
                 assert response.status_code < 500, (case.method, case.path, case.body, response.text)
@@ -450,16 +551,21 @@ def test_openapi_property_based_no_5xx(server):
 
 # ------------------------------------------------------------------------------ dedicated servers
 def test_token_required_when_set(tiny_model_dir, tmp_path):
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache"], env=sentictl_env(SENTICTL_TOKEN="s3cret")).wait_healthy()
+    s = Server(
+        ["--model-dir", str(tiny_model_dir), "--no-cache"], env=sentictl_env(SENTICTL_TOKEN="s3cret")
+    ).wait_healthy()
     try:
         good = {"authorization": "Bearer s3cret"}
-        for method, path, kwargs in (("POST", "/sentiment", {"content": b"shares rose"}),
-                                     ("POST", "/predict", {"json": {"inputs": "shares rose"}}),
-                                     ("POST", "/", {"json": {"inputs": "shares rose"}}),
-                                     ("POST", "/invocations", {"json": {"inputs": "shares rose"}}),
-                                     ("POST", "/tokenize", {"json": {"inputs": "shares rose"}}),
-                                     ("POST", "/decode", {"json": {"ids": [5, 6]}}),
-                                     ("GET", "/info", {}), ("GET", "/metrics", {})):
+        for method, path, kwargs in (
+            ("POST", "/sentiment", {"content": b"shares rose"}),
+            ("POST", "/predict", {"json": {"inputs": "shares rose"}}),
+            ("POST", "/", {"json": {"inputs": "shares rose"}}),
+            ("POST", "/invocations", {"json": {"inputs": "shares rose"}}),
+            ("POST", "/tokenize", {"json": {"inputs": "shares rose"}}),
+            ("POST", "/decode", {"json": {"ids": [5, 6]}}),
+            ("GET", "/info", {}),
+            ("GET", "/metrics", {}),
+        ):
             assert s.client.request(method, path, **kwargs).status_code == 401, path
             bad = s.client.request(method, path, headers={"authorization": "Bearer wrong"}, **kwargs)
             assert bad.status_code == 401
@@ -481,12 +587,14 @@ def test_text_over_max_chars_is_413_too_long(tiny_model_dir):
     s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-chars", "12"]).wait_healthy()
     try:
         long_text = "shares rose sharply"  # 19 characters
-        for path, kwargs in (("/sentiment", {"content": long_text.encode()}),
-                             ("/sentiment", {"json": {"text": long_text}}),
-                             ("/sentiment", {"json": {"texts": ["fine", long_text]}}),
-                             ("/predict", {"json": {"inputs": long_text}}),
-                             ("/predict", {"json": {"inputs": [["fine"], [long_text]], "truncate": True}}),
-                             ("/predict", {"json": {"inputs": ["fine", long_text]}})):  # a pair
+        for path, kwargs in (
+            ("/sentiment", {"content": long_text.encode()}),
+            ("/sentiment", {"json": {"text": long_text}}),
+            ("/sentiment", {"json": {"texts": ["fine", long_text]}}),
+            ("/predict", {"json": {"inputs": long_text}}),
+            ("/predict", {"json": {"inputs": [["fine"], [long_text]], "truncate": True}}),
+            ("/predict", {"json": {"inputs": ["fine", long_text]}}),
+        ):  # a pair
             r = s.client.post(path, **kwargs)
             body = r.json()
             got = (r.status_code, body["error_type"], body["reason"])
@@ -603,33 +711,69 @@ def test_help_shows_env_fallbacks():
     r = run_sentictl("serve", "--help")
     assert r.returncode == 0
     out = r.stdout.decode()
-    for env in ("SENTICTL_PORT", "SENTICTL_HOST", "SENTICTL_MAX_WAIT_MS", "SENTICTL_SERVE_MAX_BATCH_TOKENS",
-                "SENTICTL_RUN_TOKENS", "SENTICTL_AUTO_TRUNCATE", "SENTICTL_MAX_CLIENT_BATCH_SIZE", "SENTICTL_MAX_CHARS",
-                "SENTICTL_MAX_BODY_BYTES", "SENTICTL_TOKEN", "SENTICTL_PUBLISH", "SENTICTL_KAFKA_BOOTSTRAP",
-                "SENTICTL_KAFKA_SASL_PASSWORD", "SENTICTL_KAFKA_SSL_CAFILE",
-                "SENTICTL_THREADS", "SENTICTL_PROVIDER", "SENTICTL_MODEL_DIR"):
+    for env in (
+        "SENTICTL_PORT",
+        "SENTICTL_HOST",
+        "SENTICTL_MAX_WAIT_MS",
+        "SENTICTL_SERVE_MAX_BATCH_TOKENS",
+        "SENTICTL_RUN_TOKENS",
+        "SENTICTL_AUTO_TRUNCATE",
+        "SENTICTL_MAX_CLIENT_BATCH_SIZE",
+        "SENTICTL_MAX_CHARS",
+        "SENTICTL_MAX_BODY_BYTES",
+        "SENTICTL_TOKEN",
+        "SENTICTL_PUBLISH",
+        "SENTICTL_KAFKA_BOOTSTRAP",
+        "SENTICTL_KAFKA_SASL_PASSWORD",
+        "SENTICTL_KAFKA_SSL_CAFILE",
+        "SENTICTL_THREADS",
+        "SENTICTL_PROVIDER",
+        "SENTICTL_MODEL_DIR",
+    ):
         assert env in out, env
     assert "curl -X POST" in out
-    for route in ("POST /sentiment", "POST /predict", "POST /tokenize", "POST /decode", "GET  /health",
-                  "/openapi.json", "/invocations", "/ping"):
+    for route in (
+        "POST /sentiment",
+        "POST /predict",
+        "POST /tokenize",
+        "POST /decode",
+        "GET  /health",
+        "/openapi.json",
+        "/invocations",
+        "/ping",
+    ):
         assert route in out, route
 
 
 def test_publish_needs_bootstrap(tiny_model_dir):
     r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news")
     assert r.returncode == 1 and b"--bootstrap" in r.stderr and b"Traceback" not in r.stderr
-    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{sentiment}-news", "--bootstrap", "127.0.0.1:1")
+    r = run_sentictl(
+        "serve", "--model-dir", str(tiny_model_dir), "--publish", "{sentiment}-news", "--bootstrap", "127.0.0.1:1"
+    )
     assert r.returncode == 1 and b"{label}" in r.stderr
 
 
 def test_publish_takes_the_shared_kafka_settings_and_the_old_names_for_one_release(tiny_model_dir):
     # The shared validation (the same as bridge's) runs before the port opens.
-    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news",
-                     env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP="127.0.0.1:1", SENTICTL_KAFKA_SASL_MECHANISM="PLAIN"))
+    r = run_sentictl(
+        "serve",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--publish",
+        "{label}-news",
+        env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP="127.0.0.1:1", SENTICTL_KAFKA_SASL_MECHANISM="PLAIN"),
+    )
     assert r.returncode == 1 and b"SASL" in r.stderr and b"Traceback" not in r.stderr
     # serve's pre-unification name still reaches the same setting, with a notice to rename it.
-    r = run_sentictl("serve", "--model-dir", str(tiny_model_dir), "--publish", "{label}-news",
-                     env=sentictl_env(SENTICTL_BOOTSTRAP="127.0.0.1:1", SENTICTL_SECURITY_PROTOCOL="sasl_ssl"))
+    r = run_sentictl(
+        "serve",
+        "--model-dir",
+        str(tiny_model_dir),
+        "--publish",
+        "{label}-news",
+        env=sentictl_env(SENTICTL_BOOTSTRAP="127.0.0.1:1", SENTICTL_SECURITY_PROTOCOL="sasl_ssl"),
+    )
     err = r.stderr.decode()
     assert r.returncode == 1 and "Traceback" not in err
     assert "SENTICTL_BOOTSTRAP is deprecated" in err and "SENTICTL_KAFKA_BOOTSTRAP" in err

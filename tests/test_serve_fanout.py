@@ -14,8 +14,14 @@ from test_serve import Server
 def _consume(bootstrap: str, topics: list[str], expected: int, timeout: float = 30.0) -> list:
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                             consumer_timeout_ms=1000, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+        enable_auto_commit=False,
+    )
     records = []
     deadline = time.monotonic() + timeout
     try:
@@ -38,12 +44,26 @@ def _wait_metric(server: Server, name: str, value: float, timeout: float = 30.0)
 def test_results_fan_out_to_label_topics_keyed_by_text_hash(tiny_model_dir, kafka_bootstrap, topic_name, tmp_path):
     prefix = topic_name("serve")
     template = prefix + "-{label}"
-    s = Server(["--model-dir", str(tiny_model_dir), "--cache", str(tmp_path / "c.sqlite"),
-                "--publish", template, "--max-body-bytes", "2000000", "--max-chars", "2000000"],
-               # Only the shared variable names the broker: the same SENTICTL_KAFKA_* as bridge.
-               env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP=kafka_bootstrap)).wait_healthy()
+    s = Server(
+        [
+            "--model-dir",
+            str(tiny_model_dir),
+            "--cache",
+            str(tmp_path / "c.sqlite"),
+            "--publish",
+            template,
+            "--max-body-bytes",
+            "2000000",
+            "--max-chars",
+            "2000000",
+        ],
+        # Only the shared variable names the broker: the same SENTICTL_KAFKA_* as bridge.
+        env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP=kafka_bootstrap),
+    ).wait_healthy()
     try:
-        texts = [f"company {i} said net profit {w} in the quarter" for i, w in enumerate(["rose", "fell", "was flat"] * 3)]
+        texts = [
+            f"company {i} said net profit {w} in the quarter" for i, w in enumerate(["rose", "fell", "was flat"] * 3)
+        ]
         answers = [s.client.post("/sentiment", content=t.encode()).json() for t in texts[:4]]
         answers += s.client.post("/sentiment", json={"texts": texts[4:]}).json()
         answers.append(s.client.post("/sentiment", content=texts[0].encode()).json())  # a cache hit is published too
@@ -86,7 +106,9 @@ def test_publisher_retries_retriable_errors_and_counts_final_failures():
 
     metrics = Metrics()
     p = Publisher("{label}-news", KafkaConfig("127.0.0.1:1"), metrics, attempts=3)
-    p.publish([{"text": "shares fell", "label": "negative", "score": 0.9, "scores": {}, "model": "m", "cache_hit": False}])
+    p.publish(
+        [{"text": "shares fell", "label": "negative", "score": 0.9, "scores": {}, "model": "m", "cache_hit": False}]
+    )
     item = p._queue.get_nowait()
     assert item[0] == "negative-news" and item[1] == hashlib.sha256(b"shares fell").hexdigest().encode()
     assert metrics.publish_pending._value.get() == 1

@@ -17,6 +17,7 @@ import time
 
 import httpx
 import pytest
+
 from conftest import sentictl_env
 from test_serve import Server
 
@@ -60,8 +61,9 @@ def _error(answer: bytes) -> tuple[int, dict]:
 def _busy(server: Server, body: bytes = b"shares rose sharply") -> tuple[socket.socket, bytes]:
     """A /sentiment request in progress: headers sent, the route reading its body (it asked with 100 Continue)."""
     sock = _connect(server)
-    sock.sendall(b"POST /sentiment HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                 b"Content-Length: %d\r\n\r\n" % len(body))
+    sock.sendall(
+        b"POST /sentiment HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
     answer = b""
     while b"\r\n\r\n" not in answer:
         chunk = sock.recv(4096)
@@ -123,8 +125,9 @@ BODY_TIMEOUTS = 'sentictl_connections_closed_total{reason="body_timeout"}'
 # ------------------------------------------------------------------------------ floods
 def test_flood_of_slow_connections_leaves_room_for_real_clients(tiny_model_dir):
     """More half-sent requests than descriptors: real clients are still answered, no descriptor runs out."""
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--header-timeout", "600"],
-               preexec_fn=_low_nofile).wait_healthy()
+    s = Server(
+        ["--model-dir", str(tiny_model_dir), "--no-cache", "--header-timeout", "600"], preexec_fn=_low_nofile
+    ).wait_healthy()
     slow: list[socket.socket] = []
     try:
         cap = s.client.get("/info").json()["max_connections"]
@@ -159,8 +162,21 @@ def test_flood_of_slow_connections_leaves_room_for_real_clients(tiny_model_dir):
 
 
 def test_connection_cap_makes_room_then_refuses_503_when_all_are_busy(tiny_model_dir):
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-connections", "3",
-                "--max-concurrent-requests", "3", "--header-timeout", "600", "--body-timeout", "600"]).wait_healthy()
+    s = Server(
+        [
+            "--model-dir",
+            str(tiny_model_dir),
+            "--no-cache",
+            "--max-connections",
+            "3",
+            "--max-concurrent-requests",
+            "3",
+            "--header-timeout",
+            "600",
+            "--body-timeout",
+            "600",
+        ]
+    ).wait_healthy()
     held: list[socket.socket] = []
     try:
         slow = _connect(s)
@@ -189,8 +205,9 @@ def test_connection_cap_makes_room_then_refuses_503_when_all_are_busy(tiny_model
 
 
 def test_requests_in_progress_are_capped_with_429(tiny_model_dir):
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-concurrent-requests", "2",
-                "--body-timeout", "600"]).wait_healthy()
+    s = Server(
+        ["--model-dir", str(tiny_model_dir), "--no-cache", "--max-concurrent-requests", "2", "--body-timeout", "600"]
+    ).wait_healthy()
     try:
         a, b = _busy(s), _busy(s)
         r = httpx.post(f"{s.url}/predict", json={"inputs": "guidance lowered"}, timeout=WAIT_S)
@@ -210,8 +227,9 @@ def test_requests_in_progress_are_capped_with_429(tiny_model_dir):
 def quick(tiny_model_dir, tmp_path_factory):
     """A server with one-second header and body timeouts and a cache file to (not) show in /info."""
     cache = tmp_path_factory.mktemp("hostile-cache") / "results.sqlite"
-    s = Server(["--model-dir", str(tiny_model_dir), "--cache", str(cache), "--header-timeout", "1",
-                "--body-timeout", "1"]).wait_healthy()
+    s = Server(
+        ["--model-dir", str(tiny_model_dir), "--cache", str(cache), "--header-timeout", "1", "--body-timeout", "1"]
+    ).wait_healthy()
     s.cache_file = cache
     yield s
     _stopped_cleanly(s)
@@ -264,8 +282,14 @@ def test_stalled_body_is_answered_408_and_closed(quick):
 # ------------------------------------------------------------------------------ what answers reveal
 def test_no_trailing_slash_redirect_so_no_host_reflection(quick):
     for method, path in (("POST", "/sentiment/"), ("POST", "/predict/"), ("GET", "/health/"), ("GET", "/info/")):
-        r = httpx.request(method, f"{quick.url}{path}", content=b"shares rose", timeout=WAIT_S,
-                          headers={"host": "evil.example"}, follow_redirects=False)
+        r = httpx.request(
+            method,
+            f"{quick.url}{path}",
+            content=b"shares rose",
+            timeout=WAIT_S,
+            headers={"host": "evil.example"},
+            follow_redirects=False,
+        )
         assert r.status_code == 404 and r.json()["reason"] == "not_found", (method, path, r.status_code)
         assert "location" not in r.headers and b"evil.example" not in r.content
 
@@ -294,11 +318,22 @@ def test_info_shows_names_not_locations(quick, tiny_model_dir, tiny_checkpoint):
 
 # ------------------------------------------------------------------------------ settings
 def test_limits_are_documented_with_their_variables():
-    r = subprocess.run([sys.executable, "-m", "sentictl", "serve", "--help"], capture_output=True,
-                       env=sentictl_env(), timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "sentictl", "serve", "--help"],
+        capture_output=True,
+        env=sentictl_env(),
+        timeout=120,
+        check=False,
+    )
     out = r.stdout.decode()
-    for env in ("SENTICTL_HEADER_TIMEOUT", "SENTICTL_BODY_TIMEOUT", "SENTICTL_KEEP_ALIVE_TIMEOUT",
-                "SENTICTL_MAX_CONNECTIONS", "SENTICTL_MAX_CONCURRENT_REQUESTS", "SENTICTL_MAX_CHARS"):
+    for env in (
+        "SENTICTL_HEADER_TIMEOUT",
+        "SENTICTL_BODY_TIMEOUT",
+        "SENTICTL_KEEP_ALIVE_TIMEOUT",
+        "SENTICTL_MAX_CONNECTIONS",
+        "SENTICTL_MAX_CONCURRENT_REQUESTS",
+        "SENTICTL_MAX_CHARS",
+    ):
         assert env in out, env
 
 
@@ -311,8 +346,9 @@ def test_descriptor_limit_is_raised_and_the_cap_stays_below_it():
         "print(limit, resource.getrlimit(resource.RLIMIT_NOFILE)[0], connection_cap(limit, None),"
         " connection_cap(limit, 100000), connection_cap(limit, 10))\n"
     )
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, env=sentictl_env(), timeout=120,
-                       check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, env=sentictl_env(), timeout=120, check=False
+    )
     assert r.returncode == 0, r.stderr
     limit, soft, derived, asked_too_many, asked_few = map(int, r.stdout.split())
     assert limit == soft == 512

@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+
 from conftest import sentictl_env
 from test_serve import Server
 
@@ -26,8 +27,18 @@ def cache_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tei(tiny_model_dir, cache_file):
     """A server on the fp32 variant (its logits match PyTorch's), with a batch limit of 8."""
-    s = Server(["--model-dir", str(tiny_model_dir), "--variant", "fp32", "--cache", str(cache_file),
-                "--max-client-batch-size", "8"]).wait_healthy()
+    s = Server(
+        [
+            "--model-dir",
+            str(tiny_model_dir),
+            "--variant",
+            "fp32",
+            "--cache",
+            str(cache_file),
+            "--max-client-batch-size",
+            "8",
+        ]
+    ).wait_healthy()
     yield s
     code, err = s.stop()
     assert code == 0, err
@@ -67,8 +78,11 @@ def test_teis_input_forms_give_teis_answer_shapes(tei):
     status, pair = _post(tei, "/predict", {"inputs": ["Shares jumped.", "Losses widened."]})
     assert status == 200 and isinstance(pair[0], dict) and {p["label"] for p in pair} == LABELS
     # A batch is a list of lists, answered as a list of lists in input order.
-    status, batch = _post(tei, "/predict", {"inputs": [["Shares jumped after the results."],
-                                                       ["Shares jumped.", "Losses widened."], ["Losses widened."]]})
+    status, batch = _post(
+        tei,
+        "/predict",
+        {"inputs": [["Shares jumped after the results."], ["Shares jumped.", "Losses widened."], ["Losses widened."]]},
+    )
     assert status == 200 and len(batch) == 3 and all(isinstance(b, list) and len(b) == 3 for b in batch)
     assert _scores(batch[0]) == _scores(single) and _scores(batch[1]) == _scores(pair)
     assert _scores(batch[1]) != _scores(batch[2])  # the pair is not its second text alone
@@ -107,8 +121,21 @@ def test_raw_scores_are_the_logits(tei, tiny_model_dir, cache_file):
     old = "An entry written before logits were kept."
     cache = ResultCache(cache_file)
     try:
-        cache.put_many(namespace, [(old, {"text": old, "label": "neutral", "score": 1.0, "model": "old",
-                                          "scores": {"positive": 0.0, "negative": 0.0, "neutral": 1.0}})])
+        cache.put_many(
+            namespace,
+            [
+                (
+                    old,
+                    {
+                        "text": old,
+                        "label": "neutral",
+                        "score": 1.0,
+                        "model": "old",
+                        "scores": {"positive": 0.0, "negative": 0.0, "neutral": 1.0},
+                    },
+                )
+            ],
+        )
     finally:
         cache.close()
     assert _scores(_post(tei, "/predict", {"inputs": old})[1]) == {"neutral": 1.0, "positive": 0.0, "negative": 0.0}
@@ -170,8 +197,11 @@ def test_truncate_per_request_with_auto_truncate_on_by_default(tei):
     assert _post(tei, "/predict", {"inputs": LONG})[0] == 200
     assert _post(tei, "/predict", {"inputs": LONG, "truncate": True})[0] == 200
     assert _post(tei, "/predict", {"inputs": LONG, "truncate": None})[0] == 200
-    for body in ({"inputs": LONG, "truncate": False}, {"inputs": [["fine"], [LONG]], "truncate": False},
-                 {"inputs": ["fine", LONG], "truncate": False}):
+    for body in (
+        {"inputs": LONG, "truncate": False},
+        {"inputs": [["fine"], [LONG]], "truncate": False},
+        {"inputs": ["fine", LONG], "truncate": False},
+    ):
         status, error = _post(tei, "/predict", body)
         # TEI refuses an input over the model's limit it may not cut with 422 Validation.
         assert (status, error["error_type"], error["reason"]) == (422, "Validation", "too_many_tokens"), body
@@ -191,8 +221,12 @@ def test_info_has_teis_fields_with_the_real_values(tei, tiny_checkpoint, tiny_mo
     info = tei.client.get("/info").json()
     assert info["model_id"] == info["served_model_name"] == tiny_checkpoint.name  # a name, never a path
     assert info["model_dtype"] == "float32" and info["model_sha"] is None
-    assert info["model_type"] == {"classifier": {"id2label": {"0": "positive", "1": "negative", "2": "neutral"},
-                                                 "label2id": {"positive": 0, "negative": 1, "neutral": 2}}}
+    assert info["model_type"] == {
+        "classifier": {
+            "id2label": {"0": "positive", "1": "negative", "2": "neutral"},
+            "label2id": {"positive": 0, "negative": 1, "neutral": 2},
+        }
+    }
     assert (info["max_input_length"], info["max_client_batch_size"], info["auto_truncate"]) == (128, 8, True)
     assert info["max_batch_tokens"] == 8192 and info["run_tokens"] == 1024
     assert info["max_concurrent_requests"] >= 1 and info["tokenization_workers"] >= 1
@@ -208,7 +242,7 @@ def test_tokenize_and_decode(tei):
     assert tokens[-1]["text"] == "[SEP]" and tokens[-1]["special"] is True
     raw = text.encode()
     for t in tokens[1:-1]:
-        assert t["special"] is False and raw[t["start"]:t["stop"]].decode() == t["text"]  # byte offsets, as TEI
+        assert t["special"] is False and raw[t["start"] : t["stop"]].decode() == t["text"]  # byte offsets, as TEI
     assert [t["text"] for t in tokens if t["text"] in ("é", "profit")] == ["é", "profit"]
     assert next(t for t in tokens if t["text"] == "profit")["start"] == len("Héllo ".encode())
     status, plain = _post(tei, "/tokenize", {"inputs": [text, " "], "add_special_tokens": False})
@@ -341,31 +375,55 @@ def _drive(server: Server, op, mode, failures: list[tuple], statuses: set[int], 
         checks += [content_type_conformance, response_schema_conformance]
 
     @given(case=op.as_strategy(generation_mode=mode))
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     def check(case):
         response = case.call(base_url=server.url)
         statuses.add(response.status_code)
         try:
             case.validate_response(response, checks=checks)
         except (AssertionError, FailureGroup) as exc:  # gather them all rather than stop at the first
-            failures.append((op.label, mode.value, case.body, response.status_code, response.text[:200],
-                             str(exc)[:300]))
+            failures.append(
+                (op.label, mode.value, case.body, response.status_code, response.text[:200], str(exc)[:300])
+            )
 
     check()
 
 
 # ------------------------------------------------------------------------------ flags
 def test_teis_flag_names_and_what_info_reports(tiny_model_dir):
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--hostname", "127.0.0.1", "--no-auto-truncate",
-                "--max-concurrent-requests", "7", "--max-client-batch-size", "3", "--payload-limit", "4096",
-                "--coalesce-tokens", "2048", "--api-key", "s3cret"]).wait_healthy()
+    s = Server(
+        [
+            "--model-dir",
+            str(tiny_model_dir),
+            "--no-cache",
+            "--hostname",
+            "127.0.0.1",
+            "--no-auto-truncate",
+            "--max-concurrent-requests",
+            "7",
+            "--max-client-batch-size",
+            "3",
+            "--payload-limit",
+            "4096",
+            "--coalesce-tokens",
+            "2048",
+            "--api-key",
+            "s3cret",
+        ]
+    ).wait_healthy()
     try:
         auth = {"authorization": "Bearer s3cret"}
         assert s.client.post("/predict", json={"inputs": "x"}).status_code == 401
         info = s.client.get("/info", headers=auth).json()
-        assert (info["auto_truncate"], info["max_concurrent_requests"], info["max_client_batch_size"],
-                info["max_body_bytes"], info["max_batch_tokens"]) == (False, 7, 3, 4096, 2048)
+        assert (
+            info["auto_truncate"],
+            info["max_concurrent_requests"],
+            info["max_client_batch_size"],
+            info["max_body_bytes"],
+            info["max_batch_tokens"],
+        ) == (False, 7, 3, 4096, 2048)
         # --no-auto-truncate: a request without "truncate" has a long input refused, one with it cut.
         r = s.client.post("/predict", json={"inputs": LONG}, headers=auth)
         assert r.status_code == 422 and r.json()["reason"] == "too_many_tokens"
@@ -383,8 +441,10 @@ def test_teis_flag_names_and_what_info_reports(tiny_model_dir):
 def test_max_batch_tokens_variable_and_the_api_key_through_the_client(tiny_model_dir, hub_online):
     from huggingface_hub import InferenceClient
 
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache"],
-               env=sentictl_env(SENTICTL_SERVE_MAX_BATCH_TOKENS="4096", SENTICTL_TOKEN="k3y")).wait_healthy()
+    s = Server(
+        ["--model-dir", str(tiny_model_dir), "--no-cache"],
+        env=sentictl_env(SENTICTL_SERVE_MAX_BATCH_TOKENS="4096", SENTICTL_TOKEN="k3y"),
+    ).wait_healthy()
     try:
         assert s.client.get("/info", headers={"authorization": "Bearer k3y"}).json()["max_batch_tokens"] == 4096
         answer = InferenceClient(base_url=s.url, api_key="k3y").text_classification("Profit rose.")

@@ -68,8 +68,9 @@ def tampered(tiny_model_dir, tmp_path):
     return dest
 
 
-def _assert_refused(run: subprocess.CompletedProcess | tuple[int, bytes, bytes], model_dir,
-                    file: str = "model_int8.onnx.data") -> str:
+def _assert_refused(
+    run: subprocess.CompletedProcess | tuple[int, bytes, bytes], model_dir, file: str = "model_int8.onnx.data"
+) -> str:
     rc, out, err = (run.returncode, run.stdout, run.stderr) if hasattr(run, "returncode") else run
     text = err.decode()
     assert rc == 1, text[-3000:]
@@ -97,8 +98,11 @@ def test_an_edited_graph_file_is_refused_too(tiny_model_dir, tmp_path):
     shutil.copytree(tiny_model_dir, dest)
     with open(dest / "model_int8.onnx", "ab") as fh:
         fh.write(b"\0")  # still a valid protobuf, other bytes
-    _assert_refused(run_sentictl("score", "--variant", "int8", "--model-dir", str(dest), "--no-cache", input=TEXTS),
-                    dest, file="model_int8.onnx")
+    _assert_refused(
+        run_sentictl("score", "--variant", "int8", "--model-dir", str(dest), "--no-cache", input=TEXTS),
+        dest,
+        file="model_int8.onnx",
+    )
 
 
 def test_a_missing_weights_file_is_one_line(tiny_model_dir, tmp_path):
@@ -115,20 +119,49 @@ def test_a_missing_weights_file_is_one_line(tiny_model_dir, tmp_path):
 
 
 def test_no_verify_runs_the_edited_file(tampered, tiny_model_dir):
-    genuine = _results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tiny_model_dir), "--no-cache", "-q", input=TEXTS))
-    edited = _results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tampered), "--no-cache", "--no-verify", "-q", input=TEXTS))
+    genuine = _results(
+        run_sentictl("score", "--variant", "int8", "--model-dir", str(tiny_model_dir), "--no-cache", "-q", input=TEXTS)
+    )
+    edited = _results(
+        run_sentictl(
+            "score", "--variant", "int8", "--model-dir", str(tampered), "--no-cache", "--no-verify", "-q", input=TEXTS
+        )
+    )
     assert [r["scores"] for r in edited] != [r["scores"] for r in genuine]  # the edit changes the weights used
     # The environment variable does the same.
     env = sentictl_env(SENTICTL_NO_VERIFY="1")
-    assert len(_results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tampered), "--no-cache", input=TEXTS, env=env))) == 2
+    assert (
+        len(
+            _results(
+                run_sentictl(
+                    "score", "--variant", "int8", "--model-dir", str(tampered), "--no-cache", input=TEXTS, env=env
+                )
+            )
+        )
+        == 2
+    )
 
 
 def test_serve_exits_1_by_itself(tampered, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sentictl", "serve", "--variant", "int8", "--model-dir", str(tampered), "--port", str(port),
-         "--cache", str(tmp_path / "cache.sqlite")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=sentictl_env(),
+        [
+            sys.executable,
+            "-m",
+            "sentictl",
+            "serve",
+            "--variant",
+            "int8",
+            "--model-dir",
+            str(tampered),
+            "--port",
+            str(port),
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=sentictl_env(),
     )
     try:
         out, err = proc.communicate(timeout=90)
@@ -146,9 +179,22 @@ def test_bridge_exits_1_before_connecting(tampered, tmp_path):
         listener.listen(8)
         port = listener.getsockname()[1]
         run = run_sentictl(
-            "bridge", "--variant", "int8", "--model-dir", str(tampered), "--in", "a", "--out", "b",
-            "--bootstrap", f"127.0.0.1:{port}", "--connect-timeout", "20",
-            "--cache", str(tmp_path / "cache.sqlite"), timeout=90,
+            "bridge",
+            "--variant",
+            "int8",
+            "--model-dir",
+            str(tampered),
+            "--in",
+            "a",
+            "--out",
+            "b",
+            "--bootstrap",
+            f"127.0.0.1:{port}",
+            "--connect-timeout",
+            "20",
+            "--cache",
+            str(tmp_path / "cache.sqlite"),
+            timeout=90,
         )
         _assert_refused(run, tampered)
         listener.setblocking(False)
@@ -186,22 +232,58 @@ def test_unknown_verify_mode():
 # ----------------------------------------------------------------------------- the cache
 def test_unverified_results_never_share_the_genuine_fingerprint(tiny_model_dir, tampered, tmp_path):
     cache = str(tmp_path / "shared.sqlite")
-    first = _results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tiny_model_dir), "--cache", cache, "-q", input=TEXTS))
+    first = _results(
+        run_sentictl(
+            "score", "--variant", "int8", "--model-dir", str(tiny_model_dir), "--cache", cache, "-q", input=TEXTS
+        )
+    )
     assert [r["cache_hit"] for r in first] == [False, False]
 
-    edited = _results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tampered), "--cache", cache, "--no-verify", "-q", input=TEXTS))
+    edited = _results(
+        run_sentictl(
+            "score",
+            "--variant",
+            "int8",
+            "--model-dir",
+            str(tampered),
+            "--cache",
+            cache,
+            "--no-verify",
+            "-q",
+            input=TEXTS,
+        )
+    )
     assert [r["cache_hit"] for r in edited] == [False, False]
     assert [r["scores"] for r in edited] != [r["scores"] for r in first]
     # Run again: the edited file's own entries are hits, the genuine ones never were.
-    again = _results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tampered), "--cache", cache, "--no-verify", "-q", input=TEXTS))
+    again = _results(
+        run_sentictl(
+            "score",
+            "--variant",
+            "int8",
+            "--model-dir",
+            str(tampered),
+            "--cache",
+            cache,
+            "--no-verify",
+            "-q",
+            input=TEXTS,
+        )
+    )
     assert [r["cache_hit"] for r in again] == [True, True]
     assert [r["scores"] for r in again] == [r["scores"] for r in edited]
 
-    genuine = _results(run_sentictl("score", "--variant", "int8", "--model-dir", str(tiny_model_dir), "--cache", cache, "-q", input=TEXTS))
+    genuine = _results(
+        run_sentictl(
+            "score", "--variant", "int8", "--model-dir", str(tiny_model_dir), "--cache", cache, "-q", input=TEXTS
+        )
+    )
     assert [r["cache_hit"] for r in genuine] == [True, True]
     assert [r["scores"] for r in genuine] == [r["scores"] for r in first]
 
-    genuine_fp = orjson.loads(run_sentictl("info", "--model-dir", str(tiny_model_dir), "--variant", "int8").stdout)["fingerprint"]
+    genuine_fp = orjson.loads(run_sentictl("info", "--model-dir", str(tiny_model_dir), "--variant", "int8").stdout)[
+        "fingerprint"
+    ]
     info = run_sentictl("info", "--model-dir", str(tampered), "--variant", "int8", "--no-verify")
     assert info.returncode == 0, info.stderr
     unverified = orjson.loads(info.stdout)
@@ -285,7 +367,14 @@ def test_score_stamps_in_a_subprocess_and_survives_an_unwritable_cache_dir(tiny_
     shutil.copytree(tiny_model_dir, copy)
     cache_home = tmp_path / "xdg"
     env = sentictl_env(XDG_CACHE_HOME=str(cache_home))
-    assert len(_results(run_sentictl("score", "--variant", "int8", "--model-dir", str(copy), "--no-cache", input=TEXTS, env=env))) == 2
+    assert (
+        len(
+            _results(
+                run_sentictl("score", "--variant", "int8", "--model-dir", str(copy), "--no-cache", input=TEXTS, env=env)
+            )
+        )
+        == 2
+    )
     st = (copy / "model_int8.onnx").stat()
     assert (cache_home / "sentictl" / "verified" / f"{st.st_dev}-{st.st_ino}.json").is_file()
     # A cache "directory" that is a file: no stamp can be written, and nothing complains.
@@ -298,8 +387,9 @@ def test_score_stamps_in_a_subprocess_and_survives_an_unwritable_cache_dir(tiny_
     assert [line for line in run.stderr.decode().splitlines() if "onnxruntime" not in line] == [], run.stderr
 
 
-needs_bundle = pytest.mark.skipif(not (config.bundled_model_dir() / "manifest.json").is_file(),
-                                  reason="bundled model not built")
+needs_bundle = pytest.mark.skipif(
+    not (config.bundled_model_dir() / "manifest.json").is_file(), reason="bundled model not built"
+)
 
 
 @needs_bundle
@@ -315,8 +405,17 @@ def test_bundled_model_scores_and_is_stamped_outside_the_package(tmp_path):
     st = bundled.stat()
     stamp = cache_home / "sentictl" / "verified" / f"{st.st_dev}-{st.st_ino}.json"
     assert stamp.is_file()
-    assert orjson.loads(stamp.read_bytes())["sha256"] == engine.read_manifest(bundled.parent)["variants"]["int8"]["sha256"]
+    assert (
+        orjson.loads(stamp.read_bytes())["sha256"] == engine.read_manifest(bundled.parent)["variants"]["int8"]["sha256"]
+    )
     # Nothing is written into the package: only what the bundle ships (optimum's files included).
     assert sorted(p.name for p in bundled.parent.iterdir()) == [
-        "MODEL_CARD.md", "config.json", "manifest.json", "model_int8.onnx", "special_tokens_map.json",
-        "tokenizer.json", "tokenizer_config.json", "vocab.txt"]
+        "MODEL_CARD.md",
+        "config.json",
+        "manifest.json",
+        "model_int8.onnx",
+        "special_tokens_map.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]

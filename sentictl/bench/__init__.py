@@ -12,31 +12,17 @@ Child processes (``jobs``) get a job as JSON and write their result as JSON; the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..console import Steps
 from ..errors import SentictlError
 from ..variantlist import parse_variant_list
 from .jobs import padding_engine, worker
-from .processes import (
-    cold_start,
-    default_threads,
-    machine,
-    run_job,
-    score_processes,
-    spawn,
-    thread_env,
-)
-from .report import (
-    OUT_FILES,
-    format_markdown,
-    plot,
-    prepare_out_dir,
-    speedups,
-    write_outputs,
-)
+from .processes import cold_start, default_threads, machine, run_job, score_processes, spawn, thread_env
+from .report import OUT_FILES, format_markdown, plot, prepare_out_dir, speedups, write_outputs
 from .stats import BUDGET, percentile, summarize
 
 # The names these helpers had before bench became a package; tests still call them so.
@@ -44,10 +30,33 @@ _percentile = percentile
 _padding_engine = padding_engine
 
 __all__ = [
-    "BUDGET", "DEFAULT_BATCH_SIZES", "DEFAULT_LIMIT", "OUT_FILES", "cold_start", "config_preference",
-    "default_texts", "default_threads", "format_markdown", "machine", "padding_engine", "parse_batch_sizes",
-    "percentile", "pick_variants", "plot", "prepare_out_dir", "read_texts", "resolve_checkpoint", "run_bench",
-    "run_job", "score_processes", "spawn", "speedups", "summarize", "thread_env", "worker", "write_outputs",
+    "BUDGET",
+    "DEFAULT_BATCH_SIZES",
+    "DEFAULT_LIMIT",
+    "OUT_FILES",
+    "cold_start",
+    "config_preference",
+    "default_texts",
+    "default_threads",
+    "format_markdown",
+    "machine",
+    "padding_engine",
+    "parse_batch_sizes",
+    "percentile",
+    "pick_variants",
+    "plot",
+    "prepare_out_dir",
+    "read_texts",
+    "resolve_checkpoint",
+    "run_bench",
+    "run_job",
+    "score_processes",
+    "spawn",
+    "speedups",
+    "summarize",
+    "thread_env",
+    "worker",
+    "write_outputs",
 ]
 
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64)
@@ -102,10 +111,14 @@ def pick_variants(manifest: dict[str, Any], spec: str | None, provider: str) -> 
         runnable = set(available_providers())
         target = provider if provider != "auto" else None
         chosen = [
-            v for v in have
+            v
+            for v in have
             if manifest["variants"][v].get("usable", True)
-            and (manifest["variants"][v].get("provider", "cpu") == target if target
-                 else manifest["variants"][v].get("provider", "cpu") in runnable)
+            and (
+                manifest["variants"][v].get("provider", "cpu") == target
+                if target
+                else manifest["variants"][v].get("provider", "cpu") in runnable
+            )
         ]
         return chosen or (["fp32"] if "fp32" in have else have[:1])
     wanted = [v.strip() for v in spec.split(",") if v.strip()]
@@ -179,12 +192,18 @@ def run_bench(
     if out_dir:
         prepare_out_dir(out_dir, [texts_path])
     base_job = {
-        "model_dir": model_path, "texts": texts, "batch_sizes": sizes, "threads": threads,
-        "repeats": repeats, "warmup": warmup, "provider": provider, "long": long,
+        "model_dir": model_path,
+        "texts": texts,
+        "batch_sizes": sizes,
+        "threads": threads,
+        "repeats": repeats,
+        "warmup": warmup,
+        "provider": provider,
+        "long": long,
         "max_batch_tokens": max_batch_tokens or config.DEFAULT_MAX_BATCH_TOKENS,
     }
-    default_variant = chosen[0] if len(chosen) == 1 else next(
-        (v for v in config_preference(provider) if v in chosen), chosen[0]
+    default_variant = (
+        chosen[0] if len(chosen) == 1 else next((v for v in config_preference(provider) if v in chosen), chosen[0])
     )
     steps = Steps("bench", 2 + 2 * len(chosen) + 1 + (1 if checkpoint else 0), quiet).start
     rows: list[dict[str, Any]] = []
@@ -207,8 +226,14 @@ def run_bench(
     rows.append(cold_start(model_path, default_variant, threads, max(1, cold_starts), env, provider))
     if checkpoint:
         steps(f"baseline: transformers pipeline on {checkpoint}")
-        add("hf-pipeline", "torch fp32", run_job({**base_job, "kind": "pipeline", "checkpoint": checkpoint,
-                                                  "max_length": int(manifest["max_length"])}, env))
+        add(
+            "hf-pipeline",
+            "torch fp32",
+            run_job(
+                {**base_job, "kind": "pipeline", "checkpoint": checkpoint, "max_length": int(manifest["max_length"])},
+                env,
+            ),
+        )
     elif baseline != "none":
         notes.append(f"baseline skipped: {no_baseline}")
 
@@ -217,11 +242,21 @@ def run_bench(
         "machine": machine(),
         "threads": threads,
         "thread_budget": f"{threads} threads for every contender (ORT intra-op, torch, tokenizers/rayon, OMP)",
-        "model": {"dir": model_path, "name": manifest.get("name"), "source": manifest.get("source"),
-                  "max_length": manifest["max_length"], "chosen_because": resolved.reason},
+        "model": {
+            "dir": model_path,
+            "name": manifest.get("name"),
+            "source": manifest.get("source"),
+            "max_length": manifest["max_length"],
+            "chosen_because": resolved.reason,
+        },
         "texts": {"file": str(texts_path), "n": len(texts)},
-        "variants": chosen, "batch_sizes": sizes, "repeats": repeats, "warmup": warmup,
-        "rows": rows, "notes": notes, "speedup": speedups(rows),
+        "variants": chosen,
+        "batch_sizes": sizes,
+        "repeats": repeats,
+        "warmup": warmup,
+        "rows": rows,
+        "notes": notes,
+        "speedup": speedups(rows),
     }
     if out_dir:
         write_outputs(report, out_dir)
@@ -244,8 +279,9 @@ def _baseline(manifest: dict[str, Any], baseline: str) -> tuple[str | None, str]
     return checkpoint, no_baseline
 
 
-def _add(rows: list[dict[str, Any]], notes: list[str], contender: str, variant: str | None,
-         result: dict[str, Any]) -> None:
+def _add(
+    rows: list[dict[str, Any]], notes: list[str], contender: str, variant: str | None, result: dict[str, Any]
+) -> None:
     """A measurement child's result as report rows (or one error row) and notes."""
     if "error" in result:
         notes.append(f"{contender} {variant or ''}: failed: {result['error']}".replace("  ", " "))

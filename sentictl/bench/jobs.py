@@ -23,7 +23,9 @@ def worker() -> None:
     job = json.loads(sys.stdin.read())
     kind = job["kind"]
     try:
-        result = {"tokenize": _tokenize_job, "infer": _infer_job, "cache": _cache_job, "pipeline": _pipeline_job}[kind](job)
+        result = {"tokenize": _tokenize_job, "infer": _infer_job, "cache": _cache_job, "pipeline": _pipeline_job}[kind](
+            job
+        )
     except SentictlError as exc:
         # The message is written for a person; the parent reports it as is (not a traceback's last line).
         result = {"error": (str(exc).splitlines() or [type(exc).__name__])[0]}
@@ -56,7 +58,7 @@ def _measure(fn: Any, texts: list[str], size: int | str, repeats: int, warmup: i
 def padding_engine(engine: Any, texts: list[str], size: int | str) -> float:
     """Real tokens ÷ padded tokens when the engine batches ``texts`` in calls of ``size``."""
     real = padded = 0
-    for chunk in ([texts] if size == BUDGET else _chunks(texts, int(size))):
+    for chunk in [texts] if size == BUDGET else _chunks(texts, int(size)):
         r, p = engine.padding(chunk)
         real, padded = real + r, padded + p
     return real / padded if padded else 1.0
@@ -78,7 +80,10 @@ def _tokenize_job(job: dict[str, Any]) -> dict[str, Any]:
 
     rows = [{"batch_size": b, **_measure(encode, texts, b, job["repeats"], job["warmup"])} for b in job["batch_sizes"]]
     lengths = [len(e.ids) + 2 for e in tok.encode_batch(texts, add_special_tokens=False)]
-    return {"rows": rows, "notes": [f"texts: mean {sum(lengths) / len(lengths):.1f} tokens, max {max(lengths)} (with [CLS]/[SEP])"]}
+    return {
+        "rows": rows,
+        "notes": [f"texts: mean {sum(lengths) / len(lengths):.1f} tokens, max {max(lengths)} (with [CLS]/[SEP])"],
+    }
 
 
 def _load(job: dict[str, Any], cache: Any = None) -> Any:
@@ -86,8 +91,14 @@ def _load(job: dict[str, Any], cache: Any = None) -> Any:
     from ..engine import Engine
     from ..engine.model import Model
 
-    model = Model(job["model_dir"], provider=job["provider"], variant=job["variant"], threads=job["threads"],
-                  long=job["long"], max_batch_tokens=job["max_batch_tokens"])
+    model = Model(
+        job["model_dir"],
+        provider=job["provider"],
+        variant=job["variant"],
+        threads=job["threads"],
+        long=job["long"],
+        max_batch_tokens=job["max_batch_tokens"],
+    )
     return Engine(model, cache)
 
 
@@ -118,7 +129,9 @@ def _cache_job(job: dict[str, Any]) -> dict[str, Any]:
         def lookup(chunk: list[str]) -> None:
             engine.classify(chunk)
 
-        rows = [{"batch_size": b, **_measure(lookup, texts, b, job["repeats"], job["warmup"])} for b in job["batch_sizes"]]
+        rows = [
+            {"batch_size": b, **_measure(lookup, texts, b, job["repeats"], job["warmup"])} for b in job["batch_sizes"]
+        ]
         hits = cache.hits
     finally:
         cache.close()
@@ -145,6 +158,7 @@ def _pipeline_job(job: dict[str, Any]) -> dict[str, Any]:
     rows = []
     with torch.inference_mode():
         for b in job["batch_sizes"]:
+
             def run(chunk: list[str], b: int = b) -> None:
                 pipe(chunk, batch_size=b, truncation=True, max_length=job["max_length"])
 
@@ -157,4 +171,7 @@ def _pipeline_job(job: dict[str, Any]) -> dict[str, Any]:
                 padded += max(part) * len(part)
             row["padding_efficiency"] = real / padded
             rows.append(row)
-    return {"rows": rows, "notes": [f"hf-pipeline: torch {torch.__version__}, {torch.get_num_threads()} threads, load {load_s:.2f} s"]}
+    return {
+        "rows": rows,
+        "notes": [f"hf-pipeline: torch {torch.__version__}, {torch.get_num_threads()} threads, load {load_s:.2f} s"],
+    }

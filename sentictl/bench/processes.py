@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .stats import BUDGET, percentile, summarize
 
@@ -39,7 +40,9 @@ def machine() -> dict[str, Any]:
                 info["cpu"] = line.split(":", 1)[1].strip()
                 break
         flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-        info["isa"] = sorted(f for f in flags if f.startswith(("avx512_vnni", "avx_vnni", "avx512_bf16", "amx", "avx512f", "avx2")))
+        info["isa"] = sorted(
+            f for f in flags if f.startswith(("avx512_vnni", "avx_vnni", "avx512_bf16", "amx", "avx512f", "avx2"))
+        )
     except OSError:
         pass
     try:
@@ -71,15 +74,24 @@ def thread_env(threads: int) -> dict[str, str]:
     """A child environment pinned to the thread budget, without the user's SENTICTL_* settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTICTL_")}
     n = str(threads)
-    env.update({
-        "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "RAYON_NUM_THREADS": n,
-        "TOKENIZERS_PARALLELISM": "true", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error", "PYTHONWARNINGS": "ignore",
-    })
+    env.update(
+        {
+            "OMP_NUM_THREADS": n,
+            "MKL_NUM_THREADS": n,
+            "RAYON_NUM_THREADS": n,
+            "TOKENIZERS_PARALLELISM": "true",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "PYTHONWARNINGS": "ignore",
+        }
+    )
     return env
 
 
-def spawn(argv: Sequence[str], stdin_path: str | None, env: dict[str, str], timeout: float | None = None) -> dict[str, Any]:
+def spawn(
+    argv: Sequence[str], stdin_path: str | None, env: dict[str, str], timeout: float | None = None
+) -> dict[str, Any]:
     """Run a child to completion: exit code, wall seconds, peak RSS (MB) and its stderr tail."""
     with tempfile.TemporaryFile() as err, open(stdin_path or os.devnull, "rb") as stdin:
         started = time.perf_counter()
@@ -110,62 +122,117 @@ def run_job(job: dict[str, Any], env: dict[str, str], timeout: float | None = No
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job = {**job, "result_path": str(result_path), "tmp": tmp}
         job_path.write_text(json.dumps(job))
-        proc = spawn([sys.executable, "-c", "from sentictl.bench.jobs import worker; worker()"], str(job_path), env, timeout)
+        proc = spawn(
+            [sys.executable, "-c", "from sentictl.bench.jobs import worker; worker()"], str(job_path), env, timeout
+        )
         if proc["rc"] != 0 or not result_path.is_file():
             lines = [line for line in proc["stderr"].strip().splitlines() if line.strip()]
-            return {"error": (lines[-1] if lines else f"exit status {proc['rc']}")[:300], "peak_rss_mb": proc["peak_rss_mb"]}
+            return {
+                "error": (lines[-1] if lines else f"exit status {proc['rc']}")[:300],
+                "peak_rss_mb": proc["peak_rss_mb"],
+            }
         result = json.loads(result_path.read_text())
         result["peak_rss_mb"] = proc["peak_rss_mb"]
         return result
 
 
-def _score_argv(model_dir: str, variant: str, threads: int, provider: str, long: str, max_batch_tokens: int | None) -> list[str]:
-    argv = [sys.executable, "-m", "sentictl", "score", "--model-dir", model_dir, "--variant", variant,
-            "--threads", str(threads), "--provider", provider, "--long", long, "--no-cache", "-q"]
+def _score_argv(
+    model_dir: str, variant: str, threads: int, provider: str, long: str, max_batch_tokens: int | None
+) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "sentictl",
+        "score",
+        "--model-dir",
+        model_dir,
+        "--variant",
+        variant,
+        "--threads",
+        str(threads),
+        "--provider",
+        provider,
+        "--long",
+        long,
+        "--no-cache",
+        "-q",
+    ]
     if max_batch_tokens:
         argv += ["--max-batch-tokens", str(max_batch_tokens)]
     return argv
 
 
-def score_processes(model_dir: str, variant: str, texts: list[str], threads: int, repeats: int,
-                    env: dict[str, str], provider: str, long: str, max_batch_tokens: int | None) -> dict[str, Any]:
+def score_processes(
+    model_dir: str,
+    variant: str,
+    texts: list[str],
+    threads: int,
+    repeats: int,
+    env: dict[str, str],
+    provider: str,
+    long: str,
+    max_batch_tokens: int | None,
+) -> dict[str, Any]:
     """Whole `sentictl score` processes on the text set: start-up, model load, inference, output."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
         fh.write("\n".join(texts) + "\n")
     try:
-        runs = [spawn(_score_argv(model_dir, variant, threads, provider, long, max_batch_tokens), fh.name, env)
-                for _ in range(repeats)]
+        runs = [
+            spawn(_score_argv(model_dir, variant, threads, provider, long, max_batch_tokens), fh.name, env)
+            for _ in range(repeats)
+        ]
     finally:
         os.unlink(fh.name)
     bad = [r for r in runs if r["rc"] != 0]
     if bad:
-        return {"contender": "score-process", "variant": variant, "batch_size": None,
-                "error": (bad[0]["stderr"].strip().splitlines() or ["?"])[-1][:300]}
+        return {
+            "contender": "score-process",
+            "variant": variant,
+            "batch_size": None,
+            "error": (bad[0]["stderr"].strip().splitlines() or ["?"])[-1][:300],
+        }
     walls = [r["wall_s"] for r in runs]
     return {
-        "contender": "score-process", "variant": variant, "batch_size": BUDGET,
+        "contender": "score-process",
+        "variant": variant,
+        "batch_size": BUDGET,
         **summarize(walls, walls, len(texts)),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs),
         "note": f"whole process on {len(texts)} texts, wall clock incl. start-up",
     }
 
 
-def cold_start(model_dir: str, variant: str, threads: int, runs: int, env: dict[str, str], provider: str) -> dict[str, Any]:
+def cold_start(
+    model_dir: str, variant: str, threads: int, runs: int, env: dict[str, str], provider: str
+) -> dict[str, Any]:
     """Seconds from exec to exit for `sentictl score` of one line."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
         fh.write("Shares rose after the company raised its outlook.\n")
     try:
-        results = [spawn(_score_argv(model_dir, variant, threads, provider, "truncate", None), fh.name, env) for _ in range(runs)]
+        results = [
+            spawn(_score_argv(model_dir, variant, threads, provider, "truncate", None), fh.name, env)
+            for _ in range(runs)
+        ]
     finally:
         os.unlink(fh.name)
     bad = [r for r in results if r["rc"] != 0]
     if bad:
-        return {"contender": "cold-start", "variant": variant, "batch_size": None,
-                "error": (bad[0]["stderr"].strip().splitlines() or ["?"])[-1][:300]}
+        return {
+            "contender": "cold-start",
+            "variant": variant,
+            "batch_size": None,
+            "error": (bad[0]["stderr"].strip().splitlines() or ["?"])[-1][:300],
+        }
     walls = [r["wall_s"] for r in results]
     return {
-        "contender": "cold-start", "variant": variant, "batch_size": 1,
-        "texts_per_s": None, "p50_ms": statistics.median(walls) * 1e3, "p99_ms": percentile(walls, 99) * 1e3,
-        "calls": runs, "passes": runs, "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+        "contender": "cold-start",
+        "variant": variant,
+        "batch_size": 1,
+        "texts_per_s": None,
+        "p50_ms": statistics.median(walls) * 1e3,
+        "p99_ms": percentile(walls, 99) * 1e3,
+        "calls": runs,
+        "passes": runs,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
         "note": "one-line `sentictl score`, exec to exit",
     }

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 OUT_FILES = ("bench.json", "bench.md", "bench.png")
 
@@ -33,8 +34,10 @@ def prepare_out_dir(out_dir: Path, inputs: Sequence[str | Path]) -> None:
         except OSError:
             continue
         if (st.st_dev, st.st_ino) in ids:
-            raise OutputError(f"--out {out_dir} would overwrite the input {ids[(st.st_dev, st.st_ino)]} "
-                              f"({name}): choose another --out directory")
+            raise OutputError(
+                f"--out {out_dir} would overwrite the input {ids[(st.st_dev, st.st_ino)]} "
+                f"({name}): choose another --out directory"
+            )
 
 
 def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
@@ -63,23 +66,27 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> None:
     report["files"] = written
 
 
-
 def speedups(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Throughput ratios against the pipeline's best batch size (the figure the issue tracks)."""
     pipe = [r for r in rows if r.get("contender") == "hf-pipeline" and r.get("texts_per_s")]
     if not pipe:
         return {}
     best = max(pipe, key=lambda r: r["texts_per_s"])
-    out: dict[str, Any] = {"baseline": f"hf-pipeline batch {best['batch_size']}",
-                           "baseline_texts_per_s": best["texts_per_s"]}
+    out: dict[str, Any] = {
+        "baseline": f"hf-pipeline batch {best['batch_size']}",
+        "baseline_texts_per_s": best["texts_per_s"],
+    }
     for r in rows:
         if r.get("texts_per_s") and r.get("contender") in ("onnxruntime", "score-process", "cache-hit"):
             r["vs_pipeline"] = r["texts_per_s"] / best["texts_per_s"]
     score = [r for r in rows if r.get("contender") == "score-process" and r.get("texts_per_s")]
     if score:
         top = max(score, key=lambda r: r["texts_per_s"])
-        out["score_process"] = {"variant": top["variant"], "texts_per_s": top["texts_per_s"],
-                                "ratio": top["texts_per_s"] / best["texts_per_s"]}
+        out["score_process"] = {
+            "variant": top["variant"],
+            "texts_per_s": top["texts_per_s"],
+            "ratio": top["texts_per_s"] / best["texts_per_s"],
+        }
     return out
 
 
@@ -116,12 +123,18 @@ def format_markdown(report: dict[str, Any]) -> str:
     sp = report.get("speedup") or {}
     if sp.get("score_process"):
         s = sp["score_process"]
-        lines += ["", f"`sentictl score` (whole processes, {s['variant']}): {s['texts_per_s']:.1f} texts/s = "
-                      f"{s['ratio']:.2f}× {sp['baseline']} ({sp['baseline_texts_per_s']:.1f} texts/s)."]
-    lines += ["", "texts/s: texts ÷ median pass time; p50/p99: per call of `batch` texts (score-process: per "
-              "process; cold-start: exec to exit). batch `budget`: all texts in one call, the engine sorts by "
-              "length and packs batches under its token budget (what `score` does). padding eff.: real tokens ÷ "
-              "padded tokens. Peak RSS: of the child process that ran the contender."]
+        lines += [
+            "",
+            f"`sentictl score` (whole processes, {s['variant']}): {s['texts_per_s']:.1f} texts/s = "
+            f"{s['ratio']:.2f}× {sp['baseline']} ({sp['baseline_texts_per_s']:.1f} texts/s).",
+        ]
+    lines += [
+        "",
+        "texts/s: texts ÷ median pass time; p50/p99: per call of `batch` texts (score-process: per "
+        "process; cold-start: exec to exit). batch `budget`: all texts in one call, the engine sorts by "
+        "length and packs batches under its token budget (what `score` does). padding eff.: real tokens ÷ "
+        "padded tokens. Peak RSS: of the child process that ran the contender.",
+    ]
     for note in report.get("notes", []):
         lines.append(f"- {note}")
     return "\n".join(lines)
@@ -138,8 +151,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
     series: dict[str, list[tuple[int, float]]] = {}
     for r in rows:
-        if r["contender"] in ("onnxruntime", "hf-pipeline", "cache-hit", "tokenize") and isinstance(r.get("batch_size"), int):
-            series.setdefault(f"{r['contender']} {r.get('variant') or ''}".strip(), []).append((r["batch_size"], r["texts_per_s"]))
+        if r["contender"] in ("onnxruntime", "hf-pipeline", "cache-hit", "tokenize") and isinstance(
+            r.get("batch_size"), int
+        ):
+            series.setdefault(f"{r['contender']} {r.get('variant') or ''}".strip(), []).append(
+                (r["batch_size"], r["texts_per_s"])
+            )
     for name, points in series.items():
         points.sort()
         left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
@@ -158,7 +175,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     left.legend(fontsize=7)
 
     lat = [r for r in rows if r["contender"] in ("onnxruntime", "hf-pipeline") and r.get("p50_ms")]
-    labels = [f"{r['contender'].replace('onnxruntime', 'ort')} {r.get('variant') or ''} b={r['batch_size']}" for r in lat]
+    labels = [
+        f"{r['contender'].replace('onnxruntime', 'ort')} {r.get('variant') or ''} b={r['batch_size']}" for r in lat
+    ]
     xs = range(len(lat))
     right.bar([x - 0.2 for x in xs], [r["p50_ms"] for r in lat], width=0.4, label="p50")
     right.bar([x + 0.2 for x in xs], [r["p99_ms"] for r in lat], width=0.4, label="p99")
@@ -169,7 +188,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.set_title("Latency per call")
     right.legend(fontsize=7)
     right.grid(True, axis="y", which="both", alpha=0.3)
-    fig.suptitle(f"sentictl bench: {report['model']['name']}, {report['texts']['n']} texts, {report['date'][:10]}", fontsize=10)
+    fig.suptitle(
+        f"sentictl bench: {report['model']['name']}, {report['texts']['n']} texts, {report['date'][:10]}", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # The engine's own batching (length-sorted, token budget) over the whole text set, as `score` does.
 BUDGET = "budget"

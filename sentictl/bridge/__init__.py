@@ -14,13 +14,17 @@ from ..errors import BridgeError
 from .loop import Bridge
 from .metrics import BridgeMetrics, BridgeStats
 from .run import run_bridge
-from .settings import (
-           LABEL_HEADER,
-           MODEL_HEADER,
-           TEMPLATE_FIELDS,
-           BridgeSettings,
-           enrich,
-)
+from .settings import LABEL_HEADER, MODEL_HEADER, TEMPLATE_FIELDS, BridgeSettings, enrich
 
-__all__ = ["Bridge", "BridgeError", "BridgeMetrics", "BridgeSettings", "BridgeStats", "LABEL_HEADER", "MODEL_HEADER",
-           "TEMPLATE_FIELDS", "enrich", "run_bridge"]
+__all__ = [
+    "Bridge",
+    "BridgeError",
+    "BridgeMetrics",
+    "BridgeSettings",
+    "BridgeStats",
+    "LABEL_HEADER",
+    "MODEL_HEADER",
+    "TEMPLATE_FIELDS",
+    "enrich",
+    "run_bridge",
+]

@@ -44,8 +44,12 @@ class Delivery:
         """
         from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-        outage = self._outage("delivering a batch", "deliver", stoppable=True, consequence=(
-            "its offsets were not committed, so a restart re-processes that batch (at-least-once)"))
+        outage = self._outage(
+            "delivering a batch",
+            "deliver",
+            stoppable=True,
+            consequence=("its offsets were not committed, so a restart re-processes that batch (at-least-once)"),
+        )
         waiting = list(sends)
         while waiting:
             last: BaseException | None = None
@@ -102,8 +106,10 @@ class Delivery:
             snd.converted = True
         snd.dropped = True
         what = "its dead letter" if snd.dead_letter else "its result"
-        self.log(f"bad record {where}: {what} is too large to produce ({describe(exc)}); skipped"
-                 + ("" if self.s.dlq else " (--dlq TOPIC keeps such records)"))
+        self.log(
+            f"bad record {where}: {what} is too large to produce ({describe(exc)}); skipped"
+            + ("" if self.s.dlq else " (--dlq TOPIC keeps such records)")
+        )
 
     def _commit(self, offsets: dict) -> None:
         """Commit the batch's offsets, retrying through outages and rejoining after a rebalance."""
@@ -116,8 +122,12 @@ class Delivery:
         from kafka.structs import MemberState
 
         moved = (CommitFailedError, RebalanceInProgressError, UnknownMemberIdError, IllegalGenerationError)
-        outage = self._outage("committing offsets", "commit", stoppable=True, consequence=(
-            "the batch was delivered but its offsets were not committed, so a restart delivers it again"))
+        outage = self._outage(
+            "committing offsets",
+            "commit",
+            stoppable=True,
+            consequence=("the batch was delivered but its offsets were not committed, so a restart delivers it again"),
+        )
         while offsets:
             started = time.monotonic()
             try:
@@ -138,8 +148,10 @@ class Delivery:
                     moved_away = [tp for tp in offsets if tp not in mine]
                     if moved_away:
                         shown = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in moved_away)
-                        self.log(f"offsets of {shown} not committed: the partition moved to another member "
-                                 f"during a rebalance, which re-delivers that part of the batch")
+                        self.log(
+                            f"offsets of {shown} not committed: the partition moved to another member "
+                            f"during a rebalance, which re-delivers that part of the batch"
+                        )
                         offsets = {tp: o for tp, o in offsets.items() if tp in mine}
                     if not offsets:
                         break
@@ -190,5 +202,5 @@ class Delivery:
                 pass
             raise BridgeError(
                 f"the transaction for a batch failed ({describe(exc)}) and was aborted; nothing of it is visible "
-                f"to read_committed consumers and a restart re-processes it") from None
-
+                f"to read_committed consumers and a restart re-processes it"
+            ) from None

@@ -6,32 +6,20 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import console
 from ..engine import BadRecord, Engine, Record
 from ..engine.model import release_when_freed
 from ..engine.records import OUTPUT_TOO_LARGE as TOO_LARGE
 from ..errors import SentictlError
-from ..kafka import (
-    TopicTemplate,
-    connect_with_retry,
-    make_consumer,
-    make_producer,
-)
+from ..kafka import TopicTemplate, connect_with_retry, make_consumer, make_producer
 from . import eos
 from .delivery import Delivery, Send
 from .metrics import BridgeMetrics, BridgeStats
 from .retry import Outage, describe, kafka_error, quiet_kafka_finalizers
-from .settings import (
-    LABEL_HEADER,
-    MODEL_HEADER,
-    POLL_MS,
-    BridgeSettings,
-    check_settings,
-    dlq_headers,
-    enrich,
-)
+from .settings import LABEL_HEADER, MODEL_HEADER, POLL_MS, BridgeSettings, check_settings, dlq_headers, enrich
 
 # Once a batch has its first records, keep polling this long to fill it: brokers (tansu among
 # them) may hand out one small record batch per fetch, and classifying a few records at a time
@@ -48,9 +36,15 @@ RECONNECT_BACKOFF_MAX_MS = 2000
 class Bridge(Delivery):
     """One consumer-group member: connect(), run(timeout=, count=), close()."""
 
-    def __init__(self, model: Any, cache: Any, settings: BridgeSettings,
-                 log: Callable[[str], None] | None = None, progress: bool = True,
-                 reload: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        model: Any,
+        cache: Any,
+        settings: BridgeSettings,
+        log: Callable[[str], None] | None = None,
+        progress: bool = True,
+        reload: Callable[[], Any] | None = None,
+    ):
         """``reload``: loads (and verifies) the model folder again, for request_reload (SIGHUP)."""
         self.model = model
         self._reload = reload
@@ -82,8 +76,14 @@ class Bridge(Delivery):
             if self.metrics:
                 self.metrics.kafka_retries.labels(op).inc()
 
-        return Outage(what, self.s.connect_timeout, self.log, consequence=consequence, on_retry=counted,
-                      stopped=(lambda: self._stop) if stoppable else (lambda: False))
+        return Outage(
+            what,
+            self.s.connect_timeout,
+            self.log,
+            consequence=consequence,
+            on_retry=counted,
+            stopped=(lambda: self._stop) if stoppable else (lambda: False),
+        )
 
     # -- connecting -------------------------------------------------------------------------
 
@@ -93,30 +93,44 @@ class Bridge(Delivery):
         deadline = time.monotonic() + s.connect_timeout
 
         def retry(what: str, make: Callable[[float], Any]) -> Any:
-            return connect_with_retry(make, kafka, what=what, timeout=s.connect_timeout, deadline=deadline,
-                                      log=self.log, stopped=lambda: self._stop,
-                                      hint="; --connect-timeout waits longer")
+            return connect_with_retry(
+                make,
+                kafka,
+                what=what,
+                timeout=s.connect_timeout,
+                deadline=deadline,
+                log=self.log,
+                stopped=lambda: self._stop,
+                hint="; --connect-timeout waits longer",
+            )
 
         # send() blocks this long for a topic's metadata; a short bound lets the delivery retry loop,
         # not kafka-python, decide how long a missing topic or an absent broker is waited for.
-        producer_opts: dict[str, Any] = {"reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
-                                         "max_block_ms": int(min(max(s.connect_timeout, 1.0), 10.0) * 1000)}
+        producer_opts: dict[str, Any] = {
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+            "max_block_ms": int(min(max(s.connect_timeout, 1.0), 10.0) * 1000),
+        }
         if s.exactly_once:
             tid = s.transactional_id or f"sentictl-{s.group}-{socket.gethostname()}-{os.getpid()}"
             producer_opts.update(transactional_id=tid, enable_idempotence=True, max_block_ms=15_000)
-        self.producer = retry("producer", lambda t: make_producer(
-            kafka, **producer_opts, bootstrap_timeout_ms=int(t * 1000)))
+        self.producer = retry(
+            "producer", lambda t: make_producer(kafka, **producer_opts, bootstrap_timeout_ms=int(t * 1000))
+        )
         if s.exactly_once:
             eos.init_transactions(self.producer, kafka, check=s.eos_check, check_topic=s.eos_check_topic)
         consumer_opts = dict(
-            group_id=s.group, auto_offset_reset=s.offset_reset, max_poll_records=s.batch_size,
-            session_timeout_ms=s.session_timeout_ms, max_poll_interval_ms=s.max_poll_interval_ms,
+            group_id=s.group,
+            auto_offset_reset=s.offset_reset,
+            max_poll_records=s.batch_size,
+            session_timeout_ms=s.session_timeout_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
             heartbeat_interval_ms=max(100, min(3000, s.session_timeout_ms // 3)),
             isolation_level="read_committed" if s.exactly_once else "read_uncommitted",
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         )
-        self.consumer = retry("consumer", lambda t: make_consumer(
-            kafka, **consumer_opts, bootstrap_timeout_ms=int(t * 1000)))
+        self.consumer = retry(
+            "consumer", lambda t: make_consumer(kafka, **consumer_opts, bootstrap_timeout_ms=int(t * 1000))
+        )
         self.consumer.subscribe(s.inputs, listener=self._listener())
         if s.metrics_port:
             self.metrics = BridgeMetrics(s.metrics_host, s.metrics_port)
@@ -126,8 +140,10 @@ class Bridge(Delivery):
             self.metrics.show_model(self.model)
             self.log(f"metrics on http://{s.metrics_host}:{s.metrics_port}/metrics")
         mode = "exactly-once" if s.exactly_once else "at-least-once"
-        self.log(f"{', '.join(s.inputs)} → {s.out} via {kafka.describe()}, group {s.group}, "
-                 f"{mode}, model {self.model.name} ({self.model.fingerprint})")
+        self.log(
+            f"{', '.join(s.inputs)} → {s.out} via {kafka.describe()}, group {s.group}, "
+            f"{mode}, model {self.model.name} ({self.model.fingerprint})"
+        )
 
     def _listener(self) -> Any:
         from kafka import ConsumerRebalanceListener
@@ -259,8 +275,9 @@ class Bridge(Delivery):
 
     def _poll(self, timeout_ms: int, limit: int, retry: bool) -> list[Any]:
         """The records of one poll; a failing poll is retried (nothing is in hand) until --connect-timeout."""
-        outage = self._outage("polling for records", "poll",
-                              "every record delivered so far is committed; a restart resumes there")
+        outage = self._outage(
+            "polling for records", "poll", "every record delivered so far is committed; a restart resumes there"
+        )
         while True:
             try:
                 polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=limit)
@@ -285,7 +302,9 @@ class Bridge(Delivery):
             return
         started = time.monotonic()
         try:
-            self.consumer.end_offsets(partitions, timeout_ms=int(max(0.5, min(5.0, self._idle_outage.remaining())) * 1000))
+            self.consumer.end_offsets(
+                partitions, timeout_ms=int(max(0.5, min(5.0, self._idle_outage.remaining())) * 1000)
+            )
         except Exception as exc:
             if not kafka_error(exc):
                 raise
@@ -310,8 +329,9 @@ class Bridge(Delivery):
             self.metrics.lag.set(lag)
 
     def _process(self, messages: list[Any]) -> None:
-        from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
+
+        from kafka import TopicPartition
 
         t0 = time.perf_counter()
         if self.stats.first_record is None:
@@ -379,8 +399,16 @@ class Bridge(Delivery):
             return None
         return Send(self.s.dlq, m.value, m.key, dlq_headers(m, poison.reason, poison.message), m, dead_letter=True)
 
-    def _count(self, messages: list[Any], produced: int, hits: int, poison: int, dead_letters: int,
-               reasons: list[str], seconds: float) -> None:
+    def _count(
+        self,
+        messages: list[Any],
+        produced: int,
+        hits: int,
+        poison: int,
+        dead_letters: int,
+        reasons: list[str],
+        seconds: float,
+    ) -> None:
         st = self.stats
         st.consumed += len(messages)
         st.produced += produced
@@ -412,8 +440,10 @@ class Bridge(Delivery):
             except Exception as exc:
                 if not kafka_error(exc):
                     raise
-                self.log(f"closing: not every record was acknowledged ({describe(exc)}); their offsets are "
-                         f"not committed, so a restart delivers them again")
+                self.log(
+                    f"closing: not every record was acknowledged ({describe(exc)}); their offsets are "
+                    f"not committed, so a restart delivers them again"
+                )
             finally:
                 try:
                     self.producer.close(timeout=timeout)

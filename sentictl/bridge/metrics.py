@@ -36,8 +36,14 @@ class BridgeStats:
         """The progress line: counters and a rate (since the start unless given)."""
         seconds = max(time.monotonic() - self.started, 1e-9)
         rate = self.consumed / seconds if rate is None else rate
-        parts = [f"consumed {self.consumed}", f"produced {self.produced}", f"dlq {self.dlq}",
-                 f"bad {self.poison}", f"cache hits {self.cache_hits}", f"{rate:,.0f} texts/s"]
+        parts = [
+            f"consumed {self.consumed}",
+            f"produced {self.produced}",
+            f"dlq {self.dlq}",
+            f"bad {self.poison}",
+            f"cache hits {self.cache_hits}",
+            f"{rate:,.0f} texts/s",
+        ]
         if self.lag is not None:
             parts.append(f"lag {self.lag}")
         return ", ".join(parts)
@@ -47,40 +53,48 @@ class BridgeMetrics:
     """Prometheus counters on their own registry, served on 127.0.0.1 by default."""
 
     def __init__(self, host: str, port: int):
-        from prometheus_client import (
-            CollectorRegistry,
-            Counter,
-            Gauge,
-            Histogram,
-            start_http_server,
-        )
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
         self.registry = CollectorRegistry()
         r = self.registry
         self.consumed = Counter("sentictl_bridge_consumed", "Records consumed", registry=r)
         self.produced = Counter("sentictl_bridge_produced", "Results produced", registry=r)
-        self.poison = Counter("sentictl_bridge_bad_records", "Records that could not be classified", ["kind"], registry=r)
+        self.poison = Counter(
+            "sentictl_bridge_bad_records", "Records that could not be classified", ["kind"], registry=r
+        )
         self.dlq = Counter("sentictl_bridge_dlq", "Records sent to the dead-letter topic", registry=r)
         self.cache_hits = Counter("sentictl_bridge_cache_hits", "Results served from the cache", registry=r)
         self.commits = Counter("sentictl_bridge_commits", "Offset commits (or committed transactions)", registry=r)
         self.lag = Gauge("sentictl_bridge_lag", "Records behind the end of the assigned partitions", registry=r)
         self.batch_seconds = Histogram("sentictl_bridge_batch_seconds", "Poll-to-commit time of one batch", registry=r)
-        self.cache_failures = Counter("sentictl_bridge_cache_failures",
-                                      "Result-cache operations that failed (the records were classified uncached)",
-                                      ["op"], registry=r)
+        self.cache_failures = Counter(
+            "sentictl_bridge_cache_failures",
+            "Result-cache operations that failed (the records were classified uncached)",
+            ["op"],
+            registry=r,
+        )
         for op in ("read", "write", "damaged"):
             self.cache_failures.labels(op)
-        self.kafka_retries = Counter("sentictl_bridge_kafka_retries",
-                                     "Kafka calls that failed and were retried (connection resets, broker restarts)",
-                                     ["op"], registry=r)
+        self.kafka_retries = Counter(
+            "sentictl_bridge_kafka_retries",
+            "Kafka calls that failed and were retried (connection resets, broker restarts)",
+            ["op"],
+            registry=r,
+        )
         for op in ("poll", "deliver", "commit", "probe"):
             self.kafka_retries.labels(op)
-        self.model = Gauge("sentictl_bridge_model_info", "The model classifying: 1 for its fingerprint, name and variant",
-                           ["fingerprint", "name", "variant"], registry=r)
+        self.model = Gauge(
+            "sentictl_bridge_model_info",
+            "The model classifying: 1 for its fingerprint, name and variant",
+            ["fingerprint", "name", "variant"],
+            registry=r,
+        )
         self.reloads = Counter("sentictl_bridge_reloads", "Models reloaded (SIGHUP) and switched to", registry=r)
-        self.reload_failures = Counter("sentictl_bridge_reload_failures",
-                                       "Reloads refused: the folder failed to verify or load; the previous model "
-                                       "kept classifying", registry=r)
+        self.reload_failures = Counter(
+            "sentictl_bridge_reload_failures",
+            "Reloads refused: the folder failed to verify or load; the previous model kept classifying",
+            registry=r,
+        )
         try:
             self.server, self.thread = start_http_server(port, addr=host, registry=r)
         except OSError as exc:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import BridgeError, BrokerLost
 
@@ -34,9 +35,20 @@ def permanent(exc: BaseException) -> bool:
     if type(exc).__name__.endswith("AuthorizationFailedError"):
         return True
     # A codec whose library is missing (zstd without zstandard): every poll of those records fails alike.
-    return isinstance(exc, (e.UnsupportedVersionError, e.KafkaConfigurationError, e.IllegalStateError,
-                            e.InvalidTopicError, e.MessageSizeTooLargeError, e.FencedInstanceIdError,
-                            e.ProducerFencedError, e.SaslAuthenticationFailedError, e.UnsupportedCodecError))
+    return isinstance(
+        exc,
+        (
+            e.UnsupportedVersionError,
+            e.KafkaConfigurationError,
+            e.IllegalStateError,
+            e.InvalidTopicError,
+            e.MessageSizeTooLargeError,
+            e.FencedInstanceIdError,
+            e.ProducerFencedError,
+            e.SaslAuthenticationFailedError,
+            e.UnsupportedCodecError,
+        ),
+    )
 
 
 def describe(exc: BaseException) -> str:
@@ -55,9 +67,16 @@ def describe(exc: BaseException) -> str:
 class Outage:
     """One episode of failing calls to the broker: backoff between tries, a deadline, one log line each way."""
 
-    def __init__(self, what: str, timeout: float, log: Callable[[str], None], *,
-                 stopped: Callable[[], bool] = lambda: False, consequence: str = "",
-                 on_retry: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        what: str,
+        timeout: float,
+        log: Callable[[str], None],
+        *,
+        stopped: Callable[[], bool] = lambda: False,
+        consequence: str = "",
+        on_retry: Callable[[], None] | None = None,
+    ):
         self.what = what
         self.timeout = timeout
         self.log = log
@@ -99,15 +118,18 @@ class Outage:
         if left <= 0:
             raise BrokerLost(
                 f"{self.what} failed for {now - self.started:.1f} s ({self.tries} tries, last: {describe(exc)})"
-                f"{self._then()}; --connect-timeout waits longer") from None
+                f"{self._then()}; --connect-timeout waits longer"
+            ) from None
         time.sleep(min(self.delay, left))
         self.delay = min(self.delay * 2, MAX_DELAY)
 
     def recovered(self) -> None:
         """The call worked: end the episode (and say so, if there was one)."""
         if self.started is not None:
-            self.log(f"{self.what}: the broker answers again after {time.monotonic() - self.started:.1f} s "
-                     f"({self.tries} failed {'try' if self.tries == 1 else 'tries'})")
+            self.log(
+                f"{self.what}: the broker answers again after {time.monotonic() - self.started:.1f} s "
+                f"({self.tries} failed {'try' if self.tries == 1 else 'tries'})"
+            )
         self.started, self.tries, self.delay = None, 0, FIRST_DELAY
 
     def _then(self) -> str:

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import BridgeError
-from ..kafka import (
-    ConnectStopped,
-)
+from ..kafka import ConnectStopped
 from .loop import Bridge
 from .metrics import BridgeStats
 from .retry import describe, kafka_error
-from .settings import (
-    BridgeSettings,
-)
+from .settings import BridgeSettings
 
 
-def run_bridge(model: Any, cache: Any, settings: BridgeSettings, progress: bool = True,
-               reload: Callable[[], Any] | None = None) -> BridgeStats:
+def run_bridge(
+    model: Any, cache: Any, settings: BridgeSettings, progress: bool = True, reload: Callable[[], Any] | None = None
+) -> BridgeStats:
     """Connect, process until a stop condition or SIGTERM/SIGINT, commit, close; return the counters.
 
     ``reload`` loads the model folder again: on SIGHUP the bridge switches to it between two batches.
@@ -53,8 +51,9 @@ def run_bridge(model: Any, cache: Any, settings: BridgeSettings, progress: bool 
                 raise
             # A Kafka error no retry above expected: still one line, and still nothing uncommitted lost.
             lost = True
-            raise BridgeError(f"Kafka error: {describe(exc)}; the batch in hand was not committed, so a restart "
-                              f"re-processes it") from None
+            raise BridgeError(
+                f"Kafka error: {describe(exc)}; the batch in hand was not committed, so a restart re-processes it"
+            ) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
@@ -72,8 +73,10 @@ def check_settings(s: BridgeSettings, labels: Sequence[str] | None = None) -> To
     if s.input_format not in ("raw", "json"):
         raise BridgeError(f"unknown --input {s.input_format!r}: use raw or json")
     if s.input_format == "json" and not all(part for part in s.text_field.split(".")):
-        raise BridgeError(f"--field {s.text_field!r} is not a field path: use names joined by dots, e.g. --field title "
-                          f"or --field news.title")
+        raise BridgeError(
+            f"--field {s.text_field!r} is not a field path: use names joined by dots, e.g. --field title "
+            f"or --field news.title"
+        )
     for topic in s.inputs:
         check_topic(topic, "--in")
     out = TopicTemplate(s.out, allowed=TEMPLATE_FIELDS, option="--out")
@@ -82,8 +85,9 @@ def check_settings(s: BridgeSettings, labels: Sequence[str] | None = None) -> To
     if labels is not None or "label" not in out.fields:
         looping = [t for t in outputs if t in s.inputs]
         if looping:
-            raise BridgeError(f"--out {s.out!r} writes to the input topic {looping[0]!r}: "
-                              f"the bridge would consume its own output")
+            raise BridgeError(
+                f"--out {s.out!r} writes to the input topic {looping[0]!r}: the bridge would consume its own output"
+            )
         internal = [t for t in outputs if t in INTERNAL_TOPICS]
         if internal:
             raise BridgeError(f"--out {s.out!r} writes to {internal[0]!r}, one of the broker's internal topics")
@@ -94,13 +98,17 @@ def check_settings(s: BridgeSettings, labels: Sequence[str] | None = None) -> To
         if s.dlq in INTERNAL_TOPICS:
             raise BridgeError(f"--dlq {s.dlq!r} is one of the broker's internal topics")
         if (labels is not None or "label" not in out.fields) and s.dlq in outputs:
-            raise BridgeError(f"--dlq {s.dlq!r} is also an --out topic: dead letters (the original bytes) would "
-                              f"mix with results; give the DLQ its own topic")
+            raise BridgeError(
+                f"--dlq {s.dlq!r} is also an --out topic: dead letters (the original bytes) would "
+                f"mix with results; give the DLQ its own topic"
+            )
     if s.exactly_once and s.eos_check:
         check_topic(s.eos_check_topic, "--eos-check-topic")
         if s.eos_check_topic in s.inputs:
-            raise BridgeError(f"--eos-check-topic {s.eos_check_topic!r} is an input topic: the check's record "
-                              f"would be classified; give the check its own topic")
+            raise BridgeError(
+                f"--eos-check-topic {s.eos_check_topic!r} is an input topic: the check's record "
+                f"would be classified; give the check its own topic"
+            )
     return out
 
 

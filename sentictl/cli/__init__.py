@@ -57,8 +57,16 @@ def cli() -> None:
     """
 
 
-for _command in (export.export, score.score, serve.serve_command, bridge.bridge_command, cache.cache, info.info,
-                 bench.bench_command, bench.eval_command):
+for _command in (
+    export.export,
+    score.score,
+    serve.serve_command,
+    bridge.bridge_command,
+    cache.cache,
+    info.info,
+    bench.bench_command,
+    bench.eval_command,
+):
     cli.add_command(_command)
 
 

@@ -12,54 +12,158 @@ from ..kafka.options import kafka_options
 from .options import CONTEXT, cache_options, load_model, model_options, open_cache, opt
 
 # Bridge options a Kafka consumer property can also set (-X, --kafka-config): option → kafka-python argument.
-PROPERTY_OPTIONS = {"group": "group_id", "offset_reset": "auto_offset_reset",
-                    "session_timeout_ms": "session_timeout_ms", "max_poll_interval_ms": "max_poll_interval_ms",
-                    "batch_size": "max_poll_records"}
+PROPERTY_OPTIONS = {
+    "group": "group_id",
+    "offset_reset": "auto_offset_reset",
+    "session_timeout_ms": "session_timeout_ms",
+    "max_poll_interval_ms": "max_poll_interval_ms",
+    "batch_size": "max_poll_records",
+}
 
 
 @click.command("bridge", context_settings=CONTEXT)
-@opt("--in", "inputs", env="BRIDGE_IN", required=True, metavar="TOPIC[,TOPIC...]",
-      help="Topic(s) to consume, comma-separated, e.g. --in news,press.")
-@opt("--out", env="BRIDGE_OUT", required=True, metavar="TOPIC|TEMPLATE",
-      help="Topic for results, or a template with {label} and {topic}, e.g. '{label}-news'.")
-@opt("--group", env="BRIDGE_GROUP", default="sentictl",
-      help="Consumer group; bridges in one group share the input partitions.")
-@opt("--dlq", env="BRIDGE_DLQ", default=None, metavar="TOPIC",
-      help="Dead-letter topic for records that cannot be classified (default: log and count them).")
-@opt("--input", "input_format", env="BRIDGE_INPUT", type=click.Choice(["raw", "json"]), default="raw",
-      help="raw: the value is the text; json: the value is an object holding the text in --field.")
-@opt("--field", env="BRIDGE_FIELD", default="text", help="JSON input: the field holding the text (dots reach nested fields).")
-@opt("--batch-size", env="BRIDGE_BATCH_SIZE", type=click.IntRange(min=1), default=256,
-      help="Records per poll; one classify call, one flush and one commit per batch.")
-@opt("--exactly-once", env="BRIDGE_EXACTLY_ONCE", is_flag=True, default=False,
-      help="Transactional output with the consumed offsets in the transaction (read it with isolation.level=read_committed).")
-@opt("--transactional-id", env="BRIDGE_TRANSACTIONAL_ID", default=None,
-      help="With --exactly-once: a stable id per bridge instance (e.g. the pod name) so a restart fences its "
-           "predecessor. Default: sentictl-GROUP-HOST-PID.")
-@opt("--skip-eos-check", env="BRIDGE_SKIP_EOS_CHECK", is_flag=True, default=False,
-      help="With --exactly-once: skip the start-up check that the broker aborts a crashed producer's transaction.")
-@opt("--eos-check-topic", env="BRIDGE_EOS_CHECK_TOPIC", default="__sentictl_eos_check",
-      help="Topic the --exactly-once start-up check writes one invisible record to.")
-@opt("--max-messages", env="BRIDGE_MAX_MESSAGES", type=click.IntRange(min=1), default=None,
-      help="Stop after consuming this many records (default: run until stopped).")
-@opt("--idle-timeout", env="BRIDGE_IDLE_TIMEOUT", type=click.FloatRange(min=0), default=None,
-      help="Stop after this many seconds without records, counted from the first partition assignment.")
-@opt("--connect-timeout", env="KAFKA_CONNECT_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
-      help="Keep retrying an unreachable broker this long (with backoff), at start-up and after a connection "
-           "reset or broker restart mid-run, before giving up with exit 1 (the batch in hand stays uncommitted).")
-@opt("--session-timeout-ms", env="KAFKA_SESSION_TIMEOUT_MS", type=click.IntRange(min=1000), default=10_000,
-      help="Consumer-group session timeout: a dead bridge's partitions move after this; joining takes about half.")
-@opt("--max-poll-interval-ms", env="KAFKA_MAX_POLL_INTERVAL_MS", type=click.IntRange(min=1000), default=300_000,
-      help="Longest time one batch may take before the group considers this bridge stuck.")
-@opt("--from", "offset_reset", env="BRIDGE_FROM", type=click.Choice(["earliest", "latest"]), default="earliest",
-      help="Where a new group starts reading (auto.offset.reset).")
-@opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
-      help="Texts longer than this many characters are bad records (DLQ or log).")
-@opt("--metrics-port", env="BRIDGE_METRICS_PORT", type=click.IntRange(min=1, max=65535), default=None,
-      help="Serve Prometheus metrics on this port (default: off).")
+@opt(
+    "--in",
+    "inputs",
+    env="BRIDGE_IN",
+    required=True,
+    metavar="TOPIC[,TOPIC...]",
+    help="Topic(s) to consume, comma-separated, e.g. --in news,press.",
+)
+@opt(
+    "--out",
+    env="BRIDGE_OUT",
+    required=True,
+    metavar="TOPIC|TEMPLATE",
+    help="Topic for results, or a template with {label} and {topic}, e.g. '{label}-news'.",
+)
+@opt(
+    "--group",
+    env="BRIDGE_GROUP",
+    default="sentictl",
+    help="Consumer group; bridges in one group share the input partitions.",
+)
+@opt(
+    "--dlq",
+    env="BRIDGE_DLQ",
+    default=None,
+    metavar="TOPIC",
+    help="Dead-letter topic for records that cannot be classified (default: log and count them).",
+)
+@opt(
+    "--input",
+    "input_format",
+    env="BRIDGE_INPUT",
+    type=click.Choice(["raw", "json"]),
+    default="raw",
+    help="raw: the value is the text; json: the value is an object holding the text in --field.",
+)
+@opt(
+    "--field",
+    env="BRIDGE_FIELD",
+    default="text",
+    help="JSON input: the field holding the text (dots reach nested fields).",
+)
+@opt(
+    "--batch-size",
+    env="BRIDGE_BATCH_SIZE",
+    type=click.IntRange(min=1),
+    default=256,
+    help="Records per poll; one classify call, one flush and one commit per batch.",
+)
+@opt(
+    "--exactly-once",
+    env="BRIDGE_EXACTLY_ONCE",
+    is_flag=True,
+    default=False,
+    help="Transactional output with the consumed offsets in the transaction (read it with isolation.level=read_committed).",
+)
+@opt(
+    "--transactional-id",
+    env="BRIDGE_TRANSACTIONAL_ID",
+    default=None,
+    help="With --exactly-once: a stable id per bridge instance (e.g. the pod name) so a restart fences its "
+    "predecessor. Default: sentictl-GROUP-HOST-PID.",
+)
+@opt(
+    "--skip-eos-check",
+    env="BRIDGE_SKIP_EOS_CHECK",
+    is_flag=True,
+    default=False,
+    help="With --exactly-once: skip the start-up check that the broker aborts a crashed producer's transaction.",
+)
+@opt(
+    "--eos-check-topic",
+    env="BRIDGE_EOS_CHECK_TOPIC",
+    default="__sentictl_eos_check",
+    help="Topic the --exactly-once start-up check writes one invisible record to.",
+)
+@opt(
+    "--max-messages",
+    env="BRIDGE_MAX_MESSAGES",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after consuming this many records (default: run until stopped).",
+)
+@opt(
+    "--idle-timeout",
+    env="BRIDGE_IDLE_TIMEOUT",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop after this many seconds without records, counted from the first partition assignment.",
+)
+@opt(
+    "--connect-timeout",
+    env="KAFKA_CONNECT_TIMEOUT",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    help="Keep retrying an unreachable broker this long (with backoff), at start-up and after a connection "
+    "reset or broker restart mid-run, before giving up with exit 1 (the batch in hand stays uncommitted).",
+)
+@opt(
+    "--session-timeout-ms",
+    env="KAFKA_SESSION_TIMEOUT_MS",
+    type=click.IntRange(min=1000),
+    default=10_000,
+    help="Consumer-group session timeout: a dead bridge's partitions move after this; joining takes about half.",
+)
+@opt(
+    "--max-poll-interval-ms",
+    env="KAFKA_MAX_POLL_INTERVAL_MS",
+    type=click.IntRange(min=1000),
+    default=300_000,
+    help="Longest time one batch may take before the group considers this bridge stuck.",
+)
+@opt(
+    "--from",
+    "offset_reset",
+    env="BRIDGE_FROM",
+    type=click.Choice(["earliest", "latest"]),
+    default="earliest",
+    help="Where a new group starts reading (auto.offset.reset).",
+)
+@opt(
+    "--max-chars",
+    env="MAX_CHARS",
+    type=click.IntRange(min=1),
+    default=config.DEFAULT_MAX_CHARS,
+    help="Texts longer than this many characters are bad records (DLQ or log).",
+)
+@opt(
+    "--metrics-port",
+    env="BRIDGE_METRICS_PORT",
+    type=click.IntRange(min=1, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (default: off).",
+)
 @opt("--metrics-host", env="BRIDGE_METRICS_HOST", default="127.0.0.1", help="Address for --metrics-port.")
-@opt("--progress-interval", env="BRIDGE_PROGRESS_INTERVAL", type=click.FloatRange(min=0.1), default=5.0,
-      help="Seconds between progress lines on stderr.")
+@opt(
+    "--progress-interval",
+    env="BRIDGE_PROGRESS_INTERVAL",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    help="Seconds between progress lines on stderr.",
+)
 @kafka_options(bootstrap_default="localhost:9092", client_id_default="sentictl-bridge")
 @model_options
 @cache_options
@@ -115,15 +219,28 @@ def bridge_command(**opts: Any) -> None:
         kafka.require("consumer", {"isolation_level": "read_committed"}, because="--exactly-once")
         kafka.require("producer", {"enable_idempotence": True, "acks": "all"}, because="--exactly-once")
     settings = BridgeSettings(
-        inputs=inputs, out=opts["out"], kafka=kafka, group=opts["group"], dlq=opts["dlq"],
-        input_format=opts["input_format"], text_field=opts["field"], batch_size=opts["batch_size"],
-        exactly_once=opts["exactly_once"], transactional_id=opts["transactional_id"],
-        eos_check=not opts["skip_eos_check"], eos_check_topic=opts["eos_check_topic"],
-        max_messages=opts["max_messages"], idle_timeout=opts["idle_timeout"],
-        connect_timeout=opts["connect_timeout"], session_timeout_ms=opts["session_timeout_ms"],
-        max_poll_interval_ms=opts["max_poll_interval_ms"], offset_reset=opts["offset_reset"],
-        max_chars=opts["max_chars"], progress_interval=opts["progress_interval"],
-        metrics_port=opts["metrics_port"], metrics_host=opts["metrics_host"],
+        inputs=inputs,
+        out=opts["out"],
+        kafka=kafka,
+        group=opts["group"],
+        dlq=opts["dlq"],
+        input_format=opts["input_format"],
+        text_field=opts["field"],
+        batch_size=opts["batch_size"],
+        exactly_once=opts["exactly_once"],
+        transactional_id=opts["transactional_id"],
+        eos_check=not opts["skip_eos_check"],
+        eos_check_topic=opts["eos_check_topic"],
+        max_messages=opts["max_messages"],
+        idle_timeout=opts["idle_timeout"],
+        connect_timeout=opts["connect_timeout"],
+        session_timeout_ms=opts["session_timeout_ms"],
+        max_poll_interval_ms=opts["max_poll_interval_ms"],
+        offset_reset=opts["offset_reset"],
+        max_chars=opts["max_chars"],
+        progress_interval=opts["progress_interval"],
+        metrics_port=opts["metrics_port"],
+        metrics_host=opts["metrics_host"],
     )
     # Topic names, loops and the like fail here, before the model loads (seconds), and again in full
     # (every label) before connecting.
@@ -136,8 +253,13 @@ def bridge_command(**opts: Any) -> None:
     cache = open_cache(opts)
     try:
         # SIGHUP loads the folder again (verified like the first load) and switches between batches.
-        run_bridge(model, cache, settings, progress=not opts["quiet"],
-                   reload=lambda: load_model(opts, quiet=True, spin=False, verify="always"))
+        run_bridge(
+            model,
+            cache,
+            settings,
+            progress=not opts["quiet"],
+            reload=lambda: load_model(opts, quiet=True, spin=False, verify="always"),
+        )
     finally:
         if cache is not None:
             cache.close()

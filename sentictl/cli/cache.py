@@ -7,11 +7,22 @@ import click
 from ..console import notice
 from .options import CONTEXT, CacheLocation, cache_given, open_cache, opt
 
-_LOCATION = opt("--cache", "cache_path", env="CACHE", type=CacheLocation(), default=None, callback=cache_given,
-                help="Result cache: a SQLite file or a redis:// URL (only sentictl's keys, sentictl:v1:*, are "
-                     "counted or removed).")
-_PASSWORD = opt("--cache-password-file", env="CACHE_PASSWORD_FILE", type=click.Path(dir_okay=False), default=None,
-                help="File holding the Redis password.")
+_LOCATION = opt(
+    "--cache",
+    "cache_path",
+    env="CACHE",
+    type=CacheLocation(),
+    default=None,
+    callback=cache_given,
+    help="Result cache: a SQLite file or a redis:// URL (only sentictl's keys, sentictl:v1:*, are counted or removed).",
+)
+_PASSWORD = opt(
+    "--cache-password-file",
+    env="CACHE_PASSWORD_FILE",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the Redis password.",
+)
 
 
 @click.group("cache", context_settings=CONTEXT)
@@ -42,8 +53,13 @@ def cache_stats(cache_path: str | None, cache_password_file: str | None) -> None
 @_LOCATION
 @_PASSWORD
 @opt("--expired", env="CACHE_CLEAR_EXPIRED", is_flag=True, help="Only remove entries older than --ttl seconds.")
-@opt("--ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
-     help="Age limit in seconds for --expired (the same variable as the doors' --cache-ttl).")
+@opt(
+    "--ttl",
+    env="CACHE_TTL",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Age limit in seconds for --expired (the same variable as the doors' --cache-ttl).",
+)
 def cache_clear(cache_path: str | None, cache_password_file: str | None, expired: bool, ttl: float | None) -> None:
     """Remove cached results (all of them, or only expired ones).
 

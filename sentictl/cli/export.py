@@ -19,46 +19,117 @@ INT8_ISAS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
 
 
 @click.command("export", context_settings=CONTEXT)
-@opt("--model", "model", env="EXPORT_MODEL", default=config.DEFAULT_HUB_MODEL,
-     help="Hugging Face hub id or a local checkpoint directory.")
+@opt(
+    "--model",
+    "model",
+    env="EXPORT_MODEL",
+    default=config.DEFAULT_HUB_MODEL,
+    help="Hugging Face hub id or a local checkpoint directory.",
+)
 @opt("--revision", env="EXPORT_REVISION", default=None, help="Hub revision (branch, tag or commit) to export.")
-@opt("--out", env="EXPORT_OUT", type=click.Path(file_okay=False), default=None,
-     help="Model directory to write. Default: models/<model name>, e.g. models/finbert.")
-@opt("--variants", env="EXPORT_VARIANTS", default="auto",
-     help="auto (fp32,int8), all, or a comma list of fp32,int8,fp16,coreml. fp32 is always built.")
-@opt("--max-length", env="EXPORT_MAX_LENGTH", type=click.IntRange(min=8), default=None,
-     help="Maximum tokens per text (default: the checkpoint's limit, 512 for FinBERT).")
-@opt("--opset", env="EXPORT_OPSET", type=click.IntRange(min=11), default=None, help="ONNX opset (default: optimum's choice).")
-@opt("--eval-data", env="EXPORT_EVAL_DATA", type=click.Path(exists=True, dir_okay=False), default=None,
-     help="Labelled CSV (label,text) to measure each variant's accuracy.")
-@opt("--max-drop", env="EXPORT_MAX_DROP", type=click.FloatRange(min=0), default=1.0,
-     help="With --eval-data: mark a variant unusable if it loses more accuracy points than this vs fp32.")
-@opt("--keep", env="EXPORT_KEEP", default=None,
-     help="Comma list of variants whose files stay in the directory (default: all built); "
-           "the others keep only their figures in the manifest. E.g. --keep int8 for a small bundle.")
-@opt("--int8-recipe", env="EXPORT_INT8_RECIPE", type=click.Choice(INT8_RECIPES), default=DEFAULT_INT8_RECIPE,
-     help="int8: rowwise gives every token its own activation scale, so a text's result never depends on "
-          "the texts batched with it (or on --run-tokens); tensor is the earlier recipe: one activation "
-          "range per inference run (ORT dynamic quantization), so results move with the batch. "
-          "E.g. --int8-recipe tensor --fp32-layers 0 rebuilds the old default.")
-@opt("--quantize-ops", env="EXPORT_QUANTIZE_OPS", default=None, show_default="MatMul,Gather for rowwise, MatMul for tensor",
-     help="int8: ONNX operator types to quantize, comma separated: MatMul (the dense layers) and Gather "
-          "(the word-embedding table as int8, 4x smaller; rowwise gives each vocabulary row its own scale).")
-@opt("--fp32-layers", env="EXPORT_FP32_LAYERS", default=None, show_default="none for rowwise, 0 for tensor",
-     help="int8: encoder layers left in fp32, a comma list of indices (e.g. 0 or 0,11) or 'none'.")
-@opt("--smooth", "smooth_alpha", env="EXPORT_SMOOTH", type=click.FloatRange(0, 1), default=None, show_default="0.5",
-     help="int8 rowwise: SmoothQuant strength: move activation outlier channels into the weights (exact in "
-          "fp32), using per-channel maxima measured on the built-in parity sentences. 0 turns it off.")
-@opt("--int8-isa", env="EXPORT_INT8_ISA", type=click.Choice(INT8_ISAS), default="auto",
-     help="int8: the CPU the graph is built for. auto: this machine. A model that will run on other "
-          "machines should say avx2: CPUs without VNNI add int8 products in saturating 16-bit sums, so "
-          "a graph built for VNNI computes wrong results on them; avx2's narrower weights are safe everywhere.")
-@opt("--external-data/--single-file", "external_data", env="EXPORT_EXTERNAL_DATA", default=True,
-     help="Write each fp32/int8/fp16 variant as the graph (model_int8.onnx) plus its weights in one "
-          "page-aligned file beside it (model_int8.onnx.data), ONNX's external-data form: ONNX Runtime "
-          "maps the weights instead of copying them, which halves the memory a model takes to load "
-          "(serve of bert-base int8 peaks at ~280 MB instead of ~312 MB). Both files are hashed in the manifest; keep "
-          "them together. --single-file writes one self-contained .onnx per variant (CoreML always is).")
+@opt(
+    "--out",
+    env="EXPORT_OUT",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Model directory to write. Default: models/<model name>, e.g. models/finbert.",
+)
+@opt(
+    "--variants",
+    env="EXPORT_VARIANTS",
+    default="auto",
+    help="auto (fp32,int8), all, or a comma list of fp32,int8,fp16,coreml. fp32 is always built.",
+)
+@opt(
+    "--max-length",
+    env="EXPORT_MAX_LENGTH",
+    type=click.IntRange(min=8),
+    default=None,
+    help="Maximum tokens per text (default: the checkpoint's limit, 512 for FinBERT).",
+)
+@opt(
+    "--opset",
+    env="EXPORT_OPSET",
+    type=click.IntRange(min=11),
+    default=None,
+    help="ONNX opset (default: optimum's choice).",
+)
+@opt(
+    "--eval-data",
+    env="EXPORT_EVAL_DATA",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Labelled CSV (label,text) to measure each variant's accuracy.",
+)
+@opt(
+    "--max-drop",
+    env="EXPORT_MAX_DROP",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    help="With --eval-data: mark a variant unusable if it loses more accuracy points than this vs fp32.",
+)
+@opt(
+    "--keep",
+    env="EXPORT_KEEP",
+    default=None,
+    help="Comma list of variants whose files stay in the directory (default: all built); "
+    "the others keep only their figures in the manifest. E.g. --keep int8 for a small bundle.",
+)
+@opt(
+    "--int8-recipe",
+    env="EXPORT_INT8_RECIPE",
+    type=click.Choice(INT8_RECIPES),
+    default=DEFAULT_INT8_RECIPE,
+    help="int8: rowwise gives every token its own activation scale, so a text's result never depends on "
+    "the texts batched with it (or on --run-tokens); tensor is the earlier recipe: one activation "
+    "range per inference run (ORT dynamic quantization), so results move with the batch. "
+    "E.g. --int8-recipe tensor --fp32-layers 0 rebuilds the old default.",
+)
+@opt(
+    "--quantize-ops",
+    env="EXPORT_QUANTIZE_OPS",
+    default=None,
+    show_default="MatMul,Gather for rowwise, MatMul for tensor",
+    help="int8: ONNX operator types to quantize, comma separated: MatMul (the dense layers) and Gather "
+    "(the word-embedding table as int8, 4x smaller; rowwise gives each vocabulary row its own scale).",
+)
+@opt(
+    "--fp32-layers",
+    env="EXPORT_FP32_LAYERS",
+    default=None,
+    show_default="none for rowwise, 0 for tensor",
+    help="int8: encoder layers left in fp32, a comma list of indices (e.g. 0 or 0,11) or 'none'.",
+)
+@opt(
+    "--smooth",
+    "smooth_alpha",
+    env="EXPORT_SMOOTH",
+    type=click.FloatRange(0, 1),
+    default=None,
+    show_default="0.5",
+    help="int8 rowwise: SmoothQuant strength: move activation outlier channels into the weights (exact in "
+    "fp32), using per-channel maxima measured on the built-in parity sentences. 0 turns it off.",
+)
+@opt(
+    "--int8-isa",
+    env="EXPORT_INT8_ISA",
+    type=click.Choice(INT8_ISAS),
+    default="auto",
+    help="int8: the CPU the graph is built for. auto: this machine. A model that will run on other "
+    "machines should say avx2: CPUs without VNNI add int8 products in saturating 16-bit sums, so "
+    "a graph built for VNNI computes wrong results on them; avx2's narrower weights are safe everywhere.",
+)
+@opt(
+    "--external-data/--single-file",
+    "external_data",
+    env="EXPORT_EXTERNAL_DATA",
+    default=True,
+    help="Write each fp32/int8/fp16 variant as the graph (model_int8.onnx) plus its weights in one "
+    "page-aligned file beside it (model_int8.onnx.data), ONNX's external-data form: ONNX Runtime "
+    "maps the weights instead of copying them, which halves the memory a model takes to load "
+    "(serve of bert-base int8 peaks at ~280 MB instead of ~312 MB). Both files are hashed in the manifest; keep "
+    "them together. --single-file writes one self-contained .onnx per variant (CoreML always is).",
+)
 @opt("--force", is_flag=True, help="Replace an existing model directory.")
 def export(**opts: Any) -> None:
     """Export a checkpoint to an ONNX model directory (needs the export extra).
@@ -84,27 +155,33 @@ def export(**opts: Any) -> None:
      sentictl export --model ./my-checkpoint --out models/mine --variants all
      sentictl export --eval-data labelled.csv --max-drop 0.5
     """
-    from ..export import (
-        ExportOptionError,
-        ExportOptions,
-        int8_config,
-        resolve_out,
-        run_export,
-    )
+    from ..export import ExportOptionError, ExportOptions, int8_config, resolve_out, run_export
 
     ctx = click.get_current_context()
     try:
         int8 = int8_config(
             opts["int8_recipe"],
-            quantize_ops=_given(ctx, "quantize_ops", None if opts["quantize_ops"] is None else opts["quantize_ops"].split(",")),
-            fp32_layers=_given(ctx, "fp32_layers", None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"])),
+            quantize_ops=_given(
+                ctx, "quantize_ops", None if opts["quantize_ops"] is None else opts["quantize_ops"].split(",")
+            ),
+            fp32_layers=_given(
+                ctx, "fp32_layers", None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"])
+            ),
             smooth=_given(ctx, "smooth_alpha", opts["smooth_alpha"]),
             isa=_given(ctx, "int8_isa", opts["int8_isa"]),
         )
         options = ExportOptions(
-            model=opts["model"], revision=opts["revision"], out=opts["out"], variants=opts["variants"],
-            max_length=opts["max_length"], opset=opts["opset"], eval_data=opts["eval_data"],
-            max_drop=opts["max_drop"], force=opts["force"], keep=opts["keep"], int8=int8,
+            model=opts["model"],
+            revision=opts["revision"],
+            out=opts["out"],
+            variants=opts["variants"],
+            max_length=opts["max_length"],
+            opset=opts["opset"],
+            eval_data=opts["eval_data"],
+            max_drop=opts["max_drop"],
+            force=opts["force"],
+            keep=opts["keep"],
+            int8=int8,
             external_data=opts["external_data"],
         )
     except ExportOptionError as exc:
@@ -142,4 +219,6 @@ def _layers(spec: str) -> list[int]:
     try:
         return sorted({int(part) for part in spec.split(",") if part.strip()})
     except ValueError:
-        raise click.BadParameter(f"{spec!r}: use layer indices like 0 or 0,11, or 'none'", param_hint="--fp32-layers") from None
+        raise click.BadParameter(
+            f"{spec!r}: use layer indices like 0 or 0,11, or 'none'", param_hint="--fp32-layers"
+        ) from None

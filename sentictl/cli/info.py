@@ -15,9 +15,13 @@ from .options import CONTEXT, load_model, model_options, opt
 
 @click.command("info", context_settings=CONTEXT)
 @model_options
-@opt("--verify", env="INFO_VERIFY", is_flag=True,
-     help="Also check every file's sha256 against the manifest; exit 4 if one differs (a folder optimum wrote "
-          "records none: \"verified\" is null there).")
+@opt(
+    "--verify",
+    env="INFO_VERIFY",
+    is_flag=True,
+    help="Also check every file's sha256 against the manifest; exit 4 if one differs (a folder optimum wrote "
+    'records none: "verified" is null there).',
+)
 def info(**opts: Any) -> None:
     """Show which model a command would use, why, and how it would run it (JSON).
 
@@ -40,7 +44,7 @@ def info(**opts: Any) -> None:
     import orjson
 
     from ..api import describe
-    from ..engine.model import MANIFEST, verify
+    from ..engine.manifest import MANIFEST, verify
 
     resolved = config.resolve_model_dir(opts["model_dir"])
     problems: list[str] | None = None
@@ -59,7 +63,9 @@ def info(**opts: Any) -> None:
         sys.exit(CHECK_FAILED)
     from ..engine.rediscache import redact_url
 
-    out = describe(model, resolved, redact_url(config.default_cache_location()), verify=opts["verify"], problems=problems)
+    out = describe(
+        model, resolved, redact_url(config.default_cache_location()), verify=opts["verify"], problems=problems
+    )
     click.echo(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
     if opts["verify"] and out["problems"]:
         sys.exit(CHECK_FAILED)
@@ -70,7 +76,14 @@ def _unloadable(resolved: Any, problems: list[str], exc: Exception) -> dict[str,
     from ..engine.manifest import read_manifest
 
     manifest = read_manifest(resolved.path)
-    return {"sentictl": __version__,
-            "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
-            "model_dir": str(resolved.path), "name": manifest.get("name"), "source": manifest.get("source"),
-            "loadable": False, "load_error": str(exc), "verified": False, "problems": problems}
+    return {
+        "sentictl": __version__,
+        "chosen": {"path": str(resolved.path.absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
+        "model_dir": str(resolved.path),
+        "name": manifest.get("name"),
+        "source": manifest.get("source"),
+        "loadable": False,
+        "load_error": str(exc),
+        "verified": False,
+        "problems": problems,
+    }

@@ -33,30 +33,74 @@ def model_options(f: Callable | None = None, *, legacy_batch_tokens: bool = True
     if f is None:
         return lambda g: model_options(g, legacy_batch_tokens=legacy_batch_tokens)
     options = [
-        opt("--model-dir", env="MODEL_DIR", type=click.Path(file_okay=False), default=None,
-             help="Exported model directory. Default: models/finbert if exported, else the bundled model."),
-        opt("--provider", env="PROVIDER", type=click.Choice(config.PROVIDERS), default="auto",
-             help="Execution provider; auto picks cuda > coreml > cpu with the matching variant."),
-        opt("--variant", env="VARIANT", default=None,
-             help="Force a variant (fp32, int8, fp16, coreml) instead of the provider's choice."),
-        opt("--threads", env="THREADS", type=click.IntRange(min=1), default=None,
-             help="Intra-op threads for ONNX Runtime (default: all cores)."),
-        opt("--long", "long_mode", env="LONG", type=click.Choice(config.LONG_MODES), default="truncate",
-             help="Texts over the model's max length: truncate (flagged \"truncated\": true) or chunk "
-                  "(split at sentences, probabilities averaged by length)."),
-        opt("--run-tokens", env="RUN_TOKENS", type=click.IntRange(min=1), default=None,
-             show_default=str(config.DEFAULT_RUN_TOKENS),
-             help="Token budget of one inference run (batch x padded length): texts are sorted by length and "
-                  "run in groups of at most this many tokens. Results do not depend on it; speed does."),
-        opt("--no-verify", env="NO_VERIFY", is_flag=True, default=False, callback=_no_verify,
-             help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
-                  "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
-                  "files' size, mtime and inode, never under the genuine model's, so the two never share entries."),
+        opt(
+            "--model-dir",
+            env="MODEL_DIR",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Exported model directory. Default: models/finbert if exported, else the bundled model.",
+        ),
+        opt(
+            "--provider",
+            env="PROVIDER",
+            type=click.Choice(config.PROVIDERS),
+            default="auto",
+            help="Execution provider; auto picks cuda > coreml > cpu with the matching variant.",
+        ),
+        opt(
+            "--variant",
+            env="VARIANT",
+            default=None,
+            help="Force a variant (fp32, int8, fp16, coreml) instead of the provider's choice.",
+        ),
+        opt(
+            "--threads",
+            env="THREADS",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Intra-op threads for ONNX Runtime (default: all cores).",
+        ),
+        opt(
+            "--long",
+            "long_mode",
+            env="LONG",
+            type=click.Choice(config.LONG_MODES),
+            default="truncate",
+            help='Texts over the model\'s max length: truncate (flagged "truncated": true) or chunk '
+            "(split at sentences, probabilities averaged by length).",
+        ),
+        opt(
+            "--run-tokens",
+            env="RUN_TOKENS",
+            type=click.IntRange(min=1),
+            default=None,
+            show_default=str(config.DEFAULT_RUN_TOKENS),
+            help="Token budget of one inference run (batch x padded length): texts are sorted by length and "
+            "run in groups of at most this many tokens. Results do not depend on it; speed does.",
+        ),
+        opt(
+            "--no-verify",
+            env="NO_VERIFY",
+            is_flag=True,
+            default=False,
+            callback=_no_verify,
+            help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
+            "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
+            "files' size, mtime and inode, never under the genuine model's, so the two never share entries.",
+        ),
     ]
     if legacy_batch_tokens:
-        options.append(opt("--max-batch-tokens", "legacy_batch_tokens", env="MAX_BATCH_TOKENS",
-                           type=click.IntRange(min=1), default=None, hidden=True,
-                           help="Deprecated alias of --run-tokens (kept for one release)."))
+        options.append(
+            opt(
+                "--max-batch-tokens",
+                "legacy_batch_tokens",
+                env="MAX_BATCH_TOKENS",
+                type=click.IntRange(min=1),
+                default=None,
+                hidden=True,
+                help="Deprecated alias of --run-tokens (kept for one release).",
+            )
+        )
     for option in reversed(options):
         f = option(f)
     return f
@@ -71,8 +115,10 @@ def run_tokens(opts: dict[str, Any]) -> int:
         if not opts.get("_legacy_noticed"):
             from ..console import notice
 
-            notice("--max-batch-tokens (SENTICTL_MAX_BATCH_TOKENS) is deprecated: use --run-tokens "
-                   "(SENTICTL_RUN_TOKENS); the old name goes in the next release")
+            notice(
+                "--max-batch-tokens (SENTICTL_MAX_BATCH_TOKENS) is deprecated: use --run-tokens "
+                "(SENTICTL_RUN_TOKENS); the old name goes in the next release"
+            )
             opts["_legacy_noticed"] = True
         return legacy
     return config.DEFAULT_RUN_TOKENS
@@ -136,28 +182,52 @@ def cache_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if secret:
             from ..console import notice
 
-            notice("the --cache URL holds a password, which any user can read in `ps`: put the URL in "
-                   "SENTICTL_CACHE or the password in a file named by --cache-password-file")
+            notice(
+                "the --cache URL holds a password, which any user can read in `ps`: put the URL in "
+                "SENTICTL_CACHE or the password in a file named by --cache-password-file"
+            )
     return value
 
 
 def cache_options(f: Callable) -> Callable:
     """Options for the shared result cache."""
     options = [
-        opt("--cache", "cache_path", env="CACHE", type=CacheLocation(), default=None, callback=cache_given,
-             help="Result cache: a SQLite file, or a Redis server shared by a fleet "
-                  "(redis://[user@]host:6379/0, rediss://..., unix:///run/redis.sock). Default: a file in the "
-                  "user cache dir. Example: --cache redis://cache.internal:6379/0"),
-        opt("--cache-password-file", env="CACHE_PASSWORD_FILE", type=click.Path(dir_okay=False), default=None,
-             help="File holding the Redis password (kept out of the URL, so out of `ps` and logs)."),
-        opt("--cache-max-size", env="CACHE_MAX_SIZE", type=Size(), default=config.DEFAULT_CACHE_MAX_SIZE,
-             help="Bound of the cache file with its -wal/-shm (bytes, or K/M/G: 500M, 2G; 0: unbounded): past it "
-                  "the least recently used entries are evicted in batches, off the lookup path. A Redis cache is "
-                  "bounded by its own maxmemory."),
+        opt(
+            "--cache",
+            "cache_path",
+            env="CACHE",
+            type=CacheLocation(),
+            default=None,
+            callback=cache_given,
+            help="Result cache: a SQLite file, or a Redis server shared by a fleet "
+            "(redis://[user@]host:6379/0, rediss://..., unix:///run/redis.sock). Default: a file in the "
+            "user cache dir. Example: --cache redis://cache.internal:6379/0",
+        ),
+        opt(
+            "--cache-password-file",
+            env="CACHE_PASSWORD_FILE",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="File holding the Redis password (kept out of the URL, so out of `ps` and logs).",
+        ),
+        opt(
+            "--cache-max-size",
+            env="CACHE_MAX_SIZE",
+            type=Size(),
+            default=config.DEFAULT_CACHE_MAX_SIZE,
+            help="Bound of the cache file with its -wal/-shm (bytes, or K/M/G: 500M, 2G; 0: unbounded): past it "
+            "the least recently used entries are evicted in batches, off the lookup path. A Redis cache is "
+            "bounded by its own maxmemory.",
+        ),
         opt("--no-cache", env="NO_CACHE", is_flag=True, default=False, help="Neither read nor write the result cache."),
-        opt("--cache-ttl", env="CACHE_TTL", type=click.FloatRange(min=0), default=None,
-             help="Ignore cached results older than this many seconds (0 or unset: keep forever); Redis "
-                  "entries expire then."),
+        opt(
+            "--cache-ttl",
+            env="CACHE_TTL",
+            type=click.FloatRange(min=0),
+            default=None,
+            help="Ignore cached results older than this many seconds (0 or unset: keep forever); Redis "
+            "entries expire then.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -175,9 +245,15 @@ def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp",
     if opts.get("no_verify"):
         verify = "off"
     return load(
-        opts["model_dir"], quiet=quiet, provider=opts["provider"], variant=opts["variant"],
-        threads=opts["threads"], long=opts["long_mode"], max_batch_tokens=run_tokens(opts),
-        verify=verify, **extra,
+        opts["model_dir"],
+        quiet=quiet,
+        provider=opts["provider"],
+        variant=opts["variant"],
+        threads=opts["threads"],
+        long=opts["long_mode"],
+        max_batch_tokens=run_tokens(opts),
+        verify=verify,
+        **extra,
     )
 
 
@@ -217,7 +293,12 @@ def open_cache(opts: dict[str, Any], strict: bool = False):
     from ..errors import CacheError
 
     try:
-        return open_backend(location, ttl=opts.get("cache_ttl"), strict=strict, password=cache_password(opts),
-                            max_size=opts.get("cache_max_size", "default"))
+        return open_backend(
+            location,
+            ttl=opts.get("cache_ttl"),
+            strict=strict,
+            password=cache_password(opts),
+            max_size=opts.get("cache_max_size", "default"),
+        )
     except CacheError as exc:
         raise click.ClickException(str(exc)) from None

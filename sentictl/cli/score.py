@@ -22,47 +22,114 @@ RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "trunca
 @click.argument("inputs", nargs=-1, type=click.Path(allow_dash=True))
 @model_options
 @cache_options
-@opt("--format", "fmt", env="FORMAT", type=click.Choice(["txt", "jsonl", "json", "csv", "tsv", "parquet"]),
-     default=None,
-     help="Input format (default: by extension: .jsonl/.ndjson → jsonl, .json → a JSON array of strings or "
-          "objects (or JSON lines, if it does not start with '['), .csv → csv, .tsv/.tab → tsv, .parquet → parquet "
-          "(also a directory of Parquet files, or a quoted glob), else one text per line).")
-@opt("--field", env="FIELD", default="text",
-     help="JSONL / JSON array of objects: the field holding the text (dots reach nested fields).")
-@opt("--column", env="COLUMN", default="text",
-     help="CSV / TSV / Parquet: the column holding the text (named in the header row or the schema).")
-@opt("--keep", env="KEEP", multiple=True, metavar="COLUMN",
-     help="Copy this input column (CSV/TSV) or field (JSONL/JSON objects; dots reach nested fields) into each "
-          "result, before its own keys, so results join back to the input (e.g. --keep id). Repeatable; "
-          "absent values are null (an empty CSV cell). Parquet columns keep their Arrow types in a Parquet output.")
-@opt("--keep-all", env="KEEP_ALL", is_flag=True,
-     help="Parquet input: keep every input column (as --keep for each), e.g. to add scores to a table.")
-@opt("--output", env="OUTPUT", type=click.Choice(["jsonl", "csv", "parquet"]), default=None, show_default="jsonl",
-     help="Output format (default: by the -o file's extension, .parquet/.csv, else jsonl). parquet: one row per "
-          "input row, in order: the --keep columns, label, score, score_<label> per label, model, cache_hit and "
-          "error (the reason code of a bad row, null when scored); it needs a file (-o, or stdout redirected to one).")
-@opt("-o", "--out", "out_path", env="OUT", type=click.Path(dir_okay=False), default=None,
-     help="Write results to this file instead of stdout (never one of the inputs or the cache), e.g. -o scored.parquet.")
-@opt("--errors", "errors_path", env="ERRORS", type=click.Path(dir_okay=False), default=None,
-     help="Write bad-record reports (JSON lines) to this file instead of stderr (never one of the inputs).")
-@opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
-     help="Texts longer than this many characters are reported as bad records (too_long). A line or record "
-          "is never read past 4 bytes per character (12 in JSON) plus its line ending: the rest of a longer "
-          "one is skipped unread, so memory stays flat whatever the input.")
-@opt("--progress/--no-progress", env="PROGRESS", default=None,
-     help="Progress bar for file inputs (default: when stderr is a terminal).")
-@opt("--ray", "ray_address", env="RAY", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
-     help="Run on a Ray cluster with Ray Data (the ray extra): Parquet inputs → an actor pool, one engine per "
-          "actor → -o FILE.parquet or JSON lines (of the Parquet columns), in input order. ADDRESS as ray.init "
-          "takes it (ray://host:10001, auto); none: RAY_ADDRESS, else a local cluster of this machine's cores. "
-          "--threads is per actor (default 1). Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
-          "--workers 8 -o scored.parquet")
-@opt("--workers", env="WORKERS", type=click.IntRange(min=1), default=None,
-     help="--ray: actors, each with its own engine (default: the cluster's CPUs less one for reading, // --threads; "
-          "a local cluster counts one CPU more than the cores, so there every core runs an actor).")
-@opt("--preserve-order/--no-preserve-order", env="PRESERVE_ORDER", default=True,
-     help="--ray: write rows in input order (the default), or as actors finish them (faster on uneven "
-          "clusters; join back with --keep id).")
+@opt(
+    "--format",
+    "fmt",
+    env="FORMAT",
+    type=click.Choice(["txt", "jsonl", "json", "csv", "tsv", "parquet"]),
+    default=None,
+    help="Input format (default: by extension: .jsonl/.ndjson → jsonl, .json → a JSON array of strings or "
+    "objects (or JSON lines, if it does not start with '['), .csv → csv, .tsv/.tab → tsv, .parquet → parquet "
+    "(also a directory of Parquet files, or a quoted glob), else one text per line).",
+)
+@opt(
+    "--field",
+    env="FIELD",
+    default="text",
+    help="JSONL / JSON array of objects: the field holding the text (dots reach nested fields).",
+)
+@opt(
+    "--column",
+    env="COLUMN",
+    default="text",
+    help="CSV / TSV / Parquet: the column holding the text (named in the header row or the schema).",
+)
+@opt(
+    "--keep",
+    env="KEEP",
+    multiple=True,
+    metavar="COLUMN",
+    help="Copy this input column (CSV/TSV) or field (JSONL/JSON objects; dots reach nested fields) into each "
+    "result, before its own keys, so results join back to the input (e.g. --keep id). Repeatable; "
+    "absent values are null (an empty CSV cell). Parquet columns keep their Arrow types in a Parquet output.",
+)
+@opt(
+    "--keep-all",
+    env="KEEP_ALL",
+    is_flag=True,
+    help="Parquet input: keep every input column (as --keep for each), e.g. to add scores to a table.",
+)
+@opt(
+    "--output",
+    env="OUTPUT",
+    type=click.Choice(["jsonl", "csv", "parquet"]),
+    default=None,
+    show_default="jsonl",
+    help="Output format (default: by the -o file's extension, .parquet/.csv, else jsonl). parquet: one row per "
+    "input row, in order: the --keep columns, label, score, score_<label> per label, model, cache_hit and "
+    "error (the reason code of a bad row, null when scored); it needs a file (-o, or stdout redirected to one).",
+)
+@opt(
+    "-o",
+    "--out",
+    "out_path",
+    env="OUT",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write results to this file instead of stdout (never one of the inputs or the cache), e.g. -o scored.parquet.",
+)
+@opt(
+    "--errors",
+    "errors_path",
+    env="ERRORS",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write bad-record reports (JSON lines) to this file instead of stderr (never one of the inputs).",
+)
+@opt(
+    "--max-chars",
+    env="MAX_CHARS",
+    type=click.IntRange(min=1),
+    default=config.DEFAULT_MAX_CHARS,
+    help="Texts longer than this many characters are reported as bad records (too_long). A line or record "
+    "is never read past 4 bytes per character (12 in JSON) plus its line ending: the rest of a longer "
+    "one is skipped unread, so memory stays flat whatever the input.",
+)
+@opt(
+    "--progress/--no-progress",
+    env="PROGRESS",
+    default=None,
+    help="Progress bar for file inputs (default: when stderr is a terminal).",
+)
+@opt(
+    "--ray",
+    "ray_address",
+    env="RAY",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run on a Ray cluster with Ray Data (the ray extra): Parquet inputs → an actor pool, one engine per "
+    "actor → -o FILE.parquet or JSON lines (of the Parquet columns), in input order. ADDRESS as ray.init "
+    "takes it (ray://host:10001, auto); none: RAY_ADDRESS, else a local cluster of this machine's cores. "
+    "--threads is per actor (default 1). Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
+    "--workers 8 -o scored.parquet",
+)
+@opt(
+    "--workers",
+    env="WORKERS",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--ray: actors, each with its own engine (default: the cluster's CPUs less one for reading, // --threads; "
+    "a local cluster counts one CPU more than the cores, so there every core runs an actor).",
+)
+@opt(
+    "--preserve-order/--no-preserve-order",
+    env="PRESERVE_ORDER",
+    default=True,
+    help="--ray: write rows in input order (the default), or as actors finish them (faster on uneven "
+    "clusters; join back with --keep id).",
+)
 @opt("-q", "--quiet", env="QUIET", is_flag=True, help="No notices or summary line on stderr.")
 def score(**opts: Any) -> None:
     """Classify texts from files or stdin; write one JSON result per line.
@@ -120,8 +187,10 @@ def score(**opts: Any) -> None:
             raise click.UsageError(f"-o and --errors name the same file ({out_path}): choose two files")
     else:
         if output == "parquet" and not _stdout_is_file():
-            raise click.UsageError("--output parquet needs a file: give -o FILE.parquet (Parquet cannot be "
-                                   "written to a terminal or a pipe)")
+            raise click.UsageError(
+                "--output parquet needs a file: give -o FILE.parquet (Parquet cannot be "
+                "written to a terminal or a pipe)"
+            )
         check_stdout(inputs, cache=cache_path)
     if errors_path:
         check_output_path(errors_path, inputs, "--errors", cache=cache_path)
@@ -132,8 +201,9 @@ def score(**opts: Any) -> None:
         raise click.UsageError("--workers and --no-preserve-order go with --ray")
     model = load_model(opts, quiet=opts["quiet"])
     if output == "csv" and (clash := [k for k in keep if k in model.labels]):
-        raise click.UsageError(f"--keep {clash[0]}: the CSV output already has a {clash[0]!r} column (a label "
-                               f"of the model)")
+        raise click.UsageError(
+            f"--keep {clash[0]}: the CSV output already has a {clash[0]!r} column (a label of the model)"
+        )
     if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in model.labels}]):
         raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
     outputs = _Outputs(out_path, errors_path, inputs, cache_path)
@@ -143,15 +213,25 @@ def score(**opts: Any) -> None:
             if output == "parquet":
                 from ..parquet import ParquetWriter, keep_types
 
-                outputs.writer = ParquetWriter(outputs.stream, outputs.what, model.labels, model.name, keep,
-                                               keep_types(inputs, keep))
+                outputs.writer = ParquetWriter(
+                    outputs.stream, outputs.what, model.labels, model.name, keep, keep_types(inputs, keep)
+                )
             cache = open_cache(opts)
             if "-" in inputs and _stdin_is_terminal() and not opts["quiet"]:
                 notice("reading texts from stdin, one per line; press Ctrl-D to end (or name a file to score)")
             summary = run_score(
-                Engine(model, cache, max_chars=opts["max_chars"]), inputs, fmt=fmt, field_name=opts["field"],
-                column=opts["column"], output=output, out=outputs.out, errors=outputs.errors,
-                progress=opts["progress"], errors_name=errors_path, keep=keep, writer=outputs.writer,
+                Engine(model, cache, max_chars=opts["max_chars"]),
+                inputs,
+                fmt=fmt,
+                field_name=opts["field"],
+                column=opts["column"],
+                output=output,
+                out=outputs.out,
+                errors=outputs.errors,
+                progress=opts["progress"],
+                errors_name=errors_path,
+                keep=keep,
+                writer=outputs.writer,
             )
     finally:
         if cache:
@@ -173,7 +253,7 @@ class _Outputs:
         self.stream = self.out or sys.stdout.buffer
         self.writer: Any = None  # a ParquetWriter over self.stream, when the output is Parquet
 
-    def __enter__(self) -> "_Outputs":
+    def __enter__(self) -> _Outputs:
         return self
 
     def __exit__(self, kind: Any, *_: Any) -> None:
@@ -208,8 +288,15 @@ def _finish(summary: Any, quiet: bool) -> None:
         sys.exit(BAD_RECORDS)
 
 
-def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output: str, out_path: str | None,
-               errors_path: str | None, cache_path: str | None) -> None:
+def _score_ray(
+    opts: dict[str, Any],
+    inputs: list[str],
+    keep: list[str],
+    output: str,
+    out_path: str | None,
+    errors_path: str | None,
+    cache_path: str | None,
+) -> None:
     """score --ray: the Ray Data driver (sentictl.ray.run) between score's own checks and outputs."""
     import time
 
@@ -226,13 +313,22 @@ def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output:
     if output == "csv":
         raise click.UsageError("--ray writes Parquet (-o FILE.parquet) or JSON lines, not CSV")
     if plain := [n for n in inputs if n == "-" or detect_format(n, opts["fmt"]) != "parquet"]:
-        raise click.UsageError(f"--ray reads Parquet files, directories or globs, and {plain[0]} is not one "
-                               f"(`sentictl score {plain[0]} -o {plain[0]}.parquet` converts it on one machine)")
+        raise click.UsageError(
+            f"--ray reads Parquet files, directories or globs, and {plain[0]} is not one "
+            f"(`sentictl score {plain[0]} -o {plain[0]}.parquet` converts it on one machine)"
+        )
     sentictl_ray.require_ray()
     threads = opts["threads"] or 1
     started = time.perf_counter()
-    clf = sentictl.load(opts["model_dir"], variant=opts["variant"], provider=opts["provider"], threads=threads,
-                        cache=cache_location(opts), long=opts["long_mode"], max_chars=opts["max_chars"])
+    clf = sentictl.load(
+        opts["model_dir"],
+        variant=opts["variant"],
+        provider=opts["provider"],
+        threads=threads,
+        cache=cache_location(opts),
+        long=opts["long_mode"],
+        max_chars=opts["max_chars"],
+    )
     if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in clf.labels}]):
         raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
     outputs = _Outputs(out_path, errors_path, inputs, cache_path)
@@ -249,27 +345,46 @@ def _score_ray(opts: dict[str, Any], inputs: list[str], keep: list[str], output:
         if outputs.errors is not None:
             from ..outputs import OutputStream
 
-            OutputStream(outputs.errors, f"--errors to {errors_path}").write(orjson.dumps(
-                {"source": source, "line": row, "reason": reason, "error": message}, default=json_default) + b"\n")
+            OutputStream(outputs.errors, f"--errors to {errors_path}").write(
+                orjson.dumps({"source": source, "line": row, "reason": reason, "error": message}, default=json_default)
+                + b"\n"
+            )
 
     try:
         with outputs:
             if output == "parquet":
                 outputs.writer = ParquetWriter(outputs.stream, outputs.what, clf.labels, clf.name, keep)
             try:
-                counts = sentictl_ray.run(clf, inputs, address=opts["ray_address"] or None, column=opts["column"],
-                                          keep=keep, workers=opts["workers"], threads=threads,
-                                          preserve_order=opts["preserve_order"], write_rows=write_rows, report=report,
-                                          progress=bool(opts["progress"]) and not opts["quiet"])
+                counts = sentictl_ray.run(
+                    clf,
+                    inputs,
+                    address=opts["ray_address"] or None,
+                    column=opts["column"],
+                    keep=keep,
+                    workers=opts["workers"],
+                    threads=threads,
+                    preserve_order=opts["preserve_order"],
+                    write_rows=write_rows,
+                    report=report,
+                    progress=bool(opts["progress"]) and not opts["quiet"],
+                )
             except sentictl.SentictlError:
                 raise
             except Exception as exc:  # Ray wraps what an actor raised: say it in one line
                 raise sentictl_ray.one_line(exc) from None
     finally:
         clf.close()
-    _finish(ScoreSummary(texts=counts["texts"], cache_hits=counts["cache_hits"], empty=counts["empty"],
-                         errors=counts["errors"], seconds=time.perf_counter() - started, sources=inputs),
-            opts["quiet"])
+    _finish(
+        ScoreSummary(
+            texts=counts["texts"],
+            cache_hits=counts["cache_hits"],
+            empty=counts["empty"],
+            errors=counts["errors"],
+            seconds=time.perf_counter() - started,
+            sources=inputs,
+        ),
+        opts["quiet"],
+    )
 
 
 def _is_input(value: str) -> bool:
@@ -323,8 +438,10 @@ def _check_keep(keep: list[str], inputs: list[str], fmt: str | None, output: str
         plain = [n for n in inputs if detect_format(n, fmt) == "txt"]
         if plain:
             where = "stdin" if plain[0] == "-" else plain[0]
-            raise click.UsageError(f"--keep needs columns or fields, and {where} is read as plain lines: "
-                                   f"use a CSV, TSV, JSONL or JSON input (or --format)")
+            raise click.UsageError(
+                f"--keep needs columns or fields, and {where} is read as plain lines: "
+                f"use a CSV, TSV, JSONL or JSON input (or --format)"
+            )
 
 
 def _stdin_is_terminal() -> bool:

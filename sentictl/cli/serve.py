@@ -14,55 +14,146 @@ from .options import CONTEXT, cache_options, load_model, model_options, open_cac
 @click.command("serve", context_settings=CONTEXT)
 @model_options(legacy_batch_tokens=False)
 @cache_options
-@opt("--host", "--hostname", "host", env="HOST", default="127.0.0.1",
-      help="Address to bind (--hostname is TEI's name); 0.0.0.0 exposes the server to the network.")
+@opt(
+    "--host",
+    "--hostname",
+    "host",
+    env="HOST",
+    default="127.0.0.1",
+    help="Address to bind (--hostname is TEI's name); 0.0.0.0 exposes the server to the network.",
+)
 @opt("--port", env="PORT", type=click.IntRange(0, 65535), default=8080, help="TCP port to listen on.")
-@opt("--max-batch-tokens", "max_batch_tokens", env="SERVE_MAX_BATCH_TOKENS", type=click.IntRange(min=1), default=None,
-      show_default=str(config.DEFAULT_COALESCE_TOKENS),
-      help="Token budget of the concurrent requests gathered into one batch (TEI's --max-batch-tokens); "
-           "the engine then runs it in length-sorted runs of --run-tokens.")
-@opt("--coalesce-tokens", "coalesce_tokens", env="COALESCE_TOKENS", type=click.IntRange(min=1), default=None,
-      hidden=True, help="Deprecated alias of --max-batch-tokens.")
-@opt("--max-wait-ms", env="MAX_WAIT_MS", type=click.FloatRange(min=0), default=5.0,
-      help="How long a request may wait for others to share its inference batch.")
-@opt("--max-body-bytes", "--payload-limit", "max_body_bytes", env="MAX_BODY_BYTES", type=click.IntRange(min=1),
-      default=1 << 20, help="Larger request bodies are refused with 413 (--payload-limit is TEI's name).")
-@opt("--max-client-batch-size", env="MAX_CLIENT_BATCH_SIZE", type=click.IntRange(min=1), default=64,
-      help="Most inputs one request may send ({\"texts\": [...]}, a TEI batch, /tokenize or /decode lists); "
-           "more → 413.")
-@opt("--max-chars", env="MAX_CHARS", type=click.IntRange(min=1), default=config.DEFAULT_MAX_CHARS,
-      help="Texts longer than this many characters are refused with 413 (reason too_long).")
-@opt("--auto-truncate/--no-auto-truncate", env="AUTO_TRUNCATE", default=True,
-      help="What a TEI request without \"truncate\" gets: inputs over the model's token limit cut (as TEI's "
-           "default), or refused with 422. /sentiment always cuts (flagged \"truncated\").")
-@opt("--token", "--api-key", "token", env="TOKEN", default=None,
-      help="Require 'Authorization: Bearer TOKEN' on every route but the health routes and /openapi.json "
-           "(--api-key is TEI's name).")
-@opt("--publish", env="PUBLISH", default=None,
-      help="Also produce every result to this Kafka topic; {label} routes by label, e.g. '{label}-news'.")
+@opt(
+    "--max-batch-tokens",
+    "max_batch_tokens",
+    env="SERVE_MAX_BATCH_TOKENS",
+    type=click.IntRange(min=1),
+    default=None,
+    show_default=str(config.DEFAULT_COALESCE_TOKENS),
+    help="Token budget of the concurrent requests gathered into one batch (TEI's --max-batch-tokens); "
+    "the engine then runs it in length-sorted runs of --run-tokens.",
+)
+@opt(
+    "--coalesce-tokens",
+    "coalesce_tokens",
+    env="COALESCE_TOKENS",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Deprecated alias of --max-batch-tokens.",
+)
+@opt(
+    "--max-wait-ms",
+    env="MAX_WAIT_MS",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    help="How long a request may wait for others to share its inference batch.",
+)
+@opt(
+    "--max-body-bytes",
+    "--payload-limit",
+    "max_body_bytes",
+    env="MAX_BODY_BYTES",
+    type=click.IntRange(min=1),
+    default=1 << 20,
+    help="Larger request bodies are refused with 413 (--payload-limit is TEI's name).",
+)
+@opt(
+    "--max-client-batch-size",
+    env="MAX_CLIENT_BATCH_SIZE",
+    type=click.IntRange(min=1),
+    default=64,
+    help='Most inputs one request may send ({"texts": [...]}, a TEI batch, /tokenize or /decode lists); more → 413.',
+)
+@opt(
+    "--max-chars",
+    env="MAX_CHARS",
+    type=click.IntRange(min=1),
+    default=config.DEFAULT_MAX_CHARS,
+    help="Texts longer than this many characters are refused with 413 (reason too_long).",
+)
+@opt(
+    "--auto-truncate/--no-auto-truncate",
+    env="AUTO_TRUNCATE",
+    default=True,
+    help="What a TEI request without \"truncate\" gets: inputs over the model's token limit cut (as TEI's "
+    'default), or refused with 422. /sentiment always cuts (flagged "truncated").',
+)
+@opt(
+    "--token",
+    "--api-key",
+    "token",
+    env="TOKEN",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on every route but the health routes and /openapi.json "
+    "(--api-key is TEI's name).",
+)
+@opt(
+    "--publish",
+    env="PUBLISH",
+    default=None,
+    help="Also produce every result to this Kafka topic; {label} routes by label, e.g. '{label}-news'.",
+)
 @kafka_options(client_id_default=f"sentictl-serve-{__version__}", purpose=" for --publish")
 @opt("--access-log/--no-access-log", env="ACCESS_LOG", default=False, help="Log one line per request on stderr.")
-@opt("--graceful-timeout", env="GRACEFUL_TIMEOUT", type=click.FloatRange(min=0), default=30.0,
-      help="On SIGTERM, how long in-flight requests may take before they are cancelled.")
-@opt("--header-timeout", env="HEADER_TIMEOUT", type=click.FloatRange(min=0, min_open=True), default=10.0,
-      help="A request's headers must arrive within this many seconds of connecting (on a kept-alive "
-           "connection: of the request's first byte), else 408 and the connection is closed.")
-@opt("--body-timeout", env="BODY_TIMEOUT", type=click.FloatRange(min=0, min_open=True), default=30.0,
-      help="A request's body must arrive within this many seconds of its headers, else 408 and close; "
-           "a client that stops reading its answer for this long is closed too.")
-@opt("--keep-alive-timeout", env="KEEP_ALIVE_TIMEOUT", type=click.FloatRange(min=0, min_open=True), default=5.0,
-      help="An idle kept-alive connection is closed after this many seconds.")
-@opt("--max-connections", env="MAX_CONNECTIONS", type=click.IntRange(min=1), default=None,
-      help="Most client connections held at once. At the cap the oldest connection without a request in "
-           "progress (slow headers, idle) is closed to let a new client in; when all are busy, new ones get "
-           "503. Default: what the descriptor limit leaves free (the soft limit is raised to the hard one at "
-           "start), at most 10000; never more than that.")
-@opt("--max-concurrent-requests", env="MAX_CONCURRENT_REQUESTS", type=click.IntRange(min=1), default=None,
-      help="Most classification requests in progress at once (TEI's flag); only beyond it a request gets "
-           "429 (Overloaded), so one request is always admitted when none is in progress. "
-           "Default: 512, or half of --max-connections if less.")
-@opt("--max-queue", "max_queue", env="MAX_QUEUE", type=click.IntRange(min=1), default=None, hidden=True,
-      help="Deprecated alias of --max-concurrent-requests.")
+@opt(
+    "--graceful-timeout",
+    env="GRACEFUL_TIMEOUT",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    help="On SIGTERM, how long in-flight requests may take before they are cancelled.",
+)
+@opt(
+    "--header-timeout",
+    env="HEADER_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    help="A request's headers must arrive within this many seconds of connecting (on a kept-alive "
+    "connection: of the request's first byte), else 408 and the connection is closed.",
+)
+@opt(
+    "--body-timeout",
+    env="BODY_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    help="A request's body must arrive within this many seconds of its headers, else 408 and close; "
+    "a client that stops reading its answer for this long is closed too.",
+)
+@opt(
+    "--keep-alive-timeout",
+    env="KEEP_ALIVE_TIMEOUT",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    help="An idle kept-alive connection is closed after this many seconds.",
+)
+@opt(
+    "--max-connections",
+    env="MAX_CONNECTIONS",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most client connections held at once. At the cap the oldest connection without a request in "
+    "progress (slow headers, idle) is closed to let a new client in; when all are busy, new ones get "
+    "503. Default: what the descriptor limit leaves free (the soft limit is raised to the hard one at "
+    "start), at most 10000; never more than that.",
+)
+@opt(
+    "--max-concurrent-requests",
+    env="MAX_CONCURRENT_REQUESTS",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most classification requests in progress at once (TEI's flag); only beyond it a request gets "
+    "429 (Overloaded), so one request is always admitted when none is in progress. "
+    "Default: 512, or half of --max-connections if less.",
+)
+@opt(
+    "--max-queue",
+    "max_queue",
+    env="MAX_QUEUE",
+    type=click.IntRange(min=1),
+    default=None,
+    hidden=True,
+    help="Deprecated alias of --max-concurrent-requests.",
+)
 def serve_command(**opts: Any) -> None:
     """Serve the model over HTTP with dynamic batching, the shared cache and metrics; speaks
     text-embeddings-inference's (TEI's) classification API too.
@@ -132,23 +223,45 @@ def serve_command(**opts: Any) -> None:
         kafka = config_from_options(opts, needed_for="--publish")
     if config.getenv("MAX_BATCH_TOKENS") and not config.getenv("RUN_TOKENS"):
         # Before --run-tokens, SENTICTL_MAX_BATCH_TOKENS set serve's per-run budget too.
-        notice(f"{config.env('MAX_BATCH_TOKENS')} is ignored by serve: use {config.env('RUN_TOKENS')} for the "
-               f"per-run budget, {config.env('SERVE_MAX_BATCH_TOKENS')} for TEI's --max-batch-tokens")
-    batch_tokens = _renamed(opts, "max_batch_tokens", "coalesce_tokens", notice,
-                            "--max-batch-tokens (SENTICTL_SERVE_MAX_BATCH_TOKENS)",
-                            "--coalesce-tokens (SENTICTL_COALESCE_TOKENS)")
-    concurrent = _renamed(opts, "max_concurrent_requests", "max_queue", notice,
-                          "--max-concurrent-requests (SENTICTL_MAX_CONCURRENT_REQUESTS)",
-                          "--max-queue (SENTICTL_MAX_QUEUE)")
+        notice(
+            f"{config.env('MAX_BATCH_TOKENS')} is ignored by serve: use {config.env('RUN_TOKENS')} for the "
+            f"per-run budget, {config.env('SERVE_MAX_BATCH_TOKENS')} for TEI's --max-batch-tokens"
+        )
+    batch_tokens = _renamed(
+        opts,
+        "max_batch_tokens",
+        "coalesce_tokens",
+        notice,
+        "--max-batch-tokens (SENTICTL_SERVE_MAX_BATCH_TOKENS)",
+        "--coalesce-tokens (SENTICTL_COALESCE_TOKENS)",
+    )
+    concurrent = _renamed(
+        opts,
+        "max_concurrent_requests",
+        "max_queue",
+        notice,
+        "--max-concurrent-requests (SENTICTL_MAX_CONCURRENT_REQUESTS)",
+        "--max-queue (SENTICTL_MAX_QUEUE)",
+    )
     _check_model(opts)
     settings = ServeSettings(
-        host=opts["host"], port=opts["port"], max_wait_ms=opts["max_wait_ms"],
-        max_batch_tokens=batch_tokens or config.DEFAULT_COALESCE_TOKENS, max_body_bytes=opts["max_body_bytes"],
-        max_client_batch_size=opts["max_client_batch_size"], max_chars=opts["max_chars"],
-        auto_truncate=opts["auto_truncate"], token=opts["token"] or None, publish=opts["publish"], kafka=kafka,
-        access_log=opts["access_log"], graceful_timeout=opts["graceful_timeout"],
-        max_connections=opts["max_connections"], max_concurrent_requests=concurrent,
-        header_timeout=opts["header_timeout"], body_timeout=opts["body_timeout"],
+        host=opts["host"],
+        port=opts["port"],
+        max_wait_ms=opts["max_wait_ms"],
+        max_batch_tokens=batch_tokens or config.DEFAULT_COALESCE_TOKENS,
+        max_body_bytes=opts["max_body_bytes"],
+        max_client_batch_size=opts["max_client_batch_size"],
+        max_chars=opts["max_chars"],
+        auto_truncate=opts["auto_truncate"],
+        token=opts["token"] or None,
+        publish=opts["publish"],
+        kafka=kafka,
+        access_log=opts["access_log"],
+        graceful_timeout=opts["graceful_timeout"],
+        max_connections=opts["max_connections"],
+        max_concurrent_requests=concurrent,
+        header_timeout=opts["header_timeout"],
+        body_timeout=opts["body_timeout"],
         keep_alive_timeout=opts["keep_alive_timeout"],
     )
     cache = open_cache(opts)

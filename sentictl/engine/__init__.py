@@ -10,5 +10,16 @@ from .model import MANIFEST, Model, load, read_manifest
 from .records import REASONS, BadRecord, Record, Verdict
 from .results import Result
 
-__all__ = ["BadRecord", "Engine", "MANIFEST", "Model", "REASONS", "Record", "Result", "ResultCache", "Verdict",
-           "load", "read_manifest"]
+__all__ = [
+    "BadRecord",
+    "Engine",
+    "MANIFEST",
+    "Model",
+    "REASONS",
+    "Record",
+    "Result",
+    "ResultCache",
+    "Verdict",
+    "load",
+    "read_manifest",
+]

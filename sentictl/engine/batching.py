@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 # What one extra ONNX Runtime run costs, in padded tokens. Measured on the FinBERT-shaped row-wise int8
 # export, 2 threads, serve's arrival batches (640 headlines in batches of 32, CPU seconds per text,

@@ -33,10 +33,11 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import orjson
 
@@ -87,8 +88,10 @@ class UnsafeCachePath(OSError):
 
 def _refuse_link(link: str, st: os.stat_result, euid: int) -> None:
     if st.st_uid != euid:
-        raise UnsafeCachePath(f"{link} is a symbolic link owned by uid {st.st_uid}, not by this process's "
-                              f"uid {euid}: sentictl does not follow it; remove it or choose another --cache")
+        raise UnsafeCachePath(
+            f"{link} is a symbolic link owned by uid {st.st_uid}, not by this process's "
+            f"uid {euid}: sentictl does not follow it; remove it or choose another --cache"
+        )
 
 
 def _shared_dir(st: os.stat_result) -> bool:
@@ -133,8 +136,10 @@ def _resolve(path: Path) -> tuple[str, list[str]]:
         else:
             parent = os.stat(done)
             if _shared_dir(parent) and st.st_uid not in (euid, parent.st_uid):
-                raise UnsafeCachePath(f"{here} is a symbolic link owned by uid {st.st_uid} in a directory "
-                                      f"anyone may write: sentictl does not follow it; choose another --cache")
+                raise UnsafeCachePath(
+                    f"{here} is a symbolic link owned by uid {st.st_uid} in a directory "
+                    f"anyone may write: sentictl does not follow it; choose another --cache"
+                )
         hops += 1
         if hops > 40:
             raise OSError(errno.ELOOP, f"too many levels of symbolic links in {path}")
@@ -157,8 +162,10 @@ def _check_file(name: str, euid: int, directory: os.stat_result) -> os.stat_resu
     elif _shared_dir(directory) and (st.st_uid not in (euid, directory.st_uid) or st.st_nlink > 1):
         # What fs.protected_regular refuses, and a second name (a hard link another user made to
         # their victim): such a file can be anything by the time SQLite opens it.
-        raise UnsafeCachePath(f"{name} belongs to uid {st.st_uid} or has other names, in a directory anyone "
-                              f"may write: sentictl does not open it; choose another --cache")
+        raise UnsafeCachePath(
+            f"{name} belongs to uid {st.st_uid} or has other names, in a directory anyone "
+            f"may write: sentictl does not open it; choose another --cache"
+        )
     return st
 
 
@@ -272,9 +279,17 @@ class _Slot:
 class ResultCache:
     """A SQLite result cache shared across processes and threads; failures cost misses, not runs."""
 
-    def __init__(self, path: str | Path, ttl: float | None = None, *, strict: bool = False,
-                 busy_timeout: float = BUSY_TIMEOUT_S, retry_after: float = RETRY_AFTER_S,
-                 on_failure: Callable[[str], None] | None = None, max_size: int | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        ttl: float | None = None,
+        *,
+        strict: bool = False,
+        busy_timeout: float = BUSY_TIMEOUT_S,
+        retry_after: float = RETRY_AFTER_S,
+        on_failure: Callable[[str], None] | None = None,
+        max_size: int | None = None,
+    ):
         self.path = Path(path).expanduser()
         self.ttl = ttl if ttl and ttl > 0 else None
         self.strict = strict
@@ -412,8 +427,10 @@ class ResultCache:
         if not self._announced:
             self._announced = True
             verb = "read" if op == "read" else "written"
-            notice(f"the result cache {self.path} cannot be {verb} ({reason}); going on without it "
-                   f"and trying again every {self.retry_after:g} s (--no-cache turns it off)")
+            notice(
+                f"the result cache {self.path} cannot be {verb} ({reason}); going on without it "
+                f"and trying again every {self.retry_after:g} s (--no-cache turns it off)"
+            )
         return None
 
     def _set_aside(self, slot: _Slot, exc: BaseException) -> None:
@@ -482,8 +499,7 @@ class ResultCache:
             for start in range(0, len(key_list), _CHUNK):
                 part = key_list[start : start + _CHUNK]
                 marks = ",".join("?" * len(part))
-                rows += conn.execute(f'SELECT key, value, used FROM "{TABLE}" WHERE key IN ({marks})',
-                                     part).fetchall()
+                rows += conn.execute(f'SELECT key, value, used FROM "{TABLE}" WHERE key IN ({marks})', part).fetchall()
             return rows
 
         rows = (self._run("read", select) if key_list else None) or []
@@ -582,8 +598,10 @@ class ResultCache:
 
             def record(conn: sqlite3.Connection) -> None:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(f'UPDATE "{TABLE}" SET used = ? WHERE key = ? AND (used IS NULL OR used < ?)',
-                                 [(used, key, used) for used, key in pairs])
+                conn.executemany(
+                    f'UPDATE "{TABLE}" SET used = ? WHERE key = ? AND (used IS NULL OR used < ?)',
+                    [(used, key, used) for used, key in pairs],
+                )
                 conn.execute("COMMIT")
 
             self._run("write", record)
@@ -593,7 +611,7 @@ class ResultCache:
                 keys = list(stale)
                 for start in range(0, len(keys), _CHUNK):
                     part = keys[start : start + _CHUNK]
-                    self.expired += self._run("write", lambda conn: _delete_expired(conn, part, cutoff)) or 0
+                    self.expired += self._run("write", lambda conn, part=part: _delete_expired(conn, part, cutoff)) or 0
             if time.monotonic() - self._swept > SWEEP_EVERY_S:
                 self._swept = time.monotonic()
                 # used >= stored time, so used older than the TTL is surely expired (a hit since then
@@ -666,8 +684,11 @@ class ResultCache:
         """Entries, size on disk, and this process's hit/miss counters."""
         entries = self._run("read", lambda conn: conn.execute(f'SELECT COUNT(*) FROM "{TABLE}"').fetchone()[0])
         real = Path(self._file)
-        size = sum(p.stat().st_size for p in real.parent.glob(glob_escape(real.name) + "*")
-                   if p.is_file() and p.name.startswith(real.name) and ".corrupt-" not in p.name)
+        size = sum(
+            p.stat().st_size
+            for p in real.parent.glob(glob_escape(real.name) + "*")
+            if p.is_file() and p.name.startswith(real.name) and ".corrupt-" not in p.name
+        )
         return {
             "path": str(self.path),
             "entries": entries,
@@ -687,7 +708,9 @@ class ResultCache:
         def delete(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")
             if expired_only:
-                stale = [key for key, blob in conn.execute(f'SELECT key, value FROM "{TABLE}"') if _expired(blob, cutoff)]
+                stale = [
+                    key for key, blob in conn.execute(f'SELECT key, value FROM "{TABLE}"') if _expired(blob, cutoff)
+                ]
                 for start in range(0, len(stale), _CHUNK):
                     part = stale[start : start + _CHUNK]
                     conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({",".join("?" * len(part))})', part)
@@ -719,7 +742,7 @@ class ResultCache:
                 finally:
                     slot.lock.release()
 
-    def __enter__(self) -> "ResultCache":
+    def __enter__(self) -> ResultCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -751,13 +774,15 @@ def _add_used_column(conn: sqlite3.Connection) -> None:
     conn.execute(f'CREATE INDEX IF NOT EXISTS "{TABLE}_used" ON "{TABLE}" (used)')
 
 
-def _delete_where(conn: sqlite3.Connection, where: str, params: tuple, limit: int = _EVICT_BATCH,
-                  order: str | None = None) -> int:
+def _delete_where(
+    conn: sqlite3.Connection, where: str, params: tuple, limit: int = _EVICT_BATCH, order: str | None = None
+) -> int:
     """Delete up to limit rows matching where (the first by order) in one transaction; how many."""
     by = f" ORDER BY {order}" if order else ""
     conn.execute("BEGIN IMMEDIATE")
-    n = conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN (SELECT key FROM "{TABLE}" WHERE {where}{by} LIMIT ?)',
-                     (*params, limit)).rowcount
+    n = conn.execute(
+        f'DELETE FROM "{TABLE}" WHERE key IN (SELECT key FROM "{TABLE}" WHERE {where}{by} LIMIT ?)', (*params, limit)
+    ).rowcount
     conn.execute("COMMIT")
     return n
 
@@ -765,8 +790,13 @@ def _delete_where(conn: sqlite3.Connection, where: str, params: tuple, limit: in
 def _delete_expired(conn: sqlite3.Connection, keys: list[str], cutoff: float) -> int:
     """Delete those of keys still holding an entry stored before cutoff (a fresh result may have replaced one)."""
     conn.execute("BEGIN IMMEDIATE")
-    stale = [key for key, blob in conn.execute(
-        f'SELECT key, value FROM "{TABLE}" WHERE key IN ({",".join("?" * len(keys))})', keys) if _expired(blob, cutoff)]
+    stale = [
+        key
+        for key, blob in conn.execute(
+            f'SELECT key, value FROM "{TABLE}" WHERE key IN ({",".join("?" * len(keys))})', keys
+        )
+        if _expired(blob, cutoff)
+    ]
     if stale:
         conn.execute(f'DELETE FROM "{TABLE}" WHERE key IN ({",".join("?" * len(stale))})', stale)
     conn.execute("COMMIT")
@@ -800,9 +830,15 @@ def parse_size(value: str | int | None) -> int | None:
     return int(number * scale) or None
 
 
-def open_cache(location: str | os.PathLike, ttl: float | None = None, *, strict: bool = False,
-               password: str | None = None, max_size: int | str | None = "default",
-               on_failure: Callable[[str], None] | None = None):
+def open_cache(
+    location: str | os.PathLike,
+    ttl: float | None = None,
+    *,
+    strict: bool = False,
+    password: str | None = None,
+    max_size: int | str | None = "default",
+    on_failure: Callable[[str], None] | None = None,
+):
     """The result cache at a location: a redis://, rediss:// or unix:// URL (Redis), else a SQLite file.
 
     The one place a backend is chosen; every door and the `cache` command open their cache here.
@@ -818,6 +854,12 @@ def open_cache(location: str | os.PathLike, ttl: float | None = None, *, strict:
     bound = parse_size(max_size)
 
     if is_url(os.fspath(location)):
-        return RedisCache(os.fspath(location), ttl=ttl, strict=strict, password=password, on_failure=on_failure,
-                          timeout=2.0 if strict else None)
+        return RedisCache(
+            os.fspath(location),
+            ttl=ttl,
+            strict=strict,
+            password=password,
+            on_failure=on_failure,
+            timeout=2.0 if strict else None,
+        )
     return ResultCache(location, ttl=ttl, strict=strict, on_failure=on_failure, max_size=bound)

@@ -15,7 +15,8 @@ two: :meth:`Engine.prepare` (lookup, de-dup, encode the misses) per request, one
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from .. import config
 from ..errors import InferenceError
@@ -114,8 +115,9 @@ class Engine:
         """The verdict for a decoded text under this engine's --max-chars."""
         return check_text(text, self.max_chars, source, position)
 
-    def check_bytes(self, raw: bytes | None, *, json_field: str | None = None, source: str = "-",
-                    position: int = 0) -> Verdict:
+    def check_bytes(
+        self, raw: bytes | None, *, json_field: str | None = None, source: str = "-", position: int = 0
+    ) -> Verdict:
         """The verdict for received bytes (raw text, or a field of a JSON object)."""
         return from_bytes(raw, self.max_chars, json_field=json_field, source=source, position=position)
 

@@ -48,6 +48,8 @@ def int8_mismatch(variant: dict, here: str | None = None) -> str | None:
     here = here or cpu_isa()
     if here in WIDE_ACCUMULATORS:
         return None
-    return (f"this int8 variant was built for {built} CPUs (full 8-bit weights); this CPU ({here}) adds int8 "
-            f"products in saturating 16-bit sums, so its results can drift from the model's. Re-export it here "
-            f"or with --int8-isa avx2, or run --variant fp32")
+    return (
+        f"this int8 variant was built for {built} CPUs (full 8-bit weights); this CPU ({here}) adds int8 "
+        f"products in saturating 16-bit sums, so its results can drift from the model's. Re-export it here "
+        f"or with --int8-isa avx2, or run --variant fp32"
+    )

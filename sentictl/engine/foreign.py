@@ -96,7 +96,8 @@ def _declares_max_length(cfg: dict[str, Any], tok_cfg: dict[str, Any]) -> bool:
     """Whether the folder says how long a text may be (else _max_length assumes BERT's 512)."""
     positions, declared = cfg.get("max_position_embeddings"), tok_cfg.get("model_max_length")
     return (isinstance(positions, int) and not isinstance(positions, bool) and positions > 2) or (
-        isinstance(declared, (int, float)) and not isinstance(declared, bool) and 2 < declared < _NO_LIMIT)
+        isinstance(declared, (int, float)) and not isinstance(declared, bool) and 2 < declared < _NO_LIMIT
+    )
 
 
 def _max_length(cfg: dict[str, Any], tok_cfg: dict[str, Any]) -> int:
@@ -134,8 +135,10 @@ def problem(model_dir: Path) -> str | None:
     if not files and not has_config:
         return "has no manifest.json and no model.onnx + config.json"
     if not files:
-        return (f"has {CONFIG} but no .onnx file: a PyTorch checkpoint? Run `sentictl export --model {model_dir}` "
-                f"(or `optimum-cli export onnx --task text-classification`)")
+        return (
+            f"has {CONFIG} but no .onnx file: a PyTorch checkpoint? Run `sentictl export --model {model_dir}` "
+            f"(or `optimum-cli export onnx --task text-classification`)"
+        )
     if not has_config:
         return f"has {files[0]} but no {CONFIG} (and no manifest.json): copy the checkpoint's {CONFIG} next to it"
     if not (model_dir / TOKENIZER).is_file():
@@ -153,8 +156,10 @@ def synthesize(model_dir: Path) -> dict[str, Any]:
     tok_cfg = _json(model_dir / "tokenizer_config.json", "tokenizer config")
     special = _special_tokens(model_dir, tok_cfg)
     if special["cls_token"] is None or special["sep_token"] is None:
-        raise ManifestError(f"{model_dir}: the tokenizer names no [CLS]/[SEP] tokens (tokenizer_config.json): "
-                            f"sentictl runs encoder classifiers (BERT, RoBERTa, ...) only")
+        raise ManifestError(
+            f"{model_dir}: the tokenizer names no [CLS]/[SEP] tokens (tokenizer_config.json): "
+            f"sentictl runs encoder classifiers (BERT, RoBERTa, ...) only"
+        )
     pad_id = cfg.get("pad_token_id")
     tokenizer = {
         "file": TOKENIZER,
@@ -210,8 +215,10 @@ def identity(manifest: dict[str, Any]) -> dict[str, Any]:
     results too; the folder's name does not, so a moved or copied folder keeps its cache entries.
     """
     tok = manifest["tokenizer"]
-    out: dict[str, Any] = {"kind": manifest["foreign"]["kind"],
-                           "tokens": [tok.get("cls_token"), tok.get("sep_token"), tok.get("pad_token"), tok.get("pad_id")]}
+    out: dict[str, Any] = {
+        "kind": manifest["foreign"]["kind"],
+        "tokens": [tok.get("cls_token"), tok.get("sep_token"), tok.get("pad_token"), tok.get("pad_id")],
+    }
     # Weights files the graph names besides <graph>.data / <graph>_data (ONNX's location can be any
     # name, e.g. weights.bin): [location, sha256] pairs the engine records when it loads the variant.
     # Only when there are some, so every other folder keeps the fingerprint (and cache entries) it had.

@@ -36,8 +36,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import orjson
 
@@ -90,8 +90,13 @@ def _stamp_path(st: os.stat_result) -> Path:
 def _identity(st: os.stat_result) -> dict[str, int]:
     # ctime_ns: what user space cannot set back (see the module docstring). A stamp written before
     # it was recorded lacks it, so it no longer matches: the file is hashed once more and re-stamped.
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
-            "dev": st.st_dev}
+    return {
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "ctime_ns": st.st_ctime_ns,
+        "ino": st.st_ino,
+        "dev": st.st_dev,
+    }
 
 
 def read_stamp(path: str | os.PathLike, st: os.stat_result | None = None) -> str | None:
@@ -173,8 +178,9 @@ def current_sha256(path: str | os.PathLike, mode: str = "stamp") -> str:
     return hash_and_stamp(path)
 
 
-def check_file(path: str | os.PathLike, expected: str | None, mode: str = "stamp",
-               manifest_name: str = "manifest.json") -> None:
+def check_file(
+    path: str | os.PathLike, expected: str | None, mode: str = "stamp", manifest_name: str = "manifest.json"
+) -> None:
     """Raise IntegrityError when the file does not have the sha256 its manifest records.
 
     A manifest entry without a sha256 cannot be checked and passes; a missing file is left to
@@ -232,8 +238,9 @@ def _digest(path: str | os.PathLike, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_verified(path: str | os.PathLike, expected: str | None, mode: str = "stamp",
-                  manifest_name: str = "manifest.json") -> tuple[bytes, str | None]:
+def read_verified(
+    path: str | os.PathLike, expected: str | None, mode: str = "stamp", manifest_name: str = "manifest.json"
+) -> tuple[bytes, str | None]:
     """Read a file into private memory and check exactly those bytes; returns (bytes, their sha256).
 
     ``expected``: the sha256 its manifest records. None for a file no manifest records (a folder
@@ -299,8 +306,13 @@ def _remove_orphans(base: Path) -> None:
             pass
 
 
-def copy_verified(source: str | os.PathLike, dest: str | os.PathLike, expected: str | None, mode: str = "stamp",
-                  manifest_name: str = "manifest.json") -> str | None:
+def copy_verified(
+    source: str | os.PathLike,
+    dest: str | os.PathLike,
+    expected: str | None,
+    mode: str = "stamp",
+    manifest_name: str = "manifest.json",
+) -> str | None:
     """Copy a file to ``dest`` (a new file in a private folder), checking the bytes as they are copied;
     returns their sha256 (None with mode ``off``).
 
@@ -431,8 +443,18 @@ def external_locations(graph: bytes | bytearray | memoryview) -> list[str]:
         sub(start, end, {_SPARSE_VALUES: tensor, _SPARSE_INDICES: tensor})
 
     def attribute(start: int, end: int) -> None:
-        sub(start, end, {_ATTR_T: tensor, _ATTR_TENSORS: tensor, _ATTR_G: graph_,
-                         _ATTR_GRAPHS: graph_, _ATTR_SPARSE: sparse, _ATTR_SPARSES: sparse})
+        sub(
+            start,
+            end,
+            {
+                _ATTR_T: tensor,
+                _ATTR_TENSORS: tensor,
+                _ATTR_G: graph_,
+                _ATTR_GRAPHS: graph_,
+                _ATTR_SPARSE: sparse,
+                _ATTR_SPARSES: sparse,
+            },
+        )
 
     def node(start: int, end: int) -> None:
         sub(start, end, {_NODE_ATTRIBUTE: attribute})
@@ -453,5 +475,10 @@ def external_locations(graph: bytes | bytearray | memoryview) -> list[str]:
 def safe_location(location: str) -> bool:
     """Whether an external-data location names a file inside the model's own folder (relative, no ``..``)."""
     parts = location.replace("\\", "/").split("/")
-    return bool(location) and not os.path.isabs(location) and ".." not in parts and "" not in parts \
+    return (
+        bool(location)
+        and not os.path.isabs(location)
+        and ".." not in parts
+        and "" not in parts
         and not (len(location) > 1 and location[1] == ":")
+    )

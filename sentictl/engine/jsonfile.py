@@ -31,7 +31,9 @@ def read_object(path: Path, what: str, hint: str = "", limit: int = SMALL_JSON_B
     except OSError as exc:
         raise ManifestError(f"{path} cannot be read ({exc.strerror or exc}): the {what} cannot be read{end}") from None
     if len(data) > limit:
-        raise ManifestError(f"{path} is over {limit >> 20} MB: too large for a {what}{end or '; is it the right file?'}")
+        raise ManifestError(
+            f"{path} is over {limit >> 20} MB: too large for a {what}{end or '; is it the right file?'}"
+        )
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 import sys
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,6 @@ from ..console import notice
 from ..errors import ManifestError, ModelNotFound, SentictlError
 from . import integrity
 from .cpu import int8_mismatch
-from .verified import VerifiedFiles
 from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
 
 # Re-exported: the doors and tools read manifests through the model module they already import.
@@ -34,22 +34,14 @@ from .manifest import (  # noqa: F401
     fingerprint,
     is_foreign,
     read_manifest,
-    verify,
 )
 from .records import Input
 from .results import Result
+from .verified import VerifiedFiles
 
 # ORT's provider names, and the variant each one prefers when the provider is picked.
-_ORT_PROVIDER = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "coreml": "CoreMLExecutionProvider",
-}
-PREFERRED_VARIANTS = {
-    "cpu": ("int8", "fp32"),
-    "cuda": ("fp16", "fp32"),
-    "coreml": ("coreml", "fp32"),
-}
+_ORT_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+PREFERRED_VARIANTS = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "coreml": ("coreml", "fp32")}
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 # Guards the lazily built tokenizer copies of every Model (see Model._encoder).
 _ENCODERS_LOCK = threading.Lock()
@@ -78,7 +70,8 @@ def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None
         if not variants[variant].get("shipped", True):
             raise SentictlError(
                 f"the {variant} variant's file is not shipped with this model (the manifest keeps only its "
-                f"export figures; `sentictl info` lists what is): use --variant {' or '.join(have_files) or '?'}")
+                f"export figures; `sentictl info` lists what is): use --variant {' or '.join(have_files) or '?'}"
+            )
         target = variants[variant].get("provider", "cpu") if provider == "auto" else provider
         if target not in have:
             notice(f"provider {target} is not available here; running the {variant} variant on cpu")
@@ -133,7 +126,7 @@ def fix_mmap_threshold(threshold: int = 128 * 1024) -> None:
         pass
 
 
-def release_when_freed(model: "Model", then: Any = None) -> None:
+def release_when_freed(model: Model, then: Any = None) -> None:
     """Give the memory of a model that is being replaced (a reload) back to the system once the last
     reference to it is dropped (requests in flight may still hold it): its session's weights and
     arena would otherwise stay in glibc's free lists. ``then``: called after that (e.g. to log it)."""
@@ -302,8 +295,10 @@ class Model:
         except Exception as exc:
             if not is_runtime_error(exc):
                 raise
-            raise ManifestError(f"{self.model_dir}: the model fails on a padded batch of two texts "
-                                f"({runtime_message(exc)}): is the pad token id {self._pad} right for it?") from None
+            raise ManifestError(
+                f"{self.model_dir}: the model fails on a padded batch of two texts "
+                f"({runtime_message(exc)}): is the pad token id {self._pad} right for it?"
+            ) from None
         if (self.manifest.get("foreign") or {}).get("max_length_assumed") and not self.static_shape:
             self._probe_length()
         last = self.tokenizer.get_vocab_size() - 1
@@ -312,8 +307,10 @@ class Model:
         except Exception as exc:
             if not is_runtime_error(exc):
                 raise
-            notice(f"{self.name}: the tokenizer knows {last + 1:,} tokens, more than the model's embedding table "
-                   f"holds: texts holding the extra ones are reported as inference_error")
+            notice(
+                f"{self.name}: the tokenizer knows {last + 1:,} tokens, more than the model's embedding table "
+                f"holds: texts holding the extra ones are reported as inference_error"
+            )
 
     def _probe_length(self) -> None:
         """The folder declares no max length: keep the longest power of two (up to the guess) the graph runs."""
@@ -327,19 +324,27 @@ class Model:
                 length = 1 << ((length - 1).bit_length() - 1)  # the next power of two down
                 continue
             if length != self.max_length:
-                notice(f"{self.name}: the folder declares no max length (max_position_embeddings, "
-                       f"model_max_length) and the graph fails on {self.max_length} tokens: using {length}")
+                notice(
+                    f"{self.name}: the folder declares no max length (max_position_embeddings, "
+                    f"model_max_length) and the graph fails on {self.max_length} tokens: using {length}"
+                )
                 self.max_length = length
             return
-        raise ManifestError(f"{self.model_dir}: the model fails even on a text of 8 tokens: is it a text "
-                            f"classifier for this tokenizer?")
+        raise ManifestError(
+            f"{self.model_dir}: the model fails even on a text of 8 tokens: is it a text classifier for this tokenizer?"
+        )
 
     def _check_foreign_outputs(self, path: Path) -> None:
         """A folder optimum wrote for another task has no (batch, labels) logits: say so instead of misreading it."""
         outputs = self.session.get_outputs()
         shape = outputs[0].shape if outputs else []
         width = shape[-1] if len(shape) == 2 else None
-        if not outputs or outputs[0].name != "logits" or len(shape) != 2 or (isinstance(width, int) and width != len(self.manifest["labels"])):
+        if (
+            not outputs
+            or outputs[0].name != "logits"
+            or len(shape) != 2
+            or (isinstance(width, int) and width != len(self.manifest["labels"]))
+        ):
             raise ManifestError(
                 f"{path} is not a text-classification model with {len(self.manifest['labels'])} labels "
                 f"(first output {outputs[0].name if outputs else None} {list(shape)}): "
@@ -367,8 +372,10 @@ class Model:
                 if tok.post_processor is None:
                     cls, sep = (self.tokenizer.id_to_token(i) for i in (self._cls, self._sep))
                     tok.post_processor = TemplateProcessing(
-                        single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
-                        special_tokens=[(cls, self._cls), (sep, self._sep)])
+                        single=f"{cls} $A {sep}",
+                        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+                        special_tokens=[(cls, self._cls), (sep, self._sep)],
+                    )
                 if truncate_from is None:
                     tok.no_truncation()
                 else:
@@ -376,8 +383,9 @@ class Model:
                 self._encoders[truncate_from] = tok
             return tok
 
-    def tokenize(self, inputs: Sequence[str | tuple[str, str]], add_special_tokens: bool = True,
-                 truncate_from: str | None = None) -> list[Any]:
+    def tokenize(
+        self, inputs: Sequence[str | tuple[str, str]], add_special_tokens: bool = True, truncate_from: str | None = None
+    ) -> list[Any]:
         """``tokenizers`` Encodings of texts or (text, text pair) tuples, special tokens as the model runs them."""
         return self._encoder(truncate_from).encode_batch(list(inputs), add_special_tokens=add_special_tokens)
 
@@ -444,9 +452,7 @@ class Model:
         for k in order:
             length = lengths[k]
             # Sorted ascending, so the newest item is the longest: it sets the padded width.
-            if batch and (
-                (len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size
-            ):
+            if batch and ((len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size):
                 yield batch
                 batch = []
             batch.append(k)

@@ -124,15 +124,20 @@ def check_text(text: str, max_chars: int, source: str = "-", position: int = 0, 
     """The verdict for a decoded text (normalised here)."""
     text = normalise(text)
     if len(text) > max_chars:
-        return BadRecord("too_long", f"text is {len(text):,} characters, over the limit of {max_chars:,} (--max-chars)",
-                         source, position)
+        return BadRecord(
+            "too_long",
+            f"text is {len(text):,} characters, over the limit of {max_chars:,} (--max-chars)",
+            source,
+            position,
+        )
     if is_blank(text):
         return BadRecord("empty", "empty text: nothing to classify", source, position)
     return Record(text, source, position, data)
 
 
-def check_pair(first: str, second: str, max_chars: int, source: str = "-",
-               position: int = 0) -> tuple[str, str] | BadRecord:
+def check_pair(
+    first: str, second: str, max_chars: int, source: str = "-", position: int = 0
+) -> tuple[str, str] | BadRecord:
     """The verdict for a sentence pair: both texts normalised and under --max-chars; empty only when
     both are blank (one blank side is still a pair the tokenizer can encode, as TEI accepts it)."""
     verdicts = [check_text(t, max_chars, source, position) for t in (first, second)]
@@ -175,22 +180,30 @@ def record_bound(max_chars: int, *, json: bool = False) -> int:
     return max_chars * (12 if json else 4) + 2
 
 
-def too_long_record(bound: int, max_chars: int, source: str = "-", position: int = 0,
-                    what: str = "line") -> BadRecord:
+def too_long_record(bound: int, max_chars: int, source: str = "-", position: int = 0, what: str = "line") -> BadRecord:
     """The verdict for a record cut off at ``bound`` bytes while reading (its rest is skipped, never held)."""
-    return BadRecord("too_long", f"{what} is over {bound:,} bytes, more than --max-chars {max_chars:,} characters "
-                                 f"can take; skipped", source, position)
+    return BadRecord(
+        "too_long",
+        f"{what} is over {bound:,} bytes, more than --max-chars {max_chars:,} characters can take; skipped",
+        source,
+        position,
+    )
 
 
-def from_bytes(raw: bytes | None, max_chars: int, *, json_field: str | None = None,
-               source: str = "-", position: int = 0) -> Verdict:
+def from_bytes(
+    raw: bytes | None, max_chars: int, *, json_field: str | None = None, source: str = "-", position: int = 0
+) -> Verdict:
     """The verdict for received bytes: the text itself, or (json_field) a field of a JSON object."""
     if raw is None or not raw.strip():
         return BadRecord("empty", "empty record: nothing to classify", source, position)
     bound = record_bound(max_chars, json=json_field is not None)
     if len(raw) > bound:
-        return BadRecord("too_long", f"record is {len(raw):,} bytes, over the limit of {max_chars:,} characters "
-                                     f"(--max-chars)", source, position)
+        return BadRecord(
+            "too_long",
+            f"record is {len(raw):,} bytes, over the limit of {max_chars:,} characters (--max-chars)",
+            source,
+            position,
+        )
     text = decode(raw, source, position)
     if isinstance(text, BadRecord):
         return text

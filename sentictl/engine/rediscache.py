@@ -19,7 +19,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -73,9 +74,18 @@ def _encode(value: Any) -> bytes:
 class RedisCache:
     """A Redis result cache with ResultCache's interface; failures cost misses, not runs."""
 
-    def __init__(self, url: str, ttl: float | None = None, *, strict: bool = False, password: str | None = None,
-                 timeout: float | None = None, retry_min: float = RETRY_MIN_S, retry_max: float = RETRY_MAX_S,
-                 on_failure: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        url: str,
+        ttl: float | None = None,
+        *,
+        strict: bool = False,
+        password: str | None = None,
+        timeout: float | None = None,
+        retry_min: float = RETRY_MIN_S,
+        retry_max: float = RETRY_MAX_S,
+        on_failure: Callable[[str], None] | None = None,
+    ):
         try:
             import redis
             from redis.backoff import NoBackoff
@@ -97,8 +107,9 @@ class RedisCache:
         given = urlsplit(url).password
         query = dict(parse_qsl(urlsplit(url).query)).get("password")
         # Every spelling a message could carry: as given, and percent-decoded as redis-py uses it.
-        self._secrets = sorted({s for s in (password, given, given and unquote(given), query) if s}, key=len,
-                               reverse=True)
+        self._secrets = sorted(
+            {s for s in (password, given, given and unquote(given), query) if s}, key=len, reverse=True
+        )
         self._counter_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._down_until = {"read": 0.0, "write": 0.0}
@@ -107,11 +118,13 @@ class RedisCache:
         self._closed = False
         self._redis = redis
         kwargs: dict[str, Any] = {
-            "socket_timeout": timeout, "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
             # One immediate retry for a pooled connection the server closed (a restart, a failover);
             # a timeout is never retried, so a slow server costs one timeout, not several.
             "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-            "retry_on_timeout": False, "health_check_interval": 0,
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
         }
         if password is not None:
             kwargs["password"] = password
@@ -163,9 +176,11 @@ class RedisCache:
             self._announced = True
         if announce:
             verb = "read" if op == "read" else "written"
-            notice(f"the result cache {self.url} cannot be {verb} ({reason}); going on without it and "
-                   f"trying again after {self.retry_min:g} s, backing off to {self.retry_max:g} s "
-                   f"(--no-cache turns it off)")
+            notice(
+                f"the result cache {self.url} cannot be {verb} ({reason}); going on without it and "
+                f"trying again after {self.retry_min:g} s, backing off to {self.retry_max:g} s "
+                f"(--no-cache turns it off)"
+            )
         return None
 
     # ------------------------------------------------------------------ the API
@@ -205,8 +220,10 @@ class RedisCache:
         from .cache import cache_key
 
         now = time.time()
-        rows = [(self._key(namespace, cache_key(namespace, text)), _encode({"r": result, "t": now}))
-                for text, result in results]
+        rows = [
+            (self._key(namespace, cache_key(namespace, text)), _encode({"r": result, "t": now}))
+            for text, result in results
+        ]
         if not rows:
             return 0
         expire = math.ceil(self.ttl) if self.ttl is not None else None
@@ -235,6 +252,7 @@ class RedisCache:
 
     def stats(self) -> dict[str, Any]:
         """Entries and their stored bytes under this prefix, and this process's hit/miss counters."""
+
         def count(client: Any) -> tuple[int, int]:
             entries = size = 0
             for keys in self._scan(client):
@@ -247,8 +265,14 @@ class RedisCache:
             return entries, size
 
         entries, size = self._call("read", count) or (None, None)
-        return {"path": self.url, "entries": entries, "bytes": size, "ttl": self.ttl,
-                "hits": self.hits, "misses": self.misses}
+        return {
+            "path": self.url,
+            "entries": entries,
+            "bytes": size,
+            "ttl": self.ttl,
+            "hits": self.hits,
+            "misses": self.misses,
+        }
 
     def clear(self, expired_only: bool = False) -> int:
         """Remove every entry under this prefix (or only those past the TTL); returns how many."""
@@ -260,7 +284,9 @@ class RedisCache:
             removed = 0
             for keys in self._scan(client):
                 if expired_only:
-                    keys = [k for k, blob in zip(keys, client.mget(keys)) if blob is not None and _expired(blob, cutoff)]
+                    keys = [
+                        k for k, blob in zip(keys, client.mget(keys)) if blob is not None and _expired(blob, cutoff)
+                    ]
                 if keys:
                     removed += client.delete(*keys)
             return removed
@@ -275,7 +301,7 @@ class RedisCache:
         except (self._redis.exceptions.RedisError, OSError):
             pass
 
-    def __enter__(self) -> "RedisCache":
+    def __enter__(self) -> RedisCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

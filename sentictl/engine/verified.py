@@ -83,18 +83,24 @@ class VerifiedFiles:
         try:
             locations = integrity.external_locations(self.graph)
         except ValueError as exc:
-            raise ManifestError(f"onnxruntime cannot load {graph_path}: it is not a readable ONNX model ({exc})") from None
+            raise ManifestError(
+                f"onnxruntime cannot load {graph_path}: it is not a readable ONNX model ({exc})"
+            ) from None
         for location in locations:
             path = self.model_dir / location
             if not integrity.safe_location(location):
                 raise ManifestError(f"{graph_path} keeps weights in {location!r}, outside its folder: refused")
             if not path.is_file():
-                raise ManifestError(f"{path} is missing: {entry['file']} keeps its weights there (copy both "
-                                    f"files together, or re-run `sentictl export`)")
+                raise ManifestError(
+                    f"{path} is missing: {entry['file']} keeps its weights there (copy both "
+                    f"files together, or re-run `sentictl export`)"
+                )
             item = recorded.get(location)
             if item is None and not foreign and mode != "off":
-                raise IntegrityError(f"{graph_path} keeps weights in {location}, for which {MANIFEST} records no "
-                                     f"sha256: re-run `sentictl export`")
+                raise IntegrityError(
+                    f"{graph_path} keeps weights in {location}, for which {MANIFEST} records no "
+                    f"sha256: re-run `sentictl export`"
+                )
             sha = self._take(path, location, None if foreign else (item or {}).get("sha256"))
             if foreign and item is not None:
                 item["sha256"] = sha
@@ -106,8 +112,10 @@ class VerifiedFiles:
             # A weights file the manifest names but the graph does not read: never loaded, still checked.
             path = self.model_dir / location
             if not path.is_file():
-                raise ManifestError(f"{path} is missing: {entry['file']} keeps its weights there (copy both "
-                                    f"files together, or re-run `sentictl export`)")
+                raise ManifestError(
+                    f"{path} is missing: {entry['file']} keeps its weights there (copy both "
+                    f"files together, or re-run `sentictl export`)"
+                )
             if foreign:
                 item["sha256"] = integrity.current_sha256(path, mode)
             elif mode != "off":
@@ -120,7 +128,9 @@ class VerifiedFiles:
         try:
             return integrity.read_verified(path, expected, mode, MANIFEST)
         except FileNotFoundError:
-            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`") from None
+            raise ManifestError(
+                f"{path} is missing: the model directory is incomplete; re-run `sentictl export`"
+            ) from None
         except IsADirectoryError:
             raise ManifestError(f"{path} is a directory, not a model file") from None
 
@@ -134,7 +144,9 @@ class VerifiedFiles:
             dest.parent.mkdir(parents=True, exist_ok=True)
             sha = integrity.copy_verified(path, dest, expected, self.mode, MANIFEST)
         except FileNotFoundError:
-            raise ManifestError(f"{path} is missing: the model directory is incomplete; re-run `sentictl export`") from None
+            raise ManifestError(
+                f"{path} is missing: the model directory is incomplete; re-run `sentictl export`"
+            ) from None
         except IsADirectoryError:
             raise ManifestError(f"{path} is a directory, not a model file") from None
         except OSError:
@@ -190,5 +202,7 @@ def _check_tokenizer_size(path: Path) -> None:
     except OSError:
         return  # missing or unreadable: reading it says so in its own words
     if size > TOKENIZER_MAX_BYTES:
-        raise ManifestError(f"{path} is {size / 1e6:,.0f} MB, over the {TOKENIZER_MAX_BYTES >> 20} MB a tokenizer may "
-                            f"take: is it the right file?")
+        raise ManifestError(
+            f"{path} is {size / 1e6:,.0f} MB, over the {TOKENIZER_MAX_BYTES >> 20} MB a tokenizer may "
+            f"take: is it the right file?"
+        )

@@ -34,21 +34,8 @@ from .options import (
     int8_config,
     parse_variants,
 )
-from .outdir import (
-    check_existing_out,
-    check_out_location,
-    default_out,
-    install,
-    resolve_out,
-)
-from .parity import (
-    PARITY_FILE,
-    PARITY_LIMIT,
-    check_parity,
-    evaluate_variants,
-    mark_unusable,
-    parity_sentences,
-)
+from .outdir import check_existing_out, check_out_location, default_out, install, resolve_out
+from .parity import PARITY_FILE, PARITY_LIMIT, check_parity, evaluate_variants, mark_unusable, parity_sentences
 from .variants import build_variant, cpu_isa
 
 # CoreML's static graph stays one file: ORT's CoreML provider compiles the model itself, and that
@@ -169,7 +156,9 @@ def _build(work: Path, src: _Source, opts: ExportOptions, steps: Steps, name: st
         steps.start(f"building the {variant} variant")
         variants[variant] = entry = _build_one(variant, raw, work, src, opts)
         total = entry["bytes"] + (entry["data"]["bytes"] if "data" in entry else 0)
-        steps.done(entry["file"] + (f" + {entry['data']['file']}" if "data" in entry else "") + f", {total / 1e6:.1f} MB")
+        steps.done(
+            entry["file"] + (f" + {entry['data']['file']}" if "data" in entry else "") + f", {total / 1e6:.1f} MB"
+        )
     shutil.rmtree(raw, ignore_errors=True)
     manifest = _manifest(src, variants, optimum_files, name, opts.opset, work)
     _write_manifest(work, manifest)
@@ -183,14 +172,22 @@ def _build(work: Path, src: _Source, opts: ExportOptions, steps: Steps, name: st
             f"fp32 ONNX disagrees with PyTorch by {worst:.2e} in probability (limit {PARITY_LIMIT:.0e}): "
             f"the export is wrong; try another --opset"
         )
-    steps.done(f"fp32 vs PyTorch max |Δprob| {worst:.1e}; " + ", ".join(
-        f"{v}: {variants[v]['parity'].get('label_agreement', 1.0):.0%} agree" for v in variants if v != "fp32"
-    ))
+    steps.done(
+        f"fp32 vs PyTorch max |Δprob| {worst:.1e}; "
+        + ", ".join(
+            f"{v}: {variants[v]['parity'].get('label_agreement', 1.0):.0%} agree" for v in variants if v != "fp32"
+        )
+    )
     if opts.eval_data:
         steps.start(f"evaluating every variant on {opts.eval_data}")
         _evaluate(work, manifest, src, opts)
-        steps.done(", ".join(f"{v}: {variants[v]['eval']['accuracy']:.3f}" for v in variants
-                             if "accuracy" in variants[v].get("eval", {})))
+        steps.done(
+            ", ".join(
+                f"{v}: {variants[v]['eval']['accuracy']:.3f}"
+                for v in variants
+                if "accuracy" in variants[v].get("eval", {})
+            )
+        )
     _write_manifest(work, manifest)
     return manifest
 
@@ -203,8 +200,7 @@ def _optimum_export(raw: Path, work: Path, src: _Source, opset: int | None) -> l
         raise ExportError(stack.missing_message(exc.name or "optimum-onnx")) from None
     try:
         main_export(
-            str(src.path), raw, task="text-classification", opset=opset, do_validation=False,
-            local_files_only=True,
+            str(src.path), raw, task="text-classification", opset=opset, do_validation=False, local_files_only=True
         )
     except Exception as exc:
         raise ExportError(f"optimum could not export {src.info['id']} to ONNX: {exc}") from None
@@ -226,14 +222,24 @@ def _build_one(variant: str, raw: Path, work: Path, src: _Source, opts: ExportOp
     entry["sha256"] = hash_and_stamp(work / entry["file"])
     entry["bytes"] = (work / entry["file"]).stat().st_size
     if data is not None:
-        entry["data"] = {"file": data.name, "sha256": hash_and_stamp(data), "bytes": data.stat().st_size,
-                         "alignment": ALIGN}
+        entry["data"] = {
+            "file": data.name,
+            "sha256": hash_and_stamp(data),
+            "bytes": data.stat().st_size,
+            "alignment": ALIGN,
+        }
     entry["usable"] = True
     return entry
 
 
-def _manifest(src: _Source, variants: dict[str, dict[str, Any]], optimum_files: list[dict[str, Any]], name: str,
-              opset: int | None, work: Path) -> dict[str, Any]:
+def _manifest(
+    src: _Source,
+    variants: dict[str, dict[str, Any]],
+    optimum_files: list[dict[str, Any]],
+    name: str,
+    opset: int | None,
+    work: Path,
+) -> dict[str, Any]:
     """The manifest before parity: source, labels, tokenizer, variants, tools."""
     from ..engine.integrity import hash_and_stamp
 
@@ -276,8 +282,15 @@ def _evaluate(work: Path, manifest: dict[str, Any], src: _Source, opts: ExportOp
 
 # What optimum's ORTModelForSequenceClassification.from_pretrained(dir, file_name=...) and
 # transformers' AutoTokenizer read besides the .onnx and tokenizer.json; sentictl itself reads none.
-OPTIMUM_FILES = ("config.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                 "vocab.txt", "vocab.json", "merges.txt")
+OPTIMUM_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+)
 _VOCAB_LIMIT = 4 << 20  # a vocabulary file is a convenience (tokenizer.json suffices): only when small
 
 

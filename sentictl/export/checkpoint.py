@@ -68,7 +68,17 @@ def first_sentences(text: str, limit: int = 400) -> str:
 def tool_versions() -> dict[str, str]:
     """The installed versions of the packages an export depends on, for the manifest."""
     out = {}
-    for dist in ("sentictl", "onnxruntime", "onnxruntime-gpu", "onnx", "optimum", "optimum-onnx", "transformers", "torch", "tokenizers"):
+    for dist in (
+        "sentictl",
+        "onnxruntime",
+        "onnxruntime-gpu",
+        "onnx",
+        "optimum",
+        "optimum-onnx",
+        "transformers",
+        "torch",
+        "tokenizers",
+    ):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:

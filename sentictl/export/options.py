@@ -29,8 +29,14 @@ DEFAULT_SMOOTH_ALPHA = 0.5
 ROWWISE_MIN_OPSET = 13
 
 # Config field → the `sentictl export` option that sets it (messages name the option a user typed).
-OPTION_NAMES = {"quantize_ops": "--quantize-ops", "fp32_layers": "--fp32-layers", "smooth": "--smooth",
-                "isa": "--int8-isa", "recipe": "--int8-recipe", "opset": "--opset"}
+OPTION_NAMES = {
+    "quantize_ops": "--quantize-ops",
+    "fp32_layers": "--fp32-layers",
+    "smooth": "--smooth",
+    "isa": "--int8-isa",
+    "recipe": "--int8-recipe",
+    "opset": "--opset",
+}
 
 
 class ExportOptionError(SentictlError):
@@ -49,7 +55,9 @@ def _ops(value: Sequence[str], allowed: Sequence[str] | None) -> tuple[str, ...]
     if unknown:
         raise ExportOptionError(
             f"the rowwise int8 recipe quantizes MatMul and Gather, not {', '.join(unknown)}: "
-            f"use --int8-recipe tensor for other operators", ["quantize_ops", "recipe"])
+            f"use --int8-recipe tensor for other operators",
+            ["quantize_ops", "recipe"],
+        )
     return ops
 
 
@@ -140,14 +148,16 @@ def int8_config(recipe: str | None = None, **given: Any) -> Int8Config:
             hint = f"it applies to --int8-recipe {' or '.join(users)}" if users else "no recipe has it"
             raise ExportOptionError(
                 f"{option} does not apply to --int8-recipe {recipe} ({hint}): drop {option} or change --int8-recipe",
-                [key, "recipe"])
+                [key, "recipe"],
+            )
     return cls(**settings)
 
 
 def parse_variants(spec: str | None) -> list[str]:
     """'auto', 'all' or a comma list → the variants to build, fp32 first (always built: it is the reference)."""
-    chosen = parse_variant_list(spec or "auto", ALL_VARIANTS, keywords={"auto": ("fp32", "int8")},
-                                what="sentictl export builds no variant")
+    chosen = parse_variant_list(
+        spec or "auto", ALL_VARIANTS, keywords={"auto": ("fp32", "int8")}, what="sentictl export builds no variant"
+    )
     return ["fp32"] + [v for v in ALL_VARIANTS if v in chosen and v != "fp32"]
 
 
@@ -175,11 +185,19 @@ class ExportOptions:
         if not isinstance(self.int8, (RowwiseInt8, TensorInt8)):
             raise ExportOptionError(f"int8 must be RowwiseInt8 or TensorInt8, not {type(self.int8).__name__}")
         wanted = tuple(parse_variants(self.variants))
-        kept = parse_variant_list(self.keep, wanted, what="--keep: this export builds no variant") if self.keep else wanted
+        kept = (
+            parse_variant_list(self.keep, wanted, what="--keep: this export builds no variant") if self.keep else wanted
+        )
         object.__setattr__(self, "wanted", wanted)
         object.__setattr__(self, "kept", tuple(kept))
-        if (isinstance(self.int8, RowwiseInt8) and "int8" in wanted and self.opset is not None
-                and self.opset < ROWWISE_MIN_OPSET):
+        if (
+            isinstance(self.int8, RowwiseInt8)
+            and "int8" in wanted
+            and self.opset is not None
+            and self.opset < ROWWISE_MIN_OPSET
+        ):
             raise ExportOptionError(
                 f"--int8-recipe rowwise needs --opset {ROWWISE_MIN_OPSET} or later (per-row QuantizeLinear), "
-                f"not --opset {self.opset}: raise --opset or use --int8-recipe tensor", ["recipe", "opset"])
+                f"not --opset {self.opset}: raise --opset or use --int8-recipe tensor",
+                ["recipe", "opset"],
+            )

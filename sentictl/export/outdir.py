@@ -86,7 +86,11 @@ def _sentictl_model_problem(folder: Path) -> str | None:
     if not isinstance(manifest, dict):
         return f"its {MANIFEST} is not a sentictl manifest"
     expected = {"format": int, "labels": dict, "variants": dict, "tokenizer": dict}
-    wrong = [key for key, kind in expected.items() if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool)]
+    wrong = [
+        key
+        for key, kind in expected.items()
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool)
+    ]
     if wrong:
         return f"its {MANIFEST} is not a sentictl manifest (no valid {', '.join(wrong)})"
     return None

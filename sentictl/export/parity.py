@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,9 @@ def _torch_probs(checkpoint: Path, tokenizer: Any, texts: Sequence[str], length:
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), 16):
-            enc = tokenizer(list(texts[start : start + 16]), padding=True, truncation=True, max_length=length, return_tensors="pt")
+            enc = tokenizer(
+                list(texts[start : start + 16]), padding=True, truncation=True, max_length=length, return_tensors="pt"
+            )
             out.append(torch.softmax(model(**enc).logits.float(), dim=-1).numpy())
     return np.concatenate(out).astype(np.float64)
 
@@ -38,13 +41,19 @@ def _load_variant(work: Path, variant: str) -> Model:
     return Model(work, provider="cpu", variant=variant, threads=None)
 
 
-def check_parity(work: Path, checkpoint: Path, tokenizer: Any, length: int, variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def check_parity(
+    work: Path, checkpoint: Path, tokenizer: Any, length: int, variants: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     """fp32 against PyTorch, every other variant against fp32; figures go into each variant's entry."""
     texts = parity_sentences()
     reference = _torch_probs(checkpoint, tokenizer, texts, length)
     fp32, _ = _load_variant(work, "fp32").predict_proba(texts)
     diff = float(np.abs(fp32 - reference).max())
-    variants["fp32"]["parity"] = {"vs": "pytorch", "max_abs_diff": diff, "label_agreement": float((fp32.argmax(1) == reference.argmax(1)).mean())}
+    variants["fp32"]["parity"] = {
+        "vs": "pytorch",
+        "max_abs_diff": diff,
+        "label_agreement": float((fp32.argmax(1) == reference.argmax(1)).mean()),
+    }
     for name in variants:
         if name == "fp32":
             continue
@@ -61,7 +70,14 @@ def check_parity(work: Path, checkpoint: Path, tokenizer: Any, length: int, vari
     return {"sentences": len(texts), "fp32_vs_pytorch_max_abs_diff": diff, "limit": PARITY_LIMIT}
 
 
-def evaluate_variants(work: Path, texts: list[str], gold: list[int], variants: dict[str, dict[str, Any]], max_drop: float, labels: list[str]) -> dict[str, Any]:
+def evaluate_variants(
+    work: Path,
+    texts: list[str],
+    gold: list[int],
+    variants: dict[str, dict[str, Any]],
+    max_drop: float,
+    labels: list[str],
+) -> dict[str, Any]:
     """Accuracy and macro F1 of every variant on labelled texts; marks the ones that lose too much."""
     from ..evaluate import metrics
 

@@ -122,7 +122,9 @@ def rowwise_int8(
     replaced: dict[int, list[Any]] = {}  # position of an original node -> the nodes that replace it
     dropped: set[str] = set()
     for x, consumers in by_input.items():
-        rewritten = _quantize_consumers(x, consumers, (smooth or {}).get(x), inits, weight_qmax, opset, const, new_inits)
+        rewritten = _quantize_consumers(
+            x, consumers, (smooth or {}).get(x), inits, weight_qmax, opset, const, new_inits
+        )
         for node, nodes in zip(consumers, rewritten):
             replaced[position[id(node)]] = nodes
             dropped.add(node.input[1])
@@ -142,8 +144,16 @@ def rowwise_int8(
     }
 
 
-def _quantize_consumers(x: str, consumers: list[Any], factors: np.ndarray | None, inits: dict[str, Any], weight_qmax: int,
-                        opset: int, const: Consts, new_inits: list[Any]) -> list[list[Any]]:
+def _quantize_consumers(
+    x: str,
+    consumers: list[Any],
+    factors: np.ndarray | None,
+    inits: dict[str, Any],
+    weight_qmax: int,
+    opset: int,
+    const: Consts,
+    new_inits: list[Any],
+) -> list[list[Any]]:
     """The nodes that replace each MatMul reading ``x``: one row quantizer (with the first), then each int8 product."""
     from onnx import helper, numpy_helper
 
@@ -151,8 +161,14 @@ def _quantize_consumers(x: str, consumers: list[Any], factors: np.ndarray | None
     nodes: list[Any] = []
     src_x = x
     if factors is not None:
-        nodes.append(helper.make_node("Mul", [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
-                                      [f"{prefix}smoothed"], name=f"{prefix}Smooth"))
+        nodes.append(
+            helper.make_node(
+                "Mul",
+                [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
+                [f"{prefix}smoothed"],
+                name=f"{prefix}Smooth",
+            )
+        )
         src_x = f"{prefix}smoothed"
     k = int(inits[consumers[0].input[1]].dims[0])
     q_nodes, *outputs = asymmetric_rows(src_x, prefix, k, opset, const)
@@ -176,8 +192,9 @@ class RowsQuantized(NamedTuple):
     correction: str  # scale·zero point [tokens, 1]
 
 
-def int8_matmul(node: Any, w: np.ndarray, weight_qmax: int, rows: RowsQuantized, const: Consts,
-                new_inits: list[Any]) -> list[Any]:
+def int8_matmul(
+    node: Any, w: np.ndarray, weight_qmax: int, rows: RowsQuantized, const: Consts, new_inits: list[Any]
+) -> list[Any]:
     """MatMul(x, W) → MatMulIntegerToFloat on the quantized rows, the zero-point correction and the unflatten."""
     from onnx import helper, numpy_helper
 
@@ -191,18 +208,32 @@ def int8_matmul(node: Any, w: np.ndarray, weight_qmax: int, rows: RowsQuantized,
     colsum = -(wq.astype(np.int64).sum(axis=0) * ws).astype(np.float32)[None, :]
     new_inits.append(numpy_helper.from_array(colsum, f"{base}neg_colsum"))
     return [
-        helper.make_node("MatMulIntegerToFloat", inputs, [f"{base}rows_raw"], name=f"{base}MatMulIntegerToFloat",
-                         domain=MS_DOMAIN),
-        helper.make_node("Gemm", [rows.correction, f"{base}neg_colsum", f"{base}rows_raw"], [f"{base}rows_out"],
-                         name=f"{base}ZeroPointCorrection"),
+        helper.make_node(
+            "MatMulIntegerToFloat", inputs, [f"{base}rows_raw"], name=f"{base}MatMulIntegerToFloat", domain=MS_DOMAIN
+        ),
+        helper.make_node(
+            "Gemm",
+            [rows.correction, f"{base}neg_colsum", f"{base}rows_raw"],
+            [f"{base}rows_out"],
+            name=f"{base}ZeroPointCorrection",
+        ),
         # [tokens, N] back to the activation's leading shape.
-        helper.make_node("Concat", [rows.lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
-                         [f"{base}out_shape"], name=f"{base}OutShape", axis=0),
-        helper.make_node("Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"),
+        helper.make_node(
+            "Concat",
+            [rows.lead, const.array(f"rowq_dim_{n}", np.array([n], dtype=np.int64))],
+            [f"{base}out_shape"],
+            name=f"{base}OutShape",
+            axis=0,
+        ),
+        helper.make_node(
+            "Reshape", [f"{base}rows_out", f"{base}out_shape"], list(node.output), name=f"{base}Unflatten"
+        ),
     ]
 
 
-def finish_graph(model: Any, replaced: dict[int, list[Any]], new_inits: list[Any], dropped: set[str]) -> tuple[list[Any], int]:
+def finish_graph(
+    model: Any, replaced: dict[int, list[Any]], new_inits: list[Any], dropped: set[str]
+) -> tuple[list[Any], int]:
     """Put the replacement nodes in place of the originals (by position), fuse SkipLayerNorms and swap the
     initializers; returns the new node list and how many SkipLayerNormalizations were fused."""
     graph = model.graph
@@ -221,7 +252,9 @@ def finish_graph(model: Any, replaced: dict[int, list[Any]], new_inits: list[Any
     return out_nodes, fused
 
 
-def int8_embeddings(nodes: list[Any], inits: dict[str, Any], new_inits: list[Any], dropped: set[str]) -> dict[int, list[Any]]:
+def int8_embeddings(
+    nodes: list[Any], inits: dict[str, Any], new_inits: list[Any], dropped: set[str]
+) -> dict[int, list[Any]]:
     """The word-embedding Gather reads an int8 table with one scale per row (per vocabulary entry)."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -261,14 +294,19 @@ def asymmetric_rows(x: str, p: str, k: int, opset: int, const: Consts) -> tuple[
         helper.make_node("Min", [f"{p}min", zero_f], [f"{p}lo"], name=f"{p}Lo"),
         helper.make_node("Sub", [f"{p}hi", f"{p}lo"], [f"{p}span"], name=f"{p}Span"),
         helper.make_node("Max", [f"{p}span", const.scalar("row_eps", 1e-12)], [f"{p}span_safe"], name=f"{p}SpanSafe"),
-        helper.make_node("Mul", [f"{p}span_safe", const.scalar("inv_255", 1.0 / 255)], [f"{p}scale"], name=f"{p}RowScale"),
+        helper.make_node(
+            "Mul", [f"{p}span_safe", const.scalar("inv_255", 1.0 / 255)], [f"{p}scale"], name=f"{p}RowScale"
+        ),
         helper.make_node("Div", [f"{p}lo", f"{p}scale"], [f"{p}lo_steps"], name=f"{p}LoSteps"),
         helper.make_node("Neg", [f"{p}lo_steps"], [f"{p}zp_raw"], name=f"{p}ZeroPointRaw"),
         helper.make_node("Round", [f"{p}zp_raw"], [f"{p}zp_round"], name=f"{p}ZeroPointRound"),
-        helper.make_node("Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max", 255.0)], [f"{p}zp_f"],
-                         name=f"{p}ZeroPointClip"),
+        helper.make_node(
+            "Clip", [f"{p}zp_round", zero_f, const.scalar("u8_max", 255.0)], [f"{p}zp_f"], name=f"{p}ZeroPointClip"
+        ),
         helper.make_node("Cast", [f"{p}zp_f"], [f"{p}zp_u8"], name=f"{p}ZeroPointCast", to=TensorProto.UINT8),
-        helper.make_node("QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0),
+        helper.make_node(
+            "QuantizeLinear", [f"{p}rows", f"{p}scale", f"{p}zp_u8"], [f"{p}quantized"], name=f"{p}RowQuantize", axis=0
+        ),
         helper.make_node("Unsqueeze", [f"{p}scale", column], [f"{p}row_scale"], name=f"{p}RowScaleColumn"),
         helper.make_node("Mul", [f"{p}scale", f"{p}zp_f"], [f"{p}offset"], name=f"{p}RowOffset"),
         helper.make_node("Unsqueeze", [f"{p}offset", column], [f"{p}offset_col"], name=f"{p}RowOffsetColumn"),
@@ -312,8 +350,12 @@ def fuse_skip_layer_norm(nodes: list[Any], inits: dict[str, Any], outputs: set[s
             value = next(i for i in inner.input if i != bias)
             beta = ln.input[2] if len(ln.input) > 2 else ""
             swap[id(ln)] = helper.make_node(
-                "SkipLayerNormalization", [value, outer.input[1 - side], ln.input[1], beta, bias], list(ln.output),
-                name=f"{ln.name}_skip", domain=MS_DOMAIN, epsilon=float(attrs.get("epsilon", 1e-5)),
+                "SkipLayerNormalization",
+                [value, outer.input[1 - side], ln.input[1], beta, bias],
+                list(ln.output),
+                name=f"{ln.name}_skip",
+                domain=MS_DOMAIN,
+                epsilon=float(attrs.get("epsilon", 1e-5)),
             )
             drop |= {id(inner), id(outer)}
             break
@@ -336,11 +378,22 @@ def flatten_rows(x: str, p: str, k: int, const: Consts) -> list[Any]:
 
     return [
         helper.make_node("Shape", [x], [f"{p}shape"], name=f"{p}Shape"),
-        helper.make_node("Slice", [f"{p}shape", const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
-                                   const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64))],
-                         [f"{p}lead"], name=f"{p}Lead"),
-        helper.make_node("Reshape", [x, const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))], [f"{p}rows"],
-                         name=f"{p}Flatten"),
+        helper.make_node(
+            "Slice",
+            [
+                f"{p}shape",
+                const.array("rowq_zero_i64", np.array([0], dtype=np.int64)),
+                const.array("rowq_minus1_i64", np.array([-1], dtype=np.int64)),
+            ],
+            [f"{p}lead"],
+            name=f"{p}Lead",
+        ),
+        helper.make_node(
+            "Reshape",
+            [x, const.array(f"rowq_flat_{k}", np.array([-1, k], dtype=np.int64))],
+            [f"{p}rows"],
+            name=f"{p}Flatten",
+        ),
     ]
 
 

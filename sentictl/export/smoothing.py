@@ -15,16 +15,18 @@ import numpy as np
 from .quantize import weight_matmuls
 
 
-def smoothing_for(model_path: Path, tokenizer_path: Path, texts: Sequence[str], exclude: Callable[[str], bool] | None,
-                  alpha: float) -> dict[str, np.ndarray]:
+def smoothing_for(
+    model_path: Path, tokenizer_path: Path, texts: Sequence[str], exclude: Callable[[str], bool] | None, alpha: float
+) -> dict[str, np.ndarray]:
     """Activation name → smoothing factors, for every input of a quantized MatMul (see smoothing_factors)."""
     weights = matmul_inputs(model_path, exclude)
     maxima = calibrate(model_path, tokenizer_path, texts, weights)
     return {x: smoothing_factors(maxima[x], ws, alpha) for x, ws in weights.items()}
 
 
-def calibrate(model_path: Path, tokenizer_path: Path, texts: Sequence[str], names: Iterable[str],
-              max_length: int = 128) -> dict[str, np.ndarray]:
+def calibrate(
+    model_path: Path, tokenizer_path: Path, texts: Sequence[str], names: Iterable[str], max_length: int = 128
+) -> dict[str, np.ndarray]:
     """Per-channel max |x| of the named activations over the texts' real tokens (fp32 graph).
 
     Texts run one at a time, so padding never enters the maxima.

@@ -5,24 +5,35 @@ from __future__ import annotations
 import importlib.util
 import logging
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from ..errors import ExportError
 
 # What the export imports, and the package a user installs to get it (the export extra pulls them all).
-MODULES = (("torch", "torch"), ("transformers", "transformers"), ("onnx", "onnx"),
-           ("optimum.exporters.onnx", "optimum-onnx"))
+MODULES = (
+    ("torch", "torch"),
+    ("transformers", "transformers"),
+    ("onnx", "onnx"),
+    ("optimum.exporters.onnx", "optimum-onnx"),
+)
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 INSTALL_COMMAND = f"pip install 'sentictl[export]' --extra-index-url {TORCH_CPU_INDEX}"
-INSTALL_HINT = f"{INSTALL_COMMAND}   (the extra index gives PyTorch's CPU build; without it pip fetches the multi-GB CUDA one)"
+INSTALL_HINT = (
+    f"{INSTALL_COMMAND}   (the extra index gives PyTorch's CPU build; without it pip fetches the multi-GB CUDA one)"
+)
 
 # Third-party lines that name nothing the user can act on: optimum asks for accelerate to check for
 # tied weights (a BERT classifier has none worth deduplicating), transformers complains about the
 # keyword optimum passes it. Matched as substrings of the log message.
 _NOISE = ("`torch_dtype` is deprecated", "requires accelerate", "Please install accelerate")
-_EMITTERS = ("transformers.configuration_utils", "transformers.modeling_utils", "optimum.exporters.onnx.base",
-             "optimum.exporters.onnx.convert", "optimum.exporters.tasks")
+_EMITTERS = (
+    "transformers.configuration_utils",
+    "transformers.modeling_utils",
+    "optimum.exporters.onnx.base",
+    "optimum.exporters.onnx.convert",
+    "optimum.exporters.tasks",
+)
 
 
 def missing_message(missing: str) -> str:

@@ -15,8 +15,9 @@ from ..engine.cpu import cpu_isa
 from .options import Int8Config, RowwiseInt8, TensorInt8
 
 
-def build_variant(variant: str, raw: Path, work: Path, *, int8: Int8Config, checkpoint: Path, length: int,
-                  opset: int | None) -> dict[str, Any]:
+def build_variant(
+    variant: str, raw: Path, work: Path, *, int8: Int8Config, checkpoint: Path, length: int, opset: int | None
+) -> dict[str, Any]:
     """Build one variant from the raw export in ``raw`` into ``work``; its manifest entry."""
     if variant == "fp32":
         return _fp32(raw, work)
@@ -38,9 +39,7 @@ def _optimize(raw: Path, dest: Path, gpu: bool, fp16: bool) -> None:
     # ORT logs that as an ERROR, which would only alarm the user.
     logging.getLogger("onnxruntime.transformers.optimizer").setLevel(logging.CRITICAL)
     optimizer = ORTOptimizer.from_pretrained(raw)
-    optimizer.optimize(
-        OptimizationConfig(optimization_level=2, optimize_for_gpu=gpu, fp16=fp16), save_dir=tmp,
-    )
+    optimizer.optimize(OptimizationConfig(optimization_level=2, optimize_for_gpu=gpu, fp16=fp16), save_dir=tmp)
     shutil.move(str(tmp / "model_optimized.onnx"), dest)
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -96,8 +95,14 @@ def _int8_rowwise(raw: Path, work: Path, cfg: RowwiseInt8) -> dict[str, Any]:
     # that cost no agreement and no time and takes bert-base's file from 184 to 114 MB.
     # Asymmetric rows (each token's own min..max and zero point): LayerNorm outputs with BERT's
     # one-sided outlier channels and GELU outputs use the whole 8 bits (NOTES.md, issue 13).
-    done = quantize.rowwise_int8(src, work / "model_int8.onnx", exclude=exclude, smooth=smooth,
-                                 embeddings="Gather" in cfg.quantize_ops, weight_qmax=qmax)
+    done = quantize.rowwise_int8(
+        src,
+        work / "model_int8.onnx",
+        exclude=exclude,
+        smooth=smooth,
+        embeddings="Gather" in cfg.quantize_ops,
+        weight_qmax=qmax,
+    )
     return {
         "file": "model_int8.onnx",
         "precision": "int8",
@@ -133,7 +138,9 @@ def _int8_tensor(raw: Path, work: Path, cfg: TensorInt8) -> dict[str, Any]:
     # bert-base (benchmarks/NOTES.md).
     excluded = _layer_nodes(raw / "model.onnx", cfg.fp32_layers) if cfg.fp32_layers else []
     kwargs: dict[str, Any] = {
-        "is_static": False, "per_channel": True, "operators_to_quantize": list(cfg.quantize_ops),
+        "is_static": False,
+        "per_channel": True,
+        "operators_to_quantize": list(cfg.quantize_ops),
         "nodes_to_exclude": excluded or None,
     }
     if isa in ("avx2", "avx512"):
@@ -185,8 +192,15 @@ def _coreml(raw: Path, work: Path, checkpoint: Path, length: int, opset: int | N
     # runs on the CPU provider; everything after it can run on CoreML.
     tmp = work / "_coreml"
     main_export(
-        str(checkpoint), tmp, task="text-classification", opset=opset, do_validation=False,
-        local_files_only=True, no_dynamic_axes=True, batch_size=1, sequence_length=length,
+        str(checkpoint),
+        tmp,
+        task="text-classification",
+        opset=opset,
+        do_validation=False,
+        local_files_only=True,
+        no_dynamic_axes=True,
+        batch_size=1,
+        sequence_length=length,
     )
     shutil.move(str(tmp / "model.onnx"), work / "model_coreml.onnx")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -8,5 +8,16 @@ from .clients import ConnectStopped, connect_with_retry, make_consumer, make_pro
 from .config import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaConfig
 from .topics import TopicTemplate, check_topic, is_legal_topic, topic_problem
 
-__all__ = ["ConnectStopped", "KafkaConfig", "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "TopicTemplate", "check_topic",
-           "connect_with_retry", "is_legal_topic", "make_consumer", "make_producer", "topic_problem"]
+__all__ = [
+    "ConnectStopped",
+    "KafkaConfig",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
+    "TopicTemplate",
+    "check_topic",
+    "connect_with_retry",
+    "is_legal_topic",
+    "make_consumer",
+    "make_producer",
+    "topic_problem",
+]

@@ -7,7 +7,8 @@ import this package, and must not pay for kafka-python at start-up.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import BrokerUnavailable, KafkaConfigError
 from .config import KafkaConfig
@@ -56,15 +57,19 @@ def _assignors(names: tuple[str, ...]) -> tuple[Any, ...]:
     from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
     from kafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 
-    classes = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionAssignor,
-               "sticky": StickyPartitionAssignor}
+    classes = {
+        "range": RangePartitionAssignor,
+        "roundrobin": RoundRobinPartitionAssignor,
+        "sticky": StickyPartitionAssignor,
+    }
     return tuple(classes[name] for name in names)
 
 
 def make_producer(config: KafkaConfig, **overrides: Any) -> Any:
     """A KafkaProducer for this connection: acks=all, linger_ms=5, ``overrides``, then the user's properties."""
-    from kafka import KafkaProducer
     from kafka.errors import KafkaConfigurationError
+
+    from kafka import KafkaProducer
 
     try:
         return KafkaProducer(**producer_kwargs(config, **overrides))
@@ -78,8 +83,9 @@ def make_producer(config: KafkaConfig, **overrides: Any) -> Any:
 
 def make_consumer(config: KafkaConfig, **overrides: Any) -> Any:
     """A KafkaConsumer for this connection (no auto-commit), ``overrides``, then the user's properties."""
-    from kafka import KafkaConsumer
     from kafka.errors import KafkaConfigurationError
+
+    from kafka import KafkaConsumer
 
     try:
         return KafkaConsumer(**consumer_kwargs(config, **overrides))
@@ -87,9 +93,17 @@ def make_consumer(config: KafkaConfig, **overrides: Any) -> Any:
         raise _settings_error(exc) from None
 
 
-def connect_with_retry(make: Callable[[float], T], config: KafkaConfig, *, what: str, timeout: float,
-                       deadline: float | None = None, log: Callable[[str], None] | None = None,
-                       stopped: Callable[[], bool] = lambda: False, hint: str = "") -> T:
+def connect_with_retry(
+    make: Callable[[float], T],
+    config: KafkaConfig,
+    *,
+    what: str,
+    timeout: float,
+    deadline: float | None = None,
+    log: Callable[[str], None] | None = None,
+    stopped: Callable[[], bool] = lambda: False,
+    hint: str = "",
+) -> T:
     """Call ``make(attempt_timeout_s)`` until it connects, backing off, until ``deadline``.
 
     ``deadline`` (time.monotonic()) lets several clients share one budget of ``timeout`` seconds.
@@ -116,7 +130,8 @@ def connect_with_retry(make: Callable[[float], T], config: KafkaConfig, *, what:
                 raise BrokerUnavailable(
                     f"cannot reach the Kafka broker at {config.bootstrap} ({what}) after {timeout:g} s and "
                     f"{attempt} attempts: {exc}. Check --bootstrap, that the broker is up, and the "
-                    f"TLS/SASL options{hint}") from None
+                    f"TLS/SASL options{hint}"
+                ) from None
             if attempt == 1 and log is not None:
                 log(f"waiting for the broker at {config.bootstrap} (up to {timeout:g} s)")
             time.sleep(min(delay, remaining))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import KafkaConfigError
 
@@ -34,10 +35,18 @@ SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 TLS_PROTOCOLS = ("SSL", "SASL_SSL")
 DEFAULT_CLIENT_ID = "sentictl"
 # The command-line option of each connection field, for messages about values that came from it.
-OPTIONS = {"bootstrap": "--bootstrap", "client_id": "--client-id", "security_protocol": "--security-protocol",
-           "sasl_mechanism": "--sasl-mechanism", "sasl_username": "--sasl-username",
-           "sasl_password": "--sasl-password", "ssl_cafile": "--ssl-cafile", "ssl_certfile": "--ssl-certfile",
-           "ssl_keyfile": "--ssl-keyfile", "check_hostname": "--no-check-hostname"}
+OPTIONS = {
+    "bootstrap": "--bootstrap",
+    "client_id": "--client-id",
+    "security_protocol": "--security-protocol",
+    "sasl_mechanism": "--sasl-mechanism",
+    "sasl_username": "--sasl-username",
+    "sasl_password": "--sasl-password",
+    "ssl_cafile": "--ssl-cafile",
+    "ssl_certfile": "--ssl-certfile",
+    "ssl_keyfile": "--ssl-keyfile",
+    "check_hostname": "--no-check-hostname",
+}
 # kafka-python arguments (from properties) that only mean something over TLS.
 TLS_SETTINGS = ("ssl_password", "ssl_crlfile", "ssl_ciphers")
 SECRET_SETTINGS = ("ssl_password",)
@@ -83,11 +92,19 @@ class KafkaConfig:
         mechanism = (self.sasl_mechanism or "").strip().upper() or None
         empty_to_none = {name: getattr(self, name) or None for name in ("sasl_username", "sasl_password")}
         # Environment variables are not expanded by a shell, so '~/certs/ca.pem' arrives as written.
-        empty_to_none.update({name: os.path.expanduser(getattr(self, name)) if getattr(self, name) else None
-                              for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")})
-        for name, value in {"bootstrap": ",".join(servers), "security_protocol": protocol,
-                            "sasl_mechanism": mechanism, "client_id": (self.client_id or "").strip(),
-                            **empty_to_none}.items():
+        empty_to_none.update(
+            {
+                name: os.path.expanduser(getattr(self, name)) if getattr(self, name) else None
+                for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+            }
+        )
+        for name, value in {
+            "bootstrap": ",".join(servers),
+            "security_protocol": protocol,
+            "sasl_mechanism": mechanism,
+            "client_id": (self.client_id or "").strip(),
+            **empty_to_none,
+        }.items():
             object.__setattr__(self, name, value)
         for name in ("settings", "producer_settings", "consumer_settings", "origins"):
             object.__setattr__(self, name, dict(getattr(self, name) or {}))
@@ -106,61 +123,82 @@ class KafkaConfig:
     def _validate(self, servers: list[str]) -> None:
         n, ask = self._name, self._ask
         if not servers:
-            raise KafkaConfigError("no Kafka bootstrap servers: give --bootstrap HOST:PORT "
-                                   "(or SENTICTL_KAFKA_BOOTSTRAP, or bootstrap.servers), e.g. localhost:9092")
+            raise KafkaConfigError(
+                "no Kafka bootstrap servers: give --bootstrap HOST:PORT "
+                "(or SENTICTL_KAFKA_BOOTSTRAP, or bootstrap.servers), e.g. localhost:9092"
+            )
         for server in servers:
             match = _SERVER.match(server)
             if not match or (match.group(1) is not None and not 0 < int(match.group(1)) < 65536):
-                raise KafkaConfigError(f"{n('bootstrap')} {self.bootstrap!r}: {server!r} is not HOST:PORT "
-                                       f"(port 1-65535; several comma-separated), e.g. localhost:9092")
+                raise KafkaConfigError(
+                    f"{n('bootstrap')} {self.bootstrap!r}: {server!r} is not HOST:PORT "
+                    f"(port 1-65535; several comma-separated), e.g. localhost:9092"
+                )
         if not self.client_id:
-            raise KafkaConfigError(f"{n('client_id')} is empty: give a name the broker's logs and quotas can use, "
-                                   f"e.g. --client-id sentictl-bridge")
+            raise KafkaConfigError(
+                f"{n('client_id')} is empty: give a name the broker's logs and quotas can use, "
+                f"e.g. --client-id sentictl-bridge"
+            )
         protocol, mechanism = self.security_protocol, self.sasl_mechanism
         if protocol not in SECURITY_PROTOCOLS:
-            raise KafkaConfigError(f"{n('security_protocol')} {protocol!r} is unknown: "
-                                   f"use {_names(SECURITY_PROTOCOLS)}")
+            raise KafkaConfigError(
+                f"{n('security_protocol')} {protocol!r} is unknown: use {_names(SECURITY_PROTOCOLS)}"
+            )
         if mechanism is not None and mechanism not in SASL_MECHANISMS:
             why = f" ({UNSUPPORTED_MECHANISMS[mechanism]})" if mechanism in UNSUPPORTED_MECHANISMS else ""
-            raise KafkaConfigError(f"{n('sasl_mechanism')} {mechanism!r} is not supported{why}: "
-                                   f"use {_names(SASL_MECHANISMS)}")
+            raise KafkaConfigError(
+                f"{n('sasl_mechanism')} {mechanism!r} is not supported{why}: use {_names(SASL_MECHANISMS)}"
+            )
         if mechanism and protocol not in SASL_PROTOCOLS:
-            raise KafkaConfigError(f"{n('sasl_mechanism')} {mechanism} needs {ask('security_protocol')} "
-                                   f"SASL_PLAINTEXT or SASL_SSL (now {protocol})")
+            raise KafkaConfigError(
+                f"{n('sasl_mechanism')} {mechanism} needs {ask('security_protocol')} "
+                f"SASL_PLAINTEXT or SASL_SSL (now {protocol})"
+            )
         if protocol in SASL_PROTOCOLS and not mechanism:
-            raise KafkaConfigError(f"{n('security_protocol')} {protocol} needs {ask('sasl_mechanism')} "
-                                   f"({_names(SASL_MECHANISMS)})")
+            raise KafkaConfigError(
+                f"{n('security_protocol')} {protocol} needs {ask('sasl_mechanism')} ({_names(SASL_MECHANISMS)})"
+            )
         self._validate_credentials(mechanism)
         self._validate_tls(protocol)
         if self.settings.get("sasl_kerberos_service_name") and mechanism != "GSSAPI":
-            raise KafkaConfigError(f"{n('sasl_kerberos_service_name')} only applies to {ask('sasl_mechanism')} "
-                                   f"GSSAPI (now {mechanism or 'none'})")
+            raise KafkaConfigError(
+                f"{n('sasl_kerberos_service_name')} only applies to {ask('sasl_mechanism')} "
+                f"GSSAPI (now {mechanism or 'none'})"
+            )
 
     def _validate_credentials(self, mechanism: str | None) -> None:
         n, ask = self._name, self._ask
         given = [n(key) for key in ("sasl_username", "sasl_password") if getattr(self, key)]
         if given and not mechanism:
-            raise KafkaConfigError(f"{given[0]} needs {ask('sasl_mechanism')} ({_names(PASSWORD_MECHANISMS)}) "
-                                   f"and {ask('security_protocol')} SASL_PLAINTEXT or SASL_SSL")
+            raise KafkaConfigError(
+                f"{given[0]} needs {ask('sasl_mechanism')} ({_names(PASSWORD_MECHANISMS)}) "
+                f"and {ask('security_protocol')} SASL_PLAINTEXT or SASL_SSL"
+            )
         if mechanism in PASSWORD_MECHANISMS:
             if not self.sasl_username:
-                raise KafkaConfigError(f"{n('sasl_mechanism')} {mechanism} needs {ask('sasl_username')} "
-                                       f"(or SENTICTL_KAFKA_SASL_USERNAME)")
+                raise KafkaConfigError(
+                    f"{n('sasl_mechanism')} {mechanism} needs {ask('sasl_username')} (or SENTICTL_KAFKA_SASL_USERNAME)"
+                )
             if not self.sasl_password:
-                raise KafkaConfigError(f"{n('sasl_mechanism')} {mechanism} needs {ask('sasl_password')}; prefer "
-                                       f"SENTICTL_KAFKA_SASL_PASSWORD, which other users cannot see in `ps`")
+                raise KafkaConfigError(
+                    f"{n('sasl_mechanism')} {mechanism} needs {ask('sasl_password')}; prefer "
+                    f"SENTICTL_KAFKA_SASL_PASSWORD, which other users cannot see in `ps`"
+                )
         elif mechanism == "GSSAPI":
             if given:
-                raise KafkaConfigError(f"{given[0]} does not apply to {n('sasl_mechanism')} GSSAPI, which "
-                                       f"authenticates with your Kerberos ticket (kinit): drop it")
+                raise KafkaConfigError(
+                    f"{given[0]} does not apply to {n('sasl_mechanism')} GSSAPI, which "
+                    f"authenticates with your Kerberos ticket (kinit): drop it"
+                )
             import importlib.util
             import platform
 
             module = "win32security" if platform.system() == "Windows" else "gssapi"
             if importlib.util.find_spec(module) is None:
                 package = "pywin32" if module == "win32security" else "gssapi"
-                raise KafkaConfigError(f"{n('sasl_mechanism')} GSSAPI needs the Python package {package}: "
-                                       f"pip install {package}")
+                raise KafkaConfigError(
+                    f"{n('sasl_mechanism')} GSSAPI needs the Python package {package}: pip install {package}"
+                )
 
     def _validate_tls(self, protocol: str) -> None:
         n, ask = self._name, self._ask
@@ -170,11 +208,14 @@ class KafkaConfig:
             given.append(n("check_hostname"))
         given += [n(key) for key in TLS_SETTINGS if self.settings.get(key)]
         if given and protocol not in TLS_PROTOCOLS:
-            raise KafkaConfigError(f"{given[0]} needs {ask('security_protocol')} SSL or SASL_SSL (now {protocol}): "
-                                   f"without TLS it would be silently ignored")
+            raise KafkaConfigError(
+                f"{given[0]} needs {ask('security_protocol')} SSL or SASL_SSL (now {protocol}): "
+                f"without TLS it would be silently ignored"
+            )
         if self.ssl_keyfile and not self.ssl_certfile:
-            raise KafkaConfigError(f"{n('ssl_keyfile')} needs {ask('ssl_certfile')}, the client certificate "
-                                   f"it belongs to")
+            raise KafkaConfigError(
+                f"{n('ssl_keyfile')} needs {ask('ssl_certfile')}, the client certificate it belongs to"
+            )
         if self.settings.get("ssl_password") and not self.ssl_keyfile:
             raise KafkaConfigError(f"{n('ssl_password')} needs {ask('ssl_keyfile')}, the encrypted key it unlocks")
         files.append((n("ssl_crlfile"), self.settings.get("ssl_crlfile")))
@@ -190,8 +231,7 @@ class KafkaConfig:
 
     def __repr__(self) -> str:
         # Secrets are shown as set or not, never their value: configs end up in logs and tracebacks.
-        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                                 if f.name != "origins"}
+        shown: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "origins"}
         if shown["sasl_password"] is not None:
             shown["sasl_password"] = _Hidden()
         for name in ("settings", "producer_settings", "consumer_settings"):
@@ -235,16 +275,21 @@ class KafkaConfig:
         for key, value in needed.items():
             if key in have and have[key] != value:
                 wanted = str(value).lower()
-                raise KafkaConfigError(f"{self._name(key)} {str(have[key]).lower()} cannot be used with {because}, "
-                                       f"which needs {NAME_OF.get(key, key)}={wanted}: drop it")
+                raise KafkaConfigError(
+                    f"{self._name(key)} {str(have[key]).lower()} cannot be used with {because}, "
+                    f"which needs {NAME_OF.get(key, key)}={wanted}: drop it"
+                )
 
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for KafkaProducer/KafkaConsumer/KafkaAdminClient (contains the password).
 
         The connection fields and the both-side settings; the factories add each side's own.
         """
-        kwargs: dict[str, Any] = {"bootstrap_servers": self.servers, "client_id": self.client_id,
-                                  "security_protocol": self.security_protocol}
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
         if self.sasl_mechanism:
             kwargs["sasl_mechanism"] = self.sasl_mechanism
             if self.sasl_mechanism in PASSWORD_MECHANISMS:

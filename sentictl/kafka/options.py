@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Callable, Mapping, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import click
 
@@ -67,8 +68,9 @@ def _option(*names: str, key: str, **kwargs: Any) -> Callable[[F], F]:
     return click.option(*names, key, envvar=ENV[key], show_envvar=True, **kwargs)
 
 
-def kafka_options(*, bootstrap_default: str | None = None, client_id_default: str = DEFAULT_CLIENT_ID,
-                  purpose: str = "") -> Callable[[F], F]:
+def kafka_options(
+    *, bootstrap_default: str | None = None, client_id_default: str = DEFAULT_CLIENT_ID, purpose: str = ""
+) -> Callable[[F], F]:
     """Add the Kafka connection options to a click command (values arrive under OPTION_NAMES).
 
     ``bootstrap_default=None`` leaves --bootstrap optional (serve needs it only with --publish);
@@ -76,36 +78,92 @@ def kafka_options(*, bootstrap_default: str | None = None, client_id_default: st
     """
     p = purpose
     options = [
-        _option("--bootstrap", key="bootstrap", default=bootstrap_default, metavar="HOST:PORT[,...]",
-                help=f"Kafka/Redpanda bootstrap servers{p}, e.g. --bootstrap broker1:9092,broker2:9092."),
-        _option("--client-id", key="client_id", default=client_id_default, metavar="NAME",
-                help="Client id the broker logs and applies quotas to, e.g. --client-id news-bridge-1."),
-        _option("--security-protocol", key="security_protocol", default="PLAINTEXT",
-                metavar="[" + "|".join(SECURITY_PROTOCOLS) + "]",
-                help=f"Transport security{p} (any case), e.g. --security-protocol SASL_SSL."),
-        _option("--sasl-mechanism", key="sasl_mechanism", default=None, metavar="[" + "|".join(SASL_MECHANISMS) + "]",
-                help=f"SASL mechanism{p}; needs SASL_PLAINTEXT or SASL_SSL, e.g. --sasl-mechanism SCRAM-SHA-512."),
-        _option("--sasl-username", key="sasl_username", default=None, metavar="USER",
-                help="SASL user name (PLAIN, SCRAM)."),
-        _option("--sasl-password", key="sasl_password", default=None, metavar="PASSWORD",
-                help=f"SASL password (PLAIN, SCRAM); prefer {ENV['sasl_password']}, which `ps` does not show."),
-        _option("--ssl-cafile", key="ssl_cafile", default=None, metavar="FILE",
-                help="CA bundle (PEM) that signed the broker's certificate (SSL, SASL_SSL)."),
-        _option("--ssl-certfile", key="ssl_certfile", default=None, metavar="FILE",
-                help="Client certificate (PEM) for mutual TLS."),
-        _option("--ssl-keyfile", key="ssl_keyfile", default=None, metavar="FILE",
-                help="Private key (PEM) of --ssl-certfile."),
-        _option("--no-check-hostname", key="no_check_hostname", is_flag=True, default=False,
-                help="Accept a broker certificate whose name does not match the host (test clusters only)."),
-        click.option("-X", "kafka_properties", multiple=True, metavar="NAME=VALUE", callback=_check_properties,
-                     help=f"Kafka client property{p} by its librdkafka/Java name (repeatable), e.g. "
-                          "-X compression.type=gzip -X linger.ms=20 -X acks=1; -X list shows every supported "
-                          "one. Beats --kafka-config; options given on the command line beat both."),
-        _option("--kafka-config", key="kafka_config", default=None, metavar="FILE",
-                help=f"Java-style properties file of Kafka client settings{p} (key=value or key: value, "
-                     "# comments), as other Kafka tools read it, e.g. --kafka-config client.properties holding "
-                     "bootstrap.servers, security.protocol, sasl.*, ssl.*, compression.type. Beats "
-                     "SENTICTL_KAFKA_* variables."),
+        _option(
+            "--bootstrap",
+            key="bootstrap",
+            default=bootstrap_default,
+            metavar="HOST:PORT[,...]",
+            help=f"Kafka/Redpanda bootstrap servers{p}, e.g. --bootstrap broker1:9092,broker2:9092.",
+        ),
+        _option(
+            "--client-id",
+            key="client_id",
+            default=client_id_default,
+            metavar="NAME",
+            help="Client id the broker logs and applies quotas to, e.g. --client-id news-bridge-1.",
+        ),
+        _option(
+            "--security-protocol",
+            key="security_protocol",
+            default="PLAINTEXT",
+            metavar="[" + "|".join(SECURITY_PROTOCOLS) + "]",
+            help=f"Transport security{p} (any case), e.g. --security-protocol SASL_SSL.",
+        ),
+        _option(
+            "--sasl-mechanism",
+            key="sasl_mechanism",
+            default=None,
+            metavar="[" + "|".join(SASL_MECHANISMS) + "]",
+            help=f"SASL mechanism{p}; needs SASL_PLAINTEXT or SASL_SSL, e.g. --sasl-mechanism SCRAM-SHA-512.",
+        ),
+        _option(
+            "--sasl-username", key="sasl_username", default=None, metavar="USER", help="SASL user name (PLAIN, SCRAM)."
+        ),
+        _option(
+            "--sasl-password",
+            key="sasl_password",
+            default=None,
+            metavar="PASSWORD",
+            help=f"SASL password (PLAIN, SCRAM); prefer {ENV['sasl_password']}, which `ps` does not show.",
+        ),
+        _option(
+            "--ssl-cafile",
+            key="ssl_cafile",
+            default=None,
+            metavar="FILE",
+            help="CA bundle (PEM) that signed the broker's certificate (SSL, SASL_SSL).",
+        ),
+        _option(
+            "--ssl-certfile",
+            key="ssl_certfile",
+            default=None,
+            metavar="FILE",
+            help="Client certificate (PEM) for mutual TLS.",
+        ),
+        _option(
+            "--ssl-keyfile",
+            key="ssl_keyfile",
+            default=None,
+            metavar="FILE",
+            help="Private key (PEM) of --ssl-certfile.",
+        ),
+        _option(
+            "--no-check-hostname",
+            key="no_check_hostname",
+            is_flag=True,
+            default=False,
+            help="Accept a broker certificate whose name does not match the host (test clusters only).",
+        ),
+        click.option(
+            "-X",
+            "kafka_properties",
+            multiple=True,
+            metavar="NAME=VALUE",
+            callback=_check_properties,
+            help=f"Kafka client property{p} by its librdkafka/Java name (repeatable), e.g. "
+            "-X compression.type=gzip -X linger.ms=20 -X acks=1; -X list shows every supported "
+            "one. Beats --kafka-config; options given on the command line beat both.",
+        ),
+        _option(
+            "--kafka-config",
+            key="kafka_config",
+            default=None,
+            metavar="FILE",
+            help=f"Java-style properties file of Kafka client settings{p} (key=value or key: value, "
+            "# comments), as other Kafka tools read it, e.g. --kafka-config client.properties holding "
+            "bootstrap.servers, security.protocol, sasl.*, ssl.*, compression.type. Beats "
+            "SENTICTL_KAFKA_* variables.",
+        ),
     ]
 
     def decorate(f: F) -> F:
@@ -150,8 +208,9 @@ def read_properties(opts: Mapping[str, Any]) -> dict[str, Given]:
     return merge(*layers)
 
 
-def config_from_options(opts: Mapping[str, Any], *, needed_for: str | None = None,
-                        ctx: click.Context | None = None) -> KafkaConfig:
+def config_from_options(
+    opts: Mapping[str, Any], *, needed_for: str | None = None, ctx: click.Context | None = None
+) -> KafkaConfig:
     """The validated KafkaConfig for parsed kafka_options values, -X and --kafka-config (raises KafkaConfigError).
 
     Precedence is the module's: command line > -X > --kafka-config > environment > default, told
@@ -184,10 +243,16 @@ def config_from_options(opts: Mapping[str, Any], *, needed_for: str | None = Non
             _notice_overridden(OPTIONS[name], mapped.origins[name])
     if not values["bootstrap"]:
         who = f"{needed_for} needs" if needed_for else "give"
-        raise KafkaConfigError(f"{who} --bootstrap HOST:PORT (or {ENV['bootstrap']}, or -X bootstrap.servers=...), "
-                               f"e.g. localhost:9092")
-    return KafkaConfig(**values, settings=mapped.common, producer_settings=mapped.producer,
-                       consumer_settings=mapped.consumer, origins=origins)
+        raise KafkaConfigError(
+            f"{who} --bootstrap HOST:PORT (or {ENV['bootstrap']}, or -X bootstrap.servers=...), e.g. localhost:9092"
+        )
+    return KafkaConfig(
+        **values,
+        settings=mapped.common,
+        producer_settings=mapped.producer,
+        consumer_settings=mapped.consumer,
+        origins=origins,
+    )
 
 
 def _notice_overridden(option: str, label: str) -> None:
@@ -201,8 +266,9 @@ def _option_name(ctx: click.Context | None, param: str) -> str:
     return "--" + param.replace("_", "-")
 
 
-def door_options(opts: Mapping[str, Any], config: KafkaConfig, names: Mapping[str, str], *,
-                 ctx: click.Context | None = None) -> tuple[dict[str, Any], KafkaConfig]:
+def door_options(
+    opts: Mapping[str, Any], config: KafkaConfig, names: Mapping[str, str], *, ctx: click.Context | None = None
+) -> tuple[dict[str, Any], KafkaConfig]:
     """A door's own options that a consumer property can also set (bridge: --group and group.id, ...).
 
     ``names`` maps the option's parameter name to the kafka-python argument. The same precedence
@@ -223,9 +289,13 @@ def door_options(opts: Mapping[str, Any], config: KafkaConfig, names: Mapping[st
     return out, dataclasses.replace(config, consumer_settings=consumer)
 
 
-def apply_legacy_env(opts: Mapping[str, Any], *, ctx: click.Context | None = None,
-                     environ: Mapping[str, str] | None = None,
-                     warn: Callable[[str], None] = console.notice) -> dict[str, Any]:
+def apply_legacy_env(
+    opts: Mapping[str, Any],
+    *,
+    ctx: click.Context | None = None,
+    environ: Mapping[str, str] | None = None,
+    warn: Callable[[str], None] = console.notice,
+) -> dict[str, Any]:
     """Options with serve's deprecated SENTICTL_BOOTSTRAP/SASL_*/... filled in where nothing newer is set.
 
     A deprecated variable counts only when its option came neither from the command line nor

@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import KafkaConfigError
 from .propfile import Given
@@ -27,8 +28,12 @@ CODEC_MODULES = {"gzip": None, "snappy": "snappy", "lz4": "lz4", "zstd": "zstand
 CODEC_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
 EXTRA = "kafka-compression"
 ASSIGNORS = ("range", "roundrobin", "sticky")
-_JAVA_ASSIGNORS = {"RangeAssignor": "range", "RoundRobinAssignor": "roundrobin", "StickyAssignor": "sticky",
-                   "CooperativeStickyAssignor": "cooperative-sticky"}
+_JAVA_ASSIGNORS = {
+    "RangeAssignor": "range",
+    "RoundRobinAssignor": "roundrobin",
+    "StickyAssignor": "sticky",
+    "CooperativeStickyAssignor": "cooperative-sticky",
+}
 
 
 class _Bad(ValueError):
@@ -47,6 +52,7 @@ class Property:
 
 
 # -- value parsers ------------------------------------------------------------------------------
+
 
 def _int(minimum: int = 0) -> Callable[[str], int]:
     def parse(value: str) -> int:
@@ -117,8 +123,10 @@ def _compression(value: str) -> str | None:
     module = CODEC_MODULES[word]
     if module and importlib.util.find_spec(module) is None:
         package = CODEC_PACKAGES[word]
-        raise _Bad(f"needs the Python package {package}, which is not installed: pip install {package} "
-                   f"(or pip install 'sentictl[{EXTRA}]' for every codec)")
+        raise _Bad(
+            f"needs the Python package {package}, which is not installed: pip install {package} "
+            f"(or pip install 'sentictl[{EXTRA}]' for every codec)"
+        )
     return word
 
 
@@ -136,8 +144,11 @@ def _offset_reset(value: str) -> str:
     word = value.strip().lower()
     if word in ("none", "error"):
         raise _Bad("is not supported: a new group must start somewhere, use earliest or latest")
-    return _choice("earliest", "latest", aliases={"smallest": "earliest", "beginning": "earliest",
-                                                  "largest": "latest", "end": "latest"})(word)
+    return _choice(
+        "earliest",
+        "latest",
+        aliases={"smallest": "earliest", "beginning": "earliest", "largest": "latest", "end": "latest"},
+    )(word)
 
 
 def _assignors(value: str) -> tuple[str, ...]:
@@ -147,8 +158,10 @@ def _assignors(value: str) -> tuple[str, ...]:
             continue
         name = _JAVA_ASSIGNORS.get(item.rsplit(".", 1)[-1], item.lower())
         if name == "cooperative-sticky":
-            raise _Bad("is not supported: cooperative (incremental) rebalancing is not something the bridge "
-                       "tracks; use range, roundrobin or sticky")
+            raise _Bad(
+                "is not supported: cooperative (incremental) rebalancing is not something the bridge "
+                "tracks; use range, roundrobin or sticky"
+            )
         if name not in ASSIGNORS:
             raise _Bad(f"names an unknown assignor {item!r}: use range, roundrobin or sticky")
         names.append(name)
@@ -162,6 +175,7 @@ def _path(value: str) -> str:
 
 
 # -- the table ----------------------------------------------------------------------------------
+
 
 def _p(name: str, side: str, target: str, parse: Callable[[str], Any], *aliases: str) -> Property:
     return Property(name, side, target, parse, aliases)
@@ -192,15 +206,24 @@ PROPERTIES: tuple[Property, ...] = (
     _p("reconnect.backoff.max.ms", "both", "reconnect_backoff_max_ms", _ms),
     _p("retry.backoff.ms", "both", "retry_backoff_ms", _ms),
     _p("connections.max.idle.ms", "both", "connections_max_idle_ms", _positive),
-    _p("max.in.flight.requests.per.connection", "both", "max_in_flight_requests_per_connection", _positive,
-       "max.in.flight"),
+    _p(
+        "max.in.flight.requests.per.connection",
+        "both",
+        "max_in_flight_requests_per_connection",
+        _positive,
+        "max.in.flight",
+    ),
     _p("receive.message.max.bytes", "both", "receive_message_max_bytes", _positive),
     _p("socket.send.buffer.bytes", "both", "send_buffer_bytes", _buffer, "send.buffer.bytes"),
     _p("socket.receive.buffer.bytes", "both", "receive_buffer_bytes", _buffer, "receive.buffer.bytes"),
     _p("socket.keepalive.enable", "both", "socket_options", _bool),
     _p("socket.nagle.disable", "both", "socket_options", _bool),
-    _p("client.dns.lookup", "both", "client_dns_lookup",
-       _choice("use_all_dns_ips", "resolve_canonical_bootstrap_servers_only")),
+    _p(
+        "client.dns.lookup",
+        "both",
+        "client_dns_lookup",
+        _choice("use_all_dns_ips", "resolve_canonical_bootstrap_servers_only"),
+    ),
     _p("allow.auto.create.topics", "both", "allow_auto_create_topics", _bool),
     _p("metrics.num.samples", "both", "metrics_num_samples", _positive),
     _p("metrics.sample.window.ms", "both", "metrics_sample_window_ms", _positive),
@@ -241,6 +264,7 @@ NAME_OF: dict[str, str] = {p.target: p.name for p in PROPERTIES if p.target != "
 
 # -- mapping ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Mapped:
     """Properties turned into KafkaConfig fields and kafka-python arguments, with where each came from."""
@@ -252,8 +276,9 @@ class Mapped:
     origins: dict[str, str] = field(default_factory=dict)  # field or argument → the property's label
 
     def side(self, name: str) -> dict[str, Any]:
-        return {"connection": self.fields, "both": self.common, "producer": self.producer,
-                "consumer": self.consumer}[name]
+        return {"connection": self.fields, "both": self.common, "producer": self.producer, "consumer": self.consumer}[
+            name
+        ]
 
 
 def _shown(name: str, value: str) -> str:
@@ -288,17 +313,21 @@ def _jaas(given: Given) -> tuple[str, str]:
     module = re.match(r"\s*([\w.$]+)\s+(required|requisite|sufficient|optional)\b(.*?);?\s*$", given.value, re.S)
     where = given.label
     if not module:
-        raise KafkaConfigError(f"{where} is not 'LoginModule required username=\"...\" password=\"...\";'")
+        raise KafkaConfigError(f'{where} is not \'LoginModule required username="..." password="...";\'')
     cls = module.group(1).rsplit(".", 1)[-1]
     if cls == "OAuthBearerLoginModule":
         raise KafkaConfigError(f"{where}: {OAUTH}")
     if cls == "Krb5LoginModule":
         raise KafkaConfigError(f"{where}: {KERBEROS}, then give sasl.mechanism=GSSAPI without sasl.jaas.config")
     if cls not in ("PlainLoginModule", "ScramLoginModule"):
-        raise KafkaConfigError(f"{where}: {cls} is not supported: only PlainLoginModule and ScramLoginModule "
-                               f"(username and password) map onto kafka-python")
-    options = {m.group(1): (m.group(2)[1:-1].replace('\\"', '"') if m.group(2).startswith('"') else m.group(2))
-               for m in re.finditer(r'(\w+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)', module.group(3))}
+        raise KafkaConfigError(
+            f"{where}: {cls} is not supported: only PlainLoginModule and ScramLoginModule "
+            f"(username and password) map onto kafka-python"
+        )
+    options = {
+        m.group(1): (m.group(2)[1:-1].replace('\\"', '"') if m.group(2).startswith('"') else m.group(2))
+        for m in re.finditer(r'(\w+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]+)', module.group(3))
+    }
     missing = [key for key in ("username", "password") if not options.get(key)]
     if missing:
         raise KafkaConfigError(f"{where}: {cls} without {' and '.join(missing)}")
@@ -356,8 +385,9 @@ def _refuse(name: str, given: Given) -> None:
     import difflib
 
     known = [*BY_NAME, *ALIASES]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8) or \
-        difflib.get_close_matches(name.lower().replace("_", "."), known, n=1, cutoff=0.8)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.8) or difflib.get_close_matches(
+        name.lower().replace("_", "."), known, n=1, cutoff=0.8
+    )
     hint = f"; did you mean {close[0]}?" if close else ""
     raise KafkaConfigError(f"unknown Kafka property {given.label}{hint} (-X list shows the supported ones)")
 
@@ -367,17 +397,21 @@ def _check_together(out: Mapped) -> None:
     p, c, both = out.producer, out.consumer, out.common
     if p.get("enable_idempotence") is True:
         if p.get("acks", "all") != "all":
-            raise KafkaConfigError(f"{out.origins['enable_idempotence']} true needs acks=all "
-                                   f"(now {out.origins['acks']} {p['acks']})")
+            raise KafkaConfigError(
+                f"{out.origins['enable_idempotence']} true needs acks=all (now {out.origins['acks']} {p['acks']})"
+            )
         if p.get("retries") == 0:
             raise KafkaConfigError(f"{out.origins['enable_idempotence']} true needs retries above 0")
         if both.get("max_in_flight_requests_per_connection", 5) > 5:
-            raise KafkaConfigError(f"{out.origins['enable_idempotence']} true needs "
-                                   f"max.in.flight.requests.per.connection 5 or less")
+            raise KafkaConfigError(
+                f"{out.origins['enable_idempotence']} true needs max.in.flight.requests.per.connection 5 or less"
+            )
     # kafka-python's consumer: fetch wait < request timeout < idle timeout (its defaults: 500, 30000, 540000).
-    chain = [("fetch_max_wait_ms", c.get("fetch_max_wait_ms", 500)),
-             ("request_timeout_ms", both.get("request_timeout_ms", 30_000)),
-             ("connections_max_idle_ms", both.get("connections_max_idle_ms", 540_000))]
+    chain = [
+        ("fetch_max_wait_ms", c.get("fetch_max_wait_ms", 500)),
+        ("request_timeout_ms", both.get("request_timeout_ms", 30_000)),
+        ("connections_max_idle_ms", both.get("connections_max_idle_ms", 540_000)),
+    ]
     for (low, a), (high, b) in zip(chain, chain[1:]):
         if a >= b and (low in out.origins or high in out.origins):
             shown = [out.origins.get(k, f"{NAME_OF[k]} (default)") for k in (low, high)]

@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from ..errors import TopicError
 
@@ -60,19 +60,26 @@ class TopicTemplate:
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed", tuple(self.allowed))
         try:
-            parsed = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(self.template)
-                      if name is not None]
+            parsed = [
+                (name, spec, conv)
+                for _, name, spec, conv in string.Formatter().parse(self.template)
+                if name is not None
+            ]
         except ValueError as exc:
             raise TopicError(f"bad {self.option} template {self.template!r}: {exc}") from None
         example = "'{label}-news'" if "label" in self.allowed else f"'{{{self.allowed[0]}}}-out'"
         use = ", ".join("{" + name + "}" for name in self.allowed)
         for name, spec, conv in parsed:
             if name not in self.allowed:
-                raise TopicError(f"bad {self.option} template {self.template!r}: unknown placeholder {{{name}}} "
-                                 f"(use {use}, e.g. {example})")
+                raise TopicError(
+                    f"bad {self.option} template {self.template!r}: unknown placeholder {{{name}}} "
+                    f"(use {use}, e.g. {example})"
+                )
             if spec or conv:
-                raise TopicError(f"bad {self.option} template {self.template!r}: write plain {{{name}}}, "
-                                 f"without a conversion or format spec")
+                raise TopicError(
+                    f"bad {self.option} template {self.template!r}: write plain {{{name}}}, "
+                    f"without a conversion or format spec"
+                )
         object.__setattr__(self, "fields", tuple(dict.fromkeys(name for name, _, _ in parsed)))
         if self.fixed:
             check_topic(self.render(), self.option)

@@ -21,7 +21,8 @@ import functools
 import logging
 import signal
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,8 +31,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
-from ..engine.records import Input
 from ..engine.model import release_when_freed
+from ..engine.records import Input
 from ..errors import (
     BackendError,
     BadRequest,
@@ -46,13 +47,7 @@ from . import models as m
 from .batcher import Batcher, CacheReader
 from .metrics import Metrics
 from .publisher import Publisher
-from .responses import (
-    demo_shape,
-    invalid,
-    json_response,
-    refused,
-    timed,
-)
+from .responses import demo_shape, invalid, json_response, refused, timed
 from .settings import DEFAULT_CONCURRENT_REQUESTS, ServeSettings
 
 log = logging.getLogger("sentictl.serve")
@@ -67,8 +62,13 @@ _INLINE_BODY_BYTES = 16 * 1024
 class Service:
     """State shared by the routes: the engine (once loaded), cache, batcher, publisher and metrics."""
 
-    def __init__(self, settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None,
-                 on_fatal: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        settings: ServeSettings,
+        load: Callable[[], Any],
+        cache: ResultCache | None,
+        on_fatal: Callable[[str], None] | None = None,
+    ):
         self.settings = settings
         self.load = load
         self.cache = cache
@@ -136,7 +136,9 @@ class Service:
             return
         self.reader = CacheReader(engine) if self.cache is not None else None
         self.batcher = Batcher(
-            engine, self.metrics, max_batch_tokens=self.settings.max_batch_tokens,
+            engine,
+            self.metrics,
+            max_batch_tokens=self.settings.max_batch_tokens,
             max_wait_ms=self.settings.max_wait_ms,
             max_batch_size=engine.max_batch_size,
         )
@@ -145,8 +147,14 @@ class Service:
         self.metrics.ready.set(1)
         self.metrics.show_model(engine)
         info = engine.info()
-        log.info("model %s ready (%s on %s); serving on http://%s:%d", engine.name, info["variant"], info["provider"],
-                 self.settings.host, self.settings.port)
+        log.info(
+            "model %s ready (%s on %s); serving on http://%s:%d",
+            engine.name,
+            info["variant"],
+            info["provider"],
+            self.settings.host,
+            self.settings.port,
+        )
 
     # -------------------------------------------------------------- reloading the model
     def request_reload(self, why: str) -> None:
@@ -188,8 +196,10 @@ class Service:
             engine = Engine(model, self.cache, max_chars=self.settings.max_chars)
             if self.publisher is not None and engine.labels != old.labels:
                 # --publish checked its topics for the labels it started with.
-                raise SentictlError(f"its labels ({', '.join(engine.labels)}) differ from the running model's "
-                                    f"({', '.join(old.labels)}), whose topics --publish set up: restart the server")
+                raise SentictlError(
+                    f"its labels ({', '.join(engine.labels)}) differ from the running model's "
+                    f"({', '.join(old.labels)}), whose topics --publish set up: restart the server"
+                )
         except Exception as exc:  # noqa: BLE001 - whatever stops the new model, the old one keeps serving
             message = str(exc) if isinstance(exc, SentictlError) else f"{type(exc).__name__}: {exc}"
             self.metrics.reload_failures.inc()
@@ -206,8 +216,12 @@ class Service:
         release_when_freed(old.model, lambda: log.info("the previous model (%s) is freed", gone))
         seconds = time.perf_counter() - started
         log.info("reloaded: %s %s → %s in %.2f s", engine.name, old.fingerprint, engine.fingerprint, seconds)
-        return {"status": "reloaded", "fingerprint": engine.fingerprint, "previous": old.fingerprint,
-                "seconds": round(seconds, 3)}
+        return {
+            "status": "reloaded",
+            "fingerprint": engine.fingerprint,
+            "previous": old.fingerprint,
+            "seconds": round(seconds, 3),
+        }
 
     async def admin_reload(self, request: Request) -> Response:
         """POST /admin/reload: reload the model now (only with --api-key; SIGHUP does the same)."""
@@ -216,8 +230,9 @@ class Service:
         # Shielded: a client that hangs up does not cancel a reload half-way (it completes or fails on its own).
         outcome = await asyncio.shield(asyncio.get_running_loop().create_task(self.reload("POST /admin/reload")))
         if outcome["status"] != "reloaded":
-            raise BackendError(f"reload failed, the previous model ({outcome['fingerprint']}) is still serving: "
-                               f"{outcome['error']}")
+            raise BackendError(
+                f"reload failed, the previous model ({outcome['fingerprint']}) is still serving: {outcome['error']}"
+            )
         return json_response(outcome)
 
     # -------------------------------------------------------------- shared request steps
@@ -237,7 +252,9 @@ class Service:
             except ValueError:
                 raise BadRequest("invalid Content-Length header") from None
             if size > limit:
-                raise PayloadTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes (--max-body-bytes)")
+                raise PayloadTooLarge(
+                    f"request body of {declared} bytes is over the limit of {limit} bytes (--max-body-bytes)"
+                )
         chunks, size = [], 0
         try:
             async for chunk in request.stream():
@@ -254,8 +271,10 @@ class Service:
         """Count a classification request in progress, or refuse it (Overloaded, 429) over --max-concurrent-requests."""
         limit = self.max_concurrent_requests
         if self._in_progress >= limit:
-            raise Overloaded(f"{self._in_progress} requests are in progress, the most this server takes at once is "
-                             f"{limit} (--max-concurrent-requests); retry shortly")
+            raise Overloaded(
+                f"{self._in_progress} requests are in progress, the most this server takes at once is "
+                f"{limit} (--max-concurrent-requests); retry shortly"
+            )
         self._in_progress += 1
         try:
             yield
@@ -277,8 +296,9 @@ class Service:
         except ValidationError as exc:
             raise invalid(exc.errors(include_url=False), hint) from None
 
-    async def classify(self, engine: Engine, texts: list[str | Input],
-                       logits: bool = False) -> tuple[list[Result], dict[str, float]]:
+    async def classify(
+        self, engine: Engine, texts: list[str | Input], logits: bool = False
+    ) -> tuple[list[Result], dict[str, float]]:
         """Results in input order for texts or Inputs, through the engine once: its lookup (shared with
         the requests of this event-loop iteration), its misses encoded, inferred in a batch the batcher
         coalesces, merged back. logits: keep the raw logits (a cached result stored without them is a miss)."""
@@ -315,8 +335,12 @@ class Service:
             as_json = ctype == "application/json" or ctype.endswith("+json")
             texts, listed = await self.off_loop(len(body), self.sentiment_texts, engine, body, as_json)
             results, timings = await self.classify(engine, texts)
-            return timed([demo_shape(r) for r in results] if listed else demo_shape(results[0]), started, timings,
-                         engine.fingerprint)
+            return timed(
+                [demo_shape(r) for r in results] if listed else demo_shape(results[0]),
+                started,
+                timings,
+                engine.fingerprint,
+            )
 
     def sentiment_texts(self, engine: Engine, body: bytes, as_json: bool) -> tuple[list[str], bool]:
         """The accepted texts of a /sentiment body, and whether they came as a list ({"texts": [...]})."""

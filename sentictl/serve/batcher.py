@@ -23,7 +23,6 @@ import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 from ..engine import Engine, Result
 from ..engine.model import Encoded
@@ -50,8 +49,9 @@ class Job:
 class Batcher:
     """Coalesces concurrent requests into inference batches under a token budget and a wait limit."""
 
-    def __init__(self, engine: Engine, metrics: Metrics, *, max_batch_tokens: int,
-                 max_wait_ms: float, max_batch_size: int):
+    def __init__(
+        self, engine: Engine, metrics: Metrics, *, max_batch_tokens: int, max_wait_ms: float, max_batch_size: int
+    ):
         self.engine = engine
         self.metrics = metrics
         self.max_batch_tokens = max(1, max_batch_tokens)
@@ -102,8 +102,11 @@ class Batcher:
         texts = tokens = 0
         while self._pending:
             job = self._pending[0]
-            if batch and (tokens + job.tokens > self.max_batch_tokens or texts + len(job.misses) > self.max_batch_size
-                          or job.engine is not batch[0].engine):
+            if batch and (
+                tokens + job.tokens > self.max_batch_tokens
+                or texts + len(job.misses) > self.max_batch_size
+                or job.engine is not batch[0].engine
+            ):
                 break
             self._pending.popleft()
             self._queued_texts -= len(job.misses)
@@ -146,7 +149,8 @@ class Batcher:
                 job.started = started
             try:
                 results = await loop.run_in_executor(
-                    self._executor, functools.partial(batch[0].engine.infer, misses, arrival_order=True))
+                    self._executor, functools.partial(batch[0].engine.infer, misses, arrival_order=True)
+                )
             except Exception:  # every waiting caller must hear about it (the details go to the log)
                 log.exception("inference failed for a batch of %d texts", len(misses))
                 for job in batch:

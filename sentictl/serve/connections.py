@@ -104,13 +104,18 @@ def connection_cap(limit: int | None, wanted: int | None) -> int:
         allowed = limit - (open_fds() or 32) - FD_RESERVE
         if allowed < 16:
             allowed = max(1, limit // 2)
-            log.warning("the descriptor limit is %d: only %d connections at once (raise it with `ulimit -n`)",
-                        limit, allowed)
+            log.warning(
+                "the descriptor limit is %d: only %d connections at once (raise it with `ulimit -n`)", limit, allowed
+            )
     if wanted is None:
         return min(allowed, DEFAULT_MAX_CONNECTIONS)
     if wanted > allowed:
-        log.warning("--max-connections %d is more than the descriptor limit (%s) leaves room for; using %d",
-                    wanted, limit, allowed)
+        log.warning(
+            "--max-connections %d is more than the descriptor limit (%s) leaves room for; using %d",
+            wanted,
+            limit,
+            allowed,
+        )
         return allowed
     return wanted
 
@@ -119,8 +124,10 @@ def raw_response(error: HttpError) -> bytes:
     """A complete HTTP/1.1 error answer in the JSON error shape, for the moments no route is running."""
     body = orjson.dumps(error.body())
     status = error.status
-    head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -138,8 +145,11 @@ class ConnectionGuard:
         self.waiting: OrderedDict[GuardedH11Protocol, None] = OrderedDict()
         # Closed here, descriptor not yet released (that happens on the next loop iteration).
         self.closing: set[GuardedH11Protocol] = set()
-        self._refusal = raw_response(ConnectionsFull(
-            f"all {self.max_connections} connections have a request in progress (--max-connections); retry shortly"))
+        self._refusal = raw_response(
+            ConnectionsFull(
+                f"all {self.max_connections} connections have a request in progress (--max-connections); retry shortly"
+            )
+        )
         self._warned_at = -_WARN_EVERY_S
 
     def protocol(self) -> type[GuardedH11Protocol]:
@@ -154,8 +164,10 @@ class ConnectionGuard:
         if self.closing:
             return WAIT
         if self.waiting:
-            self._warn("connection cap %d reached: closing the oldest connections without a request in progress",
-                       self.max_connections)
+            self._warn(
+                "connection cap %d reached: closing the oldest connections without a request in progress",
+                self.max_connections,
+            )
             next(iter(self.waiting)).close_for("shed")
             return WAIT
         return REFUSE
@@ -166,8 +178,7 @@ class ConnectionGuard:
 
     def refuse(self, conn: socket.socket) -> None:
         """Answer a connection 503 and close it without ever handing it to the event loop."""
-        self._warn("connection cap %d reached with every connection busy: answering new ones 503",
-                   self.max_connections)
+        self._warn("connection cap %d reached with every connection busy: answering new ones 503", self.max_connections)
         try:
             conn.setblocking(False)
             # Read what already arrived so that closing sends FIN, not a reset that could eat the answer.
@@ -283,11 +294,14 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             pass  # e.g. an answer the client never reads: the descriptor goes anyway
         elif phase == "header" and self.conn.trailing_data[0]:
-            reply = RequestTimeout(f"the request's headers did not arrive within {self.guard.header_timeout:g} s "
-                                   f"(--header-timeout)")
+            reply = RequestTimeout(
+                f"the request's headers did not arrive within {self.guard.header_timeout:g} s (--header-timeout)"
+            )
         elif phase == "body" and self.cycle is not None and not self.cycle.response_started:
-            reply = RequestTimeout(f"the request's body did not arrive within {self.guard.body_timeout:g} s "
-                                   f"of its headers (--body-timeout)")
+            reply = RequestTimeout(
+                f"the request's body did not arrive within {self.guard.body_timeout:g} s "
+                f"of its headers (--body-timeout)"
+            )
         self.close_for(f"{phase}_timeout", reply)
 
     def close_for(self, reason: str, reply: HttpError | None = None) -> None:
@@ -349,6 +363,7 @@ def listen(host: str, port: int, backlog: int, guard: ConnectionGuard) -> list[s
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        raise SentictlError(f"could not listen on {host}:{port}: {exc.strerror or exc} "
-                            f"(is the port in use? try --port)") from None
+        raise SentictlError(
+            f"could not listen on {host}:{port}: {exc.strerror or exc} (is the port in use? try --port)"
+        ) from None
     return sockets

@@ -100,7 +100,7 @@ class Info(BaseModel):
     max_batch_tokens: int = Field(ge=0, description="--max-batch-tokens: the token budget of one coalesced batch.")
     max_batch_requests: int | None = Field(ge=0, description="The most texts one inference batch holds.")
     max_client_batch_size: int = Field(ge=0, description="--max-client-batch-size")
-    auto_truncate: bool = Field(description="--auto-truncate: what a request without \"truncate\" gets.")
+    auto_truncate: bool = Field(description='--auto-truncate: what a request without "truncate" gets.')
     tokenization_workers: int = Field(ge=0, description="Threads the tokenizer may use.")
     version: str
     sha: str | None = None
@@ -118,11 +118,15 @@ class Info(BaseModel):
     max_wait_ms: float
     max_body_bytes: int
     max_chars: int
-    max_connections: int | None = Field(None, description="The connection cap (--max-connections); null when not run by `sentictl serve`.")
+    max_connections: int | None = Field(
+        None, description="The connection cap (--max-connections); null when not run by `sentictl serve`."
+    )
     header_timeout: float
     body_timeout: float
     keep_alive_timeout: float
-    cache: str | None = Field(description="The name of the result cache file (never its location); null with --no-cache.")
+    cache: str | None = Field(
+        description="The name of the result cache file (never its location); null with --no-cache."
+    )
     publish: str | None
     uptime_s: float
 
@@ -193,10 +197,17 @@ def request_models(max_client_batch_size: int) -> RequestModels:
     sequence = Annotated[list[str], Field(min_length=1, max_length=2, description="[text] or [text, text pair]")]
     inputs_field = Annotated[
         Annotated[str, Tag("text"), Field(description="One text")]
-        | Annotated[list[str], Tag("flat"), Field(min_length=1, max_length=2,
-                                                  description="One text [text] or one sentence pair [text, text pair]")]
-        | Annotated[list[sequence], Tag("batch"), batch_size,
-                    Field(description="A batch: [[text], [text, text pair], ...], answered as a list of lists")],
+        | Annotated[
+            list[str],
+            Tag("flat"),
+            Field(min_length=1, max_length=2, description="One text [text] or one sentence pair [text, text pair]"),
+        ]
+        | Annotated[
+            list[sequence],
+            Tag("batch"),
+            batch_size,
+            Field(description="A batch: [[text], [text, text pair], ...], answered as a list of lists"),
+        ],
         Discriminator(predict_shape),
     ]
 
@@ -206,20 +217,27 @@ def request_models(max_client_batch_size: int) -> RequestModels:
         model_config = ConfigDict(strict=True)
         inputs: inputs_field
         raw_scores: bool = Field(False, description="The model's raw logits instead of probabilities.")
-        truncate: bool | None = Field(None, description="Cut inputs over the model's token limit (true) or refuse "
-                                                        "them with 422 (false); null: the server's --auto-truncate.")
+        truncate: bool | None = Field(
+            None,
+            description="Cut inputs over the model's token limit (true) or refuse "
+            "them with 422 (false); null: the server's --auto-truncate.",
+        )
         truncation_direction: Literal["Left", "Right", "left", "right"] = Field(
-            "Right", description="Which end of a too-long input is cut.")
+            "Right", description="Which end of a too-long input is cut."
+        )
 
     class TokenizeRequest(BaseModel):
         """text-embeddings-inference's /tokenize request."""
 
         model_config = ConfigDict(strict=True)
-        inputs: Annotated[Annotated[str, Tag("text")] | Annotated[list[str], Tag("texts"), batch_size],
-                          Discriminator(lambda value: "texts" if isinstance(value, list) else "text")]
+        inputs: Annotated[
+            Annotated[str, Tag("text")] | Annotated[list[str], Tag("texts"), batch_size],
+            Discriminator(lambda value: "texts" if isinstance(value, list) else "text"),
+        ]
         add_special_tokens: bool = True
-        prompt_name: str | None = Field(None, description="Not supported (classification models have no prompts): "
-                                                          "must be null.")
+        prompt_name: str | None = Field(
+            None, description="Not supported (classification models have no prompts): must be null."
+        )
 
     # The bounds are documented, not enforced here: an id outside the vocabulary (negative, or past
     # its end) is the tokenizer's to refuse (422 Tokenizer, as TEI), which /decode checks.
@@ -229,8 +247,10 @@ def request_models(max_client_batch_size: int) -> RequestModels:
         """text-embeddings-inference's /decode request."""
 
         model_config = ConfigDict(strict=True)
-        ids: Annotated[Annotated[token_ids, Tag("ids")] | Annotated[list[token_ids], Tag("batch"), batch_size],
-                       Discriminator(_ids_shape)]
+        ids: Annotated[
+            Annotated[token_ids, Tag("ids")] | Annotated[list[token_ids], Tag("batch"), batch_size],
+            Discriminator(_ids_shape),
+        ]
         skip_special_tokens: bool = True
 
     return RequestModels(SentimentText, SentimentTexts, PredictRequest, TokenizeRequest, DecodeRequest)

@@ -6,7 +6,8 @@ import hashlib
 import logging
 import queue
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -18,6 +19,7 @@ log = logging.getLogger("sentictl.serve")
 
 # The result fields a published record carries (a pair's result has "text_pair" too).
 _PUBLISHED = ("text", "text_pair", "label", "score", "scores", "model", "cache_hit")
+
 
 def check_topic_template(template: str) -> TopicTemplate:
     """The --publish template: {label} is its only field (checked now; names checked per label at start)."""
@@ -37,8 +39,9 @@ class Publisher:
     in /metrics and logged with its topic and key.
     """
 
-    def __init__(self, template: str, kafka: KafkaConfig, metrics: Metrics,
-                 *, attempts: int = 3, max_pending: int = 100_000):
+    def __init__(
+        self, template: str, kafka: KafkaConfig, metrics: Metrics, *, attempts: int = 3, max_pending: int = 100_000
+    ):
         self.template = check_topic_template(template)
         self.kafka = kafka
         self.metrics = metrics
@@ -56,8 +59,9 @@ class Publisher:
         """Check every label's topic, connect to the broker (blocking; raises SentictlError), start sending."""
         self.template.check(label=labels)
         try:
-            self._producer = make_producer(self.kafka, delivery_timeout_ms=30_000, request_timeout_ms=10_000,
-                                           max_block_ms=10_000)
+            self._producer = make_producer(
+                self.kafka, delivery_timeout_ms=30_000, request_timeout_ms=10_000, max_block_ms=10_000
+            )
         except SentictlError:
             raise  # settings kafka-python refused: the message already names them
         except Exception as exc:  # noqa: BLE001 - kafka-python raises several unrelated types here
@@ -107,7 +111,14 @@ class Publisher:
         topic, key, value, attempt = item
         if getattr(exc, "retriable", False) and attempt < self.attempts and not self._closing:
             self.metrics.publish_retries.inc()
-            log.warning("publish to %s (key %s) failed, retrying (%d/%d): %s", topic, key.decode(), attempt, self.attempts - 1, exc)
+            log.warning(
+                "publish to %s (key %s) failed, retrying (%d/%d): %s",
+                topic,
+                key.decode(),
+                attempt,
+                self.attempts - 1,
+                exc,
+            )
             self._enqueue((topic, key, value, attempt + 1))
             return
         self._final_failure(item, f"{type(exc).__name__}: {exc}")

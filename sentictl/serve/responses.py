@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -32,15 +33,21 @@ from ..errors import (
 log = logging.getLogger("sentictl.serve")
 
 # Record reasons that are not "valid JSON with an unacceptable value" (422).
-REASON_ERRORS: dict[str, type[HttpError]] = {"invalid_utf8": BadRequest, "bad_json": BadRequest,
-                                             "too_long": InputTooLarge, "empty": EmptyInput}
+REASON_ERRORS: dict[str, type[HttpError]] = {
+    "invalid_utf8": BadRequest,
+    "bad_json": BadRequest,
+    "too_long": InputTooLarge,
+    "empty": EmptyInput,
+}
 # pydantic error types that mean the same as a record reason code.
 _PYDANTIC_REASONS = {"json_invalid": "bad_json", "missing": "missing_field", "string_type": "not_string"}
 # What a TEI batch looks like, for the message that refuses a flat list of three or more texts.
 BATCH_FORM = '{"inputs": [["first text"], ["second text"], ["a text", "its pair"]]}'
 # TEI's own words for what "inputs" may be (its deserializer's "expected ...").
-INPUTS_HINT = {"inputs": " (expected a string, a pair of strings [string, string] or a batch of mixed strings "
-                         "and pairs [[string], [string, string], ...])"}
+INPUTS_HINT = {
+    "inputs": " (expected a string, a pair of strings [string, string] or a batch of mixed strings "
+    "and pairs [[string], [string, string], ...])"
+}
 
 
 def json_response(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -95,8 +102,9 @@ def tokens(encoding: Any, text: str) -> list[dict[str, Any]]:
         for c in text:
             starts.append(starts[-1] + len(c.encode("utf-8", "surrogatepass")))
     out = []
-    for tid, (start, stop), special, token in zip(encoding.ids, encoding.offsets, encoding.special_tokens_mask,
-                                                  encoding.tokens):
+    for tid, (start, stop), special, token in zip(
+        encoding.ids, encoding.offsets, encoding.special_tokens_mask, encoding.tokens
+    ):
         if special:
             out.append({"id": tid, "text": token, "special": True, "start": None, "stop": None})
         else:
@@ -123,12 +131,16 @@ def invalid(errors: Sequence[Mapping[str, Any]], hint: str | Mapping[str, str] =
             if "flat" in loc:  # TEI reads a flat list as one text or one pair, never as a batch
                 return ValidationFailed(
                     f"{where}: a flat list of {n} strings is neither one text [text] nor one sentence pair "
-                    f"[text, text pair]; send several texts as a batch of lists: {BATCH_FORM}")
+                    f"[text, text pair]; send several texts as a batch of lists: {BATCH_FORM}"
+                )
             if isinstance(loc[-1], int):
-                return ValidationFailed(f"{where}: a list of {n} strings; each item of a batch is [text] or "
-                                        f"[text, text pair], e.g. {BATCH_FORM}")
-            return InputTooLarge(f"{where}: {n} inputs in one request is over the limit "
-                                 f"of {ctx['max_length']} (--max-client-batch-size)")
+                return ValidationFailed(
+                    f"{where}: a list of {n} strings; each item of a batch is [text] or "
+                    f"[text, text pair], e.g. {BATCH_FORM}"
+                )
+            return InputTooLarge(
+                f"{where}: {n} inputs in one request is over the limit of {ctx['max_length']} (--max-client-batch-size)"
+            )
         if e["type"] == "too_short" and ctx.get("actual_length") == 0:
             return EmptyInput(f"{where}: an empty list: nothing to do")
         if e["type"] == "json_invalid":

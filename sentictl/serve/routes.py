@@ -8,8 +8,9 @@ GET /metrics and /openapi.json.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fastapi import FastAPI, Security
 from fastapi.responses import PlainTextResponse
@@ -42,12 +43,7 @@ from ..errors import (
 from . import models as m
 from .app import Service
 from .metrics import MetricsMiddleware
-from .responses import (
-    json_response,
-    on_framework_error,
-    on_http_error,
-    on_unexpected,
-)
+from .responses import json_response, on_framework_error, on_http_error, on_unexpected
 from .settings import ServeSettings
 from .tei import TeiRoutes
 
@@ -77,8 +73,12 @@ class _Spec:
     doc: dict[str, Any] | None
 
 
-def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None = None,
-               on_fatal: Callable[[str], None] | None = None) -> Any:
+def create_app(
+    settings: ServeSettings,
+    load: Callable[[], Any],
+    cache: ResultCache | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> Any:
     """The ASGI application: plain Starlette routes inside the metrics middleware.
 
     Requests are served by Starlette routes; FastAPI only builds /openapi.json, from the same
@@ -89,9 +89,15 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
     """
     service = Service(settings, load, cache, on_fatal)
     specs, components = _specs(service, TeiRoutes(service), secured=bool(settings.token))
-    docs = FastAPI(title="sentictl", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
-                   description="Financial-sentiment classification (ONNX Runtime) with dynamic batching; "
-                               "text-embeddings-inference's classification API.")
+    docs = FastAPI(
+        title="sentictl",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        description="Financial-sentiment classification (ONNX Runtime) with dynamic batching; "
+        "text-embeddings-inference's classification API.",
+    )
     _document(docs, specs, components, settings.token)
     authorize = _authorizer(settings.token)
 
@@ -113,9 +119,11 @@ def create_app(settings: ServeSettings, load: Callable[[], Any], cache: ResultCa
         return json_response(schema[0])
 
     routes = [*(route(spec) for spec in specs), Route("/openapi.json", openapi, methods=["GET"])]
-    app = Starlette(routes=routes, lifespan=service.lifespan,
-                    exception_handlers={HttpError: on_http_error, HTTPException: on_framework_error,
-                                        Exception: on_unexpected})
+    app = Starlette(
+        routes=routes,
+        lifespan=service.lifespan,
+        exception_handlers={HttpError: on_http_error, HTTPException: on_framework_error, Exception: on_unexpected},
+    )
     # A trailing-slash redirect would echo the request's Host header into Location: 404 instead.
     app.router.redirect_slashes = False
     app.state.service = service
@@ -129,12 +137,22 @@ def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec]
     request-body schemas the documentation needs beside FastAPI's own)."""
     refusals = (Unauthorized,) if secured else ()
     # RequestTimeout and ConnectionsFull come from the connection guard (connections.py), before or beside the route.
-    reading = (BadRequest, EmptyInput, *refusals, RequestTimeout, PayloadTooLarge, InputTooLarge, ValidationFailed,
-               Unhealthy, ConnectionsFull)
+    reading = (
+        BadRequest,
+        EmptyInput,
+        *refusals,
+        RequestTimeout,
+        PayloadTooLarge,
+        InputTooLarge,
+        ValidationFailed,
+        Unhealthy,
+        ConnectionsFull,
+    )
     classifying = _errors(*reading, TooManyTokens, Overloaded, BackendError)
     requests = service.models
     sentiment_body, components = m.request_body(
-        {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts})
+        {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts}
+    )
     bodies = {}
     for name, model in (("predict", requests.predict), ("tokenize", requests.tokenize), ("decode", requests.decode)):
         bodies[name], more = m.request_body({"application/json": model})
@@ -149,24 +167,59 @@ def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec]
 
     # TEI serves a classifier's predictions at /predict, / and /invocations (SageMaker's name), and its
     # health at /, /health and /ping; Starlette answers HEAD on GET routes too (load balancers' probes).
-    predict = (("/predict", "text-embeddings-inference's classification"),
-               ("/", "text-embeddings-inference's classification (as /predict)"),
-               ("/invocations", "text-embeddings-inference's classification (as /predict; SageMaker)"))
+    predict = (
+        ("/predict", "text-embeddings-inference's classification"),
+        ("/", "text-embeddings-inference's classification (as /predict)"),
+        ("/invocations", "text-embeddings-inference's classification (as /predict; SageMaker)"),
+    )
     specs = [
-        post("/sentiment", service.sentiment, openapi_extra=sentiment_body,
-             response_model=m.SentimentResult | list[m.SentimentResult], responses=classifying,
-             summary="Classify raw text (the demo's call) or JSON {text} / {texts}"),
-        *(post(path, tei.predict, openapi_extra=bodies["predict"],
-               response_model=list[m.Prediction] | list[list[m.Prediction]], responses=classifying, summary=summary,
-               name=f"predict{path.replace('/', '_')}") for path, summary in predict),
-        post("/tokenize", tei.tokenize, openapi_extra=bodies["tokenize"],
-             response_model=list[list[m.SimpleToken]], responses=_errors(*reading),
-             summary="text-embeddings-inference's tokenization: each text's tokens as the model sees them"),
-        post("/decode", tei.decode, openapi_extra=bodies["decode"], response_model=list[str],
-             responses=_errors(*reading, TokenizerFailed),
-             summary="text-embeddings-inference's decoding: the text of each id sequence"),
-        *(get(path, service.health, False, response_model=m.Health, responses=loading,
-              name=f"health{path.replace('/', '_')}") for path in ("/health", "/", "/ping")),
+        post(
+            "/sentiment",
+            service.sentiment,
+            openapi_extra=sentiment_body,
+            response_model=m.SentimentResult | list[m.SentimentResult],
+            responses=classifying,
+            summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
+        ),
+        *(
+            post(
+                path,
+                tei.predict,
+                openapi_extra=bodies["predict"],
+                response_model=list[m.Prediction] | list[list[m.Prediction]],
+                responses=classifying,
+                summary=summary,
+                name=f"predict{path.replace('/', '_')}",
+            )
+            for path, summary in predict
+        ),
+        post(
+            "/tokenize",
+            tei.tokenize,
+            openapi_extra=bodies["tokenize"],
+            response_model=list[list[m.SimpleToken]],
+            responses=_errors(*reading),
+            summary="text-embeddings-inference's tokenization: each text's tokens as the model sees them",
+        ),
+        post(
+            "/decode",
+            tei.decode,
+            openapi_extra=bodies["decode"],
+            response_model=list[str],
+            responses=_errors(*reading, TokenizerFailed),
+            summary="text-embeddings-inference's decoding: the text of each id sequence",
+        ),
+        *(
+            get(
+                path,
+                service.health,
+                False,
+                response_model=m.Health,
+                responses=loading,
+                name=f"health{path.replace('/', '_')}",
+            )
+            for path in ("/health", "/", "/ping")
+        ),
         get("/info", tei.info, response_model=m.Info, responses=_errors(*refusals, Unhealthy)),
         get("/metrics", service.prometheus, response_class=PlainTextResponse, responses=_errors(*refusals)),
         # Without --api-key it answers 404 (anyone could make the server reload); SIGHUP works either way.
@@ -181,8 +234,9 @@ def _document(app: FastAPI, specs: list[_Spec], components: dict[str, Any], toke
     secured = [Security(guard)] if guard is not None else []
     for spec in specs:
         if spec.doc is not None:
-            app.add_api_route(spec.path, spec.handler, methods=[spec.method],
-                              dependencies=secured if spec.secured else [], **spec.doc)
+            app.add_api_route(
+                spec.path, spec.handler, methods=[spec.method], dependencies=secured if spec.secured else [], **spec.doc
+            )
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

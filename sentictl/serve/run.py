@@ -5,18 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..engine import ResultCache
 from ..engine.model import fix_mmap_threshold
 from ..errors import SentictlError
-from .connections import (
-    MAX_HEADER_BYTES,
-    ConnectionGuard,
-    connection_cap,
-    listen,
-    raise_fd_limit,
-)
+from .connections import MAX_HEADER_BYTES, ConnectionGuard, connection_cap, listen, raise_fd_limit
 from .routes import create_app
 from .settings import DEFAULT_CONCURRENT_REQUESTS, ServeSettings
 
@@ -47,16 +42,22 @@ def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache |
     settings = resolve_limits(settings, fd_limit)
     app = create_app(settings, load, cache, on_fatal)
     assert settings.max_connections is not None  # resolved above
-    guard = ConnectionGuard(settings.max_connections, settings.header_timeout, settings.body_timeout,
-                            app.service.metrics)
+    guard = ConnectionGuard(
+        settings.max_connections, settings.header_timeout, settings.body_timeout, app.service.metrics
+    )
     sockets = listen(settings.host, settings.port, LISTEN_BACKLOG, guard)
     server = uvicorn.Server(_uvicorn_config(settings, app, guard))
     server_box.append(server)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.token:
         log.warning("listening on %s without --token: anyone who can reach this port can use it", settings.host)
-    log.info("at most %d connections (descriptor limit %s), %d requests in progress; header timeout %g s, "
-             "body timeout %g s", settings.max_connections, fd_limit if fd_limit is not None else "none",
-             settings.max_concurrent_requests, settings.header_timeout, settings.body_timeout)
+    log.info(
+        "at most %d connections (descriptor limit %s), %d requests in progress; header timeout %g s, body timeout %g s",
+        settings.max_connections,
+        fd_limit if fd_limit is not None else "none",
+        settings.max_concurrent_requests,
+        settings.header_timeout,
+        settings.body_timeout,
+    )
     # uvicorn drains connections on SIGTERM, then re-raises the signal with the handler that was
     # in place before it started; a no-op handler here makes that a clean exit 0.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -86,16 +87,25 @@ def _uvicorn_config(settings: ServeSettings, app: Any, guard: ConnectionGuard) -
     import uvicorn
 
     return uvicorn.Config(
-        app, host=settings.host, port=settings.port, lifespan="on", access_log=settings.access_log,
-        log_level="info", timeout_graceful_shutdown=settings.graceful_timeout, backlog=LISTEN_BACKLOG,
-        server_header=False, log_config=None,
+        app,
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        access_log=settings.access_log,
+        log_level="info",
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        backlog=LISTEN_BACKLOG,
+        server_header=False,
+        log_config=None,
         # The guarded h11 protocol (connections.py) instead of "auto", which would pick httptools
         # where installed and lose the timeouts; no WebSocket routes, so no upgrades to other protocols.
-        http=guard.protocol(), ws="none",
+        http=guard.protocol(),
+        ws="none",
         # asyncio's accept loop calls the listening socket's accept(), where GatedSocket keeps the
         # cap; uvloop (which "auto" would pick where installed) accepts in C and would bypass it.
         loop="asyncio",
-        timeout_keep_alive=settings.keep_alive_timeout, h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         # limit_concurrency would count slow clients' connections too and 503 everyone once they add up.
         limit_concurrency=None,
     )

@@ -94,8 +94,10 @@ class TeiRoutes:
         for i, n in zip(checked, lengths):
             if n > limit:
                 where = "inputs" if single else f"inputs[{i}]"
-                raise TooManyTokens(f"{where} has {n} tokens, over the model's limit of {limit}; send "
-                                    f'"truncate": true (or start the server with --auto-truncate) to cut it')
+                raise TooManyTokens(
+                    f"{where} has {n} tokens, over the model's limit of {limit}; send "
+                    f'"truncate": true (or start the server with --auto-truncate) to cut it'
+                )
 
     # -------------------------------------------------------------- /tokenize, /decode
     async def tokenize(self, request: Request) -> Response:
@@ -109,8 +111,10 @@ class TeiRoutes:
         s = self.service
         req = s.validate(s.models.tokenize, parse_json(body))
         if req.prompt_name is not None:
-            raise ValidationFailed("prompt_name: this model has no prompts (a sentence-transformers setting of "
-                                   "embedding models); leave it out or send null")
+            raise ValidationFailed(
+                "prompt_name: this model has no prompts (a sentence-transformers setting of "
+                "embedding models); leave it out or send null"
+            )
         single = isinstance(req.inputs, str)
         texts = [req.inputs] if single else req.inputs
         for i, text in enumerate(texts):
@@ -158,8 +162,10 @@ class TeiRoutes:
                     ok = known[token_id] = not engine.unknown_id(token_id)
                 if not ok:
                     where = f"ids[{i}][{j}]" if batch else f"ids[{j}]"
-                    raise TokenizerFailed(f"{where}: {token_id} is not a token id of this model "
-                                          f"(its vocabulary has ids 0 to {engine.vocab_size - 1})")
+                    raise TokenizerFailed(
+                        f"{where}: {token_id} is not a token id of this model "
+                        f"(its vocabulary has ids 0 to {engine.vocab_size - 1})"
+                    )
 
     # -------------------------------------------------------------- /info
     async def info(self) -> Response:
@@ -179,40 +185,48 @@ class TeiRoutes:
         revision = source.get("revision") if isinstance(source, dict) else None
         precision = engine.precision
         assert s.batcher is not None  # set together with the engine
-        return json_response(_without_paths({
-            "model_id": model_id,
-            "model_sha": revision if isinstance(revision, str) else None,
-            "model_dtype": _DTYPES.get(precision, precision),
-            "served_model_name": model_id,
-            "model_type": {"classifier": {"id2label": {str(i): label for i, label in enumerate(engine.labels)},
-                                          "label2id": {label: i for i, label in enumerate(engine.labels)}}},
-            "max_concurrent_requests": s.max_concurrent_requests,
-            "max_input_length": engine.max_length,
-            "max_batch_tokens": settings.max_batch_tokens,
-            "max_batch_requests": s.batcher.max_batch_size,
-            "max_client_batch_size": settings.max_client_batch_size,
-            "auto_truncate": settings.auto_truncate,
-            # tokenizers encodes a batch on every core (its own thread pool).
-            "tokenization_workers": os.cpu_count() or 1,
-            "version": __version__,
-            "sha": None,
-            "docker_label": None,
-            **info,
-            "source": source,
-            "model": engine.name,
-            "model_dir": _name(str(model_dir)) if model_dir else None,
-            "run_tokens": engine.run_tokens,
-            "max_wait_ms": settings.max_wait_ms,
-            "max_body_bytes": settings.max_body_bytes,
-            "max_chars": settings.max_chars,
-            "max_connections": settings.max_connections,
-            "header_timeout": settings.header_timeout,
-            "body_timeout": settings.body_timeout,
-            "keep_alive_timeout": settings.keep_alive_timeout,
-            "cache": _name(str(s.cache.path)) if s.cache is not None else None,
-            "publish": settings.publish,
-            "uptime_s": round(time.time() - s.started, 3),
-        }))
+        return json_response(
+            _without_paths(
+                {
+                    "model_id": model_id,
+                    "model_sha": revision if isinstance(revision, str) else None,
+                    "model_dtype": _DTYPES.get(precision, precision),
+                    "served_model_name": model_id,
+                    "model_type": {
+                        "classifier": {
+                            "id2label": {str(i): label for i, label in enumerate(engine.labels)},
+                            "label2id": {label: i for i, label in enumerate(engine.labels)},
+                        }
+                    },
+                    "max_concurrent_requests": s.max_concurrent_requests,
+                    "max_input_length": engine.max_length,
+                    "max_batch_tokens": settings.max_batch_tokens,
+                    "max_batch_requests": s.batcher.max_batch_size,
+                    "max_client_batch_size": settings.max_client_batch_size,
+                    "auto_truncate": settings.auto_truncate,
+                    # tokenizers encodes a batch on every core (its own thread pool).
+                    "tokenization_workers": os.cpu_count() or 1,
+                    "version": __version__,
+                    "sha": None,
+                    "docker_label": None,
+                    **info,
+                    "source": source,
+                    "model": engine.name,
+                    "model_dir": _name(str(model_dir)) if model_dir else None,
+                    "run_tokens": engine.run_tokens,
+                    "max_wait_ms": settings.max_wait_ms,
+                    "max_body_bytes": settings.max_body_bytes,
+                    "max_chars": settings.max_chars,
+                    "max_connections": settings.max_connections,
+                    "header_timeout": settings.header_timeout,
+                    "body_timeout": settings.body_timeout,
+                    "keep_alive_timeout": settings.keep_alive_timeout,
+                    "cache": _name(str(s.cache.path)) if s.cache is not None else None,
+                    "publish": settings.publish,
+                    "uptime_s": round(time.time() - s.started, 3),
+                }
+            )
+        )
 
 
 def _is_path(value: str) -> bool:

@@ -55,10 +55,20 @@ def build_checkpoint(
     tokenizer = BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True)
     n_vocab = len(tokenizer.get_vocab())
     shapes = {
-        "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                     max_position_embeddings=max_position_embeddings or 128),
-        "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                     max_position_embeddings=max_position_embeddings or 512),
+        "tiny": dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=max_position_embeddings or 128,
+        ),
+        "base": dict(
+            hidden_size=768,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=max_position_embeddings or 512,
+        ),
     }[size]
     cfg = BertConfig(
         vocab_size=n_vocab,
