@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,9 +18,15 @@ from .console import notice
 from .errors import InputError, SentictlError
 from .variantlist import parse_variant_list
 
+if TYPE_CHECKING:
+    from .engine.model import Model
+
+# Label ids: a list, or an array of them (a model's argmax).
+LabelIds = Sequence[int] | np.ndarray
+
 
 # ----------------------------------------------------------------------------- metrics
-def confusion_matrix(gold: Sequence[int], pred: Sequence[int], n_labels: int) -> np.ndarray:
+def confusion_matrix(gold: LabelIds, pred: LabelIds, n_labels: int) -> np.ndarray:
     """Counts with rows = gold label id, columns = predicted label id."""
     gold_arr = np.asarray(gold, dtype=np.int64)
     pred_arr = np.asarray(pred, dtype=np.int64)
@@ -35,9 +42,7 @@ def _ratio(num: float, den: float) -> float:
     return float(num / den) if den else 0.0
 
 
-def metrics(
-    gold: Sequence[int], pred: Sequence[int], labels: Sequence[str], reference: Sequence[int] | None = None
-) -> dict[str, Any]:
+def metrics(gold: LabelIds, pred: LabelIds, labels: Sequence[str], reference: LabelIds | None = None) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class precision/recall/F1/support, confusion matrix, agreement.
 
     Macro-F1 averages over the labels that occur in gold or in pred (sklearn's default set),
@@ -115,6 +120,37 @@ def read_labelled(
 
 
 # ----------------------------------------------------------------------------- run
+@dataclass
+class _Eval:
+    """One eval run: the model's manifest and labels, the data, and where each variant may run."""
+
+    path: Path  # the resolved model folder
+    manifest: dict[str, Any]
+    labels: list[str]
+    texts: list[str]
+    gold: list[int]
+    provider: str  # --provider: auto runs each variant on the provider it was built for
+    explicit: bool  # variants were named (not "all"): each runs, on cpu if its provider is absent
+    have: set[str]  # the providers available here
+    load_kwargs: dict[str, Any]  # threads, long and the run budget, for every load
+    reference_model: Model | None  # fp32, already loaded (None: not shipped)
+    quiet: bool
+
+    def shipped(self, name: str) -> bool:
+        return bool(self.manifest["variants"][name].get("shipped", True))
+
+    def target(self, name: str) -> str:
+        """The provider a variant was built for."""
+        return str(self.manifest["variants"][name].get("provider", "cpu"))
+
+    def runs_on(self, name: str) -> str | None:
+        """The provider a variant runs on here; None: its provider is absent and it was not named."""
+        run_on = self.provider if self.provider != "auto" else self.target(name)
+        if run_on in self.have:
+            return run_on
+        return "cpu" if self.explicit else None
+
+
 def run_eval(
     model_dir: str | Path | None,
     data: str | Path,
@@ -124,85 +160,37 @@ def run_eval(
     provider: str = "auto",
     threads: int | None = None,
     long: str = "truncate",
-    max_batch_tokens: int | None = None,
+    run_tokens: int | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Evaluate each requested variant (and fp32, the reference) on a labelled CSV."""
-    from . import config
-    from .engine.model import available_providers, load
-
-    resolved = config.resolve_model_dir(model_dir)
-    kwargs: dict[str, Any] = {"threads": threads, "long": long}
-    if max_batch_tokens:
-        kwargs["max_batch_tokens"] = max_batch_tokens
-    # The first load resolves the directory (and says so when it is the bundled one).
-    first = load(model_dir, quiet=quiet, provider="cpu", **kwargs)
-    manifest = first.manifest
-    labels = first.labels
-
-    def shipped(name: str) -> bool:
-        return manifest["variants"][name].get("shipped", True)
-
-    reference_model = (
-        first
-        if first.variant == "fp32"
-        else (load(resolved.path, quiet=True, provider="cpu", variant="fp32", **kwargs) if shipped("fp32") else None)
-    )
-    texts, gold = read_labelled(data, labels, text_column, label_column)
-    explicit = bool(variants) and variants.strip().lower() != "all"
-    wanted = parse_variant_list(variants, list(manifest["variants"]))
-    have = set(available_providers())
+    run = _start(model_dir, data, variants, text_column, label_column, provider, threads, long, run_tokens, quiet)
+    wanted = parse_variant_list(variants, list(run.manifest["variants"]))
     report: dict[str, Any] = {
         "data": str(data),
-        "texts": len(texts),
-        "model_dir": str(resolved.path),
-        "labels": labels,
-        "gold_distribution": {labels[i]: int(c) for i, c in enumerate(np.bincount(gold, minlength=len(labels)))},
+        "texts": len(run.texts),
+        "model_dir": str(run.path),
+        "labels": run.labels,
+        "gold_distribution": {
+            run.labels[i]: int(c) for i, c in enumerate(np.bincount(run.gold, minlength=len(run.labels)))
+        },
         "variants": {},
         "skipped": {},
     }
-    order = ["fp32"] + [v for v in wanted if v != "fp32"]
     # The variants a gate must see: the ones named in --variants, else every one this machine can
     # run (a variant built for an absent provider is not expected under "all"; a failed run is).
     expected: list[str] = []
     reference: np.ndarray | None = None
-    for name in order:
-        if name in wanted and (explicit or shipped(name)):
+    for name in ["fp32"] + [v for v in wanted if v != "fp32"]:
+        if name in wanted and (run.explicit or (run.shipped(name) and run.runs_on(name) is not None)):
             expected.append(name)
-        if not shipped(name):
-            # e.g. the bundled model: its fp32 figures are in the manifest, its fp32 file is not.
-            report["skipped"][name] = NOT_SHIPPED
+        outcome = _evaluate(run, name, reference)
+        if isinstance(outcome, str):
+            report["skipped"][name] = outcome
             continue
-        target = manifest["variants"][name].get("provider", "cpu")
-        run_on = provider if provider != "auto" else target
-        if run_on not in have:
-            if not explicit:
-                if name in expected:
-                    expected.remove(name)
-                report["skipped"][name] = (
-                    f"built for the {target} provider, which is not available here (name it in --variants to run it on cpu)"
-                )
-                continue
-            run_on = "cpu"
-        _progress(quiet, f"eval: {name} on {len(texts)} texts ({run_on})")
-        try:
-            model = (
-                reference_model
-                if name == "fp32" and run_on == "cpu" and reference_model is not None
-                else load(resolved.path, quiet=True, provider=run_on, variant=name, **kwargs)
-            )
-            probs, _ = model.predict_proba(texts)
-        except SentictlError as exc:
-            report["skipped"][name] = (str(exc).splitlines() or [type(exc).__name__])[0]
-            continue
-        except Exception as exc:  # ORT kernels missing for a variant on this provider
-            report["skipped"][name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            continue
-        pred = probs.argmax(axis=1)
+        result, pred = outcome
         if name == "fp32":
             reference = pred
-        result = metrics(gold, pred, labels, reference=reference)
-        result["provider"] = run_on
         report["variants"][name] = result
     if "fp32" in report["variants"]:
         base = report["variants"]["fp32"]["accuracy"]
@@ -212,6 +200,81 @@ def run_eval(
         report["variants"].get("fp32", {})["reference_only"] = True
     report["expected"] = expected
     return report
+
+
+def _start(
+    model_dir: str | Path | None,
+    data: str | Path,
+    variants: str | None,
+    text_column: str,
+    label_column: str,
+    provider: str,
+    threads: int | None,
+    long: str,
+    run_tokens: int | None,
+    quiet: bool,
+) -> _Eval:
+    """Load the model (and fp32, the reference, when it ships) and read the labelled data."""
+    from . import config
+    from .engine.model import available_providers, load
+
+    resolved = config.resolve_model_dir(model_dir)
+    kwargs: dict[str, Any] = {"threads": threads, "long": long}
+    if run_tokens:
+        kwargs["run_tokens"] = run_tokens
+    # The first load resolves the directory (and says so when it is the bundled one).
+    first = load(model_dir, quiet=quiet, provider="cpu", **kwargs)
+    shipped = bool(first.manifest["variants"]["fp32"].get("shipped", True))
+    reference_model = (
+        first
+        if first.variant == "fp32"
+        else (load(resolved.path, quiet=True, provider="cpu", variant="fp32", **kwargs) if shipped else None)
+    )
+    texts, gold = read_labelled(data, first.labels, text_column, label_column)
+    return _Eval(
+        path=resolved.path,
+        manifest=first.manifest,
+        labels=first.labels,
+        texts=texts,
+        gold=gold,
+        provider=provider,
+        explicit=bool(variants and variants.strip().lower() != "all"),
+        have=set(available_providers()),
+        load_kwargs=kwargs,
+        reference_model=reference_model,
+        quiet=quiet,
+    )
+
+
+def _evaluate(run: _Eval, name: str, reference: np.ndarray | None) -> tuple[dict[str, Any], np.ndarray] | str:
+    """One variant's metrics and predicted label ids, or why it was skipped."""
+    from .engine.model import load
+
+    if not run.shipped(name):
+        # e.g. the bundled model: its fp32 figures are in the manifest, its fp32 file is not.
+        return NOT_SHIPPED
+    run_on = run.runs_on(name)
+    if run_on is None:
+        return (
+            f"built for the {run.target(name)} provider, which is not available here "
+            "(name it in --variants to run it on cpu)"
+        )
+    _progress(run.quiet, f"eval: {name} on {len(run.texts)} texts ({run_on})")
+    try:
+        model = (
+            run.reference_model
+            if name == "fp32" and run_on == "cpu" and run.reference_model is not None
+            else load(run.path, quiet=True, provider=run_on, variant=name, **run.load_kwargs)
+        )
+        probs, _ = model.predict_proba(run.texts)
+    except SentictlError as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0]
+    except Exception as exc:  # ORT kernels missing for a variant on this provider
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    pred = probs.argmax(axis=1)
+    result = metrics(run.gold, pred, run.labels, reference=pred if name == "fp32" else reference)
+    result["provider"] = run_on
+    return result, pred
 
 
 NOT_SHIPPED = "its file is not shipped with this model; only its export figures are in the manifest"

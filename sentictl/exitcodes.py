@@ -20,9 +20,3 @@ USAGE = 2
 BAD_RECORDS = 3
 CHECK_FAILED = 4
 INTERRUPTED = 130
-
-# For --help epilogs (click's \b keeps the lines as written).
-HELP = (
-    "\b\nExit status: 0 done; 1 could not start or finish (model, input, output, broker); 2 usage error;\n"
-    "3 finished with some bad records; 4 a requested check or gate failed; 130 interrupted."
-)

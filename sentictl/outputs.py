@@ -114,9 +114,10 @@ def _cell(value: Any) -> str:
 # ----------------------------------------------------------------------------- outputs never clobber inputs
 def _fileno(stream: Any) -> int | None:
     try:
-        return stream.fileno()
+        fd: int = stream.fileno()
     except (AttributeError, OSError, ValueError):
         return None
+    return fd
 
 
 def _reason(exc: OSError) -> str:
@@ -135,7 +136,7 @@ def _fd_identity(fd: int) -> tuple[int, int] | None:
         return None
 
 
-def input_identities(inputs: Sequence[str | os.PathLike]) -> dict[tuple[int, int], str]:
+def input_identities(inputs: Sequence[str | os.PathLike[str]]) -> dict[tuple[int, int], str]:
     """The regular files among the inputs, by (st_dev, st_ino); '-' (stdin) is what fd 0 is."""
     found: dict[tuple[int, int], str] = {}
     for name in inputs or ["-"]:
@@ -157,7 +158,7 @@ CACHE_SUFFIXES = ("", "-wal", "-shm")
 
 
 def _protected(
-    inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | None
+    inputs: Sequence[str | os.PathLike[str]], cache: str | os.PathLike[str] | None
 ) -> dict[tuple[int, int], tuple[str, str]]:
     """Files no output may be: the inputs, and the result cache with its -wal/-shm, by (st_dev, st_ino).
 
@@ -193,7 +194,7 @@ def _clobbers(
     )
 
 
-def _names_cache(option: str, path: str, cache: str | os.PathLike | None) -> OutputError | None:
+def _names_cache(option: str, path: str, cache: str | os.PathLike[str] | None) -> OutputError | None:
     """An output path that names the cache (or its -wal/-shm) before SQLite created it."""
     if cache is None:
         return None
@@ -207,7 +208,7 @@ def _names_cache(option: str, path: str, cache: str | os.PathLike | None) -> Out
     return None
 
 
-def check_stdout(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike | None = None) -> None:
+def check_stdout(inputs: Sequence[str | os.PathLike[str]], cache: str | os.PathLike[str] | None = None) -> None:
     """Refuse a stdout that is one of the input files (`score f.txt >> f.txt`) or the result cache
     (`score f.txt > "$SENTICTL_CACHE"`); pipes and ttys are fine."""
     err = _clobbers("stdout", "", _fd_identity(1), _protected(inputs, cache))
@@ -216,10 +217,10 @@ def check_stdout(inputs: Sequence[str | os.PathLike], cache: str | os.PathLike |
 
 
 def check_output_path(
-    path: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
+    path: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
     option: str = "--errors",
-    cache: str | os.PathLike | None = None,
+    cache: str | os.PathLike[str] | None = None,
 ) -> None:
     """Before any work: refuse an output path that is an input or the result cache, or that cannot be created.
 
@@ -256,10 +257,10 @@ def check_output_path(
 
 
 def open_output(
-    path: str | os.PathLike,
-    inputs: Sequence[str | os.PathLike],
+    path: str | os.PathLike[str],
+    inputs: Sequence[str | os.PathLike[str]],
     option: str = "--errors",
-    cache: str | os.PathLike | None = None,
+    cache: str | os.PathLike[str] | None = None,
 ) -> IO[bytes]:
     """Open ``path`` for writing; it is truncated only after checking it is no input, cache file (nor stdout).
 

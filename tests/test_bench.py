@@ -13,9 +13,9 @@ from sentictl.errors import SentictlError
 
 def test_percentile_and_summary():
     values = [i / 1000 for i in range(1, 101)]  # 1..100 ms
-    assert bench._percentile(values, 50) == pytest.approx(0.050)
-    assert bench._percentile(values, 99) == pytest.approx(0.099)
-    assert bench._percentile([0.5, 0.1], 99) == 0.5  # few samples: the worst one
+    assert bench.percentile(values, 50) == pytest.approx(0.050)
+    assert bench.percentile(values, 99) == pytest.approx(0.099)
+    assert bench.percentile([0.5, 0.1], 99) == 0.5  # few samples: the worst one
     s = bench.summarize([0.01, 0.03, 0.02], [2.0, 4.0, 3.0], 300)
     assert s["texts_per_s"] == pytest.approx(100.0)
     assert s["p50_ms"] == pytest.approx(20.0)
@@ -51,8 +51,8 @@ def test_padding_efficiency_counts_real_over_padded_tokens(tiny_model_dir):
     short, long = (len(ids) + 2 for ids in model.encode(texts))
     # batch 2: one batch padded to the long text; batch 1: no padding at all.
     engine = Engine(model)
-    assert bench._padding_engine(engine, texts, 2) == pytest.approx((short + long) / (2 * long))
-    assert bench._padding_engine(engine, texts, 1) == 1.0
+    assert bench.padding_engine(engine, texts, 2) == pytest.approx((short + long) / (2 * long))
+    assert bench.padding_engine(engine, texts, 1) == 1.0
 
 
 def test_bench_smoke_on_tiny_model(sentictl, tiny_model_dir, tmp_path):

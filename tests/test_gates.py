@@ -178,7 +178,7 @@ def test_a_failing_bench_job_reports_the_message_not_the_class_path(tiny_model_d
         "warmup": 0,
         "provider": "cpu",
         "long": "truncate",
-        "max_batch_tokens": 1024,
+        "run_tokens": 1024,
     }
     result = run_job(job, thread_env(1))
     assert "int4" in result["error"] and "sentictl.errors" not in result["error"]

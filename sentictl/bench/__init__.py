@@ -13,10 +13,13 @@ Child processes (``jobs``) get a job as JSON and write their result as JSON; the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import config
+from ..config import ResolvedModel
 from ..console import Steps
 from ..errors import SentictlError
 from ..variantlist import parse_variant_list
@@ -24,10 +27,6 @@ from .jobs import padding_engine, worker
 from .processes import cold_start, default_threads, machine, run_job, score_processes, spawn, thread_env
 from .report import OUT_FILES, format_markdown, plot, prepare_out_dir, speedups, write_outputs
 from .stats import BUDGET, percentile, summarize
-
-# The names these helpers had before bench became a package; tests still call them so.
-_percentile = percentile
-_padding_engine = padding_engine
 
 __all__ = [
     "BUDGET",
@@ -154,6 +153,26 @@ def resolve_checkpoint(manifest: dict[str, Any]) -> tuple[str | None, str]:
     return ident, ""
 
 
+@dataclass
+class _Setup:
+    """What every contender of one bench run shares: the model, the texts, the variants, the budget."""
+
+    resolved: ResolvedModel
+    manifest: dict[str, Any]
+    model_path: str
+    texts_path: Path
+    texts: list[str]
+    sizes: list[int]
+    chosen: list[str]
+    threads: int
+    repeats: int
+    warmup: int
+    checkpoint: str | None  # the pipeline baseline's checkpoint (None: skipped, for no_baseline)
+    no_baseline: str
+    default_variant: str  # the one the cache-hit path and the cold start use
+    env: dict[str, str]  # the children's environment, pinned to the thread budget
+
+
 def run_bench(
     model_dir: str | Path | None = None,
     texts_path: str | Path | None = None,
@@ -167,100 +186,160 @@ def run_bench(
     limit: int | None = DEFAULT_LIMIT,
     provider: str = "auto",
     long: str = "truncate",
-    max_batch_tokens: int | None = None,
+    run_tokens: int | None = None,
     cold_starts: int = 3,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Measure every contender with one thread budget; write bench.json/.md/.png to ``out``."""
-    from .. import config
-    from ..engine.model import announce, read_manifest
+    setup = _setup(
+        model_dir, texts_path, variants, batch_sizes, threads, baseline, repeats, warmup, limit, provider, quiet
+    )
+    base_job = _base_job(setup, provider, long, run_tokens)
+    out_dir = Path(out) if out else None
+    if out_dir:
+        prepare_out_dir(out_dir, [setup.texts_path])
+    rows, notes = _measure(setup, base_job, provider, long, run_tokens, cold_starts, quiet)
+    if not setup.checkpoint and baseline != "none":
+        notes.append(f"baseline skipped: {setup.no_baseline}")
+    report = _report(setup, rows, notes)
+    if out_dir:
+        write_outputs(report, out_dir)
+    return report
+
+
+def _setup(
+    model_dir: str | Path | None,
+    texts_path: str | Path | None,
+    variants: str | None,
+    batch_sizes: str | Sequence[int],
+    threads: int | None,
+    baseline: str,
+    repeats: int,
+    warmup: int,
+    limit: int | None,
+    provider: str,
+    quiet: bool,
+) -> _Setup:
+    """Resolve the model (saying which), read the texts, choose the variants and the baseline."""
+    from ..engine.manifest import read_manifest
+    from ..engine.model import announce
 
     resolved = config.resolve_model_dir(model_dir)
     manifest = read_manifest(resolved.path)
     announce(resolved, manifest.get("name"), quiet=quiet)
-    model_path = str(resolved.path.resolve())
-    texts_path = Path(texts_path) if texts_path else default_texts()
-    texts = read_texts(texts_path, limit)
+    texts_file = Path(texts_path) if texts_path else default_texts()
+    texts = read_texts(texts_file, limit)
     sizes = parse_batch_sizes(batch_sizes)
     chosen = pick_variants(manifest, variants, provider)
     threads = int(threads or default_threads())
-    repeats, warmup = max(1, int(repeats)), max(0, int(warmup))
-    env = thread_env(threads)
     checkpoint, no_baseline = _baseline(manifest, baseline)
+    return _Setup(
+        resolved=resolved,
+        manifest=manifest,
+        model_path=str(resolved.path.resolve()),
+        texts_path=texts_file,
+        texts=texts,
+        sizes=sizes,
+        chosen=chosen,
+        threads=threads,
+        repeats=max(1, int(repeats)),
+        warmup=max(0, int(warmup)),
+        checkpoint=checkpoint,
+        no_baseline=no_baseline,
+        default_variant=_default_variant(chosen, provider),
+        env=thread_env(threads),
+    )
 
-    out_dir = Path(out) if out else None
-    if out_dir:
-        prepare_out_dir(out_dir, [texts_path])
-    base_job = {
-        "model_dir": model_path,
-        "texts": texts,
-        "batch_sizes": sizes,
-        "threads": threads,
-        "repeats": repeats,
-        "warmup": warmup,
+
+def _default_variant(chosen: list[str], provider: str) -> str:
+    """The variant the cache-hit path and the cold start measure: the engine's preference among the chosen."""
+    if len(chosen) == 1:
+        return chosen[0]
+    return next((v for v in config_preference(provider) if v in chosen), chosen[0])
+
+
+def _base_job(setup: _Setup, provider: str, long: str, run_tokens: int | None) -> dict[str, Any]:
+    """The job every measurement child gets (each adds its kind, and its variant where it has one)."""
+    return {
+        "model_dir": setup.model_path,
+        "texts": setup.texts,
+        "batch_sizes": setup.sizes,
+        "threads": setup.threads,
+        "repeats": setup.repeats,
+        "warmup": setup.warmup,
         "provider": provider,
         "long": long,
-        "max_batch_tokens": max_batch_tokens or config.DEFAULT_MAX_BATCH_TOKENS,
+        "run_tokens": run_tokens or config.DEFAULT_RUN_TOKENS,
     }
-    default_variant = (
-        chosen[0] if len(chosen) == 1 else next((v for v in config_preference(provider) if v in chosen), chosen[0])
-    )
-    steps = Steps("bench", 2 + 2 * len(chosen) + 1 + (1 if checkpoint else 0), quiet).start
+
+
+def _measure(
+    setup: _Setup,
+    base_job: dict[str, Any],
+    provider: str,
+    long: str,
+    run_tokens: int | None,
+    cold_starts: int,
+    quiet: bool,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run every contender, one child process each, in order; their report rows and notes."""
+    chosen, env, default_variant = setup.chosen, setup.env, setup.default_variant
+    sizes = ",".join(map(str, setup.sizes))
+    steps = Steps("bench", 2 + 2 * len(chosen) + 1 + (1 if setup.checkpoint else 0), quiet).start
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
 
     def add(contender: str, variant: str | None, result: dict[str, Any]) -> None:
         _add(rows, notes, contender, variant, result)
 
-    steps(f"tokenization alone ({len(texts)} texts, batch sizes {','.join(map(str, sizes))})")
+    steps(f"tokenization alone ({len(setup.texts)} texts, batch sizes {sizes})")
     add("tokenize", None, run_job({**base_job, "kind": "tokenize"}, env))
     for v in chosen:
-        steps(f"inference, {v} variant, batch sizes {','.join(map(str, sizes))} and {BUDGET}")
+        steps(f"inference, {v} variant, batch sizes {sizes} and {BUDGET}")
         add("onnxruntime", v, run_job({**base_job, "kind": "infer", "variant": v}, env))
     steps(f"cache-hit path ({default_variant})")
     add("cache-hit", default_variant, run_job({**base_job, "kind": "cache", "variant": default_variant}, env))
     for v in chosen:
-        steps(f"end-to-end `sentictl score` processes, {v} variant ({repeats}×)")
-        rows.append(score_processes(model_path, v, texts, threads, repeats, env, provider, long, max_batch_tokens))
-    steps(f"cold start: `sentictl score` of one line ({cold_starts}×)")
-    rows.append(cold_start(model_path, default_variant, threads, max(1, cold_starts), env, provider))
-    if checkpoint:
-        steps(f"baseline: transformers pipeline on {checkpoint}")
-        add(
-            "hf-pipeline",
-            "torch fp32",
-            run_job(
-                {**base_job, "kind": "pipeline", "checkpoint": checkpoint, "max_length": int(manifest["max_length"])},
-                env,
-            ),
+        steps(f"end-to-end `sentictl score` processes, {v} variant ({setup.repeats}×)")
+        rows.append(
+            score_processes(
+                setup.model_path, v, setup.texts, setup.threads, setup.repeats, env, provider, long, run_tokens
+            )
         )
-    elif baseline != "none":
-        notes.append(f"baseline skipped: {no_baseline}")
+    steps(f"cold start: `sentictl score` of one line ({cold_starts}×)")
+    rows.append(cold_start(setup.model_path, default_variant, setup.threads, max(1, cold_starts), env, provider))
+    if setup.checkpoint:
+        steps(f"baseline: transformers pipeline on {setup.checkpoint}")
+        max_length = int(setup.manifest["max_length"])
+        job = {**base_job, "kind": "pipeline", "checkpoint": setup.checkpoint, "max_length": max_length}
+        add("hf-pipeline", "torch fp32", run_job(job, env))
+    return rows, notes
 
-    report = {
+
+def _report(setup: _Setup, rows: list[dict[str, Any]], notes: list[str]) -> dict[str, Any]:
+    """bench.json: the machine, the setup, every row, the notes and the speedups."""
+    threads = setup.threads
+    return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "threads": threads,
         "thread_budget": f"{threads} threads for every contender (ORT intra-op, torch, tokenizers/rayon, OMP)",
         "model": {
-            "dir": model_path,
-            "name": manifest.get("name"),
-            "source": manifest.get("source"),
-            "max_length": manifest["max_length"],
-            "chosen_because": resolved.reason,
+            "dir": setup.model_path,
+            "name": setup.manifest.get("name"),
+            "source": setup.manifest.get("source"),
+            "max_length": setup.manifest["max_length"],
+            "chosen_because": setup.resolved.reason,
         },
-        "texts": {"file": str(texts_path), "n": len(texts)},
-        "variants": chosen,
-        "batch_sizes": sizes,
-        "repeats": repeats,
-        "warmup": warmup,
+        "texts": {"file": str(setup.texts_path), "n": len(setup.texts)},
+        "variants": setup.chosen,
+        "batch_sizes": setup.sizes,
+        "repeats": setup.repeats,
+        "warmup": setup.warmup,
         "rows": rows,
         "notes": notes,
         "speedup": speedups(rows),
     }
-    if out_dir:
-        write_outputs(report, out_dir)
-    return report
 
 
 def _baseline(manifest: dict[str, Any], baseline: str) -> tuple[str | None, str]:

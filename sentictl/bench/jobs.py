@@ -97,7 +97,7 @@ def _load(job: dict[str, Any], cache: Any = None) -> Any:
         variant=job["variant"],
         threads=job["threads"],
         long=job["long"],
-        max_batch_tokens=job["max_batch_tokens"],
+        run_tokens=job["run_tokens"],
     )
     return Engine(model, cache)
 
@@ -147,7 +147,7 @@ def _pipeline_job(job: dict[str, Any]) -> dict[str, Any]:
     kwargs = {"local_files_only": True}
     t0 = time.perf_counter()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(ckpt, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(ckpt, **kwargs)  # type: ignore[no-untyped-call]
         hf_model = AutoModelForSequenceClassification.from_pretrained(ckpt, **kwargs)
     except Exception as exc:  # offline and not in the HF cache: skip with a note, not a failure
         return {"rows": [], "notes": [f"baseline skipped: cannot load {ckpt} offline ({type(exc).__name__})"]}

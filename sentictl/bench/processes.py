@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..exitcodes import OK
 from .stats import BUDGET, percentile, summarize
 
 
@@ -102,7 +103,7 @@ def spawn(
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG if deadline else 0)
             if pid:
                 break
-            if time.perf_counter() > deadline:
+            if deadline is not None and time.perf_counter() > deadline:
                 proc.kill()
                 pid, status, usage = os.wait4(proc.pid, 0)
                 break
@@ -125,19 +126,19 @@ def run_job(job: dict[str, Any], env: dict[str, str], timeout: float | None = No
         proc = spawn(
             [sys.executable, "-c", "from sentictl.bench.jobs import worker; worker()"], str(job_path), env, timeout
         )
-        if proc["rc"] != 0 or not result_path.is_file():
+        if proc["rc"] != OK or not result_path.is_file():
             lines = [line for line in proc["stderr"].strip().splitlines() if line.strip()]
             return {
                 "error": (lines[-1] if lines else f"exit status {proc['rc']}")[:300],
                 "peak_rss_mb": proc["peak_rss_mb"],
             }
-        result = json.loads(result_path.read_text())
+        result: dict[str, Any] = json.loads(result_path.read_text())
         result["peak_rss_mb"] = proc["peak_rss_mb"]
         return result
 
 
 def _score_argv(
-    model_dir: str, variant: str, threads: int, provider: str, long: str, max_batch_tokens: int | None
+    model_dir: str, variant: str, threads: int, provider: str, long: str, run_tokens: int | None
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -157,8 +158,8 @@ def _score_argv(
         "--no-cache",
         "-q",
     ]
-    if max_batch_tokens:
-        argv += ["--max-batch-tokens", str(max_batch_tokens)]
+    if run_tokens:
+        argv += ["--run-tokens", str(run_tokens)]
     return argv
 
 
@@ -171,19 +172,19 @@ def score_processes(
     env: dict[str, str],
     provider: str,
     long: str,
-    max_batch_tokens: int | None,
+    run_tokens: int | None,
 ) -> dict[str, Any]:
     """Whole `sentictl score` processes on the text set: start-up, model load, inference, output."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
         fh.write("\n".join(texts) + "\n")
     try:
         runs = [
-            spawn(_score_argv(model_dir, variant, threads, provider, long, max_batch_tokens), fh.name, env)
+            spawn(_score_argv(model_dir, variant, threads, provider, long, run_tokens), fh.name, env)
             for _ in range(repeats)
         ]
     finally:
         os.unlink(fh.name)
-    bad = [r for r in runs if r["rc"] != 0]
+    bad = [r for r in runs if r["rc"] != OK]
     if bad:
         return {
             "contender": "score-process",
@@ -215,7 +216,7 @@ def cold_start(
         ]
     finally:
         os.unlink(fh.name)
-    bad = [r for r in results if r["rc"] != 0]
+    bad = [r for r in results if r["rc"] != OK]
     if bad:
         return {
             "contender": "cold-start",

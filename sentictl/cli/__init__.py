@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ..console import notice
 from ..errors import SentictlError
+from ..exitcodes import INTERRUPTED, OK
 from . import bench, bridge, cache, export, info, score, serve
 from .options import CONTEXT
 
@@ -30,10 +31,10 @@ class Group(click.Group):
         except BrokenPipeError:
             # `sentictl score big.txt | head` closed our stdout: not an error worth a traceback.
             sys.stderr.close()
-            ctx.exit(0)
+            ctx.exit(OK)
         except KeyboardInterrupt:
             notice("interrupted")
-            ctx.exit(130)
+            ctx.exit(INTERRUPTED)
 
 
 @click.group(cls=Group, context_settings=CONTEXT)

@@ -9,7 +9,7 @@ import click
 
 from ..console import notice
 from ..exitcodes import CHECK_FAILED
-from .options import CONTEXT, model_options, opt, run_tokens
+from .options import CONTEXT, model_options, opt
 
 
 @click.command("bench", context_settings=CONTEXT)
@@ -113,7 +113,7 @@ def bench_command(**opts: Any) -> None:
         limit=opts["limit"],
         provider=opts["provider"],
         long=opts["long_mode"],
-        max_batch_tokens=run_tokens(opts),
+        run_tokens=opts["run_tokens"],
         cold_starts=opts["cold_starts"],
         quiet=opts["quiet"],
     )
@@ -199,7 +199,7 @@ def eval_command(**opts: Any) -> None:
         provider=opts["provider"],
         threads=opts["threads"],
         long=opts["long_mode"],
-        max_batch_tokens=run_tokens(opts),
+        run_tokens=opts["run_tokens"],
         quiet=opts["quiet"],
     )
     failures = check_gates(report, opts["min_accuracy"], opts["max_drop"])

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from ..console import notice
 from .options import CONTEXT, CacheLocation, cache_given, open_cache, opt
+
+if TYPE_CHECKING:
+    from ..engine.cache import ResultCache
+    from ..engine.rediscache import RedisCache
 
 _LOCATION = opt(
     "--cache",
@@ -43,7 +49,7 @@ def cache_stats(cache_path: str | None, cache_password_file: str | None) -> None
     """
     import orjson
 
-    with open_cache({"cache_path": cache_path, "cache_password_file": cache_password_file}, strict=True) as c:
+    with _open({"cache_path": cache_path, "cache_password_file": cache_password_file}) as c:
         stats = c.stats()
     stats.pop("hits"), stats.pop("misses")
     click.echo(orjson.dumps(stats, option=orjson.OPT_INDENT_2).decode())
@@ -74,6 +80,13 @@ def cache_clear(cache_path: str | None, cache_password_file: str | None, expired
     # damaged file is moved aside and a fresh one started, which is how `clear` repairs it.
     # On Redis only sentictl's keys go (SCAN sentictl:v1:*, never FLUSHDB): one Redis may hold other data.
     opts = {"cache_path": cache_path, "cache_password_file": cache_password_file, "cache_ttl": ttl}
-    with open_cache(opts, strict=True) as c:
+    with _open(opts) as c:
         removed = c.clear(expired_only=expired)
     notice(f"removed {removed} cached results")
+
+
+def _open(opts: dict[str, Any]) -> ResultCache | RedisCache:
+    """The cache a subcommand is about, strict: asked about the cache itself, one that cannot be used is an error."""
+    cache = open_cache(opts, strict=True)
+    assert cache is not None, "only --no-cache opens no cache, and these subcommands have none"
+    return cache

@@ -1,22 +1,31 @@
 """Options shared by commands, and the steps every model-loading command takes.
 
-Every option falls back to a ``SENTICTL_*`` environment variable, shown in ``--help``.
+Every option falls back to a ``SENTICTL_*`` environment variable, shown in ``--help``. Shared option
+sets are tables of options (MODEL_OPTIONS, CACHE_OPTIONS) applied by one decorator.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import config
 
+if TYPE_CHECKING:
+    from ..engine.cache import ResultCache
+    from ..engine.model import Model
+    from ..engine.rediscache import RedisCache
+
+# A click decorator: takes the command function and returns it with an option attached.
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
 
-def opt(*names: str, env: str | None = None, **kwargs: Any) -> Callable:
+def opt(*names: str, env: str | None = None, **kwargs: Any) -> Decorator:
     """A click option falling back to SENTICTL_<env>, shown in --help."""
     if env:
         kwargs.setdefault("envvar", config.env(env))
@@ -24,104 +33,15 @@ def opt(*names: str, env: str | None = None, **kwargs: Any) -> Callable:
     return click.option(*names, **kwargs)
 
 
-def model_options(f: Callable | None = None, *, legacy_batch_tokens: bool = True) -> Callable:
-    """Options that choose and load a model: shared by score, serve, bridge, bench and eval.
+def stacked(options: Sequence[Decorator]) -> Decorator:
+    """One decorator applying a table of options, the first listed first in --help."""
 
-    legacy_batch_tokens: also accept --max-batch-tokens as a deprecated alias of --run-tokens
-    (score, bridge, bench, eval; serve's --max-batch-tokens is TEI's coalescing budget instead).
-    """
-    if f is None:
-        return lambda g: model_options(g, legacy_batch_tokens=legacy_batch_tokens)
-    options = [
-        opt(
-            "--model-dir",
-            env="MODEL_DIR",
-            type=click.Path(file_okay=False),
-            default=None,
-            help="Exported model directory. Default: models/finbert if exported, else the bundled model.",
-        ),
-        opt(
-            "--provider",
-            env="PROVIDER",
-            type=click.Choice(config.PROVIDERS),
-            default="auto",
-            help="Execution provider; auto picks cuda > coreml > cpu with the matching variant.",
-        ),
-        opt(
-            "--variant",
-            env="VARIANT",
-            default=None,
-            help="Force a variant (fp32, int8, fp16, coreml) instead of the provider's choice.",
-        ),
-        opt(
-            "--threads",
-            env="THREADS",
-            type=click.IntRange(min=1),
-            default=None,
-            help="Intra-op threads for ONNX Runtime (default: all cores).",
-        ),
-        opt(
-            "--long",
-            "long_mode",
-            env="LONG",
-            type=click.Choice(config.LONG_MODES),
-            default="truncate",
-            help='Texts over the model\'s max length: truncate (flagged "truncated": true) or chunk '
-            "(split at sentences, probabilities averaged by length).",
-        ),
-        opt(
-            "--run-tokens",
-            env="RUN_TOKENS",
-            type=click.IntRange(min=1),
-            default=None,
-            show_default=str(config.DEFAULT_RUN_TOKENS),
-            help="Token budget of one inference run (batch x padded length): texts are sorted by length and "
-            "run in groups of at most this many tokens. Results do not depend on it; speed does.",
-        ),
-        opt(
-            "--no-verify",
-            env="NO_VERIFY",
-            is_flag=True,
-            default=False,
-            callback=_no_verify,
-            help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
-            "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
-            "files' size, mtime and inode, never under the genuine model's, so the two never share entries.",
-        ),
-    ]
-    if legacy_batch_tokens:
-        options.append(
-            opt(
-                "--max-batch-tokens",
-                "legacy_batch_tokens",
-                env="MAX_BATCH_TOKENS",
-                type=click.IntRange(min=1),
-                default=None,
-                hidden=True,
-                help="Deprecated alias of --run-tokens (kept for one release).",
-            )
-        )
-    for option in reversed(options):
-        f = option(f)
-    return f
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            f = option(f)
+        return f
 
-
-def run_tokens(opts: dict[str, Any]) -> int:
-    """--run-tokens, else the deprecated --max-batch-tokens / SENTICTL_MAX_BATCH_TOKENS (with a notice)."""
-    if opts.get("run_tokens") is not None:
-        return opts["run_tokens"]
-    legacy = opts.get("legacy_batch_tokens")
-    if legacy is not None:
-        if not opts.get("_legacy_noticed"):
-            from ..console import notice
-
-            notice(
-                "--max-batch-tokens (SENTICTL_MAX_BATCH_TOKENS) is deprecated: use --run-tokens "
-                "(SENTICTL_RUN_TOKENS); the old name goes in the next release"
-            )
-            opts["_legacy_noticed"] = True
-        return legacy
-    return config.DEFAULT_RUN_TOKENS
+    return decorate
 
 
 def _no_verify(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -131,17 +51,78 @@ def _no_verify(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     return value
 
 
-class CacheLocation(click.ParamType):
+# The options that choose and load a model: shared by score, serve, bridge, info, bench and eval.
+MODEL_OPTIONS: tuple[Decorator, ...] = (
+    opt(
+        "--model-dir",
+        env="MODEL_DIR",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Exported model directory. Default: models/finbert if exported, else the bundled model.",
+    ),
+    opt(
+        "--provider",
+        env="PROVIDER",
+        type=click.Choice(config.PROVIDERS),
+        default="auto",
+        help="Execution provider; auto picks cuda > coreml > cpu with the matching variant.",
+    ),
+    opt(
+        "--variant",
+        env="VARIANT",
+        default=None,
+        help="Force a variant (fp32, int8, fp16, coreml) instead of the provider's choice.",
+    ),
+    opt(
+        "--threads",
+        env="THREADS",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Intra-op threads for ONNX Runtime (default: all cores).",
+    ),
+    opt(
+        "--long",
+        "long_mode",
+        env="LONG",
+        type=click.Choice(config.LONG_MODES),
+        default="truncate",
+        help='Texts over the model\'s max length: truncate (flagged "truncated": true) or chunk '
+        "(split at sentences, probabilities averaged by length).",
+    ),
+    opt(
+        "--run-tokens",
+        env="RUN_TOKENS",
+        type=click.IntRange(min=1),
+        default=None,
+        show_default=str(config.DEFAULT_RUN_TOKENS),
+        help="Token budget of one inference run (batch x padded length): texts are sorted by length and "
+        "run in groups of at most this many tokens. Results do not depend on it; speed does.",
+    ),
+    opt(
+        "--no-verify",
+        env="NO_VERIFY",
+        is_flag=True,
+        default=False,
+        callback=_no_verify,
+        help="Run model files that do not match the sha256 in manifest.json (a folder edited on purpose). "
+        "Nothing is hashed; results are cached under an 'unverified' fingerprint derived from the "
+        "files' size, mtime and inode, never under the genuine model's, so the two never share entries.",
+    ),
+)
+model_options = stacked(MODEL_OPTIONS)
+
+
+class CacheLocation(click.types.StringParamType):
     """--cache: a redis://, rediss:// or unix:// URL passes unchanged; anything else is a file path."""
 
     name = "PATH|URL"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         from ..engine.rediscache import is_url
 
         if is_url(value):
-            return value
-        return click.Path(dir_okay=False).convert(value, param, ctx)
+            return str(value)
+        return click.Path(dir_okay=False, path_type=str).convert(value, param, ctx)
 
 
 class Size(click.IntRange):
@@ -189,52 +170,49 @@ def cache_given(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def cache_options(f: Callable) -> Callable:
-    """Options for the shared result cache."""
-    options = [
-        opt(
-            "--cache",
-            "cache_path",
-            env="CACHE",
-            type=CacheLocation(),
-            default=None,
-            callback=cache_given,
-            help="Result cache: a SQLite file, or a Redis server shared by a fleet "
-            "(redis://[user@]host:6379/0, rediss://..., unix:///run/redis.sock). Default: a file in the "
-            "user cache dir. Example: --cache redis://cache.internal:6379/0",
-        ),
-        opt(
-            "--cache-password-file",
-            env="CACHE_PASSWORD_FILE",
-            type=click.Path(dir_okay=False),
-            default=None,
-            help="File holding the Redis password (kept out of the URL, so out of `ps` and logs).",
-        ),
-        opt(
-            "--cache-max-size",
-            env="CACHE_MAX_SIZE",
-            type=Size(),
-            default=config.DEFAULT_CACHE_MAX_SIZE,
-            help="Bound of the cache file with its -wal/-shm (bytes, or K/M/G: 500M, 2G; 0: unbounded): past it "
-            "the least recently used entries are evicted in batches, off the lookup path. A Redis cache is "
-            "bounded by its own maxmemory.",
-        ),
-        opt("--no-cache", env="NO_CACHE", is_flag=True, default=False, help="Neither read nor write the result cache."),
-        opt(
-            "--cache-ttl",
-            env="CACHE_TTL",
-            type=click.FloatRange(min=0),
-            default=None,
-            help="Ignore cached results older than this many seconds (0 or unset: keep forever); Redis "
-            "entries expire then.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+# The options of the shared result cache (score, serve, bridge).
+CACHE_OPTIONS: tuple[Decorator, ...] = (
+    opt(
+        "--cache",
+        "cache_path",
+        env="CACHE",
+        type=CacheLocation(),
+        default=None,
+        callback=cache_given,
+        help="Result cache: a SQLite file, or a Redis server shared by a fleet "
+        "(redis://[user@]host:6379/0, rediss://..., unix:///run/redis.sock). Default: a file in the "
+        "user cache dir. Example: --cache redis://cache.internal:6379/0",
+    ),
+    opt(
+        "--cache-password-file",
+        env="CACHE_PASSWORD_FILE",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File holding the Redis password (kept out of the URL, so out of `ps` and logs).",
+    ),
+    opt(
+        "--cache-max-size",
+        env="CACHE_MAX_SIZE",
+        type=Size(),
+        default=config.DEFAULT_CACHE_MAX_SIZE,
+        help="Bound of the cache file with its -wal/-shm (bytes, or K/M/G: 500M, 2G; 0: unbounded): past it "
+        "the least recently used entries are evicted in batches, off the lookup path. A Redis cache is "
+        "bounded by its own maxmemory.",
+    ),
+    opt("--no-cache", env="NO_CACHE", is_flag=True, default=False, help="Neither read nor write the result cache."),
+    opt(
+        "--cache-ttl",
+        env="CACHE_TTL",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Ignore cached results older than this many seconds (0 or unset: keep forever); Redis "
+        "entries expire then.",
+    ),
+)
+cache_options = stacked(CACHE_OPTIONS)
 
 
-def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp", **extra: Any):
+def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp", **extra: Any) -> Model:
     """Build the engine from model_options values (extra: Model keyword arguments).
 
     verify: how the model files are checked against manifest.json ("always" for long-running
@@ -251,7 +229,7 @@ def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp",
         variant=opts["variant"],
         threads=opts["threads"],
         long=opts["long_mode"],
-        max_batch_tokens=run_tokens(opts),
+        run_tokens=opts["run_tokens"] or config.DEFAULT_RUN_TOKENS,
         verify=verify,
         **extra,
     )
@@ -284,7 +262,7 @@ def cache_password(opts: dict[str, Any]) -> str | None:
         raise click.UsageError(f"--cache-password-file {name}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
-def open_cache(opts: dict[str, Any], strict: bool = False):
+def open_cache(opts: dict[str, Any], strict: bool = False) -> ResultCache | RedisCache | None:
     """The shared cache from cache_options values (a SQLite file or Redis), or None with --no-cache."""
     location = cache_location(opts)
     if location is None:
@@ -293,7 +271,7 @@ def open_cache(opts: dict[str, Any], strict: bool = False):
     from ..errors import CacheError
 
     try:
-        return open_backend(
+        cache: ResultCache | RedisCache = open_backend(
             location,
             ttl=opts.get("cache_ttl"),
             strict=strict,
@@ -302,3 +280,4 @@ def open_cache(opts: dict[str, Any], strict: bool = False):
         )
     except CacheError as exc:
         raise click.ClickException(str(exc)) from None
+    return cache

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import config
 from ..console import Steps
+from ..engine.cpu import cpu_isa
 from ..engine.model import MANIFEST, MANIFEST_FORMAT, data_entries
 from ..errors import ExportError
 from . import stack
@@ -36,7 +37,7 @@ from .options import (
 )
 from .outdir import check_existing_out, check_out_location, default_out, install, resolve_out
 from .parity import PARITY_FILE, PARITY_LIMIT, check_parity, evaluate_variants, mark_unusable, parity_sentences
-from .variants import build_variant, cpu_isa
+from .variants import build_variant
 
 # CoreML's static graph stays one file: ORT's CoreML provider compiles the model itself, and that
 # path has not been run with external data here (no Apple machine).
@@ -124,7 +125,7 @@ def _load_checkpoint(opts: ExportOptions, checkpoint: Path) -> tuple[Any, Any, d
     id2label = {int(k): str(v) for k, v in (hf_config.id2label or {}).items()}
     if not id2label or len(id2label) != getattr(hf_config, "num_labels", len(id2label)):
         raise ExportError(f"{opts.model} has no id2label map: is it a sequence-classification checkpoint?")
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)  # type: ignore[no-untyped-call]
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{opts.model} has no fast tokenizer (tokenizer.json) and none can be built from it")
     limit = int(getattr(hf_config, "max_position_embeddings", 512) or 512)

@@ -65,7 +65,8 @@ def smoothing_factors(act_max: np.ndarray, weights: Sequence[np.ndarray], alpha:
     """SmoothQuant: s_j = max|x_j|^α / max|W_j,:|^(1-α), over every weight that reads x."""
     w_max = np.max([np.abs(w).max(axis=1) for w in weights], axis=0)
     s = np.power(np.maximum(act_max, 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha)
-    return np.clip(s, 1e-2, 1e2).astype(np.float32)
+    factors: np.ndarray = np.clip(s, 1e-2, 1e2).astype(np.float32)
+    return factors
 
 
 def matmul_inputs(model_path: Path, exclude: Callable[[str], bool] | None = None) -> dict[str, list[np.ndarray]]:

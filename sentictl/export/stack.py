@@ -82,7 +82,7 @@ def quiet_third_party() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            from torch.jit import TracerWarning
+            from torch.jit._trace import TracerWarning  # where it is defined (torch.jit does not export it)
 
             warnings.simplefilter("ignore", TracerWarning)
         except ImportError:  # pragma: no cover - require() runs first
