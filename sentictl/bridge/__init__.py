@@ -5,9 +5,12 @@ of the batch (results and dead letters) has been acknowledged by the broker, so 
 re-delivers at most the batch in hand. ``exactly_once`` wraps each batch, its output and its
 consumed offsets in one Kafka transaction instead.
 
-Modules: ``settings`` (what the bridge is told and writes), ``loop`` (the Bridge), ``eos``
-(--exactly-once start-up checks), ``metrics`` (counters). Connections come from
-:mod:`sentictl.kafka`, records and verdicts from :mod:`sentictl.engine`.
+Modules: ``settings`` (what the bridge is told and writes), ``loop`` (the Bridge), ``clients``
+(its producer and consumer), ``classify`` (a batch's records → results and bad records),
+``delivery`` (a batch's Checkpoint: produce, flush, commit), ``retry`` (broker outages),
+``reload`` (SIGHUP), ``eos`` (--exactly-once start-up checks), ``metrics`` (counters), ``run``
+(signals and the summary). Connections come from :mod:`sentictl.kafka`, records and verdicts
+from :mod:`sentictl.engine`.
 """
 
 from ..errors import BridgeError

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import console
-from ..engine import BadRecord, Engine, Record
-from ..engine.model import release_when_freed
+from ..engine import Engine
+from ..engine.memory import release_when_freed
 from ..engine.records import OUTPUT_TOO_LARGE as TOO_LARGE
 from ..errors import SentictlError
-from ..kafka import TopicTemplate, connect_with_retry, make_consumer, make_producer
+from ..kafka import TopicTemplate
 from . import eos
-from .delivery import Delivery, Send
+from .classify import classify_batch
+from .clients import Connector, Consumer, Message, Producer
+from .delivery import Checkpoint
 from .metrics import BridgeMetrics, BridgeStats
-from .retry import Outage, describe, kafka_error, quiet_kafka_finalizers
-from .settings import LABEL_HEADER, MODEL_HEADER, POLL_MS, BridgeSettings, check_settings, dlq_headers, enrich
+from .reload import Reloader
+from .retry import Outage, describe, kafka_errors, quiet_kafka_finalizers
+from .settings import LABEL_HEADER, MODEL_HEADER, POLL_MS, BridgeSettings, check_settings, enrich
 
 # Once a batch has its first records, keep polling this long to fill it: brokers (tansu among
 # them) may hand out one small record batch per fetch, and classifying a few records at a time
@@ -28,12 +28,9 @@ LINGER_MS = 100
 # While no records come, ask the broker for the assigned partitions' end offsets this often: an
 # empty poll cannot tell a quiet topic from a broker that has gone away.
 PROBE_S = 5.0
-# kafka-python backs off reconnects up to 30 s by default; a broker back after a restart should be
-# noticed within a few seconds, well inside --connect-timeout.
-RECONNECT_BACKOFF_MAX_MS = 2000
 
 
-class Bridge(Delivery):
+class Bridge:
     """One consumer-group member: connect(), run(timeout=, count=), close()."""
 
     def __init__(
@@ -47,24 +44,21 @@ class Bridge(Delivery):
     ):
         """``reload``: loads (and verifies) the model folder again, for request_reload (SIGHUP)."""
         self.model = model
-        self._reload = reload
-        self._reload_wanted = False
-        self._loader: threading.Thread | None = None
-        self._loaded: Any = None
+        self._reloader = Reloader(reload) if reload is not None else None
         self.cache = cache
         self.engine = Engine(model, cache, max_chars=settings.max_chars)
         self.s = settings
         self.log = log or (lambda msg: console.line(f"sentictl bridge: {msg}"))
         self.progress = progress
         self.stats = BridgeStats()
-        self.consumer = None
-        self.producer = None
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
         self.metrics: BridgeMetrics | None = None
         self.assignment: list[tuple[str, int]] = []
         self.assigned_at: float | None = None
         self._stop = False
         # Records a rejoin poll handed over while a commit was being retried: the next batch.
-        self._stash: list[Any] = []
+        self._stash: list[Message] = []
         self._contact = time.monotonic()
         self._idle_outage = self._outage("reaching the broker while idle", "probe")
         # Refuse, before connecting, topics Kafka would reject and loops through an input topic.
@@ -90,47 +84,12 @@ class Bridge(Delivery):
     def connect(self) -> None:
         """Create the producer and the consumer (retrying until --connect-timeout), join the group."""
         s, kafka = self.s, self.s.kafka
-        deadline = time.monotonic() + s.connect_timeout
-
-        def retry(what: str, make: Callable[[float], Any]) -> Any:
-            return connect_with_retry(
-                make,
-                kafka,
-                what=what,
-                timeout=s.connect_timeout,
-                deadline=deadline,
-                log=self.log,
-                stopped=lambda: self._stop,
-                hint="; --connect-timeout waits longer",
-            )
-
-        # send() blocks this long for a topic's metadata; a short bound lets the delivery retry loop,
-        # not kafka-python, decide how long a missing topic or an absent broker is waited for.
-        producer_opts: dict[str, Any] = {
-            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
-            "max_block_ms": int(min(max(s.connect_timeout, 1.0), 10.0) * 1000),
-        }
-        if s.exactly_once:
-            tid = s.transactional_id or f"sentictl-{s.group}-{socket.gethostname()}-{os.getpid()}"
-            producer_opts.update(transactional_id=tid, enable_idempotence=True, max_block_ms=15_000)
-        self.producer = retry(
-            "producer", lambda t: make_producer(kafka, **producer_opts, bootstrap_timeout_ms=int(t * 1000))
-        )
+        connector = Connector(s, time.monotonic() + s.connect_timeout, self.log, stopped=lambda: self._stop)
+        # Each client is the bridge's as soon as it exists, so that close() closes it whatever fails next.
+        self.producer = connector.producer()
         if s.exactly_once:
             eos.init_transactions(self.producer, kafka, check=s.eos_check, check_topic=s.eos_check_topic)
-        consumer_opts = dict(
-            group_id=s.group,
-            auto_offset_reset=s.offset_reset,
-            max_poll_records=s.batch_size,
-            session_timeout_ms=s.session_timeout_ms,
-            max_poll_interval_ms=s.max_poll_interval_ms,
-            heartbeat_interval_ms=max(100, min(3000, s.session_timeout_ms // 3)),
-            isolation_level="read_committed" if s.exactly_once else "read_uncommitted",
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
-        )
-        self.consumer = retry(
-            "consumer", lambda t: make_consumer(kafka, **consumer_opts, bootstrap_timeout_ms=int(t * 1000))
-        )
+        self.consumer = connector.consumer()
         self.consumer.subscribe(s.inputs, listener=self._listener())
         if s.metrics_port:
             self.metrics = BridgeMetrics(s.metrics_host, s.metrics_port)
@@ -150,15 +109,16 @@ class Bridge(Delivery):
 
         bridge = self
 
-        class Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked):
+        # kafka-python wants a subclass of its (untyped) listener class.
+        class Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            def on_partitions_revoked(self, revoked: list[Any]) -> None:
                 # Offsets are committed at the end of every batch, so nothing is pending here; stashed
                 # records of a revoked partition are its new owner's to re-deliver.
                 bridge.assignment = []
                 gone = {(tp.topic, tp.partition) for tp in revoked}
                 bridge._stash = [m for m in bridge._stash if (m.topic, m.partition) not in gone]
 
-            def on_partitions_assigned(self, assigned):
+            def on_partitions_assigned(self, assigned: list[Any]) -> None:
                 bridge.assignment = sorted((tp.topic, tp.partition) for tp in assigned)
                 bridge.assigned_at = time.monotonic()
                 shown = ", ".join(f"{t}[{p}]" for t, p in bridge.assignment) or "none"
@@ -177,23 +137,24 @@ class Bridge(Delivery):
     def request_reload(self) -> None:
         """Load the model folder again beside the running model, and switch between two batches (safe
         from a signal handler: it only sets a flag the loop reads)."""
-        self._reload_wanted = True
+        if self._reloader is not None:
+            self._reloader.request()
 
     def _check_reload(self) -> None:
-        """Between batches: start a requested reload in the background, or switch to a model it loaded.
+        """Between batches: start a requested reload in the background, or switch to a model it loaded."""
+        if self._reloader is None:
+            return
+        if self._reloader.start():
+            self.log(f"SIGHUP: loading the model folder again beside {self.model.name} ({self.model.fingerprint})")
+        if self._reloader.ready():
+            self._switch(self._reloader.take())
+
+    def _switch(self, loaded: Any) -> None:
+        """Classify with the model a reload loaded (or report why it cannot, ``loaded`` being an exception).
 
         The batch in hand always finishes on the model it started on; its records carry that model's
         fingerprint (the sentictl-model header). A folder that fails leaves the running model classifying.
         """
-        if self._reload_wanted and self._loader is None and self._reload is not None:
-            self._reload_wanted = False
-            self.log(f"SIGHUP: loading the model folder again beside {self.model.name} ({self.model.fingerprint})")
-            self._loader = threading.Thread(target=self._load_new, name="sentictl-reload", daemon=True)
-            self._loader.start()
-        if self._loader is None or self._loader.is_alive():
-            return
-        self._loader = None
-        loaded, self._loaded = self._loaded, None
         old = self.model
         if not isinstance(loaded, BaseException):
             try:
@@ -213,12 +174,6 @@ class Bridge(Delivery):
             self.metrics.show_model(loaded, previous=old)
             self.metrics.reloads.inc()
         self.log(f"reloaded: {loaded.name} {old.fingerprint} → {loaded.fingerprint}")
-
-    def _load_new(self) -> None:
-        try:
-            self._loaded = self._reload()  # type: ignore[misc]
-        except BaseException as exc:  # noqa: BLE001 - handed to the loop, which reports it
-            self._loaded = exc
 
     def run(self, timeout: float | None = None, count: int | None = None) -> BridgeStats:
         """Process batches until stop(), `timeout` seconds, `count` consumed records or --idle-timeout."""
@@ -255,7 +210,12 @@ class Bridge(Delivery):
                 last_progress, progress_count = time.monotonic(), self.stats.consumed
         return self.stats
 
-    def _collect(self, limit: int) -> list[Any]:
+    def _clients(self) -> tuple[Producer, Consumer]:
+        if self.producer is None or self.consumer is None:
+            raise RuntimeError("the bridge is not connected: connect() first")
+        return self.producer, self.consumer
+
+    def _collect(self, limit: int) -> list[Message]:
         """Up to ``limit`` records: wait up to POLL_MS for the first, then LINGER_MS for more."""
         if self._stash:
             messages, self._stash = self._stash[:limit], self._stash[limit:]
@@ -273,54 +233,51 @@ class Bridge(Delivery):
             messages += more
         return messages
 
-    def _poll(self, timeout_ms: int, limit: int, retry: bool) -> list[Any]:
+    def _poll(self, timeout_ms: int, limit: int, retry: bool) -> list[Message]:
         """The records of one poll; a failing poll is retried (nothing is in hand) until --connect-timeout."""
+        _, consumer = self._clients()
         outage = self._outage(
             "polling for records", "poll", "every record delivered so far is committed; a restart resumes there"
         )
         while True:
-            try:
-                polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=limit)
-            except Exception as exc:
-                if not kafka_error(exc):
-                    raise
-                if not retry:
-                    return []
-                outage.failed(exc)
-                if self._stop:
-                    return []
-                continue
-            outage.recovered()
-            return [m for batch in polled.values() for m in batch]
+            with kafka_errors() as attempt:
+                polled = consumer.poll(timeout_ms=timeout_ms, max_records=limit)
+            if attempt.error is None:
+                outage.recovered()
+                return [m for batch in polled.values() for m in batch]
+            if not retry:
+                return []
+            outage.failed(attempt.error)
+            if self._stop:
+                return []
 
     def _probe(self) -> None:
         """Ask the broker something cheap while idle, so that a broker gone for good ends the run."""
-        partitions = list(self.consumer.assignment())
+        _, consumer = self._clients()
+        partitions = list(consumer.assignment())
         if not partitions:
             # Nothing assigned (joining, or more members than partitions): no partition to ask about.
             self._contact = time.monotonic()
             return
         started = time.monotonic()
-        try:
-            self.consumer.end_offsets(
-                partitions, timeout_ms=int(max(0.5, min(5.0, self._idle_outage.remaining())) * 1000)
-            )
-        except Exception as exc:
-            if not kafka_error(exc):
-                raise
-            self._idle_outage.failed(exc, since=started)
+        with kafka_errors() as attempt:
+            timeout_s = max(0.5, min(5.0, self._idle_outage.remaining()))
+            consumer.end_offsets(partitions, timeout_ms=int(timeout_s * 1000))
+        if attempt.error is not None:
+            self._idle_outage.failed(attempt.error, since=started)
             return
         self._idle_outage.recovered()
         self._contact = time.monotonic()
 
     def _update_lag(self) -> None:
+        _, consumer = self._clients()
         lag, known = 0, False
-        for tp in self.consumer.assignment():
+        for tp in consumer.assignment():
             try:
-                high = self.consumer.highwater(tp)
+                high = consumer.highwater(tp)
                 if high is None:
                     continue
-                lag += max(0, high - self.consumer.position(tp, timeout_ms=100))
+                lag += max(0, high - consumer.position(tp, timeout_ms=100))
                 known = True
             except Exception:  # a position not yet known is not worth failing the progress line
                 continue
@@ -328,80 +285,50 @@ class Bridge(Delivery):
         if self.metrics and known:
             self.metrics.lag.set(lag)
 
-    def _process(self, messages: list[Any]) -> None:
-        from kafka.structs import OffsetAndMetadata
+    # -- one batch --------------------------------------------------------------------------
 
-        from kafka import TopicPartition
+    def _checkpoint(self) -> Checkpoint:
+        """A checkpoint for the next batch, told what delivering and committing need of the bridge."""
+        producer, consumer = self._clients()
 
+        def outage(what: str, op: str, consequence: str) -> Outage:
+            return self._outage(what, op, consequence, stoppable=True)
+
+        def hold(records: list[Message]) -> None:
+            self._stash += records
+
+        return Checkpoint(producer, consumer, self.s.dlq, self.log, outage, hold, transactional=self.s.exactly_once)
+
+    def _process(self, messages: list[Message]) -> None:
+        """Classify a batch, produce its results and dead letters, commit it, count it."""
         t0 = time.perf_counter()
         if self.stats.first_record is None:
             self.stats.first_record = time.monotonic()
-        good: list[tuple[Any, str, Any]] = []
-        bad: list[tuple[Any, BadRecord]] = []
-        field = self.s.text_field if self.s.input_format == "json" else None
-        for m in messages:
-            verdict = self.engine.check_bytes(m.value, json_field=field, source=m.topic, position=m.offset)
-            if isinstance(verdict, Record):
-                good.append((m, verdict.text, verdict.data))
-            else:
-                bad.append((m, verdict))
-        # A record the model fails on (ONNX Runtime raised) is found by halving the batch and goes to the
-        # DLQ as inference_error; retrying the whole batch would fail on it for ever.
-        outcomes = self.engine.classify_each([text for _, text, _ in good]) if good else []
-        results: list[Any] = []
-        scored: list[tuple[Any, str, Any]] = []
-        for entry, outcome in zip(good, outcomes):
-            if isinstance(outcome, BadRecord):
-                m = entry[0]
-                bad.append((m, BadRecord(outcome.reason, outcome.message, m.topic, m.offset)))
-            else:
-                scored.append(entry)
-                results.append(outcome)
-        good = scored
-
-        offsets: dict[Any, Any] = {}
-        for m in messages:
-            tp = TopicPartition(m.topic, m.partition)
-            if tp not in offsets or offsets[tp].offset <= m.offset:
-                offsets[tp] = OffsetAndMetadata(m.offset + 1, "", -1)
-
-        sends: list[Send] = []
+        scored, bad = classify_batch(
+            self.engine, messages, self.s.text_field if self.s.input_format == "json" else None
+        )
+        batch = self._checkpoint()
+        batch.consumed(messages)
         hits = 0
-        for (m, _text, obj), result in zip(good, results):
+        for m, obj, result in scored:
             hits += bool(result.get("cache_hit"))
             topic = self.out.render(label=result["label"], topic=m.topic)
             headers = list(m.headers or []) + [(MODEL_HEADER, self._fp), (LABEL_HEADER, result["label"].encode())]
-            sends.append(Send(topic, enrich(result, obj), m.key, headers, m, dead_letter=False))
+            batch.result(topic, enrich(result, obj), m, headers)
         for m, poison in bad:
-            dead = self._dead_letter(m, poison)
-            if dead is not None:
-                sends.append(dead)
-
-        if self.s.exactly_once:
-            self._commit_transaction(sends, offsets)
-        else:
-            # A batch is committed only once every one of its records is acknowledged: a failure
-            # before that re-delivers the whole batch (at-least-once), never loses part of it.
-            self._deliver(sends)
-            self._commit(offsets)
-        produced = sum(1 for x in sends if not x.dead_letter and not x.dropped)
-        dead_letters = sum(1 for x in sends if x.dead_letter and not x.dropped)
+            batch.dead_letter(m, poison)
+        if batch.commit():
+            self.stats.commits += 1
+            if self.metrics:
+                self.metrics.commits.inc()
         # Results too large to produce became bad records themselves (dead letters, or logged and dropped).
-        converted = sum(1 for x in sends if x.converted)
-        reasons = [b.reason for _, b in bad] + [TOO_LARGE] * converted
-        self._count(messages, produced, hits, len(bad) + converted, dead_letters, reasons, time.perf_counter() - t0)
-
-    def _dead_letter(self, m: Any, poison: BadRecord) -> Send | None:
-        """The DLQ record for a bad record, or None (logged) without --dlq."""
-        if not self.s.dlq:
-            where = f"{m.topic}[{m.partition}]@{m.offset}"
-            self.log(f"bad record {where}: {poison.message} (skipped; --dlq TOPIC keeps such records)")
-            return None
-        return Send(self.s.dlq, m.value, m.key, dlq_headers(m, poison.reason, poison.message), m, dead_letter=True)
+        reasons = [b.reason for _, b in bad] + [TOO_LARGE] * batch.converted
+        bad_count = len(bad) + batch.converted
+        self._count(messages, batch.produced, hits, bad_count, batch.dead_letters, reasons, time.perf_counter() - t0)
 
     def _count(
         self,
-        messages: list[Any],
+        messages: list[Message],
         produced: int,
         hits: int,
         poison: int,
@@ -427,7 +354,7 @@ class Bridge(Delivery):
             mt.dlq.inc(dead_letters)
             mt.batch_seconds.observe(seconds)
 
-    # -- delivering and committing, through broker outages -------------------------------------
+    # -- closing ------------------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush the producer and leave the group (never committing unprocessed records).
@@ -436,30 +363,24 @@ class Bridge(Delivery):
         """
         if self.producer is not None:
             try:
-                self.producer.flush(timeout=timeout)
-            except Exception as exc:
-                if not kafka_error(exc):
-                    raise
-                self.log(
-                    f"closing: not every record was acknowledged ({describe(exc)}); their offsets are "
-                    f"not committed, so a restart delivers them again"
-                )
+                with kafka_errors() as flushed:
+                    self.producer.flush(timeout=timeout)
+                if flushed.error is not None:
+                    self.log(
+                        f"closing: not every record was acknowledged ({describe(flushed.error)}); their offsets "
+                        f"are not committed, so a restart delivers them again"
+                    )
             finally:
-                try:
+                with kafka_errors() as closed:
                     self.producer.close(timeout=timeout)
-                except Exception as exc:
-                    if not kafka_error(exc):
-                        raise
+                if closed.error is not None:
                     quiet_kafka_finalizers()
                 self.producer = None
         if self.consumer is not None:
-            try:
-                # autocommit=False: the consumer's position may be past records that were never
-                # processed (fetched but not returned); only _process commits.
+            # autocommit=False: the consumer's position may be past records that were never
+            # processed (fetched but not returned); only a Checkpoint commits.
+            with kafka_errors():
                 self.consumer.close(autocommit=False, timeout_ms=int(timeout * 1000))
-            except Exception as exc:
-                if not kafka_error(exc):
-                    raise
             self.consumer = None
         if self.metrics is not None:
             self.metrics.close()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BridgeError, BrokerLost
@@ -26,6 +28,26 @@ def kafka_error(exc: BaseException) -> bool:
 
     # kafka-python lets a few socket errors through unwrapped on a reset connection.
     return isinstance(exc, (KafkaError, ConnectionError, TimeoutError))
+
+
+@dataclass
+class Caught:
+    """What a :func:`kafka_errors` block raised, when a broker or the network caused it; None: it ran through."""
+
+    error: BaseException | None = None
+
+
+@contextmanager
+def kafka_errors() -> Iterator[Caught]:
+    """Run a block of Kafka calls, keeping what a broker or the network raises in ``.error``; anything else
+    (a bug, KeyboardInterrupt) propagates. The caller decides: retry, give up, or report in one line."""
+    caught = Caught()
+    try:
+        yield caught
+    except Exception as exc:
+        if not kafka_error(exc):
+            raise
+        caught.error = exc
 
 
 def permanent(exc: BaseException) -> bool:

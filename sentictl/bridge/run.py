@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from ..errors import BridgeError
 from ..kafka import ConnectStopped
 from .loop import Bridge
 from .metrics import BridgeStats
-from .retry import describe, kafka_error
+from .retry import describe, kafka_errors
 from .settings import BridgeSettings
 
 
@@ -24,7 +25,7 @@ def run_bridge(
     """
     bridge = Bridge(model, cache, settings, progress=progress, reload=reload)
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         bridge.log(f"{signal.Signals(signum).name}: finishing the batch in hand, then committing and closing")
         bridge.stop()
         # A second signal falls back to the default behaviour (Ctrl-C twice really stops).
@@ -42,17 +43,17 @@ def run_bridge(
             bridge.log("stopped before connecting: nothing consumed")
             return bridge.stats
         try:
-            stats = bridge.run()
+            with kafka_errors() as unexpected:
+                stats = bridge.run()
         except BridgeError:
             lost = True
             raise
-        except Exception as exc:
-            if not kafka_error(exc):
-                raise
+        if unexpected.error is not None:
             # A Kafka error no retry above expected: still one line, and still nothing uncommitted lost.
             lost = True
             raise BridgeError(
-                f"Kafka error: {describe(exc)}; the batch in hand was not committed, so a restart re-processes it"
+                f"Kafka error: {describe(unexpected.error)}; the batch in hand was not committed, so a restart "
+                f"re-processes it"
             ) from None
     finally:
         for sig, handler in previous.items():
