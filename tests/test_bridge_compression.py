@@ -195,7 +195,7 @@ def test_every_installed_codec_is_written_as_asked(kafka_bootstrap, topic_name, 
     """The producer factory that bridge and serve share, with -X compression.type=<codec>."""
     from sentictl.kafka import make_producer
     from sentictl.kafka.options import config_from_options
-    from sentictl.kafka.properties import CODEC_MODULES
+    from sentictl.kafka.values import CODEC_MODULES
 
     if CODEC_MODULES[codec]:
         pytest.importorskip(CODEC_MODULES[codec])

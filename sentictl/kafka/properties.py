@@ -10,34 +10,18 @@ any client (and kafka-python) is loaded.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import KafkaConfigError
+from . import values as v
 from .propfile import Given
 from .refused import HARMLESS, KERBEROS, MANAGED, OAUTH, unsupported
 
 # Values never echoed in a message.
 SECRETS = frozenset({"sasl.password", "ssl.key.password", "sasl.jaas.config"})
-# The codecs kafka-python can produce with, and the module each needs (gzip is in the standard library).
-CODEC_MODULES = {"gzip": None, "snappy": "snappy", "lz4": "lz4", "zstd": "zstandard"}
-CODEC_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
-EXTRA = "kafka-compression"
-ASSIGNORS = ("range", "roundrobin", "sticky")
-_JAVA_ASSIGNORS = {
-    "RangeAssignor": "range",
-    "RoundRobinAssignor": "roundrobin",
-    "StickyAssignor": "sticky",
-    "CooperativeStickyAssignor": "cooperative-sticky",
-}
-
-
-class _Bad(ValueError):
-    """A value a parser refuses; the message completes '<property> <value> ...'."""
 
 
 @dataclass(frozen=True)
@@ -51,129 +35,6 @@ class Property:
     aliases: tuple[str, ...] = ()
 
 
-# -- value parsers ------------------------------------------------------------------------------
-
-
-def _int(minimum: int = 0) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise _Bad("is not a whole number") from None
-        if number < minimum:
-            raise _Bad(f"is below {minimum}")
-        return number
-
-    return parse
-
-
-def _buffer(value: str) -> int | None:
-    # Java's -1 and librdkafka's 0 both mean "the operating system's default".
-    number = _int(-1)(value)
-    return number if number > 0 else None
-
-
-def _bool(value: str) -> bool:
-    word = value.strip().lower()
-    if word in ("true", "yes", "1", "on"):
-        return True
-    if word in ("false", "no", "0", "off"):
-        return False
-    raise _Bad("is not true or false")
-
-
-def _choice(*values: str, aliases: Mapping[str, str] | None = None) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        word = value.strip().lower()
-        word = (aliases or {}).get(word, word)
-        if word not in values:
-            raise _Bad(f"is not one of {', '.join(values)}")
-        return word
-
-    return parse
-
-
-def _text(value: str) -> str:
-    if not value.strip():
-        raise _Bad("is empty")
-    return value.strip()
-
-
-def _secret(value: str) -> str:
-    if not value:
-        raise _Bad("is empty")
-    return value
-
-
-def _acks(value: str) -> str | int:
-    word = value.strip().lower()
-    if word in ("all", "-1"):
-        return "all"
-    if word in ("0", "1"):
-        return int(word)
-    raise _Bad("is not all, -1, 0 or 1")
-
-
-def _compression(value: str) -> str | None:
-    word = value.strip().lower()
-    if word == "none":
-        return None
-    if word not in CODEC_MODULES:
-        raise _Bad(f"is not one of none, {', '.join(CODEC_MODULES)}")
-    module = CODEC_MODULES[word]
-    if module and importlib.util.find_spec(module) is None:
-        package = CODEC_PACKAGES[word]
-        raise _Bad(
-            f"needs the Python package {package}, which is not installed: pip install {package} "
-            f"(or pip install 'sentictl[{EXTRA}]' for every codec)"
-        )
-    return word
-
-
-def _endpoint_check(value: str) -> bool:
-    # Java's empty value and librdkafka's "none" turn the host-name check off; "https" keeps it.
-    word = value.strip().lower()
-    if word in ("", "none"):
-        return False
-    if word == "https":
-        return True
-    raise _Bad("is not https, none or empty")
-
-
-def _offset_reset(value: str) -> str:
-    word = value.strip().lower()
-    if word in ("none", "error"):
-        raise _Bad("is not supported: a new group must start somewhere, use earliest or latest")
-    return _choice(
-        "earliest",
-        "latest",
-        aliases={"smallest": "earliest", "beginning": "earliest", "largest": "latest", "end": "latest"},
-    )(word)
-
-
-def _assignors(value: str) -> tuple[str, ...]:
-    names = []
-    for item in (part.strip() for part in value.split(",")):
-        if not item:
-            continue
-        name = _JAVA_ASSIGNORS.get(item.rsplit(".", 1)[-1], item.lower())
-        if name == "cooperative-sticky":
-            raise _Bad(
-                "is not supported: cooperative (incremental) rebalancing is not something the bridge "
-                "tracks; use range, roundrobin or sticky"
-            )
-        if name not in ASSIGNORS:
-            raise _Bad(f"names an unknown assignor {item!r}: use range, roundrobin or sticky")
-        names.append(name)
-    if not names:
-        raise _Bad("is empty")
-    return tuple(dict.fromkeys(names))
-
-
-def _path(value: str) -> str:
-    return os.path.expanduser(_text(value))
-
-
 # -- the table ----------------------------------------------------------------------------------
 
 
@@ -181,25 +42,25 @@ def _p(name: str, side: str, target: str, parse: Callable[[str], Any], *aliases:
     return Property(name, side, target, parse, aliases)
 
 
-_ms, _count, _positive = _int(0), _int(0), _int(1)
+_ms, _count, _positive = v.whole(0), v.whole(0), v.whole(1)
 PROPERTIES: tuple[Property, ...] = (
     # Connection: the same fields as --bootstrap, --security-protocol, --sasl-*, --ssl-* (KafkaConfig checks them).
-    _p("bootstrap.servers", "connection", "bootstrap", _text, "metadata.broker.list"),
-    _p("client.id", "connection", "client_id", _text),
-    _p("security.protocol", "connection", "security_protocol", _text),
-    _p("sasl.mechanism", "connection", "sasl_mechanism", _text, "sasl.mechanisms"),
-    _p("sasl.username", "connection", "sasl_username", _secret, "sasl.plain.username"),
-    _p("sasl.password", "connection", "sasl_password", _secret, "sasl.plain.password"),
-    _p("sasl.jaas.config", "connection", "sasl_username+sasl_password", _secret),
-    _p("ssl.ca.location", "connection", "ssl_cafile", _path),
-    _p("ssl.certificate.location", "connection", "ssl_certfile", _path),
-    _p("ssl.key.location", "connection", "ssl_keyfile", _path),
-    _p("ssl.endpoint.identification.algorithm", "connection", "check_hostname", _endpoint_check),
+    _p("bootstrap.servers", "connection", "bootstrap", v.text, "metadata.broker.list"),
+    _p("client.id", "connection", "client_id", v.text),
+    _p("security.protocol", "connection", "security_protocol", v.text),
+    _p("sasl.mechanism", "connection", "sasl_mechanism", v.text, "sasl.mechanisms"),
+    _p("sasl.username", "connection", "sasl_username", v.secret, "sasl.plain.username"),
+    _p("sasl.password", "connection", "sasl_password", v.secret, "sasl.plain.password"),
+    _p("sasl.jaas.config", "connection", "sasl_username+sasl_password", v.secret),
+    _p("ssl.ca.location", "connection", "ssl_cafile", v.path),
+    _p("ssl.certificate.location", "connection", "ssl_certfile", v.path),
+    _p("ssl.key.location", "connection", "ssl_keyfile", v.path),
+    _p("ssl.endpoint.identification.algorithm", "connection", "check_hostname", v.endpoint_check),
     # Both sides.
-    _p("ssl.key.password", "both", "ssl_password", _secret),
-    _p("ssl.crl.location", "both", "ssl_crlfile", _path),
-    _p("ssl.cipher.suites", "both", "ssl_ciphers", _text),
-    _p("sasl.kerberos.service.name", "both", "sasl_kerberos_service_name", _text),
+    _p("ssl.key.password", "both", "ssl_password", v.secret),
+    _p("ssl.crl.location", "both", "ssl_crlfile", v.path),
+    _p("ssl.cipher.suites", "both", "ssl_ciphers", v.text),
+    _p("sasl.kerberos.service.name", "both", "sasl_kerberos_service_name", v.text),
     _p("request.timeout.ms", "both", "request_timeout_ms", _positive),
     _p("metadata.max.age.ms", "both", "metadata_max_age_ms", _ms, "topic.metadata.refresh.interval.ms"),
     _p("reconnect.backoff.ms", "both", "reconnect_backoff_ms", _ms),
@@ -214,47 +75,47 @@ PROPERTIES: tuple[Property, ...] = (
         "max.in.flight",
     ),
     _p("receive.message.max.bytes", "both", "receive_message_max_bytes", _positive),
-    _p("socket.send.buffer.bytes", "both", "send_buffer_bytes", _buffer, "send.buffer.bytes"),
-    _p("socket.receive.buffer.bytes", "both", "receive_buffer_bytes", _buffer, "receive.buffer.bytes"),
-    _p("socket.keepalive.enable", "both", "socket_options", _bool),
-    _p("socket.nagle.disable", "both", "socket_options", _bool),
+    _p("socket.send.buffer.bytes", "both", "send_buffer_bytes", v.buffer, "send.buffer.bytes"),
+    _p("socket.receive.buffer.bytes", "both", "receive_buffer_bytes", v.buffer, "receive.buffer.bytes"),
+    _p("socket.keepalive.enable", "both", "socket_options", v.boolean),
+    _p("socket.nagle.disable", "both", "socket_options", v.boolean),
     _p(
         "client.dns.lookup",
         "both",
         "client_dns_lookup",
-        _choice("use_all_dns_ips", "resolve_canonical_bootstrap_servers_only"),
+        v.choice("use_all_dns_ips", "resolve_canonical_bootstrap_servers_only"),
     ),
-    _p("allow.auto.create.topics", "both", "allow_auto_create_topics", _bool),
+    _p("allow.auto.create.topics", "both", "allow_auto_create_topics", v.boolean),
     _p("metrics.num.samples", "both", "metrics_num_samples", _positive),
     _p("metrics.sample.window.ms", "both", "metrics_sample_window_ms", _positive),
     # Producer.
-    _p("acks", "producer", "acks", _acks, "request.required.acks"),
-    _p("compression.type", "producer", "compression_type", _compression, "compression.codec"),
+    _p("acks", "producer", "acks", v.acks, "request.required.acks"),
+    _p("compression.type", "producer", "compression_type", v.compression, "compression.codec"),
     _p("linger.ms", "producer", "linger_ms", _ms, "queue.buffering.max.ms"),
     _p("batch.size", "producer", "batch_size", _positive),
-    _p("enable.idempotence", "producer", "enable_idempotence", _bool),
+    _p("enable.idempotence", "producer", "enable_idempotence", v.boolean),
     _p("retries", "producer", "retries", _count, "message.send.max.retries"),
     _p("delivery.timeout.ms", "producer", "delivery_timeout_ms", _positive, "message.timeout.ms"),
     _p("message.max.bytes", "producer", "max_request_size", _positive, "max.request.size"),
     _p("max.block.ms", "producer", "max_block_ms", _ms),
     _p("transaction.timeout.ms", "producer", "transaction_timeout_ms", _positive),
     # Consumer.
-    _p("group.id", "consumer", "group_id", _text),
-    _p("group.instance.id", "consumer", "group_instance_id", _text),
+    _p("group.id", "consumer", "group_id", v.text),
+    _p("group.instance.id", "consumer", "group_instance_id", v.text),
     _p("session.timeout.ms", "consumer", "session_timeout_ms", _positive),
     _p("heartbeat.interval.ms", "consumer", "heartbeat_interval_ms", _positive),
     _p("max.poll.interval.ms", "consumer", "max_poll_interval_ms", _positive),
     _p("max.poll.records", "consumer", "max_poll_records", _positive),
-    _p("auto.offset.reset", "consumer", "auto_offset_reset", _offset_reset),
-    _p("isolation.level", "consumer", "isolation_level", _choice("read_committed", "read_uncommitted")),
+    _p("auto.offset.reset", "consumer", "auto_offset_reset", v.offset_reset),
+    _p("isolation.level", "consumer", "isolation_level", v.choice("read_committed", "read_uncommitted")),
     _p("fetch.min.bytes", "consumer", "fetch_min_bytes", _positive),
     _p("fetch.max.bytes", "consumer", "fetch_max_bytes", _positive),
     _p("fetch.max.wait.ms", "consumer", "fetch_max_wait_ms", _ms, "fetch.wait.max.ms"),
     _p("max.partition.fetch.bytes", "consumer", "max_partition_fetch_bytes", _positive, "fetch.message.max.bytes"),
-    _p("partition.assignment.strategy", "consumer", "partition_assignment_strategy", _assignors),
-    _p("check.crcs", "consumer", "check_crcs", _bool),
-    _p("client.rack", "consumer", "client_rack", _text),
-    _p("exclude.internal.topics", "consumer", "exclude_internal_topics", _bool),
+    _p("partition.assignment.strategy", "consumer", "partition_assignment_strategy", v.assignors),
+    _p("check.crcs", "consumer", "check_crcs", v.boolean),
+    _p("client.rack", "consumer", "client_rack", v.text),
+    _p("exclude.internal.topics", "consumer", "exclude_internal_topics", v.boolean),
 )
 BY_NAME: dict[str, Property] = {p.name: p for p in PROPERTIES}
 ALIASES: dict[str, str] = {alias: p.name for p in PROPERTIES for alias in p.aliases}
@@ -345,7 +206,7 @@ def map_properties(props: Mapping[str, Given]) -> Mapped:
             continue
         try:
             value = prop.parse(given.value)
-        except _Bad as bad:
+        except v.Bad as bad:
             raise KafkaConfigError(f"{given.label} {_shown(name, given.value)} {bad}") from None
         if name == "sasl.jaas.config":
             out.fields["sasl_username"], out.fields["sasl_password"] = _jaas(given)
@@ -379,9 +240,9 @@ def _refuse(name: str, given: Given) -> None:
         if accepted is not None and given.value.strip().lower() == accepted:
             return
         raise KafkaConfigError(f"{given.label} is managed by sentictl: {why}")
-    why = unsupported(name)
-    if why:
-        raise KafkaConfigError(f"{given.label} cannot be used: {why}")
+    reason = unsupported(name)
+    if reason:
+        raise KafkaConfigError(f"{given.label} cannot be used: {reason}")
     import difflib
 
     known = [*BY_NAME, *ALIASES]
