@@ -20,14 +20,14 @@ from sentictl.kafka import (
     make_producer,
     topic_problem,
 )
-from sentictl.kafka.options import ENV, LEGACY_SERVE_ENV, apply_legacy_env, config_from_options, kafka_options
+from sentictl.kafka.options import ENV, config_from_options, kafka_options
 
 SECRET = "s3cr3t-Pa55"
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in (*ENV.values(), *LEGACY_SERVE_ENV.values()):
+    for name in ENV.values():
         monkeypatch.delenv(name, raising=False)
 
 
@@ -168,12 +168,10 @@ def test_the_password_never_shows():
 # -- options and environment --------------------------------------------------------------------
 
 
-def command(bootstrap_default=None, legacy=False, needed_for=None):
+def command(bootstrap_default=None, needed_for=None):
     @click.command()
     @kafka_options(bootstrap_default=bootstrap_default, client_id_default="sentictl-test")
     def show(**opts):
-        if legacy:
-            opts = apply_legacy_env(opts)
         try:
             config = config_from_options(opts, needed_for=needed_for)
         except SentictlError as exc:  # what sentictl's click group does for every command
@@ -234,63 +232,6 @@ def test_invalid_options_give_one_line_and_exit_1():
     assert result.output.strip().splitlines() == [
         "Error: --security-protocol SASL_SSL needs --sasl-mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or GSSAPI)"
     ]
-
-
-def test_legacy_serve_variables_are_used_when_the_new_ones_are_unset(pem):
-    env = {
-        "SENTICTL_BOOTSTRAP": "old:9092",
-        "SENTICTL_SECURITY_PROTOCOL": "sasl_ssl",
-        "SENTICTL_SASL_MECHANISM": "SCRAM-SHA-512",
-        "SENTICTL_SASL_USERNAME": "bob",
-        "SENTICTL_SASL_PASSWORD": SECRET,
-        "SENTICTL_SSL_CAFILE": pem,
-    }
-    result = invoke(command(legacy=True), env=env)
-    assert result.exit_code == 0, result.output
-    assert "bootstrap='old:9092'" in result.output and "sasl_username='bob'" in result.output
-    assert ("sasl_plain_password", SECRET) in eval(result.stdout.splitlines()[1])
-    assert f"ssl_cafile='{pem}'" in result.output
-    notices = [line for line in result.stderr.splitlines() if "deprecated" in line]
-    assert len(notices) == len(env)
-    assert (
-        "SENTICTL_BOOTSTRAP is deprecated and will stop working in the next release: rename it to "
-        "SENTICTL_KAFKA_BOOTSTRAP" in result.stderr
-    )
-    assert SECRET not in result.stderr
-
-
-def test_legacy_serve_variables_are_ignored_when_the_new_ones_or_options_are_set():
-    env = {"SENTICTL_BOOTSTRAP": "old:9092", ENV["bootstrap"]: "new:9092", "SENTICTL_SASL_USERNAME": "bob"}
-    result = invoke(
-        command(legacy=True),
-        [
-            "--sasl-username",
-            "carol",
-            "--sasl-mechanism",
-            "PLAIN",
-            "--security-protocol",
-            "SASL_PLAINTEXT",
-            "--sasl-password",
-            "x",
-        ],
-        env=env,
-    )
-    assert result.exit_code == 0, result.output
-    assert "bootstrap='new:9092'" in result.output and "sasl_username='carol'" in result.output
-    assert "SENTICTL_BOOTSTRAP is deprecated and ignored because SENTICTL_KAFKA_BOOTSTRAP is set" in result.stderr
-    assert "SENTICTL_SASL_USERNAME is deprecated and ignored because --sasl-username is set" in result.stderr
-
-
-def test_legacy_names_without_a_click_context():
-    notices = []
-    opts = {"bootstrap": None, "security_protocol": "PLAINTEXT"}
-    out = apply_legacy_env(opts, environ={"SENTICTL_BOOTSTRAP": "old:1"}, warn=notices.append)
-    assert out["bootstrap"] == "old:1" and opts["bootstrap"] is None and len(notices) == 1
-    out = apply_legacy_env(
-        opts, environ={"SENTICTL_BOOTSTRAP": "old:1", ENV["bootstrap"]: "new:1"}, warn=notices.append
-    )
-    assert out["bootstrap"] is None and "ignored" in notices[-1]
-    assert apply_legacy_env(opts, environ={}, warn=notices.append) == opts and len(notices) == 2
 
 
 # -- topics -------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from sentictl.cli import cli
 from sentictl.errors import KafkaConfigError
 from sentictl.kafka import KafkaConfig
 from sentictl.kafka.clients import consumer_kwargs, producer_kwargs
-from sentictl.kafka.options import ENV, LEGACY_SERVE_ENV, config_from_options, door_options, kafka_options
+from sentictl.kafka.options import ENV, config_from_options, door_options, kafka_options
 from sentictl.kafka.properties import BY_NAME, map_properties, merge
 from sentictl.kafka.propfile import Given, parse_assignment, parse_properties, read_properties_file
 
@@ -23,7 +23,7 @@ SECRET = "s3cr3t-Pa55"
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in (*ENV.values(), *LEGACY_SERVE_ENV.values(), "SENTICTL_BRIDGE_GROUP"):
+    for name in (*ENV.values(), "SENTICTL_BRIDGE_GROUP"):
         monkeypatch.delenv(name, raising=False)
 
 

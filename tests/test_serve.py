@@ -754,7 +754,7 @@ def test_publish_needs_bootstrap(tiny_model_dir):
     assert r.returncode == 1 and b"{label}" in r.stderr
 
 
-def test_publish_takes_the_shared_kafka_settings_and_the_old_names_for_one_release(tiny_model_dir):
+def test_publish_takes_the_shared_kafka_settings(tiny_model_dir):
     # The shared validation (the same as bridge's) runs before the port opens.
     r = run_sentictl(
         "serve",
@@ -765,19 +765,6 @@ def test_publish_takes_the_shared_kafka_settings_and_the_old_names_for_one_relea
         env=sentictl_env(SENTICTL_KAFKA_BOOTSTRAP="127.0.0.1:1", SENTICTL_KAFKA_SASL_MECHANISM="PLAIN"),
     )
     assert r.returncode == 1 and b"SASL" in r.stderr and b"Traceback" not in r.stderr
-    # serve's pre-unification name still reaches the same setting, with a notice to rename it.
-    r = run_sentictl(
-        "serve",
-        "--model-dir",
-        str(tiny_model_dir),
-        "--publish",
-        "{label}-news",
-        env=sentictl_env(SENTICTL_BOOTSTRAP="127.0.0.1:1", SENTICTL_SECURITY_PROTOCOL="sasl_ssl"),
-    )
-    err = r.stderr.decode()
-    assert r.returncode == 1 and "Traceback" not in err
-    assert "SENTICTL_BOOTSTRAP is deprecated" in err and "SENTICTL_KAFKA_BOOTSTRAP" in err
-    assert "SASL_SSL" in err and "--sasl-mechanism" in err  # the old protocol variable was read, then validated
 
 
 def test_length_groups_keep_every_index_and_cut_padding():

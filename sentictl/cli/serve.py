@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from .. import __version__, config
-from ..kafka.options import apply_legacy_env, config_from_options, kafka_options
+from ..kafka.options import config_from_options, kafka_options
 from .options import CONTEXT, cache_options, load_model, model_options, open_cache, opt
 
 
@@ -216,8 +216,7 @@ def serve_command(**opts: Any) -> None:
     kafka = None
     if opts["publish"]:
         check_topic_template(opts["publish"])
-        # The same Kafka options and SENTICTL_KAFKA_* variables as bridge; serve's old names still work.
-        opts = apply_legacy_env(opts)
+        # The same Kafka options and SENTICTL_KAFKA_* variables as bridge.
         # The brokers may come from --bootstrap, -X bootstrap.servers or --kafka-config: the shared
         # configuration refuses a missing one with one line (exit 1).
         kafka = config_from_options(opts, needed_for="--publish")

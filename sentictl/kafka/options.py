@@ -1,8 +1,8 @@
 """The Kafka connection options, one set for every command: same names, one SENTICTL_KAFKA_* prefix.
 
 The options parse strings only; :func:`config_from_options` hands them to :class:`KafkaConfig`,
-the one place that validates them, so a value from the command line, the environment or a
-deprecated variable meets the same rules and the same messages.
+the one place that validates them, so a value from the command line or the environment meets
+the same rules and the same messages.
 
 Kafka users' own settings come in by their librdkafka/Java names, through ``-X NAME=VALUE``
 (repeatable) and ``--kafka-config FILE`` (Java properties), mapped by :mod:`.properties`.
@@ -21,7 +21,6 @@ Precedence, highest first:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -53,19 +52,93 @@ ENV = {
 # -X is repeatable and has no variable: a list of properties belongs in --kafka-config.
 OPTION_NAMES = (*ENV, "kafka_properties")
 _EXPLICIT = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.PROMPT)
-# `serve --publish` read these until the Kafka options were unified; honoured for one release.
-LEGACY_SERVE_ENV = {
-    "bootstrap": "SENTICTL_BOOTSTRAP",
-    "security_protocol": "SENTICTL_SECURITY_PROTOCOL",
-    "sasl_mechanism": "SENTICTL_SASL_MECHANISM",
-    "sasl_username": "SENTICTL_SASL_USERNAME",
-    "sasl_password": "SENTICTL_SASL_PASSWORD",
-    "ssl_cafile": "SENTICTL_SSL_CAFILE",
-}
 
 
-def _option(*names: str, key: str, **kwargs: Any) -> Callable[[F], F]:
-    return click.option(*names, key, envvar=ENV[key], show_envvar=True, **kwargs)
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """One connection option: its flag, parameter name, metavar (None: a flag) and help ("{p}": the purpose)."""
+
+    flag: str
+    key: str
+    metavar: str | None
+    help: str
+
+
+# In help order.
+SPECS = (
+    _Spec(
+        "--bootstrap",
+        "bootstrap",
+        "HOST:PORT[,...]",
+        "Kafka/Redpanda bootstrap servers{p}, e.g. --bootstrap broker1:9092,broker2:9092.",
+    ),
+    _Spec(
+        "--client-id",
+        "client_id",
+        "NAME",
+        "Client id the broker logs and applies quotas to, e.g. --client-id news-bridge-1.",
+    ),
+    _Spec(
+        "--security-protocol",
+        "security_protocol",
+        "[" + "|".join(SECURITY_PROTOCOLS) + "]",
+        "Transport security{p} (any case), e.g. --security-protocol SASL_SSL.",
+    ),
+    _Spec(
+        "--sasl-mechanism",
+        "sasl_mechanism",
+        "[" + "|".join(SASL_MECHANISMS) + "]",
+        "SASL mechanism{p}; needs SASL_PLAINTEXT or SASL_SSL, e.g. --sasl-mechanism SCRAM-SHA-512.",
+    ),
+    _Spec("--sasl-username", "sasl_username", "USER", "SASL user name (PLAIN, SCRAM)."),
+    _Spec(
+        "--sasl-password",
+        "sasl_password",
+        "PASSWORD",
+        f"SASL password (PLAIN, SCRAM); prefer {ENV['sasl_password']}, which `ps` does not show.",
+    ),
+    _Spec(
+        "--ssl-cafile", "ssl_cafile", "FILE", "CA bundle (PEM) that signed the broker's certificate (SSL, SASL_SSL)."
+    ),
+    _Spec("--ssl-certfile", "ssl_certfile", "FILE", "Client certificate (PEM) for mutual TLS."),
+    _Spec("--ssl-keyfile", "ssl_keyfile", "FILE", "Private key (PEM) of --ssl-certfile."),
+    _Spec(
+        "--no-check-hostname",
+        "no_check_hostname",
+        None,
+        "Accept a broker certificate whose name does not match the host (test clusters only).",
+    ),
+    _Spec(
+        "-X",
+        "kafka_properties",
+        "NAME=VALUE",
+        "Kafka client property{p} by its librdkafka/Java name (repeatable), e.g. -X compression.type=gzip "
+        "-X linger.ms=20 -X acks=1; -X list shows every supported one. Beats --kafka-config; options given "
+        "on the command line beat both.",
+    ),
+    _Spec(
+        "--kafka-config",
+        "kafka_config",
+        "FILE",
+        "Java-style properties file of Kafka client settings{p} (key=value or key: value, # comments), as "
+        "other Kafka tools read it, e.g. --kafka-config client.properties holding bootstrap.servers, "
+        "security.protocol, sasl.*, ssl.*, compression.type. Beats SENTICTL_KAFKA_* variables.",
+    ),
+)
+
+
+def _option(spec: _Spec, default: Any, purpose: str) -> Callable[[F], F]:
+    text = spec.help.replace("{p}", purpose)
+    if spec.key == "kafka_properties":
+        return click.option(
+            spec.flag, spec.key, multiple=True, metavar=spec.metavar, callback=_check_properties, help=text
+        )
+    env = ENV[spec.key]
+    if spec.metavar is None:
+        return click.option(spec.flag, spec.key, envvar=env, show_envvar=True, is_flag=True, default=False, help=text)
+    return click.option(
+        spec.flag, spec.key, envvar=env, show_envvar=True, default=default, metavar=spec.metavar, help=text
+    )
 
 
 def kafka_options(
@@ -76,95 +149,8 @@ def kafka_options(
     ``bootstrap_default=None`` leaves --bootstrap optional (serve needs it only with --publish);
     ``purpose`` ends each help text, e.g. " for --publish".
     """
-    p = purpose
-    options = [
-        _option(
-            "--bootstrap",
-            key="bootstrap",
-            default=bootstrap_default,
-            metavar="HOST:PORT[,...]",
-            help=f"Kafka/Redpanda bootstrap servers{p}, e.g. --bootstrap broker1:9092,broker2:9092.",
-        ),
-        _option(
-            "--client-id",
-            key="client_id",
-            default=client_id_default,
-            metavar="NAME",
-            help="Client id the broker logs and applies quotas to, e.g. --client-id news-bridge-1.",
-        ),
-        _option(
-            "--security-protocol",
-            key="security_protocol",
-            default="PLAINTEXT",
-            metavar="[" + "|".join(SECURITY_PROTOCOLS) + "]",
-            help=f"Transport security{p} (any case), e.g. --security-protocol SASL_SSL.",
-        ),
-        _option(
-            "--sasl-mechanism",
-            key="sasl_mechanism",
-            default=None,
-            metavar="[" + "|".join(SASL_MECHANISMS) + "]",
-            help=f"SASL mechanism{p}; needs SASL_PLAINTEXT or SASL_SSL, e.g. --sasl-mechanism SCRAM-SHA-512.",
-        ),
-        _option(
-            "--sasl-username", key="sasl_username", default=None, metavar="USER", help="SASL user name (PLAIN, SCRAM)."
-        ),
-        _option(
-            "--sasl-password",
-            key="sasl_password",
-            default=None,
-            metavar="PASSWORD",
-            help=f"SASL password (PLAIN, SCRAM); prefer {ENV['sasl_password']}, which `ps` does not show.",
-        ),
-        _option(
-            "--ssl-cafile",
-            key="ssl_cafile",
-            default=None,
-            metavar="FILE",
-            help="CA bundle (PEM) that signed the broker's certificate (SSL, SASL_SSL).",
-        ),
-        _option(
-            "--ssl-certfile",
-            key="ssl_certfile",
-            default=None,
-            metavar="FILE",
-            help="Client certificate (PEM) for mutual TLS.",
-        ),
-        _option(
-            "--ssl-keyfile",
-            key="ssl_keyfile",
-            default=None,
-            metavar="FILE",
-            help="Private key (PEM) of --ssl-certfile.",
-        ),
-        _option(
-            "--no-check-hostname",
-            key="no_check_hostname",
-            is_flag=True,
-            default=False,
-            help="Accept a broker certificate whose name does not match the host (test clusters only).",
-        ),
-        click.option(
-            "-X",
-            "kafka_properties",
-            multiple=True,
-            metavar="NAME=VALUE",
-            callback=_check_properties,
-            help=f"Kafka client property{p} by its librdkafka/Java name (repeatable), e.g. "
-            "-X compression.type=gzip -X linger.ms=20 -X acks=1; -X list shows every supported "
-            "one. Beats --kafka-config; options given on the command line beat both.",
-        ),
-        _option(
-            "--kafka-config",
-            key="kafka_config",
-            default=None,
-            metavar="FILE",
-            help=f"Java-style properties file of Kafka client settings{p} (key=value or key: value, "
-            "# comments), as other Kafka tools read it, e.g. --kafka-config client.properties holding "
-            "bootstrap.servers, security.protocol, sasl.*, ssl.*, compression.type. Beats "
-            "SENTICTL_KAFKA_* variables.",
-        ),
-    ]
+    defaults = {"bootstrap": bootstrap_default, "client_id": client_id_default, "security_protocol": "PLAINTEXT"}
+    options = [_option(spec, defaults.get(spec.key), purpose) for spec in SPECS]
 
     def decorate(f: F) -> F:
         for option in reversed(options):
@@ -287,38 +273,3 @@ def door_options(
         elif opts.get(param) != value:
             _notice_overridden(_option_name(ctx, param), config.origins.get(kwarg, NAME_OF.get(kwarg, kwarg)))
     return out, dataclasses.replace(config, consumer_settings=consumer)
-
-
-def apply_legacy_env(
-    opts: Mapping[str, Any],
-    *,
-    ctx: click.Context | None = None,
-    environ: Mapping[str, str] | None = None,
-    warn: Callable[[str], None] = console.notice,
-) -> dict[str, Any]:
-    """Options with serve's deprecated SENTICTL_BOOTSTRAP/SASL_*/... filled in where nothing newer is set.
-
-    A deprecated variable counts only when its option came neither from the command line nor
-    from its SENTICTL_KAFKA_* variable; either way a set one earns a notice on stderr.
-    """
-    ctx = ctx if ctx is not None else click.get_current_context(silent=True)
-    environ = os.environ if environ is None else environ
-    out = dict(opts)
-    for key, old in LEGACY_SERVE_ENV.items():
-        value = environ.get(old)
-        if not value:
-            continue
-        source = ctx.get_parameter_source(key) if ctx is not None else None
-        if source is None:
-            winner = ENV[key] if environ.get(ENV[key]) else None
-        elif source in (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP):
-            winner = None
-        else:
-            option = "--" + key.replace("_", "-")
-            winner = ENV[key] if source == click.core.ParameterSource.ENVIRONMENT else option
-        if winner:
-            warn(f"{old} is deprecated and ignored because {winner} is set: unset {old}")
-        else:
-            out[key] = value
-            warn(f"{old} is deprecated and will stop working in the next release: rename it to {ENV[key]}")
-    return out
