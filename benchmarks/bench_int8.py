@@ -89,7 +89,7 @@ def export_recipe(ckpt: Path, recipe: str) -> Path:
 def model(mdir: Path, variant: str, budget: int = BASE_BUDGET, threads: int | None = 1) -> Any:
     from sentictl.engine.model import Model
 
-    return Model(mdir, provider="cpu", variant=variant, threads=threads, max_batch_tokens=budget)
+    return Model(mdir, provider="cpu", variant=variant, threads=threads, run_tokens=budget)
 
 
 def shipped_variants(mdir: Path) -> list[str]:

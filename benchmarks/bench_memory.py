@@ -187,10 +187,10 @@ def install_knob(knob: dict[str, Any]) -> None:
 
         integrity.private_dir = lambda: None
     if knob.get("sentictl_no_trim"):
-        import sentictl.engine.model as engine_model
+        import sentictl.engine.memory as engine_memory
 
-        if hasattr(engine_model, "_return_freed_memory"):
-            engine_model._return_freed_memory = lambda: None
+        if hasattr(engine_memory, "return_freed_memory"):
+            engine_memory.return_freed_memory = lambda: None
     original = ort.InferenceSession.__init__
 
     def patched(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, **kwargs):

@@ -815,7 +815,7 @@ def engine(mdir: Path, variant: str, threads: int, **session_kw: Any) -> Any:
 
     budget = session_kw.pop("max_batch_tokens", 8192)
     size = session_kw.pop("max_batch_size", 64)
-    m = Model(mdir, provider="cpu", variant=variant, threads=threads, max_batch_tokens=budget, max_batch_size=size)
+    m = Model(mdir, provider="cpu", variant=variant, threads=threads, run_tokens=budget, max_batch_size=size)
     if session_kw:
         m.session = session(mdir / m.manifest["variants"][variant]["file"], threads, **session_kw)
     return m

@@ -14,7 +14,6 @@ the model again in the receiving process, once per process, refusing a folder th
 from __future__ import annotations
 
 import enum
-import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,11 +26,9 @@ from .console import library_notices
 from .errors import ManifestError, SentictlError
 
 if TYPE_CHECKING:
-    from .engine.cache import ResultCache
-    from .engine.core import Engine
-    from .engine.model import Model
-    from .engine.records import Verdict
-    from .engine.rediscache import RedisCache
+    from .engine.core import Engine, ResultStore
+    from .engine.records import BadRecord, Verdict
+    from .engine.results import Result as EngineResult
 
 __all__ = ["DEFAULT_CACHE", "CacheDefault", "Classifier", "ModelMismatch", "Result", "SentictlError", "load"]
 
@@ -189,18 +186,19 @@ def _open(model_dir: str | os.PathLike[str] | None, options: _Options) -> Classi
             variant=options.variant,
             threads=options.threads,
             long=options.long,
-            max_batch_tokens=config.DEFAULT_RUN_TOKENS,
+            run_tokens=config.DEFAULT_RUN_TOKENS,
         )
         cache = _open_cache(options.cache)
     return Classifier(Engine(model, cache, max_chars=options.max_chars), resolved, options)
 
 
-def _open_cache(option: str | CacheDefault | None) -> ResultCache | RedisCache | None:
+def _open_cache(option: str | CacheDefault | None) -> ResultStore | None:
     if option is None:
         return None
     from .engine.cache import open_cache
 
-    return open_cache(config.default_cache_location() if option is DEFAULT_CACHE else option)
+    cache: ResultStore = open_cache(config.default_cache_location() if option is DEFAULT_CACHE else option)
+    return cache
 
 
 class Classifier:
@@ -267,6 +265,8 @@ class Classifier:
     def info(self, verify: bool = False) -> dict[str, Any]:
         """What ``sentictl info`` shows for this model, as a dict ("cache": this classifier's cache file
         or None). verify: also hash every file against manifest.json ("verified", "problems")."""
+        from .modelinfo import describe
+
         with library_notices():
             return describe(self._engine.model, self._resolved, self.cache_path, verify=verify)
 
@@ -298,48 +298,20 @@ class Classifier:
         ``pandas.DataFrame(clf.classify_columns(df["text"]))`` or ``pyarrow.table(...)`` builds the frame.
         A label named like another column ("label", "score", "error") gets the column ``scores.<label>``.
         """
-        results = self.classify(None if _is_missing(t) else t for t in texts)
-        columns: dict[str, list[Any]] = {"label": [r.label for r in results], "score": [r.score for r in results]}
-        for label in self.labels:
-            name = f"scores.{label}" if label in ("label", "score", "error") else label
-            columns[name] = [r.scores.get(label) if r.ok else None for r in results]
-        columns["error"] = [r.error for r in results]
-        return columns
+        from .columns import is_missing, to_columns
+
+        return to_columns(self.classify(None if is_missing(t) else t for t in texts), self.labels)
 
     def _classify_chunk(self, texts: Sequence[str | None]) -> list[Result]:
-        from .engine.records import BadRecord, Record
+        from .engine.records import Record
 
         verdicts = [self._verdict(t) for t in texts]
         records = {i: v for i, v in enumerate(verdicts) if isinstance(v, Record)}
         outcomes = dict(zip(records, self._engine.classify_each([r.text for r in records.values()])))
-        out: list[Result] = []
-        for i, (given, verdict) in enumerate(zip(texts, verdicts)):
-            outcome = outcomes[i] if isinstance(verdict, Record) else verdict
-            if isinstance(outcome, BadRecord):
-                out.append(
-                    Result(
-                        text=given if isinstance(given, str) else "",
-                        label=None,
-                        score=None,
-                        scores={},
-                        model=self.name,
-                        error=outcome.reason,
-                        message=outcome.message,
-                    )
-                )
-            else:
-                out.append(
-                    Result(
-                        text=outcome["text"],
-                        label=outcome["label"],
-                        score=float(outcome["score"]),
-                        scores={k: float(v) for k, v in outcome["scores"].items()},
-                        model=outcome["model"],
-                        cache_hit=bool(outcome["cache_hit"]),
-                        truncated=bool(outcome.get("truncated", False)),
-                    )
-                )
-        return out
+        return [
+            _result(given, outcomes[i] if isinstance(verdict, Record) else verdict, self.name)
+            for i, (given, verdict) in enumerate(zip(texts, verdicts))
+        ]
 
     def _verdict(self, text: object) -> Verdict:
         from .engine.records import BadRecord
@@ -404,71 +376,19 @@ def _reopen(model_dir: str | None, options: _Options, fingerprint: str) -> Class
         return clf
 
 
-def _is_missing(value: object) -> bool:
-    """None, or a float NaN (pandas' missing value in a column of texts)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
+def _result(given: str | None, outcome: EngineResult | BadRecord, model: str) -> Result:
+    """A text's Result from the engine's result for it, or from the BadRecord that refused it."""
+    from .engine.records import BadRecord
 
-
-def describe(
-    model: Model,
-    resolved: config.ResolvedModel,
-    cache: Path | str | None = None,
-    *,
-    verify: bool = False,
-    problems: list[str] | None = None,
-) -> dict[str, Any]:
-    """The facts ``sentictl info`` prints about a loaded model: which folder and why, how it runs,
-    its variants, origin and parity figures (+ "verified" and "problems" with verify; ``problems``:
-    those already found, else the files are checked here)."""
-    from . import __version__
-    from .engine.manifest import MANIFEST, is_foreign
-    from .engine.manifest import verify as verify_files
-
-    out: dict[str, Any] = {
-        "sentictl": __version__,
-        "resolved_because": resolved.reason,
-        "bundled": resolved.bundled,
-        "chosen": {"path": str(Path(resolved.path).absolute()), "reason": resolved.reason, "bundled": resolved.bundled},
-        **model.info(),
-    }
-    listed = model.manifest["variants"]
-    out["variants"] = {
-        name: {
-            **{k: v.get(k) for k in ("file", "precision", "provider", "usable", "unusable_reason") if k in v},
-            **({"weights_file": v["data"].get("file")} if isinstance(v.get("data"), dict) else {}),
-        }
-        for name, v in listed.items()
-        if v.get("shipped", True)
-    }
-    out["not_shipped"] = {name: _not_shipped_reason(v) for name, v in listed.items() if not v.get("shipped", True)}
-    out["cache"] = None if cache is None else str(cache)
-    foreign = is_foreign(model.manifest)
-    out["manifest"] = None if foreign else MANIFEST
-    if foreign:
-        out["origin"] = (
-            f"{model.manifest['foreign']['kind']} folder without {MANIFEST}: labels from config.json, "
-            f"fingerprint from the files' sha256, no parity figures"
-        )
-        out["parity"] = None
-    else:
-        out["origin"] = "sentictl export"
-        parity = model.manifest.get("parity")
-        out["parity"] = parity.get("fp32_vs_pytorch_max_abs_diff") if isinstance(parity, dict) else None
-    if verify:
-        if problems is None:
-            problems = verify_files(model.model_dir)
-        # Without a manifest no sha256 is recorded: nothing can be verified, only found missing.
-        out["verified"] = None if foreign and not problems else not problems
-        out["problems"] = problems
-    return out
-
-
-def _not_shipped_reason(variant: dict[str, Any]) -> str:
-    """Why a variant the manifest lists cannot run: its file was left out of the folder at export."""
-    size = variant.get("bytes")
-    left_out = f"{variant.get('file')}" + (f" ({size / 1e6:.0f} MB)" if isinstance(size, int) else "")
-    return (
-        f"{left_out} is not in this folder: it was left out when the folder was made (as `sentictl export "
-        f"--keep` does, to keep a bundle small) and the manifest keeps only its export figures, so score, serve, "
-        f"eval and bench cannot run it"
+    if isinstance(outcome, BadRecord):
+        text = given if isinstance(given, str) else ""
+        return Result(text, None, None, {}, model, error=outcome.reason, message=outcome.message)
+    return Result(
+        text=outcome["text"],
+        label=outcome["label"],
+        score=float(outcome["score"]),
+        scores={k: float(v) for k, v in outcome["scores"].items()},
+        model=outcome["model"],
+        cache_hit=bool(outcome["cache_hit"]),
+        truncated=bool(outcome.get("truncated", False)),
     )

@@ -21,7 +21,6 @@ BUNDLED_MODEL_NAME = "finsent-mini"
 # keep activations in cache: on bert-base int8 with 2 threads, 400 headlines ran at 99 texts/s
 # with 1024 tokens per run, 84 with 4096 and 71 with 8192 (benchmarks/NOTES.md).
 DEFAULT_RUN_TOKENS = 1024
-DEFAULT_MAX_BATCH_TOKENS = DEFAULT_RUN_TOKENS  # the old name, kept for library callers
 DEFAULT_MAX_BATCH_SIZE = 256
 # The server coalesces concurrent requests up to this many tokens before splitting them into runs.
 DEFAULT_COALESCE_TOKENS = 8192

@@ -40,7 +40,7 @@ def spread(model_dir, variant: str, texts: list[str]) -> tuple[int, float]:
     """(texts whose label changed, max |Δp|) across budgets 256 and 8192 and a shuffled order."""
 
     def probs(budget: int, order: list[int]) -> np.ndarray:
-        model = Model(model_dir, provider="cpu", variant=variant, max_batch_tokens=budget)
+        model = Model(model_dir, provider="cpu", variant=variant, run_tokens=budget)
         out = np.empty((len(texts), len(model.labels)))
         out[order] = model.predict_proba([texts[i] for i in order])[0]
         return out

@@ -64,7 +64,7 @@ def test_results_keep_input_order(tiny_model_dir):
 
 @pytest.mark.parametrize("budget", [1, 40, 100_000])
 def test_batched_equals_one_at_a_time(tiny_model_dir, budget):
-    batched = Model(tiny_model_dir, variant="fp32", max_batch_tokens=budget).predict_proba(TEXTS)[0]
+    batched = Model(tiny_model_dir, variant="fp32", run_tokens=budget).predict_proba(TEXTS)[0]
     single = np.vstack([Model(tiny_model_dir, variant="fp32").predict_proba([t])[0] for t in TEXTS])
     np.testing.assert_allclose(batched, single, atol=1e-5)
 

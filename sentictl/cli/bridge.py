@@ -246,10 +246,10 @@ def bridge_command(**opts: Any) -> None:
     # (every label) before connecting.
     check_settings(settings)
     # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
-    from ..engine.model import fix_mmap_threshold
+    from ..engine.memory import fix_mmap_threshold
 
     fix_mmap_threshold()  # before the model loads: a reload (SIGHUP) then gives the old model's memory back
-    model = load_model(opts, spin=False, verify="always")
+    model = load_model(opts, spin_after_run=False, verify="always")
     cache = open_cache(opts)
     try:
         # SIGHUP loads the folder again (verified like the first load) and switches between batches.
@@ -258,7 +258,7 @@ def bridge_command(**opts: Any) -> None:
             cache,
             settings,
             progress=not opts["quiet"],
-            reload=lambda: load_model(opts, quiet=True, spin=False, verify="always"),
+            reload=lambda: load_model(opts, quiet=True, spin_after_run=False, verify="always"),
         )
     finally:
         if cache is not None:

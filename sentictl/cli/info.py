@@ -43,8 +43,8 @@ def info(**opts: Any) -> None:
     """
     import orjson
 
-    from ..api import describe
     from ..engine.manifest import MANIFEST, verify
+    from ..modelinfo import describe
 
     resolved = config.resolve_model_dir(opts["model_dir"])
     problems: list[str] | None = None

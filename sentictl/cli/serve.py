@@ -265,7 +265,7 @@ def serve_command(**opts: Any) -> None:
     )
     cache = open_cache(opts)
     try:
-        serve(settings, lambda: load_model(opts, spin=False, verify="always"), cache)
+        serve(settings, lambda: load_model(opts, spin_after_run=False, verify="always"), cache)
     except SentictlError:
         if cache is not None:
             cache.close()

@@ -6,7 +6,8 @@ transformers or optimum (a test checks ``sys.modules`` after a `score` run).
 
 from .cache import ResultCache
 from .core import Engine
-from .model import MANIFEST, Model, load, read_manifest
+from .manifest import MANIFEST, read_manifest
+from .model import Model, load
 from .records import REASONS, BadRecord, Record, Verdict
 from .results import Result
 

@@ -16,18 +16,35 @@ two: :meth:`Engine.prepare` (lookup, de-dup, encode the misses) per request, one
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast
+from pathlib import Path
+from typing import Any, Protocol, cast
 
 from .. import config
 from ..errors import InferenceError
 from .batching import length_groups
-from .cache import ResultCache
-from .model import Encoded, Model, is_runtime_error, runtime_message
+from .model import Model
 from .records import INFERENCE_ERROR, BadRecord, Input, Verdict, check_pair, check_text, from_bytes
 from .results import Result
+from .session import is_runtime_error, runtime_message
+from .tokenizer import Encoded
 
 # What the engine's methods take: Inputs, or plain texts (each is Input(text)).
 Texts = Sequence[str | Input]
+
+
+class ResultStore(Protocol):
+    """What the engine needs of a result cache: a SQLite file (cache.ResultCache) or a Redis server
+    (rediscache.RedisCache). Stored values are plain JSON objects (Results)."""
+
+    @property
+    def path(self) -> Path | str:
+        """The file, or the (redacted) URL."""
+
+    def get_many(self, namespace: str, texts: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def put_many(self, namespace: str, results: Iterable[tuple[str, dict[str, Any]]]) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class Pending:
@@ -57,7 +74,7 @@ class Pending:
 class Engine:
     """A loaded model, the shared cache (or None) and the record rules, behind one API."""
 
-    def __init__(self, model: Model, cache: ResultCache | None = None, *, max_chars: int = config.DEFAULT_MAX_CHARS):
+    def __init__(self, model: Model, cache: ResultStore | None = None, *, max_chars: int = config.DEFAULT_MAX_CHARS):
         self.model = model
         self.cache = cache
         self.max_chars = max_chars
@@ -98,7 +115,7 @@ class Engine:
     @property
     def run_tokens(self) -> int:
         """Token budget of one inference run (--run-tokens)."""
-        return self.model.max_batch_tokens
+        return self.model.run_tokens
 
     @property
     def precision(self) -> str:

@@ -10,6 +10,7 @@ tells the engine when a model is run on a CPU it was not built for. Reads /proc/
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 # CPUs whose int8 dot products accumulate in 32 bits: full-range weights are exact there.
 WIDE_ACCUMULATORS = ("avx512_vnni", "arm64")
@@ -37,7 +38,7 @@ def cpu_isa() -> str:
     return "avx2"
 
 
-def int8_mismatch(variant: dict, here: str | None = None) -> str | None:
+def int8_mismatch(variant: dict[str, Any], here: str | None = None) -> str | None:
     """Why this int8 variant may compute wrong sums on this CPU (None: it is safe here)."""
     quantization = variant.get("quantization") if isinstance(variant, dict) else None
     if variant.get("precision") != "int8" or not isinstance(quantization, dict):

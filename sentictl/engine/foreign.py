@@ -74,8 +74,9 @@ def _token(value: Any) -> str | None:
     """A special token as tokenizer configs write it: a string, or {"content": ...}."""
     if isinstance(value, str) and value:
         return value
-    if isinstance(value, dict) and isinstance(value.get("content"), str) and value["content"]:
-        return value["content"]
+    content = value.get("content") if isinstance(value, dict) else None
+    if isinstance(content, str) and content:
+        return content
     return None
 
 

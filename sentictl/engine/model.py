@@ -1,4 +1,10 @@
-"""The engine: a model directory loaded with ``tokenizers`` and ``onnxruntime`` only.
+"""The engine's model: a model directory loaded with ``tokenizers`` and ``onnxruntime`` only, which
+chooses its provider and variant, checks its files and graph at load, and runs encoded inputs in
+length-sorted batches under the per-run token budget.
+
+Loading is split by step: the files (verified.py), the tokenizer (tokenizer.py), the ONNX Runtime
+session (session.py) and the start-up checks (probes.py). The manifest helpers are re-exported
+here for the doors and tools that read manifests through this module.
 
 This module is on the hot path of score/serve/bridge: it must never import torch,
 transformers or optimum (a test checks ``sys.modules``).
@@ -6,26 +12,21 @@ transformers or optimum (a test checks ``sys.modules``).
 
 from __future__ import annotations
 
-import re
 import sys
-import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import config
 from ..console import notice
-from ..errors import ManifestError, ModelNotFound, SentictlError
-from . import integrity
+from ..errors import ModelNotFound, SentictlError
+from . import integrity, probes
 from .cpu import int8_mismatch
-from .integrity import sha256_file  # noqa: F401  (re-exported: export and tests use model.sha256_file)
-
-# Re-exported: the doors and tools read manifests through the model module they already import.
-from .manifest import (  # noqa: F401
+from .integrity import sha256_file
+from .manifest import (
     MANIFEST,
     MANIFEST_FORMAT,
     check_model_dir,
@@ -34,17 +35,27 @@ from .manifest import (  # noqa: F401
     fingerprint,
     is_foreign,
     read_manifest,
+    verify,
 )
 from .records import Input
 from .results import Result
+from .session import ORT_PROVIDER, check_logits_output, open_session, session_options
+from .tokenizer import Encoded, SpecialIds, TextEncoder, load_tokenizer
 from .verified import VerifiedFiles
 
-# ORT's provider names, and the variant each one prefers when the provider is picked.
-_ORT_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "coreml": "CoreMLExecutionProvider"}
+if TYPE_CHECKING:
+    from tokenizers import Encoding, Tokenizer
+
+# This module's own names.
+__all__ = ["Model", "PREFERRED_VARIANTS", "announce", "available_providers", "choose", "load", "stderr_is_terminal"]
+# Re-exported for the doors, tools and tests that use them through this module.
+__all__ += ["MANIFEST", "MANIFEST_FORMAT", "Encoded", "check_model_dir", "data_entries", "fingerprint", "read_manifest"]
+__all__ += ["sha256_file", "verify"]
+
+Floats = npt.NDArray[np.float64]
+
+# The variant each provider prefers when the provider is picked.
 PREFERRED_VARIANTS = {"cpu": ("int8", "fp32"), "cuda": ("fp16", "fp32"), "coreml": ("coreml", "fp32")}
-_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
-# Guards the lazily built tokenizer copies of every Model (see Model._encoder).
-_ENCODERS_LOCK = threading.Lock()
 
 
 def available_providers() -> list[str]:
@@ -52,7 +63,7 @@ def available_providers() -> list[str]:
     import onnxruntime as ort
 
     names = set(ort.get_available_providers())
-    return [short for short, long in _ORT_PROVIDER.items() if long in names]
+    return [short for short, long in ORT_PROVIDER.items() if long in names]
 
 
 def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None = None) -> tuple[str, str]:
@@ -96,67 +107,6 @@ def choose(manifest: dict[str, Any], provider: str = "auto", variant: str | None
     raise SentictlError(f"no usable variant for provider {provider}: re-run `sentictl export`")
 
 
-def _return_freed_memory() -> None:
-    """Give the heap memory ORT freed while loading back to the system (glibc only; else a no-op).
-
-    Pre-packing copies every quantized weight and frees the original, but glibc keeps freed
-    blocks for reuse: without this, a bert-base int8 process holds ~75 MB it no longer uses."""
-    import ctypes
-
-    try:
-        # The symbols already loaded into this process, libc's among them (no library search).
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
-
-
-def fix_mmap_threshold(threshold: int = 128 * 1024) -> None:
-    """Keep glibc's mmap threshold where it starts (glibc only; else a no-op), for processes that reload models.
-
-    glibc raises the threshold each time a large block is freed (pre-packing frees every original
-    weight), so a model loaded later gets its weights from the heap, where a freed model leaves
-    holes the next one does not fit: a server that reloaded bert-base int8 six times held 100 MB
-    more than at start; with the threshold fixed, 13 MB (benchmarks/bench_reload.py). Large blocks
-    stay mapped and are returned when freed."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError, TypeError):
-        pass
-
-
-def release_when_freed(model: Model, then: Any = None) -> None:
-    """Give the memory of a model that is being replaced (a reload) back to the system once the last
-    reference to it is dropped (requests in flight may still hold it): its session's weights and
-    arena would otherwise stay in glibc's free lists. ``then``: called after that (e.g. to log it)."""
-    import weakref
-
-    def freed() -> None:
-        _return_freed_memory()
-        if then is not None:
-            then()
-
-    weakref.finalize(model, freed)
-
-
-@dataclass(slots=True)
-class Encoded:
-    """One input as the model runs it: its id rows (one, or a long text's chunks in chunk mode) with
-    their token type ids and weights (chunks count by their tokens), and whether it was cut."""
-
-    input: Input
-    rows: list[list[int]]
-    types: list[list[int]]
-    weights: list[float]
-    truncated: bool
-
-    @property
-    def tokens(self) -> int:
-        """Tokens it occupies in batches (special tokens included), which set batch budgets."""
-        return sum(len(r) for r in self.rows)
-
-
 class Model:
     """A loaded model directory: tokenizer + one ONNX variant on one execution provider."""
 
@@ -167,284 +117,90 @@ class Model:
         variant: str | None = None,
         threads: int | None = None,
         long: str = "truncate",
-        max_batch_tokens: int = config.DEFAULT_MAX_BATCH_TOKENS,
+        run_tokens: int = config.DEFAULT_RUN_TOKENS,
         max_batch_size: int = config.DEFAULT_MAX_BATCH_SIZE,
-        spin: bool = True,
+        spin_after_run: bool = True,
         verify: str | None = None,
     ):
-        """``verify``: how the variant and tokenizer files are checked against the manifest's
+        """``run_tokens``: the token budget of one inference run (padded tokens); ``max_batch_size``:
+        the most rows of one run. ``spin_after_run``: False stops ORT's threads spinning the moment a
+        run returns (they spin inside it), for servers (see session.session_options).
+
+        ``verify``: how the variant and tokenizer files are checked against the manifest's
         sha256 before they run (see VerifiedFiles): "always" hashes them, "stamp" trusts a
         valid verified stamp and hashes otherwise, "off" checks nothing and runs the model under
         an *unverified* fingerprint that never equals the genuine one. None: "stamp", or "off"
         when SENTICTL_NO_VERIFY is set. A mismatch raises IntegrityError."""
-        if long not in config.LONG_MODES:
-            raise SentictlError(f"unknown --long mode {long!r}: use truncate or chunk")
-        if verify is None:
-            verify = default_verify_mode()
-        if verify not in integrity.MODES:
-            raise SentictlError(f"unknown verify mode {verify!r}: use one of {', '.join(integrity.MODES)}")
+        verify = _checked_modes(long, verify)
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         self.provider, self.variant = choose(self.manifest, provider, variant)
         self.long = long
-        self.max_batch_tokens = max(1, int(max_batch_tokens))
+        self.run_tokens = max(1, int(run_tokens))
         self.max_batch_size = max(1, int(max_batch_size))
-        entry = self.manifest["variants"][self.variant]
+        entry: dict[str, Any] = self.manifest["variants"][self.variant]
         self.verify_mode = verify
         files = VerifiedFiles(self.model_dir, self.manifest, self.variant, verify)
         self.fingerprint = files.fingerprint
         # Results of the two long-text modes differ, so they must never share cache entries.
         self.cache_namespace = f"{self.fingerprint}:{long}"
         self.name = f"{self.manifest.get('name', self.model_dir.name)}:{self.variant}"
-        self.labels = [self.manifest["labels"][str(i)] for i in range(len(self.manifest["labels"]))]
+        self.labels: list[str] = [self.manifest["labels"][str(i)] for i in range(len(self.manifest["labels"]))]
         self.max_length = int(self.manifest["max_length"])
-        self.static_shape = entry.get("static_shape")
-        self.spin = spin
+        self.static_shape: list[int] | None = entry.get("static_shape")
+        self.threads = threads
         mismatch = int8_mismatch(entry)
         if mismatch:
             notice(f"{self.name}: {mismatch}")
         try:
-            self._load_tokenizer(files)
-            self._load_session(entry, threads, files)
+            ids = self._load(files, entry, spin_after_run)
         finally:
             files.discard()
-        self._probe()
+        self.max_length = probes.checked_max_length(self, ids)
+        self.text = TextEncoder(self.tokenizer, ids, self.max_length, long)
 
-    def _load_tokenizer(self, files: VerifiedFiles) -> None:
-        from tokenizers import Tokenizer
-
-        path = self.model_dir / self.manifest["tokenizer"]["file"]
-        try:
-            # From the verified bytes, never the file again.
-            tok = Tokenizer.from_buffer(files.tokenizer)
-        except Exception as exc:  # tokenizers raises plain Exception on a bad file
-            raise ManifestError(f"cannot load tokenizer {path}: {exc}") from None
-        finally:
-            files.tokenizer = b""
-        tok.no_padding()
-        tok.no_truncation()
-        self.tokenizer = tok
-        self._cls = tok.token_to_id(self.manifest["tokenizer"].get("cls_token", "[CLS]"))
-        self._sep = tok.token_to_id(self.manifest["tokenizer"].get("sep_token", "[SEP]"))
-        self._pad = self.manifest["tokenizer"].get("pad_id", 0)
-        if self._pad is None:  # a folder optimum wrote may name its pad token without its id
-            self._pad = tok.token_to_id(self.manifest["tokenizer"].get("pad_token") or "[PAD]") or 0
-        if self._cls is None or self._sep is None:
-            raise ManifestError(f"tokenizer {path} lacks [CLS]/[SEP] tokens")
-
-    def _load_session(self, entry: dict[str, Any], threads: int | None, files: VerifiedFiles) -> None:
-        import onnxruntime as ort
-
+    def _load(self, files: VerifiedFiles, entry: dict[str, Any], spin_after_run: bool) -> SpecialIds:
+        """The tokenizer and the ORT session from the verified files; the special ids."""
+        spec = self.manifest["tokenizer"]
+        tokenizer, ids = load_tokenizer(files, spec, self.model_dir / spec["file"])
+        self.tokenizer: Tokenizer = tokenizer
+        self._cls, self._sep, self._pad = ids
         path = self.model_dir / entry["file"]
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Fatal only: a failed run is an exception the engine reports in its own words (inference_error,
-        # a start-up check), so ORT's own error line on stderr would only say it twice.
-        opts.log_severity_level = 4
-        if not self.spin:
-            # Spin inside a run (its parallel sections hand over without a futex wake-up), but stop the
-            # moment a run returns: idle ORT threads would otherwise spin on, taking the CPU that a
-            # server's event loop needs to answer and gather the next batch. Measured on serve, 32
-            # clients, FinBERT-shaped int8, 2 cores: no spinning 82 req/s with 0.46 cores idle; spinning
-            # on 93 req/s; spinning stopped after each run 95-98 req/s (bench_serve.py).
-            opts.add_session_config_entry("session.force_spinning_stop", "1")
-        if self.provider == "cpu":
-            # A memory pattern is planned per input shape, and every text length is a new shape: on
-            # bert-base int8 it added 30-40 MB to the peak for no measurable speed (benchmarks/NOTES.md).
-            opts.enable_mem_pattern = False
-        providers = [_ORT_PROVIDER[self.provider]]
-        if self.provider != "cpu":
-            providers.append("CPUExecutionProvider")
-        # The verified bytes, never the model folder's files (see VerifiedFiles.source).
-        source = files.source(path.name)
-        data: list[bytes] = []
-        if isinstance(source, bytes) and files.external:
-            names = list(files.external)
-            data = [files.external[n] or b"" for n in names]
-            opts.add_external_initializers_from_files_in_memory(names, data, [len(d) for d in data])
-        self.weights_from = "memory" if isinstance(source, bytes) else "a private copy"
-        try:
-            self.session = ort.InferenceSession(source, sess_options=opts, providers=providers)
-        except Exception as exc:
-            raise ManifestError(f"onnxruntime cannot load {path}: {exc}") from None
-        finally:
-            del source, data
-            files.discard()
-        _return_freed_memory()
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.threads = threads
+        opts = session_options(self.provider, self.threads, spin_after_run)
+        self.session, self.weights_from = open_session(path, self.provider, opts, files)
+        self.input_names: list[str] = [i.name for i in self.session.get_inputs()]
         if is_foreign(self.manifest):
-            self._check_foreign_outputs(path)
-
-    def _probe(self) -> None:
-        """Check the limits the engine relies on against the graph, with three tiny runs (and, where the
-        folder only let us guess its max length, one at that length): a model that would fail on every
-        batch is a start-up error, not a stream of inference errors.
-
-        - a padded batch of two (the pad id must be a row of the embedding table);
-        - a text as long as max_length (positions), when the folder did not declare it: the longest
-          power of two that runs is used instead, with a notice;
-        - the tokenizer's last id: past the embedding table, texts holding such ids fail one by one
-          (reported as inference_error by the engine): said once here.
-        """
-        cls, sep = self._cls, self._sep
-        # A graph of static shape (CoreML's) runs a fixed batch, always padded to its width.
-        pair = [[cls, sep], [cls, cls, sep]][: int(self.static_shape[0]) if self.static_shape else 2]
-        try:
-            self._forward(pair)
-        except Exception as exc:
-            if not is_runtime_error(exc):
-                raise
-            raise ManifestError(
-                f"{self.model_dir}: the model fails on a padded batch of two texts "
-                f"({runtime_message(exc)}): is the pad token id {self._pad} right for it?"
-            ) from None
-        if (self.manifest.get("foreign") or {}).get("max_length_assumed") and not self.static_shape:
-            self._probe_length()
-        last = self.tokenizer.get_vocab_size() - 1
-        try:
-            self._forward([[cls, last, sep]])
-        except Exception as exc:
-            if not is_runtime_error(exc):
-                raise
-            notice(
-                f"{self.name}: the tokenizer knows {last + 1:,} tokens, more than the model's embedding table "
-                f"holds: texts holding the extra ones are reported as inference_error"
-            )
-
-    def _probe_length(self) -> None:
-        """The folder declares no max length: keep the longest power of two (up to the guess) the graph runs."""
-        length = self.max_length
-        while length >= 8:
-            try:
-                self._forward([[self._cls] * (length - 1) + [self._sep]])
-            except Exception as exc:
-                if not is_runtime_error(exc):
-                    raise
-                length = 1 << ((length - 1).bit_length() - 1)  # the next power of two down
-                continue
-            if length != self.max_length:
-                notice(
-                    f"{self.name}: the folder declares no max length (max_position_embeddings, "
-                    f"model_max_length) and the graph fails on {self.max_length} tokens: using {length}"
-                )
-                self.max_length = length
-            return
-        raise ManifestError(
-            f"{self.model_dir}: the model fails even on a text of 8 tokens: is it a text classifier for this tokenizer?"
-        )
-
-    def _check_foreign_outputs(self, path: Path) -> None:
-        """A folder optimum wrote for another task has no (batch, labels) logits: say so instead of misreading it."""
-        outputs = self.session.get_outputs()
-        shape = outputs[0].shape if outputs else []
-        width = shape[-1] if len(shape) == 2 else None
-        if (
-            not outputs
-            or outputs[0].name != "logits"
-            or len(shape) != 2
-            or (isinstance(width, int) and width != len(self.manifest["labels"]))
-        ):
-            raise ManifestError(
-                f"{path} is not a text-classification model with {len(self.manifest['labels'])} labels "
-                f"(first output {outputs[0].name if outputs else None} {list(shape)}): "
-                f"export it with `optimum-cli export onnx --task text-classification`"
-            )
+            check_logits_output(self.session, len(self.manifest["labels"]), path)
+        return ids
 
     # ----------------------------------------------------------------- tokenization: the tokenizer's, one path
-    @cached_property
-    def _encoders(self) -> dict[str | None, Any]:
-        return {}
-
-    def _encoder(self, truncate_from: str | None) -> Any:
-        """A copy of the tokenizer that adds the special tokens the model expects (the tokenizer's own
-        post-processor, else [CLS] a [SEP] b [SEP] with type ids 0/1) and, with truncate_from "right"
-        or "left", cuts an input to max_length tokens longest-first from that side, as
-        ``tokenizers`` does. Copies, so the shared tokenizer is never reconfigured under another thread."""
-        with _ENCODERS_LOCK:
-            tok = self._encoders.get(truncate_from)
-            if tok is None:
-                from tokenizers import Tokenizer
-                from tokenizers.processors import TemplateProcessing
-
-                tok = Tokenizer.from_str(self.tokenizer.to_str())
-                tok.no_padding()
-                if tok.post_processor is None:
-                    cls, sep = (self.tokenizer.id_to_token(i) for i in (self._cls, self._sep))
-                    tok.post_processor = TemplateProcessing(
-                        single=f"{cls} $A {sep}",
-                        pair=f"{cls} $A {sep} $B:1 {sep}:1",
-                        special_tokens=[(cls, self._cls), (sep, self._sep)],
-                    )
-                if truncate_from is None:
-                    tok.no_truncation()
-                else:
-                    tok.enable_truncation(self.max_length, strategy="longest_first", direction=truncate_from)
-                self._encoders[truncate_from] = tok
-            return tok
-
     def tokenize(
         self, inputs: Sequence[str | tuple[str, str]], add_special_tokens: bool = True, truncate_from: str | None = None
-    ) -> list[Any]:
+    ) -> list[Encoding]:
         """``tokenizers`` Encodings of texts or (text, text pair) tuples, special tokens as the model runs them."""
-        return self._encoder(truncate_from).encode_batch(list(inputs), add_special_tokens=add_special_tokens)
+        return self.text.tokenize(inputs, add_special_tokens, truncate_from)
 
     def decode(self, ids: Sequence[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
         """The texts of token id sequences."""
-        return self.tokenizer.decode_batch([list(i) for i in ids], skip_special_tokens=skip_special_tokens)
+        return self.text.decode(ids, skip_special_tokens)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Word-piece ids without special tokens, for every text (what chunking packs)."""
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts), add_special_tokens=False)]
+        return self.text.encode(texts)
 
     def encode_inputs(self, inputs: Sequence[Input]) -> list[Encoded]:
-        """Each input as the model will run it: encoded by the tokenizer (cut at its side), or, in chunk
-        mode, a single text over the limit as its sentence chunks."""
-        out: dict[int, Encoded] = {}
-        sides: dict[str | None, list[int]] = {}
-        for i, x in enumerate(inputs):
-            # Chunk mode classifies a single text whole: encoded uncut, chunked below when too long.
-            sides.setdefault(None if self.long == "chunk" and x.pair is None else x.truncate_from, []).append(i)
-        for side, where in sides.items():
-            for i, e in zip(where, self.tokenize([inputs[i].raw for i in where], truncate_from=side)):
-                if side is None and len(e.ids) > self.max_length:
-                    out[i] = self._chunked(inputs[i])
-                else:
-                    out[i] = Encoded(inputs[i], [e.ids], [e.type_ids], [1.0], bool(e.overflowing))
-        return [out[i] for i in range(len(inputs))]
-
-    def _chunked(self, x: Input) -> Encoded:
-        """A long text in chunk mode: its chunks, each weighted by its token count."""
-        chunks = self._chunks(x.text, self.max_length - 2)
-        rows = [[self._cls, *c, self._sep] for c in chunks]
-        return Encoded(x, rows, [[0] * len(r) for r in rows], [float(len(c)) for c in chunks], False)
+        """Each input as the model will run it: cut at its side, or in chunk mode, a single text over the
+        limit as its sentence chunks (see TextEncoder)."""
+        return self.text.encode_inputs(inputs)
 
     def _chunks(self, text: str, budget: int) -> list[list[int]]:
-        """Split a long text into pieces under the limit: whole sentences where possible."""
-        sentences = [s for s in _SENTENCE_END.split(text) if s.strip()]
-        pieces: list[list[int]] = []
-        for ids in self.encode(sentences):
-            # A sentence longer than the limit is cut into fixed windows.
-            for start in range(0, len(ids), budget):
-                pieces.append(ids[start : start + budget])
-        chunks: list[list[int]] = []
-        current: list[int] = []
-        for piece in pieces:
-            if current and len(current) + len(piece) > budget:
-                chunks.append(current)
-                current = []
-            current = current + piece
-        if current:
-            chunks.append(current)
-        return chunks or [[]]
+        """A long text's chunks of at most ``budget`` word pieces, as chunk mode runs them."""
+        return self.text.chunks(text, budget)
 
     # ----------------------------------------------------------------- running
     def _groups(self, lengths: list[int]) -> Iterable[list[int]]:
         """Indices of sequences of these lengths (special tokens included), sorted by length and
-        grouped under the token budget."""
+        grouped under the token budget of one run."""
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
         if self.static_shape:
             size = int(self.static_shape[0])
@@ -455,7 +211,7 @@ class Model:
         for k in order:
             length = lengths[k]
             # Sorted ascending, so the newest item is the longest: it sets the padded width.
-            if batch and ((len(batch) + 1) * length > self.max_batch_tokens or len(batch) >= self.max_batch_size):
+            if batch and ((len(batch) + 1) * length > self.run_tokens or len(batch) >= self.max_batch_size):
                 yield batch
                 batch = []
             batch.append(k)
@@ -473,8 +229,8 @@ class Model:
             return int(self.static_shape[0]) * int(self.static_shape[1])
         return max(lengths) * len(lengths)
 
-    def _forward(self, rows: list[list[int]], type_ids: list[list[int]] | None = None) -> np.ndarray:
-        """Logits (float64, rows x labels) of complete id sequences (special tokens included)."""
+    def forward(self, rows: list[list[int]], type_ids: list[list[int]] | None = None) -> Floats:
+        """Logits (float64, rows x labels) of complete id sequences (special tokens included): one ORT run."""
         width = max(len(r) for r in rows)
         n = len(rows)
         if self.static_shape:
@@ -493,7 +249,7 @@ class Model:
         logits = self.session.run(None, {k: v for k, v in feed.items() if k in self.input_names})[0]
         return np.asarray(logits, dtype=np.float64)[: len(rows)]
 
-    def scores(self, encoded: Sequence[Encoded]) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, encoded: Sequence[Encoded]) -> tuple[Floats, Floats]:
         """Probabilities and raw logits (n x labels each, label-id order) of encoded inputs, run in
         length-sorted batches under the token budget. A chunked text's are its chunks', averaged by token count."""
         n = len(self.labels)
@@ -503,7 +259,7 @@ class Model:
         types = [t for e in encoded for t in e.types]
         logits = np.zeros((len(rows), n))
         for batch in self._groups([len(r) for r in rows]):
-            logits[batch] = self._forward([rows[k] for k in batch], [types[k] for k in batch])
+            logits[batch] = self.forward([rows[k] for k in batch], [types[k] for k in batch])
         probs = _softmax(logits)
         if len(rows) == len(encoded):
             return probs, logits
@@ -522,7 +278,7 @@ class Model:
         probs, logits = self.scores(encoded)
         return [self.result(e.input, p, e.truncated, raw) for e, p, raw in zip(encoded, probs, logits)]
 
-    def result(self, x: Input, row: np.ndarray, truncated: bool, logits: np.ndarray) -> Result:
+    def result(self, x: Input, row: Floats, truncated: bool, logits: Floats) -> Result:
         """One result from a probability row and the logits it came from."""
         best = int(row.argmax())
         out: Result = {
@@ -541,7 +297,7 @@ class Model:
         return out
 
     # ----------------------------------------------------------------- for tools and tests: plain texts
-    def predict_proba(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+    def predict_proba(self, texts: Sequence[str]) -> tuple[Floats, list[bool]]:
         """Class probabilities (n x labels, in label-id order) and a truncated flag per text."""
         encoded = self.encode_inputs([Input(t) for t in texts])
         return self.scores(encoded)[0], [e.truncated for e in encoded]
@@ -569,22 +325,23 @@ class Model:
         }
 
 
-def is_runtime_error(exc: BaseException) -> bool:
-    """Whether ONNX Runtime raised it (its errors are plain pybind11 classes of its own module)."""
-    return type(exc).__module__.startswith("onnxruntime")
+def _checked_modes(long: str, verify: str | None) -> str:
+    """Refuse an unknown long-text mode or verify mode; the verify mode to use (None: the default)."""
+    if long not in config.LONG_MODES:
+        raise SentictlError(f"unknown --long mode {long!r}: use truncate or chunk")
+    if verify is None:
+        verify = default_verify_mode()
+    if verify not in integrity.MODES:
+        raise SentictlError(f"unknown verify mode {verify!r}: use one of {', '.join(integrity.MODES)}")
+    return verify
 
 
-def runtime_message(exc: BaseException) -> str:
-    """The first line of an ONNX Runtime error, bounded."""
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def _softmax(logits: Floats) -> Floats:
     """Row-wise softmax (float64)."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     probs = np.exp(shifted)
-    return probs / probs.sum(axis=1, keepdims=True)
+    out: Floats = probs / probs.sum(axis=1, keepdims=True)
+    return out
 
 
 def stderr_is_terminal() -> bool:

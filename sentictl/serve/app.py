@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
-from ..engine.model import release_when_freed
+from ..engine.memory import release_when_freed
 from ..engine.records import Input
 from ..errors import (
     BackendError,

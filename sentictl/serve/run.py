@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import ResultCache
-from ..engine.model import fix_mmap_threshold
+from ..engine.memory import fix_mmap_threshold
 from ..errors import SentictlError
 from .connections import MAX_HEADER_BYTES, ConnectionGuard, connection_cap, listen, raise_fd_limit
 from .routes import create_app
