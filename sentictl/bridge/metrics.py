@@ -1,12 +1,43 @@
-"""Counters of a bridge run: the progress line and summary (BridgeStats), Prometheus (BridgeMetrics)."""
+"""Counters of a bridge run: the progress line and summary (BridgeStats), Prometheus (BridgeMetrics).
+
+Also the counters serve's metrics share (labelled_counter, cache_failures): this module loads no
+server stack, so the bridge and serve can both build on it.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry, Counter
+
+# What a result cache reports to its on_failure hook (ResultCache, RedisCache).
+CACHE_FAILURE_OPS = ("read", "write", "damaged")
+
+
+def labelled_counter(
+    name: str, documentation: str, label: str, values: Iterable[str], registry: CollectorRegistry
+) -> Counter:
+    """A counter by one label whose known values are exported (at 0) from the start, before anything is counted."""
+    from prometheus_client import Counter
+
+    counter = Counter(name, documentation, [label], registry=registry)
+    for value in values:
+        counter.labels(value)
+    return counter
+
+
+def cache_failures(name: str, documentation: str, registry: CollectorRegistry) -> Counter:
+    """The result cache's failed operations by op ("read", "write", "damaged"): serve's and the bridge's.
+
+    Wire it with ``cache.on_failure = lambda op: counter.labels(op).inc()``.
+    """
+    return labelled_counter(name, documentation, "op", CACHE_FAILURE_OPS, registry)
 
 
 @dataclass
@@ -67,22 +98,18 @@ class BridgeMetrics:
         self.commits = Counter("sentictl_bridge_commits", "Offset commits (or committed transactions)", registry=r)
         self.lag = Gauge("sentictl_bridge_lag", "Records behind the end of the assigned partitions", registry=r)
         self.batch_seconds = Histogram("sentictl_bridge_batch_seconds", "Poll-to-commit time of one batch", registry=r)
-        self.cache_failures = Counter(
+        self.cache_failures = cache_failures(
             "sentictl_bridge_cache_failures",
             "Result-cache operations that failed (the records were classified uncached)",
-            ["op"],
-            registry=r,
+            r,
         )
-        for op in ("read", "write", "damaged"):
-            self.cache_failures.labels(op)
-        self.kafka_retries = Counter(
+        self.kafka_retries = labelled_counter(
             "sentictl_bridge_kafka_retries",
             "Kafka calls that failed and were retried (connection resets, broker restarts)",
-            ["op"],
-            registry=r,
+            "op",
+            ("poll", "deliver", "commit", "probe"),
+            r,
         )
-        for op in ("poll", "deliver", "commit", "probe"):
-            self.kafka_retries.labels(op)
         self.model = Gauge(
             "sentictl_bridge_model_info",
             "The model classifying: 1 for its fingerprint, name and variant",
