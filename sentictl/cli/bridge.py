@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import config
 from ..kafka.options import kafka_options
 from .options import CONTEXT, cache_options, load_model, model_options, open_cache, opt
+
+if TYPE_CHECKING:
+    from ..bridge import BridgeSettings
 
 # Bridge options a Kafka consumer property can also set (-X, --kafka-config): option → kafka-python argument.
 PROPERTY_OPTIONS = {
@@ -201,13 +204,41 @@ def bridge_command(**opts: Any) -> None:
       sentictl bridge --in news --out scored -X compression.type=gzip -X linger.ms=20
       sentictl bridge --in news --out scored --kafka-config client.properties -X client.id=bridge-1
     """
-    from ..bridge import BridgeSettings, run_bridge
-    from ..bridge.settings import check_settings
-    from ..kafka.options import config_from_options, door_options
+    from ..bridge import run_bridge
 
     if not opts["verbose"]:
         # kafka-python logs every reconnect attempt; the bridge reports what matters itself.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    settings = bridge_settings(opts)
+    # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
+    from ..engine.model import fix_mmap_threshold
+
+    fix_mmap_threshold()  # before the model loads: a reload (SIGHUP) then gives the old model's memory back
+    model = load_model(opts, spin=False, verify="always")
+    cache = open_cache(opts)
+    try:
+        # SIGHUP loads the folder again (verified like the first load) and switches between batches.
+        run_bridge(
+            model,
+            cache,
+            settings,
+            progress=not opts["quiet"],
+            reload=lambda: load_model(opts, quiet=True, spin=False, verify="always"),
+        )
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def bridge_settings(opts: dict[str, Any]) -> BridgeSettings:
+    """The bridge's settings from its options: the Kafka connection, then the options a consumer
+    property may also set, each by its precedence. Usage errors and whatever check_settings refuses
+    (topic names, loops, ...) fail here, before the model loads (seconds), and again in full (every
+    label) before connecting."""
+    from ..bridge import BridgeSettings
+    from ..bridge.settings import check_settings
+    from ..kafka.options import config_from_options, door_options
+
     inputs = [t.strip() for t in opts["inputs"].split(",") if t.strip()]
     if not inputs:
         raise click.UsageError("--in needs at least one topic")
@@ -242,24 +273,5 @@ def bridge_command(**opts: Any) -> None:
         metrics_port=opts["metrics_port"],
         metrics_host=opts["metrics_host"],
     )
-    # Topic names, loops and the like fail here, before the model loads (seconds), and again in full
-    # (every label) before connecting.
     check_settings(settings)
-    # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
-    from ..engine.memory import fix_mmap_threshold
-
-    fix_mmap_threshold()  # before the model loads: a reload (SIGHUP) then gives the old model's memory back
-    model = load_model(opts, spin_after_run=False, verify="always")
-    cache = open_cache(opts)
-    try:
-        # SIGHUP loads the folder again (verified like the first load) and switches between batches.
-        run_bridge(
-            model,
-            cache,
-            settings,
-            progress=not opts["quiet"],
-            reload=lambda: load_model(opts, quiet=True, spin_after_run=False, verify="always"),
-        )
-    finally:
-        if cache is not None:
-            cache.close()
+    return settings

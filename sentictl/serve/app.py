@@ -21,7 +21,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -33,6 +33,7 @@ from starlette.responses import Response
 from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
 from ..engine.memory import release_when_freed
 from ..engine.records import Input
+from ..engine.rediscache import RedisCache
 from ..errors import (
     BackendError,
     BadRequest,
@@ -66,7 +67,7 @@ class Service:
         self,
         settings: ServeSettings,
         load: Callable[[], Any],
-        cache: ResultCache | None,
+        cache: ResultCache | RedisCache | None,
         on_fatal: Callable[[str], None] | None = None,
     ):
         self.settings = settings
@@ -82,8 +83,8 @@ class Service:
         self.batcher: Batcher | None = None
         self.publisher: Publisher | None = None
         self.started = time.time()
-        self._loader: asyncio.Task | None = None
-        self._reloading: asyncio.Task | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self._reloading: asyncio.Task[None] | None = None
         self._reload_again = False
         self._reload_lock = asyncio.Lock()  # one reload at a time
         self.max_concurrent_requests = settings.max_concurrent_requests or DEFAULT_CONCURRENT_REQUESTS
@@ -93,7 +94,7 @@ class Service:
 
     # -------------------------------------------------------------- lifecycle
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Any):
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
         """Load the model in the background; on shutdown drain the batcher and the publisher."""
         # In the background so the port opens at once and /health can say "not yet".
         loop = asyncio.get_running_loop()
@@ -125,6 +126,8 @@ class Service:
             model = await asyncio.to_thread(self.load)
             engine = Engine(model, self.cache, max_chars=self.settings.max_chars)
             if self.settings.publish:
+                if self.settings.kafka is None:
+                    raise SentictlError("--publish needs the Kafka settings (ServeSettings.kafka)")
                 publisher = Publisher(self.settings.publish, self.settings.kafka, self.metrics)
                 await asyncio.to_thread(publisher.start, engine.labels)
                 self.publisher = publisher

@@ -361,8 +361,8 @@ def listen(host: str, port: int, backlog: int, guard: ConnectionGuard) -> list[s
             sock.listen(backlog)
             sock.setblocking(False)
     except OSError as exc:
-        for sock in sockets:
-            sock.close()
+        for opened in sockets:
+            opened.close()
         raise SentictlError(
             f"could not listen on {host}:{port}: {exc.strerror or exc} (is the port in use? try --port)"
         ) from None

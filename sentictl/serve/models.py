@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
+from pydantic.fields import FieldInfo
 from pydantic.json_schema import models_json_schema
 
 from ..engine import REASONS
@@ -178,8 +179,17 @@ def _ids_shape(value: Any) -> str:
 
 def request_models(max_client_batch_size: int) -> RequestModels:
     """Request models whose text lists hold 1 to max_client_batch_size strings."""
-    texts_field = Annotated[list[str], Field(min_length=1, max_length=max_client_batch_size)]
     batch_size = Field(min_length=1, max_length=max_client_batch_size)
+    return RequestModels(
+        *_sentiment_models(batch_size),
+        _predict_model(batch_size),
+        _tokenize_model(batch_size),
+        _decode_model(batch_size),
+    )
+
+
+def _sentiment_models(batch_size: FieldInfo) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The demo's JSON bodies: {"text"} and {"texts": [...]}."""
 
     class SentimentText(BaseModel):
         """One text to classify."""
@@ -191,9 +201,13 @@ def request_models(max_client_batch_size: int) -> RequestModels:
         """Several texts, answered in input order."""
 
         model_config = ConfigDict(strict=True, extra="forbid")
-        texts: texts_field
+        texts: Annotated[list[str], batch_size]
 
-    # Tagged unions report the errors of the branch the client meant, not of every branch.
+    return SentimentText, SentimentTexts
+
+
+def _predict_model(batch_size: FieldInfo) -> type[BaseModel]:
+    """TEI's /predict body; its inputs a tagged union, so errors are those of the form the client meant."""
     sequence = Annotated[list[str], Field(min_length=1, max_length=2, description="[text] or [text, text pair]")]
     inputs_field = Annotated[
         Annotated[str, Tag("text"), Field(description="One text")]
@@ -226,6 +240,12 @@ def request_models(max_client_batch_size: int) -> RequestModels:
             "Right", description="Which end of a too-long input is cut."
         )
 
+    return PredictRequest
+
+
+def _tokenize_model(batch_size: FieldInfo) -> type[BaseModel]:
+    """TEI's /tokenize body."""
+
     class TokenizeRequest(BaseModel):
         """text-embeddings-inference's /tokenize request."""
 
@@ -239,6 +259,11 @@ def request_models(max_client_batch_size: int) -> RequestModels:
             None, description="Not supported (classification models have no prompts): must be null."
         )
 
+    return TokenizeRequest
+
+
+def _decode_model(batch_size: FieldInfo) -> type[BaseModel]:
+    """TEI's /decode body."""
     # The bounds are documented, not enforced here: an id outside the vocabulary (negative, or past
     # its end) is the tokenizer's to refuse (422 Tokenizer, as TEI), which /decode checks.
     token_ids = list[Annotated[int, Field(json_schema_extra={"minimum": 0, "maximum": 2**32 - 1})]]
@@ -253,7 +278,7 @@ def request_models(max_client_batch_size: int) -> RequestModels:
         ]
         skip_special_tokens: bool = True
 
-    return RequestModels(SentimentText, SentimentTexts, PredictRequest, TokenizeRequest, DecodeRequest)
+    return DecodeRequest
 
 
 def request_body(content: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

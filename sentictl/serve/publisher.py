@@ -20,6 +20,9 @@ log = logging.getLogger("sentictl.serve")
 # The result fields a published record carries (a pair's result has "text_pair" too).
 _PUBLISHED = ("text", "text_pair", "label", "score", "scores", "model", "cache_hit")
 
+# One send in the queue: topic, record key, record value, and which attempt this is (from 1).
+_Send = tuple[str, bytes, bytes, int]
+
 
 def check_topic_template(template: str) -> TopicTemplate:
     """The --publish template: {label} is its only field (checked now; names checked per label at start)."""
@@ -46,7 +49,7 @@ class Publisher:
         self.kafka = kafka
         self.metrics = metrics
         self.attempts = max(1, attempts)
-        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._queue: queue.Queue[_Send | None] = queue.Queue(maxsize=max_pending)
         self._closing = False
         self._producer: Any = None
         self._thread: threading.Thread | None = None
@@ -83,7 +86,7 @@ class Publisher:
             self._enqueue((self.topic(r["label"]), key, orjson.dumps(record), 1))
             self.metrics.publish_pending.inc()
 
-    def _enqueue(self, item: tuple) -> None:
+    def _enqueue(self, item: _Send) -> None:
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -107,7 +110,7 @@ class Publisher:
         self.metrics.published.inc()
         self.metrics.publish_pending.dec()
 
-    def _failed(self, item: tuple, exc: BaseException) -> None:
+    def _failed(self, item: _Send, exc: BaseException) -> None:
         topic, key, value, attempt = item
         if getattr(exc, "retriable", False) and attempt < self.attempts and not self._closing:
             self.metrics.publish_retries.inc()
@@ -123,7 +126,7 @@ class Publisher:
             return
         self._final_failure(item, f"{type(exc).__name__}: {exc}")
 
-    def _final_failure(self, item: tuple, reason: str) -> None:
+    def _final_failure(self, item: _Send, reason: str) -> None:
         topic, key, _value, attempt = item
         self.metrics.publish_failures.inc()
         self.metrics.publish_pending.dec()

@@ -160,13 +160,17 @@ def _where(loc: Sequence[Any]) -> str:
     return (names[0] if names else "body") + "".join(f"[{p}]" for p in loc if isinstance(p, int))
 
 
-async def on_http_error(request: Request, exc: HttpError) -> Response:
-    """Exception handler: an HttpError raised anywhere in a route or dependency."""
+# Starlette types every exception handler as taking an Exception; it calls each with the type it is
+# registered for, which the handlers below narrow to.
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    """Exception handler (for HttpError): an HttpError raised anywhere in a route or dependency."""
+    assert isinstance(exc, HttpError)
     return error_response(exc)
 
 
-async def on_framework_error(request: Request, exc: HTTPException) -> Response:
-    """Exception handler: the framework's own 404, 405 and body errors, in our error shape."""
+async def on_framework_error(request: Request, exc: Exception) -> Response:
+    """Exception handler (for HTTPException): the framework's own 404, 405 and body errors, in our error shape."""
+    assert isinstance(exc, HTTPException)
     error = error_for_status(exc.status_code)(f"{exc.detail}: {request.method} {request.url.path}")
     response = error_response(error)
     if exc.headers:  # e.g. the Allow header of a 405

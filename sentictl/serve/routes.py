@@ -8,7 +8,7 @@ GET /metrics and /openapi.json.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +20,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from .. import __version__
 from ..engine import ResultCache
+from ..engine.rediscache import RedisCache
 from ..errors import (
     BackendError,
     BadRequest,
@@ -61,12 +63,16 @@ def _doc(kind: type) -> str:
     return " ".join((kind.__doc__ or "").split())
 
 
+# A route's handler: called with the request (POST routes) or without (GET routes).
+Handler = Callable[..., Awaitable[Response]]
+
+
 @dataclass(frozen=True)
 class _Spec:
     """One route: served by Starlette, documented on the FastAPI app from ``doc`` (None: not documented)."""
 
     path: str
-    handler: Callable
+    handler: Handler
     method: str
     secured: bool
     with_request: bool
@@ -76,9 +82,9 @@ class _Spec:
 def create_app(
     settings: ServeSettings,
     load: Callable[[], Any],
-    cache: ResultCache | None = None,
+    cache: ResultCache | RedisCache | None = None,
     on_fatal: Callable[[str], None] | None = None,
-) -> Any:
+) -> ServeApp:
     """The ASGI application: plain Starlette routes inside the metrics middleware.
 
     Requests are served by Starlette routes; FastAPI only builds /openapi.json, from the same
@@ -127,17 +133,23 @@ def create_app(
     # A trailing-slash redirect would echo the request's Host header into Location: 404 instead.
     app.router.redirect_slashes = False
     app.state.service = service
-    wrapped = MetricsMiddleware(app, service.metrics, routes={r.path for r in routes})
-    wrapped.service = service  # type: ignore[attr-defined]
-    return wrapped
+    return ServeApp(app, service, routes={r.path for r in routes})
+
+
+class ServeApp(MetricsMiddleware):
+    """The ASGI application create_app builds (the routes inside the metrics middleware) and the Service they share."""
+
+    def __init__(self, app: ASGIApp, service: Service, routes: Collection[str]):
+        super().__init__(app, service.metrics, routes)
+        self.service = service
 
 
 def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec], dict[str, Any]]:
     """Every route once: path, handler, whether it needs the token, and what documents it (with the
     request-body schemas the documentation needs beside FastAPI's own)."""
-    refusals = (Unauthorized,) if secured else ()
+    refusals: tuple[type[HttpError], ...] = (Unauthorized,) if secured else ()
     # RequestTimeout and ConnectionsFull come from the connection guard (connections.py), before or beside the route.
-    reading = (
+    reading: tuple[type[HttpError], ...] = (
         BadRequest,
         EmptyInput,
         *refusals,
@@ -148,52 +160,76 @@ def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec]
         Unhealthy,
         ConnectionsFull,
     )
-    classifying = _errors(*reading, TooManyTokens, Overloaded, BackendError)
-    requests = service.models
-    sentiment_body, components = m.request_body(
+    bodies, components = _request_bodies(service.models)
+    specs = [
+        *_classifying(service, tei, bodies, _errors(*reading, TooManyTokens, Overloaded, BackendError)),
+        *_tokenizing(tei, bodies, reading),
+        *_reporting(service, tei, refusals),
+    ]
+    return specs, components
+
+
+def _request_bodies(requests: m.RequestModels) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The documented request body of each POST route by name, and the component schemas they refer to."""
+    bodies: dict[str, dict[str, Any]] = {}
+    bodies["sentiment"], components = m.request_body(
         {"text/plain": str, "application/json": requests.sentiment_text | requests.sentiment_texts}
     )
-    bodies = {}
     for name, model in (("predict", requests.predict), ("tokenize", requests.tokenize), ("decode", requests.decode)):
         bodies[name], more = m.request_body({"application/json": model})
         components.update(more)
-    loading = {http_status(Unhealthy): {"model": m.Loading, "description": _doc(Unhealthy)}}
+    return bodies, components
 
-    def post(path: str, handler: Callable, **doc: Any) -> _Spec:
-        return _Spec(path, handler, "POST", True, True, doc or None)
 
-    def get(path: str, handler: Callable, secure: bool = True, **doc: Any) -> _Spec:
-        return _Spec(path, handler, "GET", secure, False, doc)
+def _post(path: str, handler: Handler, **doc: Any) -> _Spec:
+    """A POST route given the request, behind the token (documented unless doc is empty)."""
+    return _Spec(path, handler, "POST", True, True, doc or None)
 
-    # TEI serves a classifier's predictions at /predict, / and /invocations (SageMaker's name), and its
-    # health at /, /health and /ping; Starlette answers HEAD on GET routes too (load balancers' probes).
+
+def _get(path: str, handler: Handler, secure: bool = True, **doc: Any) -> _Spec:
+    """A documented GET route called without the request."""
+    return _Spec(path, handler, "GET", secure, False, doc)
+
+
+def _classifying(
+    service: Service, tei: TeiRoutes, bodies: dict[str, dict[str, Any]], errors: dict[int | str, dict[str, Any]]
+) -> list[_Spec]:
+    """The demo's /sentiment and TEI's classification, which TEI serves at /predict, / and /invocations
+    (SageMaker's name)."""
     predict = (
         ("/predict", "text-embeddings-inference's classification"),
         ("/", "text-embeddings-inference's classification (as /predict)"),
         ("/invocations", "text-embeddings-inference's classification (as /predict; SageMaker)"),
     )
-    specs = [
-        post(
-            "/sentiment",
-            service.sentiment,
-            openapi_extra=sentiment_body,
-            response_model=m.SentimentResult | list[m.SentimentResult],
-            responses=classifying,
-            summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
-        ),
+    sentiment = _post(
+        "/sentiment",
+        service.sentiment,
+        openapi_extra=bodies["sentiment"],
+        response_model=m.SentimentResult | list[m.SentimentResult],
+        responses=errors,
+        summary="Classify raw text (the demo's call) or JSON {text} / {texts}",
+    )
+    return [
+        sentiment,
         *(
-            post(
+            _post(
                 path,
                 tei.predict,
                 openapi_extra=bodies["predict"],
                 response_model=list[m.Prediction] | list[list[m.Prediction]],
-                responses=classifying,
+                responses=errors,
                 summary=summary,
                 name=f"predict{path.replace('/', '_')}",
             )
             for path, summary in predict
         ),
-        post(
+    ]
+
+
+def _tokenizing(tei: TeiRoutes, bodies: dict[str, dict[str, Any]], reading: tuple[type[HttpError], ...]) -> list[_Spec]:
+    """TEI's /tokenize and /decode."""
+    return [
+        _post(
             "/tokenize",
             tei.tokenize,
             openapi_extra=bodies["tokenize"],
@@ -201,7 +237,7 @@ def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec]
             responses=_errors(*reading),
             summary="text-embeddings-inference's tokenization: each text's tokens as the model sees them",
         ),
-        post(
+        _post(
             "/decode",
             tei.decode,
             openapi_extra=bodies["decode"],
@@ -209,8 +245,16 @@ def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec]
             responses=_errors(*reading, TokenizerFailed),
             summary="text-embeddings-inference's decoding: the text of each id sequence",
         ),
+    ]
+
+
+def _reporting(service: Service, tei: TeiRoutes, refusals: tuple[type[HttpError], ...]) -> list[_Spec]:
+    """TEI's health routes (/health, / and /ping: open to all; Starlette answers HEAD on GET routes
+    too, for load balancers' probes), /info, /metrics and the reload trigger."""
+    loading = {http_status(Unhealthy): {"model": m.Loading, "description": _doc(Unhealthy)}}
+    return [
         *(
-            get(
+            _get(
                 path,
                 service.health,
                 False,
@@ -220,12 +264,11 @@ def _specs(service: Service, tei: TeiRoutes, secured: bool) -> tuple[list[_Spec]
             )
             for path in ("/health", "/", "/ping")
         ),
-        get("/info", tei.info, response_model=m.Info, responses=_errors(*refusals, Unhealthy)),
-        get("/metrics", service.prometheus, response_class=PlainTextResponse, responses=_errors(*refusals)),
+        _get("/info", tei.info, response_model=m.Info, responses=_errors(*refusals, Unhealthy)),
+        _get("/metrics", service.prometheus, response_class=PlainTextResponse, responses=_errors(*refusals)),
         # Without --api-key it answers 404 (anyone could make the server reload); SIGHUP works either way.
-        post("/admin/reload", service.admin_reload),
+        _post("/admin/reload", service.admin_reload),
     ]
-    return specs, components
 
 
 def _document(app: FastAPI, specs: list[_Spec], components: dict[str, Any], token: str | None) -> None:
@@ -262,7 +305,7 @@ def _authorizer(token: str | None) -> Callable[[Request], None]:
     return authorize
 
 
-def _guard(token: str | None) -> Callable | None:
+def _guard(token: str | None) -> Callable[..., Awaitable[None]] | None:
     """The bearer scheme as a FastAPI security dependency, so /openapi.json documents it; or None.
 
     The documentation app never serves a request, so this never runs: _authorizer is the check."""

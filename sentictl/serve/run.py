@@ -10,6 +10,7 @@ from typing import Any
 
 from ..engine import ResultCache
 from ..engine.memory import fix_mmap_threshold
+from ..engine.rediscache import RedisCache
 from ..errors import SentictlError
 from .connections import MAX_HEADER_BYTES, ConnectionGuard, connection_cap, listen, raise_fd_limit
 from .routes import create_app
@@ -22,7 +23,7 @@ log = logging.getLogger("sentictl.serve")
 LISTEN_BACKLOG = 2048
 
 
-def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | None = None) -> None:
+def serve(settings: ServeSettings, load: Callable[[], Any], cache: ResultCache | RedisCache | None = None) -> None:
     """Run the server until SIGTERM/SIGINT; in-flight requests are answered before it returns."""
     import uvicorn
 
@@ -93,7 +94,8 @@ def _uvicorn_config(settings: ServeSettings, app: Any, guard: ConnectionGuard) -
         lifespan="on",
         access_log=settings.access_log,
         log_level="info",
-        timeout_graceful_shutdown=settings.graceful_timeout,
+        # uvicorn annotates both timeouts int but uses them as asyncio delays, which take fractions too.
+        timeout_graceful_shutdown=settings.graceful_timeout,  # type: ignore[arg-type]
         backlog=LISTEN_BACKLOG,
         server_header=False,
         log_config=None,
@@ -104,7 +106,7 @@ def _uvicorn_config(settings: ServeSettings, app: Any, guard: ConnectionGuard) -
         # asyncio's accept loop calls the listening socket's accept(), where GatedSocket keeps the
         # cap; uvloop (which "auto" would pick where installed) accepts in C and would bypass it.
         loop="asyncio",
-        timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         # limit_concurrency would count slow clients' connections too and 503 everyone once they add up.
         limit_concurrency=None,
