@@ -211,6 +211,7 @@ class Bridge:
         return self.stats
 
     def _clients(self) -> tuple[Producer, Consumer]:
+        """The producer and the consumer connect() made."""
         if self.producer is None or self.consumer is None:
             raise RuntimeError("the bridge is not connected: connect() first")
         return self.producer, self.consumer
