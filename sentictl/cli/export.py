@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -10,6 +10,9 @@ from click.core import ParameterSource
 from .. import config
 from ..console import notice
 from .options import CONTEXT, opt
+
+if TYPE_CHECKING:
+    from ..export.options import ExportOptionError, ExportOptions
 
 # The same names as sentictl.export.options (a test checks): importing the export package here
 # would add ~0.2 s to every command's start.
@@ -155,40 +158,45 @@ def export(**opts: Any) -> None:
      sentictl export --model ./my-checkpoint --out models/mine --variants all
      sentictl export --eval-data labelled.csv --max-drop 0.5
     """
-    from ..export import ExportOptionError, ExportOptions, int8_config, resolve_out, run_export
+    from ..export import ExportOptionError, resolve_out, run_export
 
     ctx = click.get_current_context()
     try:
-        int8 = int8_config(
-            opts["int8_recipe"],
-            quantize_ops=_given(
-                ctx, "quantize_ops", None if opts["quantize_ops"] is None else opts["quantize_ops"].split(",")
-            ),
-            fp32_layers=_given(
-                ctx, "fp32_layers", None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"])
-            ),
-            smooth=_given(ctx, "smooth_alpha", opts["smooth_alpha"]),
-            isa=_given(ctx, "int8_isa", opts["int8_isa"]),
-        )
-        options = ExportOptions(
-            model=opts["model"],
-            revision=opts["revision"],
-            out=opts["out"],
-            variants=opts["variants"],
-            max_length=opts["max_length"],
-            opset=opts["opset"],
-            eval_data=opts["eval_data"],
-            max_drop=opts["max_drop"],
-            force=opts["force"],
-            keep=opts["keep"],
-            int8=int8,
-            external_data=opts["external_data"],
-        )
+        options = _export_options(ctx, opts)
     except ExportOptionError as exc:
         raise click.UsageError(_with_sources(ctx, exc)) from None
     manifest = run_export(options)
     out = resolve_out(opts["model"], opts["out"])  # the folder run_export wrote, absolute
     notice(f"wrote {out} ({', '.join(manifest['variants'])})")
+
+
+def _export_options(ctx: click.Context, opts: dict[str, Any]) -> ExportOptions:
+    """The command's values as typed export options; int8 settings only where the user set them."""
+    from ..export import ExportOptions, int8_config
+
+    quantize_ops = None if opts["quantize_ops"] is None else opts["quantize_ops"].split(",")
+    fp32_layers = None if opts["fp32_layers"] is None else _layers(opts["fp32_layers"])
+    int8 = int8_config(
+        opts["int8_recipe"],
+        quantize_ops=_given(ctx, "quantize_ops", quantize_ops),
+        fp32_layers=_given(ctx, "fp32_layers", fp32_layers),
+        smooth=_given(ctx, "smooth_alpha", opts["smooth_alpha"]),
+        isa=_given(ctx, "int8_isa", opts["int8_isa"]),
+    )
+    return ExportOptions(
+        model=opts["model"],
+        revision=opts["revision"],
+        out=opts["out"],
+        variants=opts["variants"],
+        max_length=opts["max_length"],
+        opset=opts["opset"],
+        eval_data=opts["eval_data"],
+        max_drop=opts["max_drop"],
+        force=opts["force"],
+        keep=opts["keep"],
+        int8=int8,
+        external_data=opts["external_data"],
+    )
 
 
 # Config field → this command's parameter name, where they differ.
@@ -201,7 +209,7 @@ def _given(ctx: click.Context, param: str, value: Any) -> Any:
     return value if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT) else None
 
 
-def _with_sources(ctx: click.Context, exc: Any) -> str:
+def _with_sources(ctx: click.Context, exc: ExportOptionError) -> str:
     """The error's message, plus which of its options came from an environment variable."""
     params = {p.name: p for p in ctx.command.params}
     envs = [

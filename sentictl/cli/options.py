@@ -213,10 +213,10 @@ cache_options = stacked(CACHE_OPTIONS)
 
 
 def load_model(opts: dict[str, Any], quiet: bool = False, verify: str = "stamp", **extra: Any) -> Model:
-    """Build the engine from model_options values (extra: Model keyword arguments).
+    """Load the model from model_options values (extra: Model keyword arguments).
 
     verify: how the model files are checked against manifest.json ("always" for long-running
-    serve and bridge, "stamp" otherwise; see sentictl.integrity); --no-verify makes it "off".
+    serve and bridge, "stamp" otherwise; see sentictl.engine.integrity); --no-verify makes it "off".
     """
     from ..engine.model import load
 
