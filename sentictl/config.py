@@ -86,7 +86,7 @@ class ResolvedModel:
     bundled: bool = False
 
 
-def resolve_model_dir(option: str | os.PathLike | None = None) -> ResolvedModel:
+def resolve_model_dir(option: str | os.PathLike[str] | None = None) -> ResolvedModel:
     """--model-dir > SENTICTL_MODEL_DIR > the default export location > the bundled model."""
     configured = getenv("MODEL_DIR")
     # click fills --model-dir from SENTICTL_MODEL_DIR itself: the same value came from the environment.
