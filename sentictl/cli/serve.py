@@ -12,7 +12,7 @@ from .options import CONTEXT, cache_options, load_model, model_options, open_cac
 
 
 @click.command("serve", context_settings=CONTEXT)
-@model_options(legacy_batch_tokens=False)
+@model_options
 @cache_options
 @opt(
     "--host",
