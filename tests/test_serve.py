@@ -608,9 +608,9 @@ def test_text_over_max_chars_is_413_too_long(tiny_model_dir):
     assert code == 0, err
 
 
-def test_a_lone_request_is_admitted_whatever_its_size_and_max_queue_is_a_deprecated_alias(tiny_model_dir):
+def test_a_lone_request_is_admitted_whatever_its_size(tiny_model_dir):
     """429 means the server is full, never that one request is larger than a limit a retry cannot change."""
-    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-queue", "1"]).wait_healthy()
+    s = Server(["--model-dir", str(tiny_model_dir), "--no-cache", "--max-concurrent-requests", "1"]).wait_healthy()
     try:
         r = s.client.post("/sentiment", json={"texts": ["text a", "text b", "text c"]})
         assert r.status_code == 200 and len(r.json()) == 3
@@ -620,7 +620,6 @@ def test_a_lone_request_is_admitted_whatever_its_size_and_max_queue_is_a_depreca
     finally:
         code, err = s.stop()
     assert code == 0, err
-    assert "--max-queue (SENTICTL_MAX_QUEUE) is deprecated" in err and "--max-concurrent-requests" in err
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tiny_model_dir):

@@ -407,7 +407,7 @@ def test_teis_flag_names_and_what_info_reports(tiny_model_dir):
             "3",
             "--payload-limit",
             "4096",
-            "--coalesce-tokens",
+            "--max-batch-tokens",
             "2048",
             "--api-key",
             "s3cret",
@@ -435,7 +435,6 @@ def test_teis_flag_names_and_what_info_reports(tiny_model_dir):
     finally:
         code, err = s.stop()
     assert code == 0, err
-    assert "--coalesce-tokens (SENTICTL_COALESCE_TOKENS) is deprecated" in err and "--max-batch-tokens" in err
 
 
 def test_max_batch_tokens_variable_and_the_api_key_through_the_client(tiny_model_dir, hub_online):
