@@ -14,19 +14,23 @@ package: importing ``sentictl`` never loads Ray or pyarrow.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import logging
 import os
 import re
 import socket
 import uuid
 import warnings
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from . import config
 from .engine.records import REASONS, BadRecord
+from .raysources import REASON, TEXT, Source
+
+if TYPE_CHECKING:
+    from .api import Result
+    from .raysinks import Report
 
 # Tests only: when set, every batch an actor starts first creates a file "<pid>-<uuid>" in this folder
 # (what a test waits for before killing that actor's process mid-run).
@@ -87,16 +91,25 @@ class Classify:
             open(os.path.join(trace, f"{os.getpid()}-{uuid.uuid4().hex}"), "w").close()
         if not isinstance(batch, pa.Table):
             batch = pa.Table.from_pandas(batch, preserve_index=False) if hasattr(batch, "to_dict") else pa.table(batch)
-        results = self.clf.classify(batch.column(self.column).to_pylist())
-        outcomes = [r.as_dict() if r.ok else BadRecord(r.error or "", r.message or "") for r in results]
+        texts = batch.column(self.column).to_pylist()
+        # A row the driver's reader refused (score --ray on a text, JSON or CSV input) keeps its reason.
+        refused = batch.column(REASON).to_pylist() if REASON in batch.column_names else [None] * len(texts)
+        results = iter(self.clf.classify([t for t, r in zip(texts, refused) if r is None]))
+        outcomes = [_outcome(next(results)) if r is None else BadRecord(r, REASONS.get(r, r)) for r in refused]
         scored = result_table({}, {}, self.clf.labels, outcomes, self.clf.name)
-        kept = batch if self.keep is None else batch.select(self.keep)
+        hidden = [name for name in (TEXT, REASON) if name in batch.column_names]
+        kept = batch.drop_columns(hidden) if self.keep is None else batch.select(self.keep)
         for name in scored.column_names:
             if name in kept.column_names:  # a result column replaces an input column of the same name
                 kept = kept.drop_columns([name])
         for name, values in zip(scored.column_names, scored.columns):
             kept = kept.append_column(name, values)
         return kept
+
+
+def _outcome(result: Result) -> dict[str, Any] | BadRecord:
+    """A classify() result as result_table takes it: its dict, or the reason it could not be scored."""
+    return result.as_dict() if result.ok else BadRecord(result.error or "", result.message or "")
 
 
 def one_line(exc: BaseException) -> Exception:
@@ -130,90 +143,100 @@ def require_ray() -> Any:
     return ray
 
 
-def run(
-    clf: Any,
-    inputs: Sequence[str],
-    *,
-    address: str | None,
-    column: str,
-    keep: Sequence[str],
-    workers: int | None,
-    threads: int,
-    preserve_order: bool,
-    write_rows: Any,
-    report: Any,
-    progress: bool,
-) -> dict[str, int]:
-    """``score --ray``: read the Parquet inputs → map_batches(Classify) on an actor pool → rows, in order, to
-    ``write_rows(table)`` on this driver; ``report(source, row, reason, message)`` for each bad row.
+@dataclass
+class Job:
+    """A ``score --ray`` job: what it reads, where it runs, and where its Parquet goes (None: to the driver)."""
 
-    Output is written here, from the stream of finished blocks: a block a killed actor did not finish is
-    redone by Ray (actors restart, tasks retry) and reaches the output once. Returns counts for the summary.
+    source: Source
+    address: str | None = None
+    workers: int | None = None
+    threads: int = 1
+    preserve_order: bool = True
+    progress: bool = False
+    out_dir: str | None = None
+
+
+def run(clf: Any, job: Job, *, write_rows: Callable[[Any], None], report: Report) -> dict[str, int]:
+    """``score --ray``: the job's dataset (:mod:`sentictl.raysources`) → map_batches(Classify) on an actor
+    pool → Parquet part files written by the cluster into ``job.out_dir``, or else each finished block,
+    in order, to ``write_rows(table)`` on this driver; ``report(source, row, reason, message)`` for each
+    bad row. Returns counts for the summary.
+
+    A block a killed actor did not finish is redone by Ray (actors restart, tasks retry) and reaches
+    the output once: the driver takes finished blocks only, and a part file is named by its write
+    task, so a retried task writes the same file again.
     """
     ray = require_ray()
-    import pyarrow.parquet as pq
+    from . import raysinks, raysources
 
-    started_here = not ray.is_initialized()
-    local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
-    if started_here:
-        # A local cluster gets one logical CPU more than the machine's cores: Ray Data's file listing and
-        # read tasks (1 CPU each, next to nothing next to inference) then run beside an actor pool that
-        # holds every core, instead of waiting for a free one forever.
-        ray.init(
-            address=address,
-            include_dashboard=False,
-            logging_level="ERROR",
-            log_to_driver=False,
-            num_cpus=(os.cpu_count() or 1) + 1 if local else None,
-        )
-    # Ray Data's own INFO lines and deprecation notes are not ours to print; its progress bars are (--progress).
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    started_here = _connect(ray, job.address)
     try:
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = preserve_order
-        context.enable_progress_bars = progress
-        if workers is None:  # every CPU but the one the reads need
-            workers = max(1, (int(ray.cluster_resources().get("CPU", 1)) - 1) // threads)
-        sizes = [(name, pq.ParquetFile(name).metadata.num_rows) for name in inputs]
-        ds = ray.data.read_parquet(list(inputs), columns=list(dict.fromkeys([column, *keep])), shuffle=None)
+        _configure(ray, job)
+        workers = job.workers or max(1, (int(ray.cluster_resources().get("CPU", 1)) - 1) // job.threads)
+        ds, origins, column, types = raysources.dataset(ray, job.source)
         # Blocks of at most BATCH_ROWS rows, and at least 4 per actor, so that a single file (or a small job)
         # still feeds every actor (streaming, no shuffle).
-        total = sum(n for _, n in sizes)
-        rows = max(16, min(BATCH_ROWS, -(-total // (workers * 4))))
-        ds = ds.repartition(target_num_rows_per_block=rows)
+        rows = max(16, min(BATCH_ROWS, -(-origins.total // (workers * 4))))
         # An actor that dies is restarted and its unfinished batch retried: Ray Data's defaults for an actor
         # pool (max_restarts=-1, max_task_retries=-1).
-        scored = ds.map_batches(
+        scored = ds.repartition(target_num_rows_per_block=rows).map_batches(
             Classify,
-            fn_constructor_kwargs={"model": clf, "column": column, "keep": list(keep), "fingerprint": clf.fingerprint},
+            fn_constructor_kwargs={
+                "model": clf,
+                "column": column,
+                "keep": list(job.source.keep),
+                "fingerprint": clf.fingerprint,
+            },
             batch_size=rows,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=threads,
+            num_cpus=job.threads,
         )
-        counts = {"rows": 0, "texts": 0, "cache_hits": 0, "empty": 0, "errors": 0}
-        starts = list(itertools.accumulate((n for _, n in sizes), initial=0))  # each file's first row, 0-based
-        warnings.filterwarnings("ignore", module=r"ray\.data\..*")
-        for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
-            write_rows(table)
-            for offset, (reason, hit) in enumerate(
-                zip(table.column("error").to_pylist(), table.column("cache_hit").to_pylist())
-            ):
-                if reason is None:
-                    counts["texts"] += 1
-                    counts["cache_hits"] += bool(hit)
-                elif reason == "empty":
-                    counts["empty"] += 1
-                else:
-                    counts["errors"] += 1
-                    if preserve_order:  # the n-th output row is the n-th input row: which file, which row
-                        n = counts["rows"] + offset
-                        i = bisect.bisect_right(starts, n) - 1
-                        report(sizes[i][0], n - starts[i] + 1, reason, REASONS.get(reason, reason))
-                    else:
-                        report(None, None, reason, REASONS.get(reason, reason))
-            counts["rows"] += table.num_rows
-        return counts
+        tally = raysinks.Tally(origins if job.preserve_order else None, report)
+        if job.out_dir is not None:
+            raysinks.write_parts(scored, job.out_dir, _schema(clf, job.source.keep, types), tally)
+        else:
+            for table in scored.iter_batches(batch_format="pyarrow", batch_size=None):
+                write_rows(table)
+                part = raysinks.Part()
+                part.add(table)
+                tally.add(part)
+        return tally.counts(origins.total)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _connect(ray: Any, address: str | None) -> bool:
+    """Join the cluster at ``address`` (RAY_ADDRESS, or a local one of this machine's cores when None);
+    whether this call started Ray (and so stops it)."""
+    if ray.is_initialized():
+        return False
+    local = address in (None, "local") and not os.environ.get("RAY_ADDRESS")
+    # A local cluster gets one logical CPU more than the machine's cores: Ray Data's file listing, read and
+    # write tasks (1 CPU each, next to nothing next to inference) then run beside an actor pool that holds
+    # every core, instead of waiting for a free one forever.
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        num_cpus=(os.cpu_count() or 1) + 1 if local else None,
+    )
+    return True
+
+
+def _configure(ray: Any, job: Job) -> None:
+    """Ray Data's order and progress bars for this job; its own INFO lines and deprecation notes are not ours to print."""
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module=r"ray\.data\..*")
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = job.preserve_order
+    context.enable_progress_bars = job.progress
+
+
+def _schema(clf: Any, keep: Sequence[str], types: dict[str, Any]) -> Any:
+    """The Arrow schema of a Parquet result row: the --keep columns (their input types), then the result columns."""
+    from .parquet import result_table
+
+    return result_table({k: [] for k in keep}, types, clf.labels, [], clf.name).schema

@@ -12,7 +12,7 @@ import click
 from .. import config
 from ..console import line, notice
 from ..exitcodes import BAD_RECORDS
-from .options import CONTEXT, cache_file, cache_location, cache_options, load_model, model_options, open_cache, opt
+from .options import CONTEXT, cache_file, cache_options, load_model, model_options, open_cache, opt
 
 # The keys of every result: a --keep column of the same name would be ambiguous.
 RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "truncated")
@@ -74,9 +74,12 @@ RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "trunca
     "--out",
     "out_path",
     env="OUT",
-    type=click.Path(dir_okay=False),
+    type=click.Path(),
     default=None,
-    help="Write results to this file instead of stdout (never one of the inputs or the cache), e.g. -o scored.parquet.",
+    help="Write results to this file instead of stdout (never one of the inputs or the cache), e.g. -o scored.parquet. "
+    "With --ray, a Parquet output (-o NAME.parquet, -o DIR/, an existing directory, or --output parquet) is a "
+    "DIRECTORY of part files (part-000000000.parquet, ...: in name order, the rows in input order); an existing "
+    "one may hold only a former run's part files, which are replaced.",
 )
 @opt(
     "--errors",
@@ -109,11 +112,13 @@ RESULT_KEYS = ("text", "label", "score", "scores", "model", "cache_hit", "trunca
     flag_value="",
     default=None,
     metavar="[ADDRESS]",
-    help="Run on a Ray cluster with Ray Data (the ray extra): Parquet inputs → an actor pool, one engine per "
-    "actor → -o FILE.parquet or JSON lines (of the Parquet columns), in input order. ADDRESS as ray.init "
-    "takes it (ray://host:10001, auto); none: RAY_ADDRESS, else a local cluster of this machine's cores. "
-    "--threads is per actor (default 1). Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
-    "--workers 8 -o scored.parquet",
+    help="Run on a Ray cluster with Ray Data (the ray extra): score's inputs (Parquet read by the cluster; text, "
+    "JSONL, CSV/TSV and JSON read here, block by block) → an actor pool, one engine per actor → Parquet as a "
+    "directory of part files written by the cluster (-o DIR or -o NAME.parquet: a path every node sees), or JSON "
+    "lines (of the Parquet columns) to -o FILE or stdout, in input order. ADDRESS as ray.init takes it "
+    "(ray://host:10001, auto); none: RAY_ADDRESS, else a local cluster of this machine's cores. --threads is per "
+    "actor (default 1). Put it last or write --ray=ADDRESS. Example: sentictl score news/ --column headline --ray "
+    "--workers 8 -o scored/",
 )
 @opt(
     "--workers",
@@ -156,21 +161,18 @@ def score(**opts: Any) -> None:
      sentictl score items.json --field title        # [{"title": ...}, ...] or ["...", ...]
      sentictl score news.parquet --column headline --keep id -o scored.parquet
     """
-    from ..engine import Engine
     from ..io import check_inputs, detect_format
-    from ..outputs import check_output_path, check_stdout
-    from ..parquet import check_columns, expand, is_parquet_name
-    from ..score import run_score
+    from ..parquet import check_columns
 
-    inputs = list(opts["inputs"]) or ["-"]
-    fmt = opts["fmt"]
-    if opts["ray_address"] is not None and _is_input(opts["ray_address"]):
-        # `--ray data.parquet`: click took the input for the optional ADDRESS; it is an input.
-        inputs, opts["ray_address"] = [opts["ray_address"], *(n for n in inputs if n != "-")], ""
-    if any(fmt == "parquet" or is_parquet_name(n) for n in inputs):
-        inputs = expand(inputs, fmt)  # directories and quoted globs → their files, before any check
-    errors_path, out_path = opts["errors_path"], opts["out_path"]
-    output = _output_format(opts["output"], out_path)
+    inputs, fmt = _inputs(opts)
+    ray = opts["ray_address"] is not None
+    if ray:
+        from .score_ray import ray_output
+
+        output = ray_output(opts["output"], opts["out_path"])
+    else:
+        _refuse_directory(opts["out_path"])
+        output = output_format(opts["output"], opts["out_path"])
     keep = list(dict.fromkeys(opts["keep"]))
     if opts["keep_all"]:
         keep = _keep_all(keep, inputs, fmt, opts["column"], output)
@@ -181,6 +183,45 @@ def score(**opts: Any) -> None:
     # Outputs never clobber an input or the result cache: refuse before loading anything (and
     # before -o or --errors is emptied or the cache is opened).
     cache_path = cache_file(opts)  # None for a Redis URL: no file an output could overwrite
+    if ray:
+        from .score_ray import score_ray
+
+        score_ray(opts, inputs, keep, output, cache_path)
+        return
+    check_outputs(inputs, output, opts["out_path"], opts["errors_path"], cache_path)
+    if opts["workers"] is not None or not opts["preserve_order"]:
+        raise click.UsageError("--workers and --no-preserve-order go with --ray")
+    _score_here(opts, inputs, keep, output, cache_path)
+
+
+def _inputs(opts: dict[str, Any]) -> tuple[list[str], str | None]:
+    """The inputs (stdin when none; directories and quoted globs of Parquet as their files) and --format."""
+    from ..parquet import expand, is_parquet_name
+
+    inputs = list(opts["inputs"]) or ["-"]
+    fmt = opts["fmt"]
+    if opts["ray_address"] is not None and _is_input(opts["ray_address"]):
+        # `--ray data.parquet`: click took the input for the optional ADDRESS; it is an input.
+        inputs, opts["ray_address"] = [opts["ray_address"], *(n for n in inputs if n != "-")], ""
+    if any(fmt == "parquet" or is_parquet_name(n) for n in inputs):
+        inputs = expand(inputs, fmt)  # directories and quoted globs → their files, before any check
+    return inputs, fmt
+
+
+def _refuse_directory(out_path: str | None) -> None:
+    """-o names a file without --ray: a directory is refused as click refuses it for a file-only option."""
+    if out_path and os.path.isdir(out_path):
+        ctx = click.get_current_context()
+        param = next(p for p in ctx.command.params if p.name == "out_path")
+        click.Path(dir_okay=False).convert(out_path, param, ctx)
+
+
+def check_outputs(
+    inputs: list[str], output: str, out_path: str | None, errors_path: str | None, cache_path: str | None
+) -> None:
+    """Before any work: -o (or stdout) and --errors are writable and neither an input nor the cache."""
+    from ..outputs import check_output_path, check_stdout
+
     if out_path:
         check_output_path(out_path, inputs, "-o", cache=cache_path)
         if errors_path and _same_file(out_path, errors_path):
@@ -194,11 +235,13 @@ def score(**opts: Any) -> None:
         check_stdout(inputs, cache=cache_path)
     if errors_path:
         check_output_path(errors_path, inputs, "--errors", cache=cache_path)
-    if opts["ray_address"] is not None:
-        _score_ray(opts, inputs, keep, output, out_path, errors_path, cache_path)
-        return
-    if opts["workers"] is not None or not opts["preserve_order"]:
-        raise click.UsageError("--workers and --no-preserve-order go with --ray")
+
+
+def _score_here(opts: dict[str, Any], inputs: list[str], keep: list[str], output: str, cache_path: str | None) -> None:
+    """score in this process: one engine over every input, results as they are ready."""
+    from ..engine import Engine
+    from ..score import run_score
+
     model = load_model(opts, quiet=opts["quiet"])
     if output == "csv" and (clash := [k for k in keep if k in model.labels]):
         raise click.UsageError(
@@ -206,7 +249,7 @@ def score(**opts: Any) -> None:
         )
     if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in model.labels}]):
         raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
-    outputs = _Outputs(out_path, errors_path, inputs, cache_path)
+    outputs = Outputs(opts["out_path"], opts["errors_path"], inputs, cache_path)
     cache = None
     try:
         with outputs:
@@ -222,24 +265,24 @@ def score(**opts: Any) -> None:
             summary = run_score(
                 Engine(model, cache, max_chars=opts["max_chars"]),
                 inputs,
-                fmt=fmt,
+                fmt=opts["fmt"],
                 field_name=opts["field"],
                 column=opts["column"],
                 output=output,
                 out=outputs.out,
                 errors=outputs.errors,
                 progress=opts["progress"],
-                errors_name=errors_path,
+                errors_name=opts["errors_path"],
                 keep=keep,
                 writer=outputs.writer,
             )
     finally:
         if cache:
             cache.close()
-    _finish(summary, opts["quiet"])
+    finish(summary, opts["quiet"])
 
 
-class _Outputs:
+class Outputs:
     """score's -o and --errors files (opened after every check), closed when the work succeeded (a
     failed final write is one line) and dropped quietly when it did not."""
 
@@ -253,7 +296,7 @@ class _Outputs:
         self.stream = self.out or sys.stdout.buffer
         self.writer: Any = None  # a ParquetWriter over self.stream, when the output is Parquet
 
-    def __enter__(self) -> _Outputs:
+    def __enter__(self) -> Outputs:
         return self
 
     def __exit__(self, kind: Any, *_: Any) -> None:
@@ -280,7 +323,7 @@ class _Outputs:
                         pass  # already failing: the first error is the one reported
 
 
-def _finish(summary: Any, quiet: bool) -> None:
+def finish(summary: Any, quiet: bool) -> None:
     """The closing line on stderr, and exit 3 when some records were bad."""
     if not quiet:
         line(summary.line())
@@ -288,111 +331,12 @@ def _finish(summary: Any, quiet: bool) -> None:
         sys.exit(BAD_RECORDS)
 
 
-def _score_ray(
-    opts: dict[str, Any],
-    inputs: list[str],
-    keep: list[str],
-    output: str,
-    out_path: str | None,
-    errors_path: str | None,
-    cache_path: str | None,
-) -> None:
-    """score --ray: the Ray Data driver (sentictl.ray.run) between score's own checks and outputs."""
-    import time
-
-    import orjson
-
-    import sentictl
-
-    from .. import ray as sentictl_ray
-    from ..io import detect_format
-    from ..outputs import json_default
-    from ..parquet import ParquetWriter
-    from ..score import ScoreSummary
-
-    if output == "csv":
-        raise click.UsageError("--ray writes Parquet (-o FILE.parquet) or JSON lines, not CSV")
-    if plain := [n for n in inputs if n == "-" or detect_format(n, opts["fmt"]) != "parquet"]:
-        raise click.UsageError(
-            f"--ray reads Parquet files, directories or globs, and {plain[0]} is not one "
-            f"(`sentictl score {plain[0]} -o {plain[0]}.parquet` converts it on one machine)"
-        )
-    sentictl_ray.require_ray()
-    threads = opts["threads"] or 1
-    started = time.perf_counter()
-    clf = sentictl.load(
-        opts["model_dir"],
-        variant=opts["variant"],
-        provider=opts["provider"],
-        threads=threads,
-        cache=cache_location(opts),
-        long=opts["long_mode"],
-        max_chars=opts["max_chars"],
-    )
-    if output == "parquet" and (clash := [k for k in keep if k in {f"score_{label}" for label in clf.labels}]):
-        raise click.UsageError(f"--keep {clash[0]}: the Parquet output already has a {clash[0]!r} column")
-    outputs = _Outputs(out_path, errors_path, inputs, cache_path)
-
-    def write_rows(table: Any) -> None:
-        if outputs.writer is not None:
-            outputs.writer.write_table(table)
-        else:
-            from ..outputs import JsonlWriter
-
-            JsonlWriter(outputs.stream, outputs.what).write(table.to_pylist())
-
-    def report(source: str | None, row: int | None, reason: str, message: str) -> None:
-        if outputs.errors is not None:
-            from ..outputs import OutputStream
-
-            OutputStream(outputs.errors, f"--errors to {errors_path}").write(
-                orjson.dumps({"source": source, "line": row, "reason": reason, "error": message}, default=json_default)
-                + b"\n"
-            )
-
-    try:
-        with outputs:
-            if output == "parquet":
-                outputs.writer = ParquetWriter(outputs.stream, outputs.what, clf.labels, clf.name, keep)
-            try:
-                counts = sentictl_ray.run(
-                    clf,
-                    inputs,
-                    address=opts["ray_address"] or None,
-                    column=opts["column"],
-                    keep=keep,
-                    workers=opts["workers"],
-                    threads=threads,
-                    preserve_order=opts["preserve_order"],
-                    write_rows=write_rows,
-                    report=report,
-                    progress=bool(opts["progress"]) and not opts["quiet"],
-                )
-            except sentictl.SentictlError:
-                raise
-            except Exception as exc:  # Ray wraps what an actor raised: say it in one line
-                raise sentictl_ray.one_line(exc) from None
-    finally:
-        clf.close()
-    _finish(
-        ScoreSummary(
-            texts=counts["texts"],
-            cache_hits=counts["cache_hits"],
-            empty=counts["empty"],
-            errors=counts["errors"],
-            seconds=time.perf_counter() - started,
-            sources=inputs,
-        ),
-        opts["quiet"],
-    )
-
-
 def _is_input(value: str) -> bool:
     """A --ray value that names an input (a file, a directory, a .parquet name), not a cluster address."""
     return bool(value) and (os.path.exists(value) or value.lower().endswith((".parquet", ".parq")))
 
 
-def _output_format(given: str | None, out_path: str | None) -> str:
+def output_format(given: str | None, out_path: str | None) -> str:
     """--output, else by the -o file's extension (.parquet/.parq → parquet, .csv → csv), else jsonl."""
     if given:
         return given
