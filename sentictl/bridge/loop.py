@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import console
 from ..engine import Engine
-from ..engine.model import release_when_freed
+from ..engine.memory import release_when_freed
 from ..engine.records import OUTPUT_TOO_LARGE as TOO_LARGE
 from ..errors import SentictlError
 from ..kafka import TopicTemplate

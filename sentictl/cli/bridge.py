@@ -211,10 +211,10 @@ def bridge_command(**opts: Any) -> None:
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     settings = bridge_settings(opts)
     # kafka-python's network thread needs the CPU between runs; spinning ORT threads would take it.
-    from ..engine.model import fix_mmap_threshold
+    from ..engine.memory import fix_mmap_threshold
 
     fix_mmap_threshold()  # before the model loads: a reload (SIGHUP) then gives the old model's memory back
-    model = load_model(opts, spin=False, verify="always")
+    model = load_model(opts, spin_after_run=False, verify="always")
     cache = open_cache(opts)
     try:
         # SIGHUP loads the folder again (verified like the first load) and switches between batches.
@@ -223,7 +223,7 @@ def bridge_command(**opts: Any) -> None:
             cache,
             settings,
             progress=not opts["quiet"],
-            reload=lambda: load_model(opts, quiet=True, spin=False, verify="always"),
+            reload=lambda: load_model(opts, quiet=True, spin_after_run=False, verify="always"),
         )
     finally:
         if cache is not None:
