@@ -7,15 +7,9 @@ engine builds its tokenizer and ONNX Runtime session from them, so nothing on di
 the check: a file replaced, edited or truncated under a running process changes nothing it runs
 (and can no longer kill it with SIGBUS, as a mapped file could).
 
-Hashing a large ``.onnx`` on every cold start would be slow, so a file that was hashed once (by
-``sentictl export`` or by a first load) gets a *stamp* in the user cache directory:
-``<user cache dir>/verified/<st_dev>-<st_ino>.json`` holding its size, mtime_ns, ctime_ns, inode,
-device and sha256. A later load trusts the file without hashing it when all of those still match.
-The mtime can be set back from user space (``os.utime``, ``tar --mtime``) and a new file may reuse
-a deleted one's inode, but the ctime cannot be set: any write, chmod, rename or new file moves it,
-so a stamp that names it is voided by every change (a mismatch means: hash again). Keying by
-(device, inode) keeps stamps valid across a rename of the *folder* (export writes a temporary
-directory and renames it into place). Stamps never go into the model directory: a bundled model is read-only.
+Hashing a large ``.onnx`` on every cold start would be slow, so a file that was hashed once gets a
+*stamp* (:mod:`sentictl.engine.stamps`: its size, mtime_ns, ctime_ns, inode, device and sha256,
+voided by any change), and a later load may trust it without hashing it.
 
 Modes: ``always`` hashes every time (serve and bridge: they run for hours, hashing is cheap next
 to that); ``stamp`` trusts a matching stamp and hashes otherwise (score, eval, bench, info);
@@ -24,11 +18,10 @@ that can never equal the genuine one (:func:`unverified_fingerprint`).
 
 A folder optimum wrote has no manifest, hence no recorded sha256 to check: its files' hashes
 *are* its identity (:func:`current_sha256`), and stamps spare the hashing on later loads the same way.
-Every file its graph names as external data counts (:func:`external_locations`: ONNX lets
-``location`` be any file name, e.g. ``weights.bin``).
+Every file its graph names as external data counts (:func:`external_locations`, from
+:mod:`sentictl.engine.onnxdata`).
 
-This module is on the hot path: hashlib, os, stat, orjson and platformdirs only (the graph is
-parsed with a few lines of protobuf wire-format reading, never with the onnx package).
+This module is on the hot path: hashlib, os, stat, orjson and platformdirs only.
 """
 
 from __future__ import annotations
@@ -38,25 +31,34 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
 from ..errors import IntegrityError, ManifestError
 
+# Part of this module's API too (verified.py, export and the tests use them from here): exported "as" themselves.
+from .onnxdata import external_locations as external_locations
+from .onnxdata import safe_location as safe_location
+from .stamps import identity
+from .stamps import read_stamp as read_stamp
+from .stamps import stamp_dir as stamp_dir
+from .stamps import write_stamp as write_stamp
+
 MODES = ("always", "stamp", "off")
 _BLOCK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file, streamed."""
     return _hash(path)[0]
 
 
-def _note_hash(path: str | os.PathLike) -> None:
+def _note_hash(path: str | os.PathLike[str]) -> None:
     """Called whenever a file's bytes are hashed (a seam for tests that count hashing)."""
 
 
-def _hash(path: str | os.PathLike) -> tuple[str, os.stat_result | None]:
+def _hash(path: str | os.PathLike[str]) -> tuple[str, os.stat_result | None]:
     """The sha256 of a file, and its stat when it did not change while it was read (else None)."""
     _note_hash(path)
     digest = hashlib.sha256()
@@ -65,10 +67,10 @@ def _hash(path: str | os.PathLike) -> tuple[str, os.stat_result | None]:
         for block in iter(lambda: fh.read(_BLOCK), b""):
             digest.update(block)
         after = os.fstat(fh.fileno())
-    return digest.hexdigest(), before if _identity(before) == _identity(after) else None
+    return digest.hexdigest(), before if identity(before) == identity(after) else None
 
 
-def hash_and_stamp(path: str | os.PathLike) -> str:
+def hash_and_stamp(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file just written (export), stamped as verified for later loads."""
     sha, st = _hash(path)
     if st is not None:
@@ -76,73 +78,7 @@ def hash_and_stamp(path: str | os.PathLike) -> str:
     return sha
 
 
-def stamp_dir() -> Path:
-    """Where stamps live: ``verified/`` in the user cache directory (never in a model directory)."""
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("sentictl")) / "verified"
-
-
-def _stamp_path(st: os.stat_result) -> Path:
-    return stamp_dir() / f"{st.st_dev}-{st.st_ino}.json"
-
-
-def _identity(st: os.stat_result) -> dict[str, int]:
-    # ctime_ns: what user space cannot set back (see the module docstring). A stamp written before
-    # it was recorded lacks it, so it no longer matches: the file is hashed once more and re-stamped.
-    return {
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
-        "ctime_ns": st.st_ctime_ns,
-        "ino": st.st_ino,
-        "dev": st.st_dev,
-    }
-
-
-def read_stamp(path: str | os.PathLike, st: os.stat_result | None = None) -> str | None:
-    """The sha256 a valid stamp records for this file, or None (no stamp, or the file changed)."""
-    try:
-        st = st or os.stat(path)
-        stamp = orjson.loads(_stamp_path(st).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-    return _stamped_sha(stamp, st)
-
-
-def _stamped_sha(stamp: object, st: os.stat_result) -> str | None:
-    if not isinstance(stamp, dict) or any(stamp.get(k) != v for k, v in _identity(st).items()):
-        return None
-    sha = stamp.get("sha256")
-    return sha if isinstance(sha, str) else None
-
-
-def write_stamp(path: str | os.PathLike, sha256: str, st: os.stat_result | None = None) -> bool:
-    """Record that this file (as it is now, or as ``st`` saw it) has this sha256.
-
-    Atomic (a temporary file renamed into place). A stamp that cannot be written (read-only or
-    unusable cache directory) is skipped silently: the next load just hashes the file again.
-    Returns whether a stamp was written.
-    """
-    tmp: Path | None = None
-    try:
-        st = st or os.stat(path)
-        target = _stamp_path(st)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        record = {**_identity(st), "sha256": sha256, "path": os.path.abspath(path)}
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        tmp.write_bytes(orjson.dumps(record))
-        os.replace(tmp, target)
-        return True
-    except OSError:
-        if tmp is not None:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-        return False
-
-
-def matches(path: str | os.PathLike, expected: str, mode: str = "stamp") -> bool:
+def matches(path: str | os.PathLike[str], expected: str, mode: str = "stamp") -> bool:
     """Whether the file's bytes have the expected sha256 (``off``: assumed, nothing is read).
 
     ``stamp`` trusts a valid stamp recording ``expected``; otherwise (and always in ``always``
@@ -162,7 +98,7 @@ def matches(path: str | os.PathLike, expected: str, mode: str = "stamp") -> bool
     return True
 
 
-def current_sha256(path: str | os.PathLike, mode: str = "stamp") -> str:
+def current_sha256(path: str | os.PathLike[str], mode: str = "stamp") -> str:
     """The sha256 of a file no manifest records a hash for (a folder optimum wrote): it becomes the fingerprint.
 
     ``stamp`` trusts a valid stamp, so a second run does not hash again; ``always`` hashes every
@@ -179,7 +115,7 @@ def current_sha256(path: str | os.PathLike, mode: str = "stamp") -> str:
 
 
 def check_file(
-    path: str | os.PathLike, expected: str | None, mode: str = "stamp", manifest_name: str = "manifest.json"
+    path: str | os.PathLike[str], expected: str | None, mode: str = "stamp", manifest_name: str = "manifest.json"
 ) -> None:
     """Raise IntegrityError when the file does not have the sha256 its manifest records.
 
@@ -189,20 +125,17 @@ def check_file(
     if not expected or mode == "off" or not os.path.isfile(path):
         return
     if not matches(path, expected, mode):
-        raise IntegrityError(
-            f"{path} does not match the sha256 in {manifest_name}: re-run `sentictl export`, "
-            f"or pass --no-verify for a folder edited on purpose"
-        )
+        raise _mismatch(path, manifest_name)
 
 
-def unverified_fingerprint(fingerprint: str, paths: Iterable[str | os.PathLike]) -> str:
+def unverified_fingerprint(fingerprint: str, paths: Iterable[str | os.PathLike[str]]) -> str:
     """A fingerprint for files run without verification: never the genuine one.
 
     Derived from the manifest's fingerprint, the word "unverified" and each file's size,
     mtime_ns and inode, so results of an edited file never land in the genuine model's cache
     entries (and an edit made later gets yet another fingerprint).
     """
-    files = []
+    files: list[list[int | str | None]] = []
     for path in paths:
         try:
             st = os.stat(path)
@@ -214,7 +147,7 @@ def unverified_fingerprint(fingerprint: str, paths: Iterable[str | os.PathLike])
 
 
 # ------------------------------------------------------------------ verified bytes in private memory
-def read_private(path: str | os.PathLike) -> tuple[bytes, os.stat_result | None]:
+def read_private(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result | None]:
     """The bytes of a regular file, read once into memory this process owns, and its stat when
     the file did not change while it was read (else None: such bytes are never stamped).
 
@@ -228,18 +161,18 @@ def read_private(path: str | os.PathLike) -> tuple[bytes, os.stat_result | None]
         data = fh.read(before.st_size)  # one allocation, immutable: what is checked is what runs
         grew = bool(fh.read(1))
         after = os.fstat(fh.fileno())
-    steady = len(data) == before.st_size and not grew and _identity(before) == _identity(after)
+    steady = len(data) == before.st_size and not grew and identity(before) == identity(after)
     return data, before if steady else None
 
 
-def _digest(path: str | os.PathLike, data: bytes) -> str:
+def _digest(path: str | os.PathLike[str], data: bytes) -> str:
     """The sha256 of bytes read from ``path`` (one call: hashlib lets other threads run meanwhile)."""
     _note_hash(path)
     return hashlib.sha256(data).hexdigest()
 
 
 def read_verified(
-    path: str | os.PathLike, expected: str | None, mode: str = "stamp", manifest_name: str = "manifest.json"
+    path: str | os.PathLike[str], expected: str | None, mode: str = "stamp", manifest_name: str = "manifest.json"
 ) -> tuple[bytes, str | None]:
     """Read a file into private memory and check exactly those bytes; returns (bytes, their sha256).
 
@@ -260,10 +193,7 @@ def read_verified(
             return data, stamped
     actual = _digest(path, data)
     if expected and actual != expected:
-        raise IntegrityError(
-            f"{path} does not match the sha256 in {manifest_name}: re-run `sentictl export`, "
-            f"or pass --no-verify for a folder edited on purpose"
-        )
+        raise _mismatch(path, manifest_name)
     if st is not None:
         write_stamp(path, actual, st)
     return data, actual
@@ -307,8 +237,8 @@ def _remove_orphans(base: Path) -> None:
 
 
 def copy_verified(
-    source: str | os.PathLike,
-    dest: str | os.PathLike,
+    source: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
     expected: str | None,
     mode: str = "stamp",
     manifest_name: str = "manifest.json",
@@ -332,153 +262,40 @@ def copy_verified(
         digest = None if mode == "off" or trusted else hashlib.sha256()
         if digest is not None:
             _note_hash(source)
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o400)
-        copied = 0
-        with os.fdopen(fd, "wb") as out:
-            for block in iter(lambda: fh.read(_BLOCK), b""):
-                if digest is not None:
-                    digest.update(block)
-                out.write(block)
-                copied += len(block)
+        copied = _copy(fh, dest, digest)
         after = os.fstat(fh.fileno())
-    steady = copied == before.st_size and _identity(before) == _identity(after)
+    steady = copied == before.st_size and identity(before) == identity(after)
     if mode == "off":
         return None
     if digest is not None:
         actual = digest.hexdigest()
-    elif steady:
-        actual = stamped  # type: ignore[assignment]
+    elif steady and stamped is not None:  # not hashed: the stamp was trusted
+        actual = stamped
     else:  # changed while copied: the stamp says nothing about the copy, which is hashed itself
         actual = _hash(dest)[0]
     if expected and actual != expected:
         os.unlink(dest)
-        raise IntegrityError(
-            f"{source} does not match the sha256 in {manifest_name}: re-run `sentictl export`, "
-            f"or pass --no-verify for a folder edited on purpose"
-        )
+        raise _mismatch(source, manifest_name)
     if digest is not None and steady:
         write_stamp(source, actual, before)
     return actual
 
 
-# ------------------------------------------------------------------ the files a graph reads
-# ONNX's protobuf field numbers (onnx.proto) on the way to every TensorProto a model may hold.
-_MODEL_GRAPH, _MODEL_FUNCTIONS = 7, 25
-_GRAPH_NODE, _GRAPH_INITIALIZER, _GRAPH_SPARSE = 1, 5, 15
-_NODE_ATTRIBUTE = 5
-_FUNCTION_NODE = 7
-_ATTR_T, _ATTR_G, _ATTR_TENSORS, _ATTR_GRAPHS, _ATTR_SPARSE, _ATTR_SPARSES = 5, 6, 10, 11, 22, 23
-_SPARSE_VALUES, _SPARSE_INDICES = 1, 2
-_TENSOR_EXTERNAL = 13
-_ENTRY_KEY, _ENTRY_VALUE = 1, 2
+def _copy(fh: BinaryIO, dest: str | os.PathLike[str], digest: hashlib._Hash | None) -> int:
+    """Copy the rest of fh to dest, a new file (0400, never through a symlink), hashing it on the way; how many bytes."""
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o400)
+    copied = 0
+    with os.fdopen(fd, "wb") as out:
+        for block in iter(lambda: fh.read(_BLOCK), b""):
+            if digest is not None:
+                digest.update(block)
+            out.write(block)
+            copied += len(block)
+    return copied
 
 
-def _fields(buf: memoryview, start: int = 0, end: int | None = None) -> Iterable[tuple[int, int, int, int]]:
-    """(field number, wire type, start, end) of each field of one protobuf message; a length-delimited
-    field's span is its payload, a scalar's is empty (its bytes are skipped, never decoded)."""
-    end = len(buf) if end is None else end
-    pos = start
-
-    def varint() -> int:
-        nonlocal pos
-        shift = value = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise ValueError("truncated varint")
-            byte = buf[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-
-    while pos < end:
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            varint()
-            yield number, wire, pos, pos
-        elif wire == 1:
-            pos += 8
-            yield number, wire, pos, pos
-        elif wire == 5:
-            pos += 4
-            yield number, wire, pos, pos
-        elif wire == 2:
-            size = varint()
-            if pos + size > end:
-                raise ValueError("field runs past its message")
-            yield number, wire, pos, pos + size
-            pos += size
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    if pos != end:
-        raise ValueError("message runs past its end")
-
-
-def external_locations(graph: bytes | bytearray | memoryview) -> list[str]:
-    """Every file an ONNX model's tensors keep their bytes in (``external_data`` ``location``), in first-seen order.
-
-    Walks initializers, sparse initializers, tensors in node attributes, subgraphs and functions.
-    Raises ValueError when the bytes are not a readable ONNX model.
-    """
-    buf = memoryview(graph)
-    found: dict[str, None] = {}
-
-    def sub(start: int, end: int, wanted: dict[int, object]) -> None:
-        for number, wire, s, e in _fields(buf, start, end):
-            visit = wanted.get(number)
-            if wire == 2 and visit is not None:
-                visit(s, e)  # type: ignore[operator]
-
-    def tensor(start: int, end: int) -> None:
-        for number, wire, s, e in _fields(buf, start, end):
-            if number != _TENSOR_EXTERNAL or wire != 2:
-                continue
-            entry = {k: bytes(buf[a:b]) for k, w, a, b in _fields(buf, s, e) if w == 2}
-            if entry.get(_ENTRY_KEY) == b"location" and _ENTRY_VALUE in entry:
-                found.setdefault(entry[_ENTRY_VALUE].decode("utf-8", "replace"), None)
-
-    def sparse(start: int, end: int) -> None:
-        sub(start, end, {_SPARSE_VALUES: tensor, _SPARSE_INDICES: tensor})
-
-    def attribute(start: int, end: int) -> None:
-        sub(
-            start,
-            end,
-            {
-                _ATTR_T: tensor,
-                _ATTR_TENSORS: tensor,
-                _ATTR_G: graph_,
-                _ATTR_GRAPHS: graph_,
-                _ATTR_SPARSE: sparse,
-                _ATTR_SPARSES: sparse,
-            },
-        )
-
-    def node(start: int, end: int) -> None:
-        sub(start, end, {_NODE_ATTRIBUTE: attribute})
-
-    def graph_(start: int, end: int) -> None:
-        sub(start, end, {_GRAPH_NODE: node, _GRAPH_INITIALIZER: tensor, _GRAPH_SPARSE: sparse})
-
-    def function(start: int, end: int) -> None:
-        sub(start, end, {_FUNCTION_NODE: node})
-
-    try:
-        sub(0, len(buf), {_MODEL_GRAPH: graph_, _MODEL_FUNCTIONS: function})
-    except (IndexError, RecursionError) as exc:
-        raise ValueError(f"not a readable ONNX model ({type(exc).__name__})") from None
-    return list(found)
-
-
-def safe_location(location: str) -> bool:
-    """Whether an external-data location names a file inside the model's own folder (relative, no ``..``)."""
-    parts = location.replace("\\", "/").split("/")
-    return (
-        bool(location)
-        and not os.path.isabs(location)
-        and ".." not in parts
-        and "" not in parts
-        and not (len(location) > 1 and location[1] == ":")
+def _mismatch(path: str | os.PathLike[str], manifest_name: str) -> IntegrityError:
+    return IntegrityError(
+        f"{path} does not match the sha256 in {manifest_name}: re-run `sentictl export`, "
+        f"or pass --no-verify for a folder edited on purpose"
     )
