@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-import orjson
-
 from ..console import notice
 from ..errors import CacheError
+from .cacheformat import cache_key, decode_entry, encode_entry, is_expired
 
 SCHEMES = ("redis://", "rediss://", "unix://")
 PREFIX = "sentictl:v1:"
@@ -67,8 +66,12 @@ def redact_url(location: object) -> str:
         return f"{text.split('://', 1)[0]}://***"
 
 
-def _encode(value: Any) -> bytes:
-    return orjson.dumps(value)
+def _secrets(url: str, password: str | None) -> list[str]:
+    """Every spelling of the password a message could carry, longest first: as given, and
+    percent-decoded as redis-py uses it."""
+    given = urlsplit(url).password
+    query = dict(parse_qsl(urlsplit(url).query)).get("password")
+    return sorted({s for s in (password, given, given and unquote(given), query) if s}, key=len, reverse=True)
 
 
 class RedisCache:
@@ -104,12 +107,7 @@ class RedisCache:
         self.misses = 0
         self.corrupt = 0
         self.failures = 0
-        given = urlsplit(url).password
-        query = dict(parse_qsl(urlsplit(url).query)).get("password")
-        # Every spelling a message could carry: as given, and percent-decoded as redis-py uses it.
-        self._secrets = sorted(
-            {s for s in (password, given, given and unquote(given), query) if s}, key=len, reverse=True
-        )
+        self._secrets = _secrets(url, password)
         self._counter_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._down_until = {"read": 0.0, "write": 0.0}
@@ -190,8 +188,6 @@ class RedisCache:
 
     def get_many(self, namespace: str, texts: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Cached results for those texts that have one (one MGET)."""
-        from .cache import cache_key, decode_entry
-
         keys = {self._key(namespace, cache_key(namespace, t)): t for t in texts}
         key_list = list(keys)
         values = (self._call("read", lambda c: c.mget(key_list)) if key_list else None) or []
@@ -217,12 +213,9 @@ class RedisCache:
 
     def put_many(self, namespace: str, results: Iterable[tuple[str, dict[str, Any]]]) -> int:
         """Store (text, result) pairs in one pipelined round trip; returns how many were written."""
-        from .cache import cache_key
-
         now = time.time()
         rows = [
-            (self._key(namespace, cache_key(namespace, text)), _encode({"r": result, "t": now}))
-            for text, result in results
+            (self._key(namespace, cache_key(namespace, text)), encode_entry(result, now)) for text, result in results
         ]
         if not rows:
             return 0
@@ -285,7 +278,7 @@ class RedisCache:
             for keys in self._scan(client):
                 if expired_only:
                     keys = [
-                        k for k, blob in zip(keys, client.mget(keys)) if blob is not None and _expired(blob, cutoff)
+                        k for k, blob in zip(keys, client.mget(keys)) if blob is not None and is_expired(blob, cutoff)
                     ]
                 if keys:
                     removed += client.delete(*keys)
@@ -306,10 +299,3 @@ class RedisCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _expired(blob: bytes, cutoff: float) -> bool:
-    try:
-        return orjson.loads(blob)["t"] < cutoff
-    except (orjson.JSONDecodeError, TypeError, KeyError):
-        return True
