@@ -122,7 +122,8 @@ def scaling(work: Path, sizes: list[int], model_dir: str | None, env: dict[str, 
     one_cmd = ["--threads", "2"]
     ray_cmd = ["--workers", "2", "--threads", "1", "--ray"]
     start_one = timed(score_cmd(model_dir, str(one_row), "-o", str(work / "o.parquet"), *one_cmd), env)["seconds"]
-    start_ray = timed(score_cmd(model_dir, str(one_row), "-o", str(work / "o.parquet"), *ray_cmd), env)["seconds"]
+    # --ray writes Parquet as a directory of part files (a former run's are replaced): never one-process's file.
+    start_ray = timed(score_cmd(model_dir, str(one_row), "-o", str(work / "o-ray.parquet"), *ray_cmd), env)["seconds"]
     rows = []
     for n in sizes:
         data = work / f"texts-{n}.parquet"
