@@ -18,7 +18,8 @@ import orjson
 import pytest
 
 from conftest import sentictl_env
-from sentictl.io import _CappedStrings, read_source
+from sentictl.io import read_source
+from sentictl.jsonread import _CappedStrings
 
 LAST = "Shares fell after the warning"
 
