@@ -11,7 +11,7 @@ builds the manifest the engine would otherwise read:
 - the tokenizer from ``tokenizer.json``, its [CLS]/[SEP]/[PAD] tokens from the tokenizer config;
 - one variant per ``.onnx`` file, its precision inferred from the name (``model_quantized``,
   ``*_int8``, ``*quantized*`` → int8; ``*fp16*`` → fp16; anything else fp32);
-- ``sha256`` left empty: :class:`sentictl.engine.model.Model` hashes the files it runs (trusting a
+- ``sha256`` left empty: :class:`sentictl.engine.verified.VerifiedFiles` hashes the files a model runs (trusting a
   verified stamp, see :mod:`sentictl.engine.integrity`) and derives the fingerprint from those
   hashes, so an edited file is a new model, never a stale cache entry. That includes every file
   the graph's external-data entries name (read from the graph itself, whatever the file is called:
@@ -155,38 +155,8 @@ def synthesize(model_dir: Path) -> dict[str, Any]:
         raise ModelNotFound(f"{model_dir} {why}")
     cfg = _json(model_dir / CONFIG, "label map")
     tok_cfg = _json(model_dir / "tokenizer_config.json", "tokenizer config")
-    special = _special_tokens(model_dir, tok_cfg)
-    if special["cls_token"] is None or special["sep_token"] is None:
-        raise ManifestError(
-            f"{model_dir}: the tokenizer names no [CLS]/[SEP] tokens (tokenizer_config.json): "
-            f"sentictl runs encoder classifiers (BERT, RoBERTa, ...) only"
-        )
-    pad_id = cfg.get("pad_token_id")
-    tokenizer = {
-        "file": TOKENIZER,
-        "sha256": None,  # hashed when the model is loaded (Model._verify)
-        "cls_token": special["cls_token"],
-        "sep_token": special["sep_token"],
-        "pad_token": special["pad_token"],
-        "pad_id": pad_id if isinstance(pad_id, int) and not isinstance(pad_id, bool) and pad_id >= 0 else None,
-    }
-    variants: dict[str, dict[str, Any]] = {}
-    for name in onnx_files(model_dir):
-        kind = precision(name)
-        key = kind if kind not in variants else name.rsplit(".", 1)[0]
-        variants[key] = {
-            "file": name,
-            "sha256": None,
-            "precision": kind,
-            "provider": "cuda" if kind == "fp16" else "cpu",
-            "usable": True,
-        }
-        # Weights kept beside the graph (optimum names them model.onnx_data, onnx and sentictl
-        # model.onnx.data): hashed with it, so an edited weights file is a new model too.
-        for data in (name + "_data", name + ".data"):
-            if (model_dir / data).is_file():
-                variants[key]["data"] = {"file": data, "sha256": None}
-                break
+    tokenizer = _tokenizer_entry(model_dir, cfg, tok_cfg)
+    variants = _variants(model_dir)
     ort_cfg = _json(model_dir / "ort_config.json", "ORT config") if (model_dir / "ort_config.json").is_file() else {}
     return {
         "format": 1,
@@ -207,6 +177,47 @@ def synthesize(model_dir: Path) -> dict[str, Any]:
             "max_length_assumed": not _declares_max_length(cfg, tok_cfg),
         },
     }
+
+
+def _tokenizer_entry(model_dir: Path, cfg: dict[str, Any], tok_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's tokenizer entry: the file, and the tokens that frame and pad a text."""
+    special = _special_tokens(model_dir, tok_cfg)
+    if special["cls_token"] is None or special["sep_token"] is None:
+        raise ManifestError(
+            f"{model_dir}: the tokenizer names no [CLS]/[SEP] tokens (tokenizer_config.json): "
+            f"sentictl runs encoder classifiers (BERT, RoBERTa, ...) only"
+        )
+    pad_id = cfg.get("pad_token_id")
+    return {
+        "file": TOKENIZER,
+        "sha256": None,  # hashed when the model is loaded (VerifiedFiles)
+        "cls_token": special["cls_token"],
+        "sep_token": special["sep_token"],
+        "pad_token": special["pad_token"],
+        "pad_id": pad_id if isinstance(pad_id, int) and not isinstance(pad_id, bool) and pad_id >= 0 else None,
+    }
+
+
+def _variants(model_dir: Path) -> dict[str, dict[str, Any]]:
+    """One variant per .onnx file (hashes left for the load to fill in), with the weights file beside it."""
+    variants: dict[str, dict[str, Any]] = {}
+    for name in onnx_files(model_dir):
+        kind = precision(name)
+        key = kind if kind not in variants else name.rsplit(".", 1)[0]
+        variants[key] = {
+            "file": name,
+            "sha256": None,
+            "precision": kind,
+            "provider": "cuda" if kind == "fp16" else "cpu",
+            "usable": True,
+        }
+        # Weights kept beside the graph (optimum names them model.onnx_data, onnx and sentictl
+        # model.onnx.data): hashed with it, so an edited weights file is a new model too.
+        for data in (name + "_data", name + ".data"):
+            if (model_dir / data).is_file():
+                variants[key]["data"] = {"file": data, "sha256": None}
+                break
+    return variants
 
 
 def identity(manifest: dict[str, Any]) -> dict[str, Any]:
