@@ -7,9 +7,10 @@
 
 Each actor loads the model once (``sentictl.load``) and classifies whole batches; the columns it adds
 are those of ``score``'s Parquet output: ``label``, ``score``, ``score_<label>`` per label,
-``model``, ``cache_hit``, ``error`` (the reason code, null when scored). This module is named like
-the ``ray`` package but imports it only inside functions, where ``import ray`` (absolute) finds the
-package: importing ``sentictl`` never loads Ray or pyarrow.
+``model``, ``cache_hit``, ``error`` (the reason code, null when scored). ``score --ray`` is
+:func:`run`: its inputs are :mod:`sentictl.raysources`, its outputs :mod:`sentictl.raysinks`. This
+module is named like the ``ray`` package but imports it only inside functions, where ``import ray``
+(absolute) finds the package: importing ``sentictl`` never loads Ray or pyarrow.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Classify:
     travels by reference and refuses a worker whose folder holds another model. column: the text
     column. keep: the input columns to return (None: all of them). threads: ONNX Runtime threads
     per actor (1, or cores // actors per node). fingerprint: refuse a model folder whose fingerprint
-    differs (``ModelMismatch``, one line). The other arguments are ``sentictl.load``'s.
+    differs (``ModelMismatch``, one line). The other arguments are ``sentictl.load``'s. A batch with
+    a ``raysources.REASON`` column (the blocks score --ray's driver reads) keeps the reason of each row
+    its reader refused, unclassified; that column and ``raysources.TEXT`` are not returned.
     """
 
     def __init__(
