@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -78,52 +78,87 @@ def run_score(
     keep = list(keep)
     if writer is None:
         writer = CsvWriter(out, keep=keep) if output == "csv" else JsonlWriter(out)  # names stdout "results to stdout"
-    all_rows = getattr(writer, "all_rows", False)
-    if all_rows and errors is None:
-        report_to = None
-    elif errors is None:
-        report_to = OutputStream(sys.stderr.buffer, "bad-record reports to stderr")
-    else:
-        report_to = OutputStream(errors, f"--errors to {errors_name or getattr(errors, 'name', 'its file')}")
-    summary = ScoreSummary(sources=list(inputs))
+    all_rows = bool(getattr(writer, "all_rows", False))
+    run = _Run(engine, writer, _report_target(errors, errors_name, all_rows), ScoreSummary(sources=list(inputs)), keep)
     started = time.perf_counter()
     for name in inputs or ["-"]:
         stream = open_input(name)
         try:
             bar = progress_bar(name, stream, progress)
-            pending: list[Record] = []
             read = functools.partial(
                 read_source, stream, name, detect_format(name, fmt), field_name, column, engine.max_chars, keep=keep
             )
-            records = _read_guarded(name, read)
-            for rec in records:
-                if all_rows:
-                    pending.append(rec)  # type: ignore[arg-type]
-                    if len(pending) >= CHUNK:
-                        _flush_rows(engine, pending, writer, report_to, summary, bar, stream, keep)
-                        pending = []
-                elif isinstance(rec, Record):
-                    pending.append(rec)
-                    if len(pending) >= CHUNK:
-                        _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
-                        pending = []
-                elif rec.reason == "empty":
-                    # Blank lines are part of ordinary text files: counted, not reported one by one.
-                    summary.empty += 1
-                else:
-                    _report(report_to, rec)
-                    summary.errors += 1
-            if all_rows:
-                _flush_rows(engine, pending, writer, report_to, summary, bar, stream, keep)
-            else:
-                _flush(engine, pending, writer, report_to, summary, bar, stream, keep)
+            (_score_rows if all_rows else _score_records)(run, _read_guarded(name, read), _Progress(bar, stream))
             if bar is not None:
                 bar.close()
         finally:
             if stream is not sys.stdin.buffer:
                 stream.close()
-    summary.seconds = time.perf_counter() - started
-    return summary
+    run.summary.seconds = time.perf_counter() - started
+    return run.summary
+
+
+@dataclass
+class _Run:
+    """What one score run writes to: results, bad-record reports (None: only as rows) and its counts."""
+
+    engine: Engine
+    writer: Any  # JsonlWriter or CsvWriter (write), or the Parquet writer (write_rows)
+    report_to: OutputStream | None
+    summary: ScoreSummary
+    keep: list[str]
+
+
+@dataclass
+class _Progress:
+    """An input's progress bar (None when there is none) and the stream whose position it shows."""
+
+    bar: Any
+    stream: IO[bytes]
+
+    def update(self) -> None:
+        if self.bar is not None:
+            try:
+                self.bar.update(self.stream.tell() - self.bar.n)
+            except (OSError, ValueError):
+                pass
+
+
+def _report_target(errors: IO[bytes] | None, errors_name: str | None, all_rows: bool) -> OutputStream | None:
+    """Where bad records are reported: --errors, else stderr; nowhere when every row is written (all_rows)
+    and no --errors was given."""
+    if errors is not None:
+        return OutputStream(errors, f"--errors to {errors_name or getattr(errors, 'name', 'its file')}")
+    return None if all_rows else OutputStream(sys.stderr.buffer, "bad-record reports to stderr")
+
+
+def _score_records(run: _Run, verdicts: Iterator[Verdict], progress: _Progress) -> None:
+    """Score the records in chunks; a bad one is reported (blank lines only counted) and left out."""
+    pending: list[Record] = []
+    for rec in verdicts:
+        if isinstance(rec, Record):
+            pending.append(rec)
+            if len(pending) >= CHUNK:
+                _flush(run, pending, progress)
+                pending = []
+        elif rec.reason == "empty":
+            # Blank lines are part of ordinary text files: counted, not reported one by one.
+            run.summary.empty += 1
+        else:
+            _report(run.report_to, rec)
+            run.summary.errors += 1
+    _flush(run, pending, progress)
+
+
+def _score_rows(run: _Run, verdicts: Iterator[Verdict], progress: _Progress) -> None:
+    """Every verdict becomes a row, in chunks (for a writer that takes all rows)."""
+    pending: list[Verdict] = []
+    for rec in verdicts:
+        pending.append(rec)
+        if len(pending) >= CHUNK:
+            _flush_rows(run, pending, progress)
+            pending = []
+    _flush_rows(run, pending, progress)
 
 
 def _read_guarded(name: str, read: Callable[[], Iterator[Verdict]]) -> Iterator[Verdict]:
@@ -151,56 +186,35 @@ def kept_values(data: Any, keep: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _flush(
-    engine: Engine,
-    pending: list[Record],
-    writer: Any,
-    report_to: OutputStream,
-    summary: ScoreSummary,
-    bar: Any,
-    stream: IO[bytes],
-    keep: Sequence[str] = (),
-) -> None:
+def _flush(run: _Run, pending: list[Record], progress: _Progress) -> None:
     if not pending:
         return
-    outcomes = engine.classify_each([r.text for r in pending])
-    results: list[dict[str, Any]] = []
+    outcomes = run.engine.classify_each([r.text for r in pending])
+    results: list[Mapping[str, Any]] = []
     for rec, outcome in zip(pending, outcomes):
         if isinstance(outcome, BadRecord):
-            _report(report_to, BadRecord(outcome.reason, outcome.message, rec.source, rec.position))
-            summary.errors += 1
-        elif keep:
+            _report(run.report_to, BadRecord(outcome.reason, outcome.message, rec.source, rec.position))
+            run.summary.errors += 1
+        elif run.keep:
             # A new dict: the engine may hand one result object to several equal texts.
-            results.append({**kept_values(rec.data, keep), **outcome})
+            results.append({**kept_values(rec.data, run.keep), **outcome})
         else:
-            results.append(outcome)  # type: ignore[arg-type]
-    writer.write(results)
-    summary.texts += len(results)
-    summary.cache_hits += sum(1 for r in results if r["cache_hit"])
-    if bar is not None:
-        try:
-            bar.update(stream.tell() - bar.n)
-        except (OSError, ValueError):
-            pass
+            results.append(outcome)
+    run.writer.write(results)
+    run.summary.texts += len(results)
+    run.summary.cache_hits += sum(1 for r in results if r["cache_hit"])
+    progress.update()
 
 
-def _flush_rows(
-    engine: Engine,
-    pending: Sequence[Verdict],
-    writer: Any,
-    report_to: OutputStream | None,
-    summary: ScoreSummary,
-    bar: Any,
-    stream: IO[bytes],
-    keep: Sequence[str] = (),
-) -> None:
+def _flush_rows(run: _Run, pending: Sequence[Verdict], progress: _Progress) -> None:
     """Every verdict becomes a row (scored, or with its reason code): one output row per input record."""
     if not pending:
         return
+    summary = run.summary
     records = [v for v in pending if isinstance(v, Record)]
-    scored = iter(engine.classify_each([r.text for r in records]))
+    scored = iter(run.engine.classify_each([r.text for r in records]))
     outcomes: list[Any] = []
-    kept: dict[str, list[Any]] = {name: [] for name in keep}
+    kept: dict[str, list[Any]] = {name: [] for name in run.keep}
     for verdict in pending:
         outcome = next(scored) if isinstance(verdict, Record) else verdict
         if isinstance(outcome, BadRecord):
@@ -209,21 +223,17 @@ def _flush_rows(
                 summary.empty += 1
             else:
                 summary.errors += 1
-            if report_to is not None and outcome.reason != "empty":
-                _report(report_to, outcome)
+                _report(run.report_to, outcome)
         else:
             summary.texts += 1
             summary.cache_hits += bool(outcome["cache_hit"])
-        for name, value in kept_values(getattr(verdict, "data", None), keep).items():
+        for name, value in kept_values(getattr(verdict, "data", None), run.keep).items():
             kept[name].append(value)
         outcomes.append(outcome)
-    writer.write_rows(kept, outcomes)
-    if bar is not None:
-        try:
-            bar.update(stream.tell() - bar.n)
-        except (OSError, ValueError):
-            pass
+    run.writer.write_rows(kept, outcomes)
+    progress.update()
 
 
-def _report(errors: OutputStream, rec: BadRecord) -> None:
-    errors.write(orjson.dumps(rec.as_dict()) + b"\n")
+def _report(errors: OutputStream | None, rec: BadRecord) -> None:
+    if errors is not None:  # None: bad records are rows of the output, and no --errors was given
+        errors.write(orjson.dumps(rec.as_dict()) + b"\n")
