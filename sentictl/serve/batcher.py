@@ -39,7 +39,7 @@ class Job:
 
     misses: list[Encoded]
     tokens: int
-    future: asyncio.Future
+    future: asyncio.Future[list[Result]]
     enqueued: float
     engine: Engine
     started: float = 0.0
@@ -63,7 +63,7 @@ class Batcher:
         self._wake = asyncio.Event()
         # One thread: ORT already uses every core for one batch, two batches at once would only thrash.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentictl-infer")
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -182,14 +182,14 @@ class CacheReader:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._pending: list[tuple[list[Input], bool, asyncio.Future]] = []
+        self._pending: list[tuple[list[Input], bool, asyncio.Future[dict[Input, Result]]]] = []
         self._scheduled = False
 
     async def lookup(self, inputs: list[Input], logits: bool) -> dict[Input, Result]:
         """Cached results for the inputs that have one (may be served by a lookup shared with others);
         ``logits`` as Engine.lookup takes it."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[dict[Input, Result]] = loop.create_future()
         self._pending.append((inputs, logits, future))
         if not self._scheduled:
             self._scheduled = True
