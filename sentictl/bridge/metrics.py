@@ -1,43 +1,16 @@
-"""Counters of a bridge run: the progress line and summary (BridgeStats), Prometheus (BridgeMetrics).
-
-Also the counters serve's metrics share (labelled_counter, cache_failures): this module loads no
-server stack, so the bridge and serve can both build on it.
-"""
+"""Counters of a bridge run: the progress line and summary (BridgeStats), Prometheus (BridgeMetrics)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BridgeError
+from ..metrics import cache_failures, labelled_counter
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Counter
-
-# What a result cache reports to its on_failure hook (ResultCache, RedisCache).
-CACHE_FAILURE_OPS = ("read", "write", "damaged")
-
-
-def labelled_counter(
-    name: str, documentation: str, label: str, values: Iterable[str], registry: CollectorRegistry
-) -> Counter:
-    """A counter by one label whose known values are exported (at 0) from the start, before anything is counted."""
-    from prometheus_client import Counter
-
-    counter = Counter(name, documentation, [label], registry=registry)
-    for value in values:
-        counter.labels(value)
-    return counter
-
-
-def cache_failures(name: str, documentation: str, registry: CollectorRegistry) -> Counter:
-    """The result cache's failed operations by op ("read", "write", "damaged"): serve's and the bridge's.
-
-    Wire it with ``cache.on_failure = lambda op: counter.labels(op).inc()``.
-    """
-    return labelled_counter(name, documentation, "op", CACHE_FAILURE_OPS, registry)
+    pass
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..bridge.metrics import cache_failures, labelled_counter
+from ..metrics import cache_failures, labelled_counter
 
 # Every metric, in the order /metrics shows them: the Metrics attribute and how it is made (given the registry).
 _DEFINITIONS: dict[str, Callable[..., Counter | Gauge | Histogram]] = {
