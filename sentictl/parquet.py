@@ -1,8 +1,9 @@
 """Parquet in and out for ``score`` (the ``parquet`` extra: pyarrow), and the result columns Ray shares.
 
-Reading streams record batches (a few thousand rows of the text and --keep columns at a time), so
-memory stays bounded whatever the file size; a directory of Parquet files and a glob are read in
-sorted name order. Writing gives ONE ROW PER INPUT ROW, in input order: the --keep columns (with
+Reading streams record batches (about 1 MB, at most 4,096 rows, of the text and --keep columns at a
+time), so memory does not grow with the file: it is bounded by the largest page, which Arrow holds
+whole (twice a dictionary page while it decodes one); a directory of Parquet files and a glob are read
+in sorted name order. Writing gives ONE ROW PER INPUT ROW, in input order: the --keep columns (with
 their Arrow types), ``label``, ``score``, ``score_<label>`` per label, ``model``, ``cache_hit`` and
 ``error`` (the reason code, null when scored), so a bad row is kept with its reason, never dropped.
 
@@ -23,9 +24,11 @@ from .errors import InputError, OutputError
 # Rows per record batch read: small enough for flat memory, big enough that Arrow's per-batch cost vanishes;
 # fewer when the rows are large (READ_BYTES per batch, from the file's own column sizes).
 READ_ROWS = 4096
-READ_BYTES = 8 << 20
+READ_BYTES = 1 << 20
 # Column chunks are read through a buffer of this size, never whole (a writer may put 1 GB in one row group).
 READ_BUFFER = 4 << 20
+# Row groups are read in spans of about this many bytes (of the columns read), freed memory handed back after each.
+SPAN_BYTES = 64 << 20
 # The columns a Parquet result row has besides the --keep ones and the score_<label> ones.
 RESULT_COLUMNS = ("label", "score", "model", "cache_hit", "error")
 SUFFIXES = (".parquet", ".parq")
@@ -128,30 +131,74 @@ def read_parquet(
     if column not in names:
         raise InputError(f"{source} has no column {column!r} (it has: {', '.join(names[:20])}); use --column")
     kept = list(dict.fromkeys(k for k in (n.split(".")[0] for n in keep) if k in names))
-    wanted = list(dict.fromkeys([column, *kept]))
     position = 0
     try:
-        for batch in parquet.iter_batches(batch_size=_batch_rows(parquet, wanted), columns=wanted, use_threads=False):
-            texts = batch.column(column).to_pylist()
-            # Only the kept columns travel with a row (a huge text that is too_long is not held on to).
-            rows = batch.select(kept).to_pylist() if keep else [None] * len(texts)
+        for texts, rows in _batches(parquet, column, kept if keep else None):
             for text, row in zip(texts, rows):
                 position += 1
-                if text is None:
-                    yield BadRow("empty", "null: nothing to classify", source, position, row)
-                elif not isinstance(text, str):
-                    yield BadRow(
-                        "not_string",
-                        f"column {column!r} holds {type(text).__name__}, not a string",
-                        source,
-                        position,
-                        row,
-                    )
-                else:
+                if isinstance(text, str):
                     verdict = check_text(text, max_chars, source, position, data=row)
                     yield verdict if not isinstance(verdict, BadRecord) else BadRow(*_fields(verdict), row)
+                else:
+                    yield _not_text(text, row, column, source, position)
+            del texts, rows  # before the next batch is read
     except pa.ArrowException as exc:
         raise InputError(f"cannot read {source} as Parquet: {exc}") from None
+
+
+def _batches(parquet: Any, column: str, kept: list[str] | None) -> Iterator[tuple[list[Any], list[Any]]]:
+    """(texts, rows) a record batch at a time, in order: each row {kept column: value}, or None when
+    ``kept`` is None.
+
+    Row groups are read a span at a time, and the memory Arrow freed is handed back after each: Arrow
+    holds a whole page (and the dictionary it decodes from a dictionary page) while it reads a column
+    chunk, and what one large row group held must not stay resident into the next one's peak. A batch
+    is let go, by Arrow and Python alike, before the next one is read.
+    """
+    import pyarrow as pa
+
+    wanted = list(dict.fromkeys([column, *(kept or ())]))
+    size = _batch_rows(parquet, wanted)
+    for span in _spans(parquet.metadata, wanted):
+        for batch in parquet.iter_batches(batch_size=size, row_groups=span, columns=wanted, use_threads=False):
+            texts = batch.column(column).to_pylist()
+            # Only the kept columns travel with a row (a huge text that is too_long is not held on to).
+            rows = batch.select(kept).to_pylist() if kept is not None else [None] * len(texts)
+            del batch
+            yield texts, rows
+            del texts, rows
+        pa.default_memory_pool().release_unused()
+
+
+def _not_text(text: Any, row: Any, column: str, source: str, position: int) -> BadRow:
+    """The verdict for a value that is no string: a null is empty, anything else not_string."""
+    if text is None:
+        return BadRow("empty", "null: nothing to classify", source, position, row)
+    return BadRow("not_string", f"column {column!r} holds {type(text).__name__}, not a string", source, position, row)
+
+
+def _column_bytes(group: Any, columns: Sequence[str]) -> int:
+    """The uncompressed bytes of a row group's chunks of ``columns`` (and of their nested fields)."""
+    return sum(
+        group.column(c).total_uncompressed_size
+        for c in range(group.num_columns)
+        if group.column(c).path_in_schema.split(".")[0] in columns
+    )
+
+
+def _spans(meta: Any, columns: Sequence[str]) -> Iterator[list[int]]:
+    """The row groups in runs of at most SPAN_BYTES of ``columns`` (a larger group is a run of its own)."""
+    span: list[int] = []
+    size = 0
+    for g in range(meta.num_row_groups):
+        group = _column_bytes(meta.row_group(g), columns)
+        if span and size + group > SPAN_BYTES:
+            yield span
+            span, size = [], 0
+        span.append(g)
+        size += group
+    if span:
+        yield span
 
 
 def _batch_rows(parquet: Any, columns: Sequence[str]) -> int:
@@ -161,12 +208,7 @@ def _batch_rows(parquet: Any, columns: Sequence[str]) -> int:
     for g in range(meta.num_row_groups):
         group = meta.row_group(g)
         if group.num_rows:
-            size = sum(
-                group.column(c).total_uncompressed_size
-                for c in range(group.num_columns)
-                if group.column(c).path_in_schema.split(".")[0] in columns
-            )
-            widest = max(widest, size / group.num_rows)
+            widest = max(widest, _column_bytes(group, columns) / group.num_rows)
     return max(1, min(READ_ROWS, int(READ_BYTES / widest) if widest else READ_ROWS))
 
 
