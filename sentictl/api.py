@@ -28,7 +28,7 @@ from .errors import ManifestError, SentictlError
 if TYPE_CHECKING:
     from .engine.core import Engine, ResultStore
     from .engine.records import BadRecord, Verdict
-    from .engine.results import Result as EngineResult
+    from .engine.results import ResultDict as EngineResult
 
 __all__ = ["DEFAULT_CACHE", "CacheDefault", "Classifier", "ModelMismatch", "Result", "SentictlError", "load"]
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import BadRecord, Engine, Record, Result
+from ..engine import BadRecord, Engine, Record, ResultDict
 from .clients import Message
 
 # A record that cannot be classified, with the reason; a classified one, with its JSON object (None for raw input).
 Bad = tuple[Message, BadRecord]
-Scored = tuple[Message, Any, Result]
+Scored = tuple[Message, Any, ResultDict]
 
 
 def classify_batch(engine: Engine, messages: list[Message], json_field: str | None) -> tuple[list[Scored], list[Bad]]:

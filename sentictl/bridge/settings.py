@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from .. import config
-from ..engine import Result
+from ..engine import ResultDict
 from ..errors import BridgeError
 from ..kafka import KafkaConfig, TopicTemplate, check_topic
 
@@ -113,7 +113,7 @@ def check_settings(s: BridgeSettings, labels: Sequence[str] | None = None) -> To
     return out
 
 
-def enrich(result: Result, obj: Any) -> bytes:
+def enrich(result: ResultDict, obj: Any) -> bytes:
     """The output value: the result record for raw input, the object plus "sentiment" for JSON."""
     if obj is None:
         return orjson.dumps(result)

@@ -9,7 +9,7 @@ from .core import Engine
 from .manifest import MANIFEST, read_manifest
 from .model import Model, load
 from .records import REASONS, BadRecord, Record, Verdict
-from .results import Result
+from .results import ResultDict
 
 __all__ = [
     "BadRecord",
@@ -18,7 +18,7 @@ __all__ = [
     "Model",
     "REASONS",
     "Record",
-    "Result",
+    "ResultDict",
     "ResultCache",
     "Verdict",
     "load",

@@ -24,7 +24,7 @@ from ..errors import InferenceError
 from .batching import length_groups
 from .model import Model
 from .records import INFERENCE_ERROR, BadRecord, Input, Verdict, check_pair, check_text, from_bytes
-from .results import Result
+from .results import ResultDict
 from .session import is_runtime_error, runtime_message
 from .tokenizer import Encoded
 
@@ -52,7 +52,7 @@ class Pending:
 
     __slots__ = ("inputs", "known", "misses", "logits")
 
-    def __init__(self, inputs: list[Input], known: dict[Input, Result], misses: list[Encoded], logits: bool):
+    def __init__(self, inputs: list[Input], known: dict[Input, ResultDict], misses: list[Encoded], logits: bool):
         self.inputs = inputs
         self.known = known
         self.misses = misses
@@ -63,7 +63,7 @@ class Pending:
         """Tokens the misses occupy in a batch."""
         return sum(e.tokens for e in self.misses)
 
-    def finish(self, fresh: Sequence[Result]) -> list[Result]:
+    def finish(self, fresh: Sequence[ResultDict]) -> list[ResultDict]:
         """Results in input order, given the results :meth:`Engine.infer` gave for ``misses``."""
         known = self.known
         for e, result in zip(self.misses, fresh):
@@ -203,7 +203,7 @@ class Engine:
         """The cache key space of an input: the model's namespace, and a pair's or left-cut text's kind."""
         return self.namespace if x.plain else f"{self.namespace}:{x.kind}"
 
-    def lookup(self, texts: Texts, *, logits: bool = True) -> dict[Input, Result]:
+    def lookup(self, texts: Texts, *, logits: bool = True) -> dict[Input, ResultDict]:
         """Cached results for the inputs that have one, marked cache_hit (no inference); logits=False
         leaves out their logits, logits=True leaves out an entry stored without them (see classify)."""
         if self.cache is None or not texts:
@@ -211,19 +211,21 @@ class Engine:
         spaces: dict[str, dict[str, Input]] = {}
         for x in self.inputs(texts):
             spaces.setdefault(self._space(x), {})[x.key] = x
-        found: dict[Input, Result] = {}
+        found: dict[Input, ResultDict] = {}
         for space, keys in spaces.items():
             for key, stored in self.cache.get_many(space, list(keys)).items():
                 if logits and "logits" not in stored:
                     continue
                 x = keys[key]
-                hit = cast(Result, {**stored, "text": x.text, "cache_hit": True})
+                hit = cast(ResultDict, {**stored, "text": x.text, "cache_hit": True})
                 if x.pair is not None:
                     hit["text_pair"] = x.pair
                 found[x] = hit if logits else _without_logits(hit)
         return found
 
-    def prepare(self, texts: Texts, *, logits: bool = False, found: Mapping[Input, Result] | None = None) -> Pending:
+    def prepare(
+        self, texts: Texts, *, logits: bool = False, found: Mapping[Input, ResultDict] | None = None
+    ) -> Pending:
         """The first half of classify(): the inputs, their cached results (``found``: from a lookup
         already made, e.g. one shared by several requests) and the misses, de-duplicated and encoded."""
         inputs = self.inputs(texts)
@@ -232,7 +234,7 @@ class Engine:
         misses = [x for x in unique if x not in known]
         return Pending(inputs, known, self.model.encode_inputs(misses) if misses else [], logits)
 
-    def infer(self, encoded: Sequence[Encoded], *, arrival_order: bool = False) -> list[Result]:
+    def infer(self, encoded: Sequence[Encoded], *, arrival_order: bool = False) -> list[ResultDict]:
         """Run the model on encoded inputs (no cache lookup) and store the results (with logits); input
         order. Inputs repeated across the list run once.
 
@@ -246,7 +248,7 @@ class Engine:
             return []
         try:
             if arrival_order and self.model.provider == "cpu" and not self.model.static_shape:
-                results: dict[Input, Result] = {}
+                results: dict[Input, ResultDict] = {}
                 for group in length_groups([e.tokens for e in unique]):
                     part = [unique[i] for i in group]
                     results.update(zip((e.input for e in part), self.model.run(part)))
@@ -265,7 +267,7 @@ class Engine:
                 self.cache.put_many(space, rows)
         return [results[e.input] for e in encoded]
 
-    def classify(self, texts: Texts, *, logits: bool = False) -> list[Result]:
+    def classify(self, texts: Texts, *, logits: bool = False) -> list[ResultDict]:
         """Results in input order: repeated texts are inferred once, cached ones not at all.
 
         logits: keep each result's raw ``logits`` ({label: value}); a cached result stored before
@@ -274,7 +276,7 @@ class Engine:
         pending = self.prepare(texts, logits=logits)
         return pending.finish(self.infer(pending.misses))
 
-    def classify_each(self, texts: Texts, *, logits: bool = False) -> list[Result | BadRecord]:
+    def classify_each(self, texts: Texts, *, logits: bool = False) -> list[ResultDict | BadRecord]:
         """classify(), except that a text the model fails on becomes an ``inference_error`` BadRecord
         while the rest of the batch is classified: the failing texts are found by halving the batch
         (log2(n) extra runs for one poison text), so one bad record never stops a stream."""
@@ -287,13 +289,13 @@ class Engine:
                 bad = BadRecord(INFERENCE_ERROR, str(exc))
                 return [bad] * len(texts)
             half = len(unique) // 2
-            done: dict[Input, Result | BadRecord] = {}
+            done: dict[Input, ResultDict | BadRecord] = {}
             for part in (unique[:half], unique[half:]):
                 done.update(zip(part, self.classify_each(part, logits=logits)))
             return [done[x] for x in inputs]
 
 
-def _without_logits(result: Result) -> Result:
+def _without_logits(result: ResultDict) -> ResultDict:
     if "logits" not in result:
         return result
     out = result.copy()

@@ -38,7 +38,7 @@ from .manifest import (
     verify,
 )
 from .records import Input
-from .results import Result
+from .results import ResultDict
 from .session import ORT_PROVIDER, check_logits_output, open_session, session_options
 from .tokenizer import Encoded, SpecialIds, TextEncoder, load_tokenizer
 from .verified import VerifiedFiles
@@ -273,15 +273,15 @@ class Model:
                 k += 1
         return out / weight[:, None], out_logits / weight[:, None]
 
-    def run(self, encoded: Sequence[Encoded]) -> list[Result]:
+    def run(self, encoded: Sequence[Encoded]) -> list[ResultDict]:
         """Results (with logits) of encoded inputs, in their order: what the engine stores and answers."""
         probs, logits = self.scores(encoded)
         return [self.result(e.input, p, e.truncated, raw) for e, p, raw in zip(encoded, probs, logits)]
 
-    def result(self, x: Input, row: Floats, truncated: bool, logits: Floats) -> Result:
+    def result(self, x: Input, row: Floats, truncated: bool, logits: Floats) -> ResultDict:
         """One result from a probability row and the logits it came from."""
         best = int(row.argmax())
-        out: Result = {
+        out: ResultDict = {
             "text": x.text,
             "label": self.labels[best],
             "score": round(float(row[best]), 6),
@@ -302,7 +302,7 @@ class Model:
         encoded = self.encode_inputs([Input(t) for t in texts])
         return self.scores(encoded)[0], [e.truncated for e in encoded]
 
-    def classify(self, texts: Sequence[str]) -> list[Result]:
+    def classify(self, texts: Sequence[str]) -> list[ResultDict]:
         """Results for plain texts, in input order, without logits (no cache: that is the Engine's)."""
         results = self.run(self.encode_inputs([Input(t) for t in texts]))
         for r in results:

@@ -14,8 +14,9 @@ class _ResultFields(TypedDict):
     cache_hit: bool
 
 
-class Result(_ResultFields, total=False):
-    """One classified text: labels come from the checkpoint's id2label, in label-id order."""
+class ResultDict(_ResultFields, total=False):
+    """One classified text as the doors answer it and the cache stores it (a plain JSON object); labels come
+    from the checkpoint's id2label, in label-id order. The public API wraps it in the frozen sentictl.Result."""
 
     truncated: bool  # present (True) only when the text was cut to the model's limit
     logits: dict[str, float]  # the raw logits, stored in the cache; given only to a caller asking for them
@@ -23,7 +24,7 @@ class Result(_ResultFields, total=False):
 
 
 def valid_result(value: object) -> bool:
-    """Whether a stored value has the Result shape; anything else is a cache miss, never an answer."""
+    """Whether a stored value has the ResultDict shape; anything else is a cache miss, never an answer."""
     if not isinstance(value, dict):
         return False
     label, scores = value.get("label"), value.get("scores")

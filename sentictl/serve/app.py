@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from ..engine import BadRecord, Engine, Result, ResultCache, Verdict
+from ..engine import BadRecord, Engine, ResultCache, ResultDict, Verdict
 from ..engine.memory import release_when_freed
 from ..engine.records import Input
 from ..engine.rediscache import RedisCache
@@ -301,7 +301,7 @@ class Service:
 
     async def classify(
         self, engine: Engine, texts: list[str | Input], logits: bool = False
-    ) -> tuple[list[Result], dict[str, float]]:
+    ) -> tuple[list[ResultDict], dict[str, float]]:
         """Results in input order for texts or Inputs, through the engine once: its lookup (shared with
         the requests of this event-loop iteration), its misses encoded, inferred in a batch the batcher
         coalesces, merged back. logits: keep the raw logits (a cached result stored without them is a miss)."""
@@ -316,7 +316,7 @@ class Service:
         self.metrics.cache_hits.inc(len(pending.known))
         self.metrics.cache_misses.inc(len(pending.misses))
         timings = {"queue": 0.0, "inference": 0.0}
-        fresh: list[Result] = []
+        fresh: list[ResultDict] = []
         if pending.misses:
             assert self.batcher is not None  # set together with the engine
             job = await self.batcher.submit(pending.misses, engine)

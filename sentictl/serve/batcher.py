@@ -24,7 +24,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..engine import Engine, Result
+from ..engine import Engine, ResultDict
 from ..engine.model import Encoded
 from ..engine.records import Input
 from ..errors import BackendError, Unhealthy
@@ -39,7 +39,7 @@ class Job:
 
     misses: list[Encoded]
     tokens: int
-    future: asyncio.Future[list[Result]]
+    future: asyncio.Future[list[ResultDict]]
     enqueued: float
     engine: Engine
     started: float = 0.0
@@ -182,14 +182,14 @@ class CacheReader:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._pending: list[tuple[list[Input], bool, asyncio.Future[dict[Input, Result]]]] = []
+        self._pending: list[tuple[list[Input], bool, asyncio.Future[dict[Input, ResultDict]]]] = []
         self._scheduled = False
 
-    async def lookup(self, inputs: list[Input], logits: bool) -> dict[Input, Result]:
+    async def lookup(self, inputs: list[Input], logits: bool) -> dict[Input, ResultDict]:
         """Cached results for the inputs that have one (may be served by a lookup shared with others);
         ``logits`` as Engine.lookup takes it."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[dict[Input, Result]] = loop.create_future()
+        future: asyncio.Future[dict[Input, ResultDict]] = loop.create_future()
         self._pending.append((inputs, logits, future))
         if not self._scheduled:
             self._scheduled = True

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..engine import BadRecord, Result
+from ..engine import BadRecord, ResultDict
 from ..errors import (
     BadRequest,
     EmptyInput,
@@ -77,7 +77,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
 
 
-def demo_shape(r: Result) -> dict[str, Any]:
+def demo_shape(r: ResultDict) -> dict[str, Any]:
     """A result in the original demo's shape: label, score, text, metadata.cache_hit (+ scores)."""
     meta: dict[str, Any] = {"cache_hit": bool(r.get("cache_hit"))}
     if r.get("truncated"):
@@ -85,7 +85,7 @@ def demo_shape(r: Result) -> dict[str, Any]:
     return {"label": r["label"], "score": r["score"], "text": r["text"], "metadata": meta, "scores": r["scores"]}
 
 
-def predictions(r: Result, raw_scores: bool) -> list[dict[str, Any]]:
+def predictions(r: ResultDict, raw_scores: bool) -> list[dict[str, Any]]:
     """TEI's shape: every label with its score (a probability, or the raw logit with raw_scores), best first."""
     scores = r["logits"] if raw_scores else r["scores"]
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
