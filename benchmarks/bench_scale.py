@@ -218,7 +218,7 @@ def main() -> None:
                 ),
                 env,
             )
-            report["big_file"].update(run)
+            report["big_file"].update(run, command=" ".join(["benchmarks/bench_scale.py", *sys.argv[1:]]))
             print(
                 f"  {report['big_file']['bytes'] / (1 << 30):.2f} GB file: {run['seconds']} s, "
                 f"peak RSS {run['peak_rss_mb']} MB",
