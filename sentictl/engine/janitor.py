@@ -31,6 +31,8 @@ _EVICT_BATCH = 2000
 SWEEP_EVERY_S = 60.0
 # Last-use times kept for the next pass at most; past 10,000 a write wakes the janitor early.
 _MAX_TOUCHED = 100_000
+# How long a checkpoint of a -wal past half its allowance waits for the readers in it.
+_CHECKPOINT_WAIT_MS = 500
 _WAKE_TOUCHED = 10_000
 
 
@@ -177,9 +179,14 @@ class Janitor:
         except OSError:
             return
         self._wal_peak = max(self._wal_peak, wal)
-        if wal <= wal_allowance(self.max_size) // 4:
+        allowance = wal_allowance(self.max_size)
+        if wal <= allowance // 4:
             return
-        conn.execute("PRAGMA busy_timeout = 0")  # never wait for another process's reader here
+        # Past a quarter of its allowance, try without waiting for a reader (another process's lookup);
+        # past half, wait for the readers in it a moment: a reader that keeps finding the -wal busy
+        # (a loaded machine stretches every lookup) would otherwise let it grow past the bound.
+        wait_ms = 0 if wal <= allowance // 2 else _CHECKPOINT_WAIT_MS
+        conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
         try:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         finally:
