@@ -23,7 +23,6 @@ from .errors import InputError
 from .jsonread import read_json_array
 from .textlines import SNIFF_BYTES, Prepend, lines, sniff_encoding
 
-FORMATS = ("txt", "jsonl", "csv", "tsv", "json", "parquet")
 _EXTENSIONS = {
     ".txt": "txt",
     ".jsonl": "jsonl",

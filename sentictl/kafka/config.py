@@ -258,10 +258,6 @@ class KafkaConfig:
             how += f"; {self.producer_settings['compression_type']} compression"
         return f"{self.bootstrap} ({how})"
 
-    def with_client_id(self, client_id: str) -> KafkaConfig:
-        """The same connection under another client id (e.g. one per producer)."""
-        return dataclasses.replace(self, client_id=client_id)
-
     def side_settings(self, side: str) -> dict[str, Any]:
         """kafka-python arguments from properties for "producer" or "consumer": both-side ones, then the side's own."""
         own = {"producer": self.producer_settings, "consumer": self.consumer_settings}[side]
