@@ -232,6 +232,8 @@ def _connect(ray: Any, address: str | None) -> bool:
 def _configure(ray: Any, job: Job) -> None:
     """Ray Data's order and progress bars for this job; its own INFO lines and deprecation notes are not ours to print."""
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # "Progress bars disabled. To enable, set ..." names a Python setting; score's --progress is the switch.
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"ray\.data\..*")
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = job.preserve_order
