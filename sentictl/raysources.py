@@ -22,12 +22,13 @@ and line (the reader's position) of the n-th row, for the --errors reports.
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .engine.records import BadRecord, Record, Verdict
-from .errors import InputError, OutputError
+from .errors import OutputError
 
 # The columns of a driver-read block besides the --keep ones: the text (null for a refused record) and the
 # reason the reader refused it (null for a record to classify). Classify drops them from its output.
@@ -114,14 +115,17 @@ def dataset(ray: Any, source: Source) -> tuple[Any, Origins, str, dict[str, Any]
 def _blocks(source: Source, origins: Origins, types: dict[str, Any]) -> Iterator[Any]:
     """Arrow blocks of every input's verdicts, in order, read with score's own readers (one block held)."""
     from .io import detect_format, open_input, read_source
+    from .score import read_guarded
 
     for name in source.inputs:
         stream = open_input(name)
         try:
             fmt = detect_format(name, source.fmt)
-            verdicts = read_source(stream, name, fmt, source.field, source.column, source.max_chars, keep=source.keep)
+            read = functools.partial(
+                read_source, stream, name, fmt, source.field, source.column, source.max_chars, keep=source.keep
+            )
             chunk: list[Verdict] = []
-            for verdict in _guarded(name, verdicts):
+            for verdict in read_guarded(name, read):  # the first read (encoding sniffing) is guarded too
                 origins.add(name, verdict.position)
                 chunk.append(verdict)
                 if len(chunk) == BLOCK_ROWS:
@@ -132,14 +136,6 @@ def _blocks(source: Source, origins: Origins, types: dict[str, Any]) -> Iterator
         finally:
             if name != "-":
                 stream.close()
-
-
-def _guarded(name: str, verdicts: Iterator[Verdict]) -> Iterator[Verdict]:
-    """The verdicts, with an input that fails mid-read (EIO) as one InputError line, as score says it."""
-    try:
-        yield from verdicts
-    except OSError as exc:
-        raise InputError(f"cannot read {'stdin' if name == '-' else name}: {exc.strerror or exc}") from None
 
 
 def _table(verdicts: Sequence[Verdict], keep: Sequence[str], types: dict[str, Any]) -> Any:

@@ -88,7 +88,7 @@ def run_score(
             read = functools.partial(
                 read_source, stream, name, detect_format(name, fmt), field_name, column, engine.max_chars, keep=keep
             )
-            (_score_rows if all_rows else _score_records)(run, _read_guarded(name, read), _Progress(bar, stream))
+            (_score_rows if all_rows else _score_records)(run, read_guarded(name, read), _Progress(bar, stream))
             if bar is not None:
                 bar.close()
         finally:
@@ -161,7 +161,7 @@ def _score_rows(run: _Run, verdicts: Iterator[Verdict], progress: _Progress) -> 
     _flush_rows(run, pending, progress)
 
 
-def _read_guarded(name: str, read: Callable[[], Iterator[Verdict]]) -> Iterator[Verdict]:
+def read_guarded(name: str, read: Callable[[], Iterator[Verdict]]) -> Iterator[Verdict]:
     """The records ``read`` gives, with an input that fails mid-read (EIO, a vanished network file) as one
     InputError line instead of a traceback."""
     try:

@@ -145,6 +145,14 @@ def test_an_actor_whose_model_folder_differs_is_refused_with_one_line(data):
     assert len(errors) == 1 and "holds another model" in errors[0], run.stderr.decode()[-3000:]
 
 
+def test_an_input_that_fails_on_its_first_read_is_one_line_as_score_says_it(tmp_path):
+    # /proc/self/mem opens but every read fails with EIO: the driver's first read (encoding sniffing) included.
+    run = score(tmp_path, "/proc/self/mem", "--workers", "1", "--ray")
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.decode().splitlines() if line.startswith("Error:")]
+    assert errors == ["Error: cannot read /proc/self/mem: Input/output error"], run.stderr.decode()[-3000:]
+
+
 def write_text_inputs(folder: Path) -> list[str]:
     """A text file, JSON lines, a CSV file and a JSON array, each with the bad records its reader reports
     (ids are strings, as a CSV cell is one: a --keep column has one type)."""

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import BridgeError
 from ..metrics import cache_failures, labelled_counter
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

@@ -171,7 +171,10 @@ class Janitor:
         return max(self.max_size - wal - 32 * 1024, self.max_size // 4)
 
     def checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Past half its allowance, copy the -wal into the file and truncate it, unless a reader is in it."""
+        """Past a quarter of its allowance, copy the -wal into the file and truncate it: at once when no
+        reader is in it, else (past half its allowance) after waiting up to _CHECKPOINT_WAIT_MS for the
+        readers, holding the write lock meanwhile; past a quarter but not half, a busy -wal is left for
+        the next write."""
         if self.max_size is None:
             return
         try:
