@@ -407,19 +407,8 @@ def rowwise_int8_experiment(
     dropped: set[str] = set()
     for x, consumers in by_input.items():
         prefix = rq.node_prefix(consumers[0].name)
-        nodes: list[Any] = []
         factors = (smooth or {}).get(x)
-        src_x = x
-        if factors is not None:
-            nodes.append(
-                helper.make_node(
-                    "Mul",
-                    [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
-                    [f"{prefix}smoothed"],
-                    name=f"{prefix}Smooth",
-                )
-            )
-            src_x = f"{prefix}smoothed"
+        nodes, src_x = rq.smoothed_input(x, prefix, factors, const)
         k = int(inits[consumers[0].input[1]].dims[0])
         use_qlinear = quantizer == "qlinear" and opset >= 13
         asym = bool(use_qlinear and asymmetric and asymmetric(consumers[0].name))

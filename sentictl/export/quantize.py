@@ -144,6 +144,18 @@ def rowwise_int8(
     }
 
 
+def smoothed_input(x: str, prefix: str, factors: np.ndarray | None, const: Any) -> tuple[list[Any], str]:
+    """The node dividing activation ``x`` by its SmoothQuant factors (none without factors), and the name
+    the row quantizer then reads."""
+    from onnx import helper
+
+    if factors is None:
+        return [], x
+    scaled = const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))
+    node = helper.make_node("Mul", [x, scaled], [f"{prefix}smoothed"], name=f"{prefix}Smooth")
+    return [node], f"{prefix}smoothed"
+
+
 def _quantize_consumers(
     x: str,
     consumers: list[Any],
@@ -155,21 +167,10 @@ def _quantize_consumers(
     new_inits: list[Any],
 ) -> list[list[Any]]:
     """The nodes that replace each MatMul reading ``x``: one row quantizer (with the first), then each int8 product."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
     prefix = node_prefix(consumers[0].name)
-    nodes: list[Any] = []
-    src_x = x
-    if factors is not None:
-        nodes.append(
-            helper.make_node(
-                "Mul",
-                [x, const.array(f"{prefix}smooth_inv", (1.0 / factors).astype(np.float32))],
-                [f"{prefix}smoothed"],
-                name=f"{prefix}Smooth",
-            )
-        )
-        src_x = f"{prefix}smoothed"
+    nodes, src_x = smoothed_input(x, prefix, factors, const)
     k = int(inits[consumers[0].input[1]].dims[0])
     q_nodes, *outputs = asymmetric_rows(src_x, prefix, k, opset, const)
     nodes += q_nodes
